@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC stubs for package fanout.v1 (see scripts/gen_protos.py)."""

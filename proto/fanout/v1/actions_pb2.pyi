@@ -1,0 +1,210 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PHASE_UNSPECIFIED: _ClassVar[Phase]
+    QUEUED: _ClassVar[Phase]
+    WAITING_FOR_RESOURCES: _ClassVar[Phase]
+    INITIALIZING: _ClassVar[Phase]
+    RUNNING: _ClassVar[Phase]
+    SUCCEEDED: _ClassVar[Phase]
+    FAILED: _ClassVar[Phase]
+    ABORTED: _ClassVar[Phase]
+    TIMED_OUT: _ClassVar[Phase]
+PHASE_UNSPECIFIED: Phase
+QUEUED: Phase
+WAITING_FOR_RESOURCES: Phase
+INITIALIZING: Phase
+RUNNING: Phase
+SUCCEEDED: Phase
+FAILED: Phase
+ABORTED: Phase
+TIMED_OUT: Phase
+
+class Resources(_message.Message):
+    __slots__ = ("cpu", "memory")
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    cpu: str
+    memory: str
+    def __init__(self, cpu: _Optional[str] = ..., memory: _Optional[str] = ...) -> None: ...
+
+class ActionSpec(_message.Message):
+    __slots__ = ("name", "task_name", "task_ref", "image", "command", "env", "resources", "retries", "timeout_seconds", "inputs", "workdir")
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TASK_NAME_FIELD_NUMBER: _ClassVar[int]
+    TASK_REF_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    WORKDIR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    task_name: str
+    task_ref: str
+    image: str
+    command: _containers.RepeatedScalarFieldContainer[str]
+    env: _containers.ScalarMap[str, str]
+    resources: Resources
+    retries: int
+    timeout_seconds: int
+    inputs: bytes
+    workdir: str
+    def __init__(self, name: _Optional[str] = ..., task_name: _Optional[str] = ..., task_ref: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., retries: _Optional[int] = ..., timeout_seconds: _Optional[int] = ..., inputs: _Optional[bytes] = ..., workdir: _Optional[str] = ...) -> None: ...
+
+class ActionResult(_message.Message):
+    __slots__ = ("outputs", "error")
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    outputs: bytes
+    error: ActionError
+    def __init__(self, outputs: _Optional[bytes] = ..., error: _Optional[_Union[ActionError, _Mapping]] = ...) -> None: ...
+
+class ActionError(_message.Message):
+    __slots__ = ("type", "message", "traceback")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TRACEBACK_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    message: str
+    traceback: str
+    def __init__(self, type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ...) -> None: ...
+
+class ActionStatus(_message.Message):
+    __slots__ = ("run", "name", "parent", "task_name", "phase", "attempt", "result")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    TASK_NAME_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    run: str
+    name: str
+    parent: str
+    task_name: str
+    phase: Phase
+    attempt: int
+    result: ActionResult
+    def __init__(self, run: _Optional[str] = ..., name: _Optional[str] = ..., parent: _Optional[str] = ..., task_name: _Optional[str] = ..., phase: _Optional[_Union[Phase, str]] = ..., attempt: _Optional[int] = ..., result: _Optional[_Union[ActionResult, _Mapping]] = ...) -> None: ...
+
+class Run(_message.Message):
+    __slots__ = ("name", "root", "phase", "action_count", "created_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    root: str
+    phase: Phase
+    action_count: int
+    created_at: float
+    def __init__(self, name: _Optional[str] = ..., root: _Optional[str] = ..., phase: _Optional[_Union[Phase, str]] = ..., action_count: _Optional[int] = ..., created_at: _Optional[float] = ...) -> None: ...
+
+class CreateRunRequest(_message.Message):
+    __slots__ = ("run_name", "root")
+    RUN_NAME_FIELD_NUMBER: _ClassVar[int]
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    run_name: str
+    root: ActionSpec
+    def __init__(self, run_name: _Optional[str] = ..., root: _Optional[_Union[ActionSpec, _Mapping]] = ...) -> None: ...
+
+class CreateRunResponse(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: Run
+    def __init__(self, run: _Optional[_Union[Run, _Mapping]] = ...) -> None: ...
+
+class SubmitBatchRequest(_message.Message):
+    __slots__ = ("run", "parent", "actions", "dry_run")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    run: str
+    parent: str
+    actions: _containers.RepeatedCompositeFieldContainer[ActionSpec]
+    dry_run: bool
+    def __init__(self, run: _Optional[str] = ..., parent: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[ActionSpec, _Mapping]]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class SubmitBatchResponse(_message.Message):
+    __slots__ = ("admitted", "already_present", "fanout_used", "fanout_limit")
+    ADMITTED_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_PRESENT_FIELD_NUMBER: _ClassVar[int]
+    FANOUT_USED_FIELD_NUMBER: _ClassVar[int]
+    FANOUT_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    admitted: int
+    already_present: int
+    fanout_used: int
+    fanout_limit: int
+    def __init__(self, admitted: _Optional[int] = ..., already_present: _Optional[int] = ..., fanout_used: _Optional[int] = ..., fanout_limit: _Optional[int] = ...) -> None: ...
+
+class WatchChildrenRequest(_message.Message):
+    __slots__ = ("run", "parent", "cursor")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    run: str
+    parent: str
+    cursor: str
+    def __init__(self, run: _Optional[str] = ..., parent: _Optional[str] = ..., cursor: _Optional[str] = ...) -> None: ...
+
+class WatchEvent(_message.Message):
+    __slots__ = ("update", "replay_done", "cursor")
+    UPDATE_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_DONE_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    update: ActionStatus
+    replay_done: ReplayDone
+    cursor: str
+    def __init__(self, update: _Optional[_Union[ActionStatus, _Mapping]] = ..., replay_done: _Optional[_Union[ReplayDone, _Mapping]] = ..., cursor: _Optional[str] = ...) -> None: ...
+
+class ReplayDone(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetRunRequest(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: str
+    def __init__(self, run: _Optional[str] = ...) -> None: ...
+
+class GetActionRequest(_message.Message):
+    __slots__ = ("run", "name")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    run: str
+    name: str
+    def __init__(self, run: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class AbortRunRequest(_message.Message):
+    __slots__ = ("run", "reason")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    run: str
+    reason: str
+    def __init__(self, run: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class AbortRunResponse(_message.Message):
+    __slots__ = ("aborted",)
+    ABORTED_FIELD_NUMBER: _ClassVar[int]
+    aborted: int
+    def __init__(self, aborted: _Optional[int] = ...) -> None: ...
