@@ -1,1 +1,1 @@
-X="server"
+"""The control plane's gRPC server, its scheduler, and the dispatcher process."""

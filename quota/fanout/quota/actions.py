@@ -1,0 +1,252 @@
+"""Actions in Redis: admission, leasing, phase reports, reclaim, and watch reads.
+
+Each public method that decides something is one Lua script on one tenant's
+keys. Specs and results are opaque serialized protos here; this layer checks
+names and counts, never payload contents.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from fanout.quota import keys
+from fanout.quota.errors import FailedPrecondition, NotFound, QuotaExceeded
+from fanout.quota.failclosed import fail_closed
+from fanout.quota.limits import Limits, LimitStore
+from fanout.quota.scripts import Scripts
+
+QUEUE_FULL_RETRY_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Admission:
+    admitted: int
+    already_present: int
+    fanout_used: int
+    fanout_limit: int
+
+
+@dataclass(frozen=True)
+class LeasedAction:
+    tenant: str
+    run: str
+    name: str
+    parent: str
+    attempt: int
+    spec: bytes
+    admitted_at: float
+
+
+@dataclass(frozen=True)
+class Report:
+    run: str
+    name: str
+    attempt: int
+    phase: int
+    result: bytes = b""
+
+
+@dataclass(frozen=True)
+class ChildState:
+    name: str
+    phase: int
+    attempt: int
+    result: bytes  # empty until terminal
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    name: str
+    root: str
+    phase: int
+    action_count: int
+    created_at: float
+
+
+class ActionStore:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        scripts: Scripts,
+        limits: LimitStore,
+        *,
+        lease_seconds: float = 15.0,
+        max_attempts: int = 3,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._redis = redis
+        self._scripts = scripts
+        self._limits = limits
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+        self._clock = clock
+
+    @property
+    def defaults(self) -> Limits:
+        return self._limits.defaults
+
+    # Tenants ---------------------------------------------------------------
+
+    @fail_closed
+    async def register_tenant(self, tenant: str) -> bool:
+        return bool(await self._redis.sadd(keys.TENANTS, tenant))
+
+    @fail_closed
+    async def tenants(self) -> list[str]:
+        return sorted(t.decode() for t in await self._redis.smembers(keys.TENANTS))
+
+    # Admission -------------------------------------------------------------
+
+    @fail_closed
+    async def create_run(self, tenant: str, run: str, root_name: str, root_spec: bytes) -> bool:
+        """Create a run holding its root action. False when the run already exists."""
+        outcome = await self._admit(tenant, run, "", [(root_name, root_spec)], mode="create")
+        return outcome is not None
+
+    @fail_closed
+    async def admit(
+        self, tenant: str, run: str, parent: str, actions: Sequence[tuple[str, bytes]], *, dry_run: bool = False
+    ) -> Admission:
+        """Admit children of `parent` into `run`, all or nothing."""
+        outcome = await self._admit(tenant, run, parent, actions, mode="dry" if dry_run else "submit")
+        assert outcome is not None
+        return outcome
+
+    async def _admit(
+        self, tenant: str, run: str, parent: str, actions: Sequence[tuple[str, bytes]], mode: str
+    ) -> Admission | None:
+        k = keys.TenantKeys(tenant)
+        args: list[str | bytes | int | float] = [
+            run, parent, self._clock(), self.defaults.max_fanout, self.defaults.max_queued, mode,
+        ]
+        for name, spec in actions:
+            args += [name, spec]
+        reply = await self._scripts.admit(
+            keys=[k.run(run), k.specs(run), k.states(run), k.kids(run, parent), k.queue, k.limits, k.stats, k.slots],
+            args=args,
+        )
+        status = reply[0].decode()
+        if status == "OK":
+            return Admission(*(int(x) for x in reply[1:5]))
+        if status == "EXISTS":
+            return None
+        if status == "FANOUT":
+            raise QuotaExceeded("max_fanout", *(int(x) for x in reply[1:4]))
+        if status == "QUEUED":
+            raise QuotaExceeded("max_queued", *(int(x) for x in reply[1:4]), retry_after=QUEUE_FULL_RETRY_SECONDS)
+        if status == "NO_RUN":
+            raise NotFound(f"run {run!r} not found")
+        if status == "NO_PARENT":
+            raise NotFound(f"parent action {parent!r} not found in run {run!r}")
+        if status == "PARENT_DONE":
+            raise FailedPrecondition(f"parent action {parent!r} has already finished")
+        raise RuntimeError(f"unexpected admission reply {reply!r}")
+
+    # Dispatch --------------------------------------------------------------
+
+    @fail_closed
+    async def lease(self, tenant: str, want: int) -> list[LeasedAction]:
+        k = keys.TenantKeys(tenant)
+        rows = await self._scripts.lease(
+            keys=[k.queue, k.slots, k.leased, k.limits],
+            args=[k.prefix, self.defaults.max_concurrency, want, self._clock(), self.lease_seconds],
+        )
+        return [
+            LeasedAction(tenant, run.decode(), name.decode(), parent.decode(), int(attempt), spec, float(admitted))
+            for run, name, parent, attempt, spec, admitted in rows
+        ]
+
+    @fail_closed
+    async def report(self, tenant: str, reports: Sequence[Report]) -> int:
+        """Apply phase reports; returns how many were ignored (stale or duplicate)."""
+        k = keys.TenantKeys(tenant)
+        args: list[str | bytes | int | float] = [k.prefix, self._clock(), keys.EVENTS_MAXLEN]
+        for r in reports:
+            args += [r.run, r.name, r.attempt, r.phase, r.result]
+        return int(await self._scripts.report(keys=[k.slots, k.leased, k.stats], args=args))
+
+    @fail_closed
+    async def heartbeat(self, tenant: str, refs: Sequence[str]) -> None:
+        """Extend the leases of actions still running ("run/name" refs)."""
+        if refs:
+            expiry = self._clock() + self.lease_seconds
+            await self._redis.zadd(keys.TenantKeys(tenant).leased, {ref: expiry for ref in refs}, xx=True)
+
+    @fail_closed
+    async def reap(self, tenant: str, lease_lost_result: bytes) -> tuple[int, int]:
+        """Reclaim expired leases: (requeued, failed)."""
+        k = keys.TenantKeys(tenant)
+        requeued, failed = await self._scripts.reap(
+            keys=[k.slots, k.leased, k.queue, k.stats],
+            args=[k.prefix, self._clock(), keys.EVENTS_MAXLEN, self.max_attempts, lease_lost_result],
+        )
+        return int(requeued), int(failed)
+
+    # Reads -----------------------------------------------------------------
+
+    @fail_closed
+    async def get_run(self, tenant: str, run: str) -> RunInfo:
+        raw = await self._redis.hgetall(keys.TenantKeys(tenant).run(run))
+        if not raw:
+            raise NotFound(f"run {run!r} not found")
+        return RunInfo(run, raw[b"root"].decode(), int(raw[b"phase"]), int(raw[b"count"]), float(raw[b"created"]))
+
+    @fail_closed
+    async def get_action(self, tenant: str, run: str, name: str) -> tuple[bytes, str, int, int, bytes]:
+        """(spec, parent, phase, attempt, result) of one action."""
+        k = keys.TenantKeys(tenant)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(k.specs(run), name)
+            pipe.hget(k.states(run), name)
+            pipe.hget(k.results(run), name)
+            spec, state, result = await pipe.execute()
+        if state is None:
+            raise NotFound(f"action {name!r} not found in run {run!r}")
+        phase, attempt, parent = state.decode().split(":", 2)
+        return spec, parent, int(phase), int(attempt), result or b""
+
+    @fail_closed
+    async def snapshot(self, tenant: str, run: str, parent: str) -> tuple[str, list[ChildState]]:
+        """Children of `parent` as they are now, and the event cursor to follow from."""
+        k = keys.TenantKeys(tenant)
+        reply = await self._scripts.snapshot(
+            keys=[k.kids(run, parent), k.states(run), k.results(run), k.events(run, parent)]
+        )
+        cursor = reply[0].decode()
+        children = [
+            ChildState(reply[i].decode(), int(reply[i + 1]), int(reply[i + 2]), reply[i + 3])
+            for i in range(1, len(reply), 4)
+        ]
+        return cursor, children
+
+    @fail_closed
+    async def exists(self, tenant: str, run: str) -> bool:
+        return bool(await self._redis.exists(keys.TenantKeys(tenant).run(run)))
+
+    @fail_closed
+    async def events(
+        self, tenant: str, run: str, parent: str, cursor: str, block_ms: int, count: int = 1000
+    ) -> list[tuple[str, ChildState]]:
+        """Child changes after `cursor`, waiting up to `block_ms` for the first one."""
+        stream = keys.TenantKeys(tenant).events(run, parent)
+        reply = await self._redis.xread({stream: cursor}, count=count, block=block_ms)
+        out: list[tuple[str, ChildState]] = []
+        for _, entries in reply or []:
+            for entry_id, fields in entries:
+                out.append((
+                    entry_id.decode(),
+                    ChildState(fields[b"n"].decode(), int(fields[b"p"]), int(fields[b"a"]), fields.get(b"r", b"")),
+                ))
+        return out
+
+    @fail_closed
+    async def queued(self, tenant: str) -> int:
+        return int(await self._redis.hget(keys.TenantKeys(tenant).stats, "queued") or 0)
+
+    @fail_closed
+    async def running(self, tenant: str) -> int:
+        return int(await self._redis.scard(keys.TenantKeys(tenant).slots))

@@ -1,0 +1,88 @@
+"""API tokens: random, shown once, stored only as SHA-256 hashes.
+
+Action tokens are different: they are minted for every leased action, so they
+are stateless HMACs over (tenant, run, action) with a key kept in Redis,
+costing no write per action.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from fanout.quota import keys
+from fanout.quota.failclosed import fail_closed
+
+ROLES = ("tenant", "admin", "dispatcher", "action")
+_ACTION_PREFIX = "fa1."
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str
+    # The tenant a tenant or action token belongs to; for dispatchers the
+    # tenant they serve, "" meaning every tenant; "" for admins.
+    tenant: str = ""
+    run: str = ""
+    action: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.role}:{self.tenant}" if self.tenant else self.role
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenStore:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._secret: bytes | None = None
+
+    @fail_closed
+    async def create(self, role: str, tenant: str = "") -> str:
+        if role not in ("tenant", "admin", "dispatcher"):
+            raise ValueError(f"cannot mint a {role!r} token here")
+        token = f"fo_{role[0]}_{secrets.token_urlsafe(32)}"
+        await self._redis.hset(keys.token(_digest(token)), mapping={"role": role, "tenant": tenant})
+        return token
+
+    @fail_closed
+    async def revoke(self, token: str) -> bool:
+        return bool(await self._redis.delete(keys.token(_digest(token))))
+
+    @fail_closed
+    async def resolve(self, token: str) -> Principal | None:
+        if token.startswith(_ACTION_PREFIX):
+            return await self._resolve_action(token)
+        raw = await self._redis.hgetall(keys.token(_digest(token)))
+        if not raw:
+            return None
+        return Principal(role=raw[b"role"].decode(), tenant=raw.get(b"tenant", b"").decode())
+
+    async def mint_action_token(self, tenant: str, run: str, action: str) -> str:
+        body = f"{tenant}.{run}.{action}"
+        return f"{_ACTION_PREFIX}{body}.{await self._sign(body)}"
+
+    async def _resolve_action(self, token: str) -> Principal | None:
+        parts = token[len(_ACTION_PREFIX):].split(".")
+        if len(parts) != 4:
+            return None
+        tenant, run, action, signature = parts
+        if not hmac.compare_digest(signature, await self._sign(f"{tenant}.{run}.{action}")):
+            return None
+        return Principal(role="action", tenant=tenant, run=run, action=action)
+
+    async def _sign(self, body: str) -> str:
+        if self._secret is None:
+            await self._redis.set(keys.SECRET, secrets.token_bytes(32), nx=True)
+            self._secret = await self._redis.get(keys.SECRET)
+        assert self._secret is not None
+        mac = hmac.new(self._secret, body.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")

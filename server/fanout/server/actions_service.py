@@ -1,0 +1,158 @@
+"""fanout.v1.ActionService: runs, batches of children, watches, reads."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from collections.abc import AsyncIterator
+from typing import Any
+
+from grpc import aio
+
+from fanout.quota import phases
+from fanout.quota.actions import ActionStore, ChildState
+from fanout.quota.errors import QuotaExceeded
+from fanout.quota.limits import LimitStore
+from fanout.quota.tokens import Principal
+from fanout.server import metrics, validation
+from fanout.server.auth import principal
+from fanout.server.settings import Settings
+from fanout.server.status import denied, invalid, not_found
+from fanout.server.wakeup import Wakeup
+from fanout.v1 import actions_pb2 as pb
+from fanout.v1 import actions_pb2_grpc
+
+ROOT_ACTION = "root"
+WATCH_BLOCK_MS = 5_000
+_RUN_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_run_name() -> str:
+    return "r" + "".join(secrets.choice(_RUN_ALPHABET) for _ in range(11))
+
+
+def child_status(run: str, parent: str, child: ChildState) -> pb.ActionStatus:
+    status = pb.ActionStatus(run=run, name=child.name, parent=parent, phase=child.phase, attempt=child.attempt)  # type: ignore[arg-type]
+    if child.result:
+        status.result.ParseFromString(child.result)
+    return status
+
+
+class ActionService(actions_pb2_grpc.ActionServiceServicer):
+    def __init__(self, settings: Settings, store: ActionStore, limits: LimitStore, wakeup: Wakeup) -> None:
+        self._settings = settings
+        self._store = store
+        self._limits = limits
+        self._wakeup = wakeup
+
+    async def CreateRun(self, request: pb.CreateRunRequest, context: aio.ServicerContext[Any, Any]) -> pb.CreateRunResponse:
+        who = principal()
+        run = validation.run_name(request.run_name) if request.run_name else new_run_name()
+        root = pb.ActionSpec()
+        root.CopyFrom(request.root)
+        root.name = root.name or ROOT_ACTION
+        limits = await self._limits.effective(who.tenant)
+        validation.spec(root, limits.max_payload_bytes)
+        created = await self._store.create_run(who.tenant, run, root.name, root.SerializeToString())
+        if created:
+            metrics.ADMISSION_DECISIONS.labels(decision="admitted").inc()
+            metrics.ACTIONS_ADMITTED.inc()
+            self._wakeup.notify()
+        return pb.CreateRunResponse(run=await self._run(who.tenant, run))
+
+    async def SubmitBatch(self, request: pb.SubmitBatchRequest, context: aio.ServicerContext[Any, Any]) -> pb.SubmitBatchResponse:
+        who = principal()
+        validation.run_name(request.run)
+        validation.action_name(request.parent, "parent")
+        _check_action_scope(who, request.run, request.parent)
+        limits = await self._limits.effective(who.tenant)
+        validation.batch(request.actions, self._settings.max_batch, limits.max_payload_bytes)
+        metrics.BATCH_SIZE.observe(len(request.actions))
+        try:
+            admission = await self._store.admit(
+                who.tenant,
+                request.run,
+                request.parent,
+                [(s.name, s.SerializeToString()) for s in request.actions],
+                dry_run=request.dry_run,
+            )
+        except QuotaExceeded as exc:
+            metrics.ADMISSION_DECISIONS.labels(decision=f"rejected_{exc.limit_name}").inc()
+            raise
+        if request.dry_run:
+            metrics.ADMISSION_DECISIONS.labels(decision="dry_run").inc()
+        else:
+            metrics.ADMISSION_DECISIONS.labels(decision="admitted").inc()
+            metrics.ACTIONS_ADMITTED.inc(admission.admitted)
+            if admission.admitted:
+                self._wakeup.notify()
+        return pb.SubmitBatchResponse(
+            admitted=admission.admitted,
+            already_present=admission.already_present,
+            fanout_used=admission.fanout_used,
+            fanout_limit=admission.fanout_limit,
+        )
+
+    async def WatchChildren(
+        self, request: pb.WatchChildrenRequest, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.WatchEvent]:
+        who = principal()
+        validation.run_name(request.run)
+        if request.parent:
+            validation.action_name(request.parent, "parent")
+        _check_action_scope(who, request.run, None)
+        if not await self._store.exists(who.tenant, request.run):
+            raise not_found(f"run {request.run!r} not found")
+        cursor = request.cursor
+        if cursor:
+            if not _valid_cursor(cursor):
+                raise invalid(f"cursor {cursor[:40]!r} is not a cursor this server handed out")
+        else:
+            cursor, children = await self._store.snapshot(who.tenant, request.run, request.parent)
+            for child in children:
+                yield pb.WatchEvent(update=child_status(request.run, request.parent, child), cursor=cursor)
+            yield pb.WatchEvent(replay_done=pb.ReplayDone(), cursor=cursor)
+        while True:
+            for cursor, child in await self._store.events(who.tenant, request.run, request.parent, cursor, WATCH_BLOCK_MS):
+                yield pb.WatchEvent(update=child_status(request.run, request.parent, child), cursor=cursor)
+
+    async def GetRun(self, request: pb.GetRunRequest, context: aio.ServicerContext[Any, Any]) -> pb.Run:
+        who = principal()
+        validation.run_name(request.run)
+        _check_action_scope(who, request.run, None)
+        return await self._run(who.tenant, request.run)
+
+    async def GetAction(self, request: pb.GetActionRequest, context: aio.ServicerContext[Any, Any]) -> pb.ActionStatus:
+        who = principal()
+        validation.run_name(request.run)
+        validation.action_name(request.name)
+        _check_action_scope(who, request.run, None)
+        spec_bytes, parent, phase, attempt, result = await self._store.get_action(who.tenant, request.run, request.name)
+        spec = pb.ActionSpec.FromString(spec_bytes)
+        status = pb.ActionStatus(
+            run=request.run, name=request.name, parent=parent, task_name=spec.task_name, phase=phase, attempt=attempt  # type: ignore[arg-type]
+        )
+        if phases.is_terminal(phase) and result:
+            status.result.ParseFromString(result)
+        return status
+
+    async def _run(self, tenant: str, run: str) -> pb.Run:
+        info = await self._store.get_run(tenant, run)
+        return pb.Run(
+            name=info.name, root=info.root, phase=info.phase, action_count=info.action_count, created_at=info.created_at  # type: ignore[arg-type]
+        )
+
+
+def _check_action_scope(who: Principal, run: str, parent: str | None) -> None:
+    """An action token reaches its own run only, and submits only its own children."""
+    if who.role != "action":
+        return
+    if run != who.run:
+        raise not_found(f"run {run!r} not found")
+    if parent is not None and parent != who.action:
+        raise denied(f"action {who.action!r} may submit only its own children, not children of {parent!r}")
+
+
+def _valid_cursor(cursor: str) -> bool:
+    ms, _, seq = cursor.partition("-")
+    return ms.isdigit() and seq.isdigit()

@@ -1,0 +1,123 @@
+"""Build and run the gRPC server: `create_server(settings)` is the factory.
+
+Servers are stateless; any number can run against one Redis. Each also runs
+the reaper that reclaims expired leases (atomic in Lua, so servers reaping
+at once do not conflict).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import redis.asyncio as aioredis
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from fanout.quota.actions import ActionStore
+from fanout.quota.errors import StoreError
+from fanout.quota.limits import LimitStore
+from fanout.quota.scripts import Scripts
+from fanout.quota.tokens import TokenStore
+from fanout.server import metrics
+from fanout.server.actions_service import ActionService
+from fanout.server.admin_service import AdminService
+from fanout.server.auth import AuthInterceptor
+from fanout.server.dispatch_service import DispatchService
+from fanout.server.settings import Settings
+from fanout.server.wakeup import Wakeup
+from fanout.v1 import actions_pb2, actions_pb2_grpc, admin_pb2, admin_pb2_grpc, dispatch_pb2, dispatch_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+LEASE_LOST = actions_pb2.ActionResult(
+    error=actions_pb2.ActionError(type="LeaseLost", message="the dispatcher running this action stopped renewing its lease")
+).SerializeToString()
+
+
+@dataclass
+class ControlPlane:
+    """A running server and what it owns."""
+
+    server: aio.Server
+    port: int
+    redis: aioredis.Redis
+    actions: ActionStore
+    limits: LimitStore
+    tokens: TokenStore
+    health: health.HealthServicer
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def stop(self, grace: float | None = 5.0) -> None:
+        self.health.enter_graceful_shutdown()
+        for task in self._tasks:
+            task.cancel()
+        await self.server.stop(grace)
+        await self.redis.aclose()
+
+
+def connect_redis(url: str) -> aioredis.Redis:
+    # Short timeouts: an unreachable Redis must fail the RPC (closed), not hang it.
+    return aioredis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=10)
+
+
+async def create_server(settings: Settings) -> ControlPlane:
+    redis = connect_redis(settings.redis_url)
+    scripts = Scripts.register(redis)
+    limits = LimitStore(redis, scripts, settings.limits)
+    actions = ActionStore(redis, scripts, limits, lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts)
+    tokens = TokenStore(redis)
+    wakeup = Wakeup()
+
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ]
+    server = aio.server(interceptors=[AuthInterceptor(tokens)], options=options)
+    actions_pb2_grpc.add_ActionServiceServicer_to_server(ActionService(settings, actions, limits, wakeup), server)
+    dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchService(actions, limits, tokens, wakeup), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(actions, limits, tokens), server)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    services = [
+        actions_pb2.DESCRIPTOR.services_by_name["ActionService"].full_name,
+        dispatch_pb2.DESCRIPTOR.services_by_name["DispatchService"].full_name,
+        admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    ]
+    reflection.enable_server_reflection([*services, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+
+    port = server.add_secure_port(settings.listen, _credentials(settings)) if settings.tls_cert else server.add_insecure_port(settings.listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.listen}")
+    await server.start()
+    for name in ["", *services]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    plane = ControlPlane(server, port, redis, actions, limits, tokens, health_servicer)
+    plane._tasks.append(asyncio.create_task(_reap_forever(actions, settings.reap_interval_seconds)))
+    return plane
+
+
+def _credentials(settings: Settings) -> grpc.ServerCredentials:
+    key = Path(settings.tls_key).read_bytes()
+    cert = Path(settings.tls_cert).read_bytes()
+    client_ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None)
+
+
+async def _reap_forever(actions: ActionStore, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        with contextlib.suppress(StoreError):
+            for tenant in await actions.tenants():
+                requeued, failed = await actions.reap(tenant, LEASE_LOST)
+                if requeued or failed:
+                    metrics.LEASES_RECLAIMED.labels(outcome="requeued").inc(requeued)
+                    metrics.LEASES_RECLAIMED.labels(outcome="failed").inc(failed)
+                    log.warning("tenant %s: reclaimed expired leases, %d requeued, %d failed", tenant, requeued, failed)

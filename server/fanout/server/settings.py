@@ -1,0 +1,81 @@
+"""Typed server settings, read from FANOUT_* environment variables in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+
+from fanout.quota.limits import Limits
+
+ENV_PREFIX = "FANOUT_"
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    listen: str = "127.0.0.1:50051"
+    # Prometheus metrics HTTP port; 0 picks a free one, -1 turns metrics off.
+    metrics_port: int = 9464
+    max_fanout: int = Limits.max_fanout
+    max_concurrency: int = Limits.max_concurrency
+    max_queued: int = Limits.max_queued
+    max_payload_bytes: int = Limits.max_payload_bytes
+    # Biggest SubmitBatch, in actions, and biggest gRPC message, in bytes.
+    max_batch: int = 100_000
+    max_message_bytes: int = 256 << 20
+    # Leases not renewed for this long are reclaimed; the action is retried
+    # up to max_attempts times in all.
+    lease_seconds: float = 15.0
+    max_attempts: int = 3
+    reap_interval_seconds: float = 1.0
+    tls_cert: str = ""
+    tls_key: str = ""
+    # With a client CA, clients must present certificates (mutual TLS).
+    tls_client_ca: str = ""
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_fanout, self.max_concurrency, self.max_queued, self.max_payload_bytes)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        """Defaults, then FANOUT_<FIELD> variables, then explicit overrides (CLI flags)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, str(f.type), raw)
+        settings = replace(cls(), **values)
+        settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        for name in ("max_fanout", "max_concurrency", "max_queued", "max_payload_bytes", "max_batch", "max_attempts"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1, got {getattr(self, name)}")
+        if self.lease_seconds <= 0:
+            raise SettingsError(f"{ENV_PREFIX}LEASE_SECONDS must be positive, got {self.lease_seconds}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise SettingsError("TLS needs both a certificate and a key (FANOUT_TLS_CERT and FANOUT_TLS_KEY)")
+        if self.tls_client_ca and not self.tls_cert:
+            raise SettingsError("FANOUT_TLS_CLIENT_CA (mutual TLS) needs FANOUT_TLS_CERT and FANOUT_TLS_KEY too")
+        if ":" not in self.listen:
+            raise SettingsError(f"FANOUT_LISTEN must be host:port, got {self.listen!r}")
+
+
+def _parse(name: str, type_name: str, raw: str) -> object:
+    try:
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            return float(raw)
+    except ValueError:
+        raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be a {type_name}, got {raw!r}") from None
+    return raw

@@ -1,0 +1,72 @@
+"""The one place store errors become gRPC statuses (with rich error details)."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from fanout.quota import errors
+
+
+class ServiceError(Exception):
+    """Raised by servicers for request problems found before touching the store."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+def invalid(message: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def not_found(message: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.NOT_FOUND, message)
+
+
+def denied(message: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.PERMISSION_DENIED, message)
+
+
+_SIMPLE: dict[type[errors.StoreError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def to_status(exc: Exception) -> grpc.Status | None:
+    """The status for an expected error, or None for a bug (left to gRPC as INTERNAL)."""
+    if isinstance(exc, ServiceError):
+        return _plain(exc.code, str(exc))
+    if isinstance(exc, errors.QuotaExceeded):
+        return _quota_exceeded(exc)
+    for cls, code in _SIMPLE.items():
+        if isinstance(exc, cls):
+            return _plain(code, str(exc))
+    return None
+
+
+def _plain(code: grpc.StatusCode, message: str) -> grpc.Status:
+    return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=message))
+
+
+def _quota_exceeded(exc: errors.QuotaExceeded) -> grpc.Status:
+    failure = error_details_pb2.QuotaFailure(
+        violations=[
+            error_details_pb2.QuotaFailure.Violation(
+                subject=exc.limit_name,
+                description=f"limit {exc.limit}, used {exc.used}, requested {exc.requested}",
+            )
+        ]
+    )
+    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=str(exc))
+    status.details.add().Pack(failure)
+    if exc.retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(exc.retry_after * 1e9))
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    return rpc_status.to_status(status)
