@@ -1,0 +1,169 @@
+"""Low-level clients for the fanout.v1 services: `Client` (blocking) and `AsyncClient`.
+
+Both send the bearer token with every call and turn gRPC errors into
+fanout.errors exceptions, so callers never handle raw status codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from fanout import errors
+from fanout.channel import async_channel, sync_channel
+from fanout.config import ClientConfig
+from fanout.v1 import actions_pb2 as pb
+from fanout.v1 import actions_pb2_grpc, admin_pb2_grpc
+from fanout.v1 import admin_pb2 as apb
+
+
+def translate(exc: grpc.RpcError) -> errors.FanoutError:
+    """The SDK error for a failed call, with quota details when the server sent them."""
+    code = exc.code()  # type: ignore[attr-defined]
+    message = exc.details() or code.name  # type: ignore[attr-defined]
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return _quota_error(exc, message)
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return errors.AuthError(message)
+    if code == grpc.StatusCode.NOT_FOUND:
+        return errors.NotFound(message)
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS):
+        return errors.InvalidRequest(message)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return errors.Unavailable(message)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return errors.DeadlineExceeded(message)
+    return errors.FanoutError(f"{code.name}: {message}")
+
+
+def _quota_error(exc: grpc.RpcError, message: str) -> errors.FanoutError:
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    violation = None
+    retry_after = None
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+            failure = error_details_pb2.QuotaFailure()
+            detail.Unpack(failure)
+            violation = failure.violations[0] if failure.violations else None
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            retry_after = info.retry_delay.ToNanoseconds() / 1e9
+    if violation is None:
+        return errors.FanoutError(f"RESOURCE_EXHAUSTED: {message}")
+    numbers = dict(part.split(" ", 1)[::-1] for part in violation.description.split(", "))
+    cls = errors.FanoutLimitExceeded if violation.subject == "max_fanout" else errors.QuotaExceeded
+    return cls(
+        message,
+        violation.subject,
+        int(numbers.get("limit", 0)),
+        int(numbers.get("used", 0)),
+        int(numbers.get("requested", 0)),
+        retry_after,
+    )
+
+
+class Client:
+    """Blocking client, for scripts, the CLI and `fanout.run`."""
+
+    def __init__(self, config: ClientConfig) -> None:
+        self.config = config.require()
+        self._channel = sync_channel(config)
+        self._metadata = (("authorization", f"Bearer {config.token}"),)
+        self.actions = actions_pb2_grpc.ActionServiceStub(self._channel)
+        self.admin = admin_pb2_grpc.AdminServiceStub(self._channel)
+
+    def call(self, method: Any, request: Any, timeout: float | None = 60.0) -> Any:
+        try:
+            return method(request, metadata=self._metadata, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise translate(exc) from None
+
+    def create_run(self, root: pb.ActionSpec, run_name: str = "") -> pb.Run:
+        return self.call(self.actions.CreateRun, pb.CreateRunRequest(run_name=run_name, root=root)).run
+
+    def submit_batch(self, run: str, parent: str, actions: Sequence[pb.ActionSpec], dry_run: bool = False) -> pb.SubmitBatchResponse:
+        return self.call(self.actions.SubmitBatch, pb.SubmitBatchRequest(run=run, parent=parent, actions=actions, dry_run=dry_run))
+
+    def get_run(self, run: str) -> pb.Run:
+        return self.call(self.actions.GetRun, pb.GetRunRequest(run=run))
+
+    def get_action(self, run: str, name: str) -> pb.ActionStatus:
+        return self.call(self.actions.GetAction, pb.GetActionRequest(run=run, name=name))
+
+    def watch_children(
+        self, run: str, parent: str = "", cursor: str = "", timeout: float | None = None
+    ) -> Iterator[pb.WatchEvent]:
+        stream = self.actions.WatchChildren(
+            pb.WatchChildrenRequest(run=run, parent=parent, cursor=cursor), metadata=self._metadata, timeout=timeout
+        )
+        try:
+            yield from stream
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
+                return
+            raise translate(exc) from None
+        finally:
+            stream.cancel()
+
+    # Admin ---------------------------------------------------------------
+
+    def create_tenant(self, tenant: str) -> apb.CreateTenantResponse:
+        return self.call(self.admin.CreateTenant, apb.CreateTenantRequest(tenant=tenant))
+
+    def create_token(self, role: str, tenant: str = "") -> str:
+        return str(self.call(self.admin.CreateToken, apb.CreateTokenRequest(role=role, tenant=tenant)).token)
+
+    def set_limits(self, tenant: str, reason: str, **limits: int) -> apb.TenantLimits:
+        return self.call(self.admin.SetLimits, apb.SetLimitsRequest(tenant=tenant, limits=apb.Limits(**limits), reason=reason))
+
+    def get_limits(self, tenant: str) -> apb.TenantLimits:
+        return self.call(self.admin.GetLimits, apb.GetLimitsRequest(tenant=tenant))
+
+    def audit(self, tenant: str, limit: int = 100) -> list[apb.AuditEntry]:
+        return list(self.call(self.admin.ListAudit, apb.ListAuditRequest(tenant=tenant, limit=limit)).entries)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """asyncio client, used inside actions by the controller."""
+
+    def __init__(self, config: ClientConfig) -> None:
+        self.config = config.require()
+        self._channel = async_channel(config)
+        self._metadata = (("authorization", f"Bearer {config.token}"),)
+        self.actions = actions_pb2_grpc.ActionServiceStub(self._channel)
+
+    async def call(self, method: Any, request: Any, timeout: float | None = 120.0) -> Any:
+        try:
+            return await method(request, metadata=self._metadata, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise translate(exc) from None
+
+    async def submit_batch(self, run: str, parent: str, actions: Sequence[pb.ActionSpec]) -> pb.SubmitBatchResponse:
+        return await self.call(self.actions.SubmitBatch, pb.SubmitBatchRequest(run=run, parent=parent, actions=actions))
+
+    async def watch_children(self, run: str, parent: str, cursor: str = "") -> AsyncIterator[pb.WatchEvent]:
+        call = self.actions.WatchChildren(pb.WatchChildrenRequest(run=run, parent=parent, cursor=cursor), metadata=self._metadata)
+        try:
+            async for event in call:
+                yield event
+        except grpc.RpcError as exc:
+            raise translate(exc) from None
+        finally:
+            call.cancel()
+
+    async def close(self) -> None:
+        await self._channel.close()

@@ -1,0 +1,158 @@
+"""Inside a running action: turn task calls into child actions.
+
+Calls made in one turn of the event loop go out as one SubmitBatch; one
+watch stream per parent (replay, then live updates, resumed by cursor after
+a disconnect) wakes the awaiting coroutines. Child names are deterministic,
+so a retried parent finds its earlier children instead of charging new ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from fanout import errors, serialization
+from fanout.client import AsyncClient
+from fanout.v1 import actions_pb2 as pb
+
+if TYPE_CHECKING:
+    from fanout.task import Task
+
+log = logging.getLogger(__name__)
+
+_CURRENT: ContextVar[Controller | None] = ContextVar("fanout_controller", default=None)
+MAX_BATCH = 10_000
+TERMINAL = {pb.SUCCEEDED, pb.FAILED, pb.ABORTED, pb.TIMED_OUT}
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def current() -> Controller | None:
+    return _CURRENT.get()
+
+
+def child_name(parent: str, task_ref: str, inputs: bytes, seq: int) -> str:
+    digest = hashlib.sha256(f"{parent}\0{task_ref}\0{seq}\0".encode() + inputs).hexdigest()[:20]
+    short = _NAME_UNSAFE.sub("-", task_ref.rsplit(":", 1)[-1].rsplit(".", 1)[-1])[:40].strip("-_") or "task"
+    return f"{short}-{digest}"
+
+
+class Controller:
+    def __init__(self, client: AsyncClient, run: str, parent: str, workdir: str = "") -> None:
+        self.client = client
+        self.run = run
+        self.parent = parent
+        self.workdir = workdir
+        self._seq = 0
+        self._pending: list[pb.ActionSpec] = []
+        self._waiting: dict[str, asyncio.Future[pb.ActionStatus]] = {}
+        self._finished: dict[str, pb.ActionStatus] = {}
+        self._watch: asyncio.Task[None] | None = None
+        self._flush_scheduled = False
+
+    def activate(self) -> None:
+        _CURRENT.set(self)
+
+    async def call(self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        self._seq += 1
+        inputs = serialization.encode_inputs(task.name, args, kwargs)
+        name = child_name(self.parent, task.ref, inputs, self._seq)
+        if name in self._finished:
+            status = self._finished[name]
+        else:
+            future = self._waiting.get(name)
+            if future is None:
+                future = asyncio.get_running_loop().create_future()
+                self._waiting[name] = future
+                spec = task.spec(name, inputs)
+                spec.workdir = self.workdir
+                self._pending.append(spec)
+                self._schedule_flush()
+            self._ensure_watch()
+            status = await asyncio.shield(future)
+        return _outcome(status)
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            # call_soon runs after every coroutine already scheduled in this
+            # turn, so all calls of one asyncio.gather share one batch.
+            asyncio.get_running_loop().call_soon(self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._pending = self._pending, []
+        for start in range(0, len(batch), MAX_BATCH):
+            asyncio.ensure_future(self._submit(batch[start:start + MAX_BATCH]))
+
+    async def _submit(self, batch: list[pb.ActionSpec]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self.client.submit_batch(self.run, self.parent, batch)
+                return
+            except errors.FanoutLimitExceeded as exc:
+                self._fail(batch, exc)
+                return
+            except errors.QuotaExceeded as exc:  # max_queued: wait for room, do not fail the run
+                wait = exc.retry_after or delay
+                log.info("queue full (%s); retrying %d actions in %.1fs", exc, len(batch), wait)
+                await asyncio.sleep(wait)
+            except errors.Unavailable as exc:
+                log.warning("control plane unavailable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except errors.FanoutError as exc:
+                self._fail(batch, exc)
+                return
+
+    def _fail(self, batch: list[pb.ActionSpec], exc: Exception) -> None:
+        for spec in batch:
+            future = self._waiting.pop(spec.name, None)
+            if future is not None and not future.done():
+                future.set_exception(exc)
+
+    def _ensure_watch(self) -> None:
+        if self._watch is None or self._watch.done():
+            self._watch = asyncio.ensure_future(self._follow())
+
+    async def _follow(self) -> None:
+        cursor = ""
+        delay = 0.1
+        while self._waiting:
+            try:
+                async for event in self.client.watch_children(self.run, self.parent, cursor):
+                    delay = 0.1
+                    if event.HasField("update"):
+                        self._settle(event.update)
+                    if event.HasField("replay_done") or cursor:
+                        cursor = event.cursor
+                    if not self._waiting:
+                        return
+            except errors.Unavailable as exc:
+                log.warning("watch interrupted (%s); resuming in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _settle(self, status: pb.ActionStatus) -> None:
+        if status.phase not in TERMINAL:
+            return
+        self._finished[status.name] = status
+        future = self._waiting.pop(status.name, None)
+        if future is not None and not future.done():
+            future.set_result(status)
+
+    async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+
+
+def _outcome(status: pb.ActionStatus) -> Any:
+    if status.phase == pb.SUCCEEDED:
+        return serialization.decode_output(status.result.outputs)
+    err = status.result.error
+    raise errors.ActionFailed(status.name, pb.Phase.Name(status.phase), err.type or "Error", err.message, err.traceback)

@@ -1,0 +1,108 @@
+"""Starting runs from a program: `init`, `init_from_config`, `run`, and the `Run` handle."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+from fanout import config as config_mod
+from fanout import errors, serialization
+from fanout.client import Client
+from fanout.config import ClientConfig
+from fanout.task import Task
+from fanout.v1 import actions_pb2 as pb
+
+_TERMINAL = (pb.SUCCEEDED, pb.FAILED, pb.ABORTED, pb.TIMED_OUT)
+_lock = threading.Lock()
+_client: Client | None = None
+
+
+def init(endpoint: str | None = None, token: str | None = None, **tls: str) -> None:
+    """Connect to a control plane; missing values come from the environment and config file."""
+    global _client
+    cfg = config_mod.load(endpoint=endpoint, token=token, **tls).require()
+    with _lock:
+        if _client is not None:
+            _client.close()
+        _client = Client(cfg)
+
+
+def init_from_config(path: str | None = None) -> None:
+    """Connect using the config file ($FANOUT_CONFIG, ./.fanout/config.yaml, ~/.fanout/config.yaml) and FANOUT_* variables."""
+    global _client
+    cfg = config_mod.load(path).require()
+    with _lock:
+        if _client is not None:
+            _client.close()
+        _client = Client(cfg)
+
+
+def client() -> Client:
+    if _client is None:
+        raise errors.ConfigError("call fanout.init() or fanout.init_from_config() first")
+    return _client
+
+
+def run(task: Task[Any, Any], *args: Any, **kwargs: Any) -> Run:
+    """Start `task` as the root action of a new run; returns at once."""
+    c = client()
+    spec = task.spec("root", serialization.encode_inputs(task.name, args, kwargs))
+    spec.workdir = os.getcwd()
+    return Run(c, c.create_run(spec))
+
+
+class Run:
+    def __init__(self, client: Client, run: pb.Run) -> None:
+        self._client = client
+        self._run = run
+        self._root: pb.ActionStatus | None = None
+
+    @property
+    def name(self) -> str:
+        return self._run.name
+
+    @property
+    def url(self) -> str:
+        return run_url(self._client.config, self.name)
+
+    @property
+    def phase(self) -> str:
+        return pb.Phase.Name(self._root.phase if self._root else self._client.get_run(self.name).phase)
+
+    def wait(self, timeout: float | None = None) -> Run:
+        """Block until the root action finishes. Does not raise on failure; see outputs()."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cursor = ""
+        while self._root is None:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                for event in self._client.watch_children(self.name, "", cursor, timeout=remaining):
+                    if event.HasField("replay_done") or cursor:
+                        cursor = event.cursor
+                    if event.HasField("update") and event.update.phase in _TERMINAL:
+                        self._root = event.update
+                        break
+            except errors.DeadlineExceeded:
+                raise errors.DeadlineExceeded(f"run {self.name} did not finish within {timeout}s") from None
+            except errors.Unavailable:
+                time.sleep(0.5)  # the server restarted or moved; resume from the cursor
+        return self
+
+    def outputs(self) -> Any:
+        """The root task's return value; raises RunFailed when the run did not succeed."""
+        self.wait()
+        assert self._root is not None
+        if self._root.phase == pb.SUCCEEDED:
+            return serialization.decode_output(self._root.result.outputs)
+        err = self._root.result.error
+        raise errors.RunFailed(self.name, pb.Phase.Name(self._root.phase), err.type or "Error", err.message, err.traceback)
+
+    def __repr__(self) -> str:
+        return f"Run(name={self.name!r}, url={self.url!r})"
+
+
+def run_url(cfg: ClientConfig, run: str) -> str:
+    scheme = "grpcs" if cfg.tls else "grpc"
+    return f"{scheme}://{cfg.endpoint}/runs/{run}"

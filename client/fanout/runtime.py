@@ -1,0 +1,97 @@
+"""The in-container entry point: `python -m fanout.runtime`.
+
+A backend starts it with the action's spec in a file and its identity in
+the environment. It imports the task, runs it with a controller that turns
+task calls into child actions, and writes an ActionResult file that the
+dispatcher reports. The exit code says only whether that file was written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from fanout import config, serialization
+from fanout.client import AsyncClient
+from fanout.controller import Controller
+from fanout.task import FILE_MODULE_PREFIX, Task
+from fanout.v1 import actions_pb2 as pb
+
+# Environment a backend sets for the runtime.
+ENV_RUN = "FANOUT_RUN"
+ENV_ACTION = "FANOUT_ACTION"
+ENV_SPEC_PATH = "FANOUT_SPEC_PATH"
+ENV_RESULT_PATH = "FANOUT_RESULT_PATH"
+ENV_MAX_OUTPUT = "FANOUT_MAX_OUTPUT_BYTES"
+
+
+def load_task(ref: str) -> Task[Any, Any]:
+    kind, _, rest = ref.partition(":")
+    location, _, qualname = rest.rpartition(":")
+    if kind == "file":
+        module_name = FILE_MODULE_PREFIX + hashlib.sha256(location.encode()).hexdigest()[:16]
+        module = sys.modules.get(module_name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(module_name, location)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot load tasks from {location}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module  # before exec: the module's tasks look themselves up
+            sys.path.insert(0, str(Path(location).parent))
+            spec.loader.exec_module(module)
+    elif kind == "module":
+        module = importlib.import_module(location)
+    else:
+        raise ImportError(f"unknown task reference {ref!r}")
+    obj: Any = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if not isinstance(obj, Task):
+        raise TypeError(f"{ref} is not a fanout task")
+    return obj
+
+
+async def execute(spec: pb.ActionSpec, run: str, action: str, max_output: int) -> pb.ActionResult:
+    client = AsyncClient(config.load())
+    controller = Controller(client, run, action, workdir=spec.workdir)
+    try:
+        task = load_task(spec.task_ref)
+        args, kwargs = serialization.decode_inputs(spec.inputs)
+        controller.activate()
+        value = await task.fn(*args, **kwargs)
+        outputs = serialization.encode_output(task.name, value)
+        if len(outputs) > max_output:
+            raise ValueError(f"the result is {len(outputs)} bytes, max_payload_bytes is {max_output}")
+        return pb.ActionResult(outputs=outputs)
+    except Exception as exc:  # noqa: BLE001 - every task failure becomes the action's error
+        return pb.ActionResult(
+            error=pb.ActionError(type=type(exc).__name__, message=str(exc), traceback=traceback.format_exc())
+        )
+    finally:
+        await controller.close()
+        await client.close()
+
+
+def main() -> int:
+    spec = pb.ActionSpec.FromString(Path(os.environ[ENV_SPEC_PATH]).read_bytes())
+    if spec.workdir and spec.workdir not in sys.path:
+        sys.path.insert(0, spec.workdir)
+    result = asyncio.run(
+        execute(spec, os.environ[ENV_RUN], os.environ[ENV_ACTION], int(os.environ.get(ENV_MAX_OUTPUT, 1 << 20)))
+    )
+    out = Path(os.environ[ENV_RESULT_PATH])
+    tmp = out.with_suffix(".tmp")
+    tmp.write_bytes(result.SerializeToString())
+    tmp.replace(out)  # atomic: the dispatcher never reads half a result
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

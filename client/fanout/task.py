@@ -1,0 +1,106 @@
+"""The authoring API: `TaskEnvironment` and its `@env.task` decorator.
+
+Shaped like the Flyte 2 SDK, so `import fanout as flyte` runs code written
+for it. Calling a task inside a running action submits a child action (see
+controller.py); calling it anywhere else just runs the function here.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Generic, ParamSpec, TypeVar
+
+from fanout import controller
+from fanout.v1 import actions_pb2 as pb
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Modules loaded from a file by the runtime get this name prefix; their tasks
+# are referred to by file path, like tasks in a script run as __main__.
+FILE_MODULE_PREFIX = "__fanout_file__"
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: str | int | float | None = None
+    memory: str | None = None
+
+
+@dataclass
+class TaskEnvironment:
+    name: str
+    image: str = ""
+    resources: Resources | None = None
+    env_vars: dict[str, str] = field(default_factory=dict)
+    tasks: dict[str, Task[Any, Any]] = field(default_factory=dict, repr=False)
+
+    def task(
+        self,
+        fn: Callable[P, Coroutine[Any, Any, R]] | None = None,
+        *,
+        retries: int = 0,
+        timeout: int = 0,
+    ) -> Any:
+        """Decorate an async function as a task of this environment."""
+
+        def wrap(f: Callable[P, Coroutine[Any, Any, R]]) -> Task[P, R]:
+            t = Task(self, f, retries=retries, timeout=timeout)
+            self.tasks[t.short_name] = t
+            return t
+
+        return wrap(fn) if fn is not None else wrap
+
+
+class Task(Generic[P, R]):
+    def __init__(self, env: TaskEnvironment, fn: Callable[P, Coroutine[Any, Any, R]], retries: int = 0, timeout: int = 0) -> None:
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"task {fn.__qualname__} must be an async function (async def)")
+        self.env = env
+        self.fn = fn
+        self.retries = retries
+        self.timeout = timeout
+        self.short_name = fn.__name__
+        self.name = f"{env.name}.{fn.__name__}"
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    @property
+    def ref(self) -> str:
+        """Where the runtime finds this task again, in another process."""
+        module = sys.modules.get(self.fn.__module__)
+        if self.fn.__module__ == "__main__" or self.fn.__module__.startswith(FILE_MODULE_PREFIX):
+            path = getattr(module, "__file__", None)
+            if not path:
+                raise TypeError(f"task {self.name} is defined interactively; define it in a file to run it remotely")
+            return f"file:{os.path.abspath(path)}:{self.fn.__qualname__}"
+        return f"module:{self.fn.__module__}:{self.fn.__qualname__}"
+
+    def spec(self, name: str, inputs: bytes) -> pb.ActionSpec:
+        s = pb.ActionSpec(
+            name=name,
+            task_name=self.name,
+            task_ref=self.ref,
+            image=self.env.image,
+            env=self.env.env_vars,
+            retries=self.retries,
+            timeout_seconds=self.timeout,
+            inputs=inputs,
+        )
+        if self.env.resources:
+            s.resources.cpu = str(self.env.resources.cpu or "")
+            s.resources.memory = self.env.resources.memory or ""
+        return s
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+        active = controller.current()
+        if active is None:
+            return self.fn(*args, **kwargs)
+        return active.call(self, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"Task({self.name})"
