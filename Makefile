@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 # The whole control plane on its embedded default, with the example fanout through it.
 run: $(STAMP)
-	$(BIN)/fanout up --data-dir .fanout -- $(BIN)/python examples/fanout.py $(ARGS)
+	$(BIN)/fanout up --data-dir .fanout -- $(BIN)/python -P examples/fanout.py $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/pytest

@@ -50,11 +50,11 @@ class ControlPlane:
     actions: ActionStore
     limits: LimitStore
     tokens: TokenStore
-    health: health.HealthServicer
+    health: health.aio.HealthServicer
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self, grace: float | None = 5.0) -> None:
-        self.health.enter_graceful_shutdown()
+        await self.health.enter_graceful_shutdown()
         for task in self._tasks:
             task.cancel()
         await self.server.stop(grace)
@@ -84,7 +84,7 @@ async def create_server(settings: Settings) -> ControlPlane:
     actions_pb2_grpc.add_ActionServiceServicer_to_server(ActionService(settings, actions, limits, wakeup), server)
     dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchService(actions, limits, tokens, wakeup), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(actions, limits, tokens), server)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = [
         actions_pb2.DESCRIPTOR.services_by_name["ActionService"].full_name,

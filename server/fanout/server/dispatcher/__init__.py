@@ -1,1 +1,1 @@
-X="disp"
+"""The dispatcher: leases actions over gRPC and runs each in a backend's container."""

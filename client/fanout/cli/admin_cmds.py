@@ -1,0 +1,118 @@
+"""`fanout admin …`: tenants, tokens, limits and the audit trail (admin token required)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from fanout import config as client_config
+from fanout.cli import output
+from fanout.client import Client
+from fanout.errors import ConfigError
+
+LIMIT_FLAGS = ("max_fanout", "max_concurrency", "max_queued", "max_payload_bytes")
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    admin = sub.add_parser(
+        "admin", help="platform admin commands",
+        description="Uses --token, else FANOUT_TOKEN, else the admin token file named in the config (`fanout up` writes one).",
+    )
+    groups = admin.add_subparsers(dest="group", required=True, metavar="{tenant,token,quota,audit}")
+
+    tenant = groups.add_parser("tenant", help="create tenants").add_subparsers(dest="verb", required=True)
+    create = tenant.add_parser("create", parents=[common], help="create a tenant and print its first token (shown once)")
+    create.add_argument("tenant")
+    create.set_defaults(handler=cmd_tenant_create)
+
+    token = groups.add_parser("token", help="mint tokens").add_subparsers(dest="verb", required=True)
+    mint = token.add_parser("create", parents=[common], help="mint a token (shown once)")
+    mint.add_argument("--role", required=True, choices=("tenant", "admin", "dispatcher"))
+    mint.add_argument("--tenant", default="", help="tenant the token is scoped to (dispatcher: empty = all tenants)")
+    mint.set_defaults(handler=cmd_token_create)
+
+    quota = groups.add_parser("quota", help="read or change a tenant's limits").add_subparsers(dest="verb", required=True)
+    get = quota.add_parser("get", parents=[common], help="effective limits and stored overrides")
+    get.add_argument("tenant")
+    get.set_defaults(handler=cmd_quota_get)
+    put = quota.add_parser("set", parents=[common], help="change limits at once on every server; audited")
+    put.add_argument("tenant")
+    for flag in LIMIT_FLAGS:
+        put.add_argument("--" + flag.replace("_", "-"), type=int, dest=flag)
+    put.add_argument("--reason", required=True, help="why; recorded in the audit trail")
+    put.set_defaults(handler=cmd_quota_set)
+
+    audit = groups.add_parser("audit", parents=[common], help="limit changes, newest first")
+    audit.add_argument("tenant")
+    audit.add_argument("--limit", type=int, default=50)
+    audit.set_defaults(handler=cmd_audit)
+
+
+def _client(args: argparse.Namespace) -> Client:
+    cfg = client_config.load(endpoint=args.endpoint, token=args.token)
+    if not args.token and not __import__("os").environ.get("FANOUT_TOKEN"):
+        admin_token = cfg.admin_token()
+        if not admin_token:
+            raise ConfigError("no admin token: pass --token, set FANOUT_TOKEN, or run `fanout up` to create one")
+        cfg = client_config.load(endpoint=args.endpoint, token=admin_token)
+    return Client(cfg)
+
+
+def cmd_tenant_create(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        created = client.create_tenant(args.tenant)
+    if args.json:
+        output.emit_json({"tenant": created.tenant, "token": created.token})
+    else:
+        print(f"tenant {created.tenant} created; its token (shown once):\n{created.token}")
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        token = client.create_token(args.role, args.tenant)
+    if args.json:
+        output.emit_json({"role": args.role, "tenant": args.tenant, "token": token})
+    else:
+        print(token)
+    return 0
+
+
+def _print_limits(limits: object, json_out: bool) -> None:
+    if json_out:
+        output.emit_json(output.as_dict(limits))  # type: ignore[arg-type]
+        return
+    effective, overrides = limits.limits, limits.overrides  # type: ignore[attr-defined]
+    print(f"tenant {limits.tenant}")  # type: ignore[attr-defined]
+    for name in LIMIT_FLAGS:
+        note = "override" if getattr(overrides, name) else "default"
+        print(f"  {name:<18} {getattr(effective, name):>12,}  ({note})")
+
+
+def cmd_quota_get(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        _print_limits(client.get_limits(args.tenant), args.json)
+    return 0
+
+
+def cmd_quota_set(args: argparse.Namespace) -> int:
+    changes = {name: getattr(args, name) for name in LIMIT_FLAGS if getattr(args, name) is not None}
+    if not changes:
+        raise ConfigError("give at least one of " + ", ".join("--" + f.replace("_", "-") for f in LIMIT_FLAGS))
+    with _client(args) as client:
+        _print_limits(client.set_limits(args.tenant, args.reason, **changes), args.json)
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        entries = client.audit(args.tenant, args.limit)
+    if args.json:
+        output.emit_json([output.as_dict(e) for e in entries])
+        return 0
+    for e in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at))
+        print(f"{when}  {e.actor:<16} {e.limit:<18} {e.old_value:>10,} -> {e.new_value:<10,} {e.reason}")
+    if not entries:
+        print(f"no limit changes recorded for {args.tenant}")
+    return 0

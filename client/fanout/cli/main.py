@@ -1,0 +1,57 @@
+"""Entry point of the `fanout` command.
+
+Exit codes: 0 success; 1 the operation or the run failed; 2 bad usage or
+configuration; 3 the control plane could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from fanout import errors
+from fanout.cli import admin_cmds, server_cmds, tenant_cmds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--endpoint", help="control plane address (FANOUT_ENDPOINT, else the config file)")
+    common.add_argument("--token", help="bearer token (FANOUT_TOKEN, else the config file)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    parser = argparse.ArgumentParser(
+        prog="fanout",
+        description="Fanout: a control plane for massive task fanouts. Start with `fanout up`.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    server_cmds.add_parsers(sub)
+    tenant_cmds.add_parsers(sub, common)
+    admin_cmds.add_parsers(sub, common)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.handler(args))
+    except errors.ConfigError as exc:
+        print(f"fanout: {exc}", file=sys.stderr)
+        return 2
+    except errors.Unavailable as exc:
+        print(f"fanout: cannot reach the control plane: {exc}", file=sys.stderr)
+        return 3
+    except errors.FanoutError as exc:
+        print(f"fanout: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""`fanout up`, `fanout server`, `fanout dispatcher`: running the control plane."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+from fanout import config as client_config
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    up = sub.add_parser(
+        "up",
+        help="run the whole control plane on its embedded default",
+        description="Start a private Redis (append-only, under --data-dir), the gRPC server and a dispatcher "
+        "with the local process backend. Writes <data-dir>/config.yaml for clients. With a command after "
+        "'--', runs it against the control plane, then stops everything and exits with its code.",
+    )
+    up.add_argument("--data-dir", type=Path, default=Path(".fanout"), help="state and config (default: ./.fanout)")
+    up.add_argument("--listen", default="127.0.0.1:50051", help="gRPC address (default: 127.0.0.1:50051; port 0 picks one)")
+    up.add_argument("--metrics-port", type=int, default=0, help="Prometheus port (default: a free one; -1: off)")
+    up.add_argument("--redis-url", default="", help="use this Redis instead of starting a private one")
+    up.add_argument("--capacity", type=int, default=256, help="actions the dispatcher runs at once (default: 256)")
+    up.add_argument("command", nargs=argparse.REMAINDER, help="optional: -- COMMAND [ARGS...] to run, then stop")
+    up.set_defaults(handler=cmd_up)
+
+    server = sub.add_parser(
+        "server",
+        help="run one gRPC server (stateless; run many against one Redis)",
+        description="Settings come from FANOUT_* variables (FANOUT_REDIS_URL, FANOUT_LISTEN, FANOUT_METRICS_PORT, "
+        "FANOUT_MAX_FANOUT, FANOUT_TLS_CERT, ...); flags override them.",
+    )
+    server.add_argument("--listen", help="gRPC address, host:port")
+    server.add_argument("--redis-url", help="Redis URL (FANOUT_REDIS_URL)")
+    server.add_argument("--metrics-port", type=int, help="Prometheus port (FANOUT_METRICS_PORT)")
+    server.add_argument("--tls-cert", help="server certificate (PEM)")
+    server.add_argument("--tls-key", help="server private key (PEM)")
+    server.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mutual TLS)")
+    server.add_argument("--admin-token-file", type=Path, help="if this file does not exist, mint an admin token into it")
+    server.set_defaults(handler=cmd_server)
+
+    disp = sub.add_parser(
+        "dispatcher",
+        help="run a dispatcher with the local process backend",
+        description="Leases actions from the control plane over gRPC (FANOUT_ENDPOINT, FANOUT_TOKEN with a "
+        "dispatcher token) and runs each as a local process.",
+    )
+    disp.add_argument("--endpoint", help="control plane address (FANOUT_ENDPOINT)")
+    disp.add_argument("--token", help="dispatcher token (FANOUT_TOKEN)")
+    disp.add_argument("--capacity", type=int, default=256, help="actions run at once (default: 256)")
+    disp.add_argument("--work-dir", type=Path, default=Path(".fanout/actions"), help="per-action scratch directories")
+    disp.add_argument("--action-endpoint", default="", help="address actions use to reach the control plane")
+    disp.set_defaults(handler=cmd_dispatcher)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from fanout.server.embedded import UpOptions, up
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    options = UpOptions(args.data_dir, args.listen, args.metrics_port, args.redis_url, args.capacity, command or None)
+    return asyncio.run(up(options))
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from fanout.server.serve import serve
+    from fanout.server.settings import Settings
+
+    settings = Settings.from_env(
+        listen=args.listen, redis_url=args.redis_url, metrics_port=args.metrics_port,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
+    )
+    return asyncio.run(serve(settings, args.admin_token_file))
+
+
+def cmd_dispatcher(args: argparse.Namespace) -> int:
+    from fanout.server.dispatcher.dispatcher import Dispatcher
+    from fanout.server.dispatcher.process_backend import ProcessBackend
+    from fanout.server.signals import until_signalled
+
+    cfg = client_config.load(endpoint=args.endpoint, token=args.token)
+    dispatcher = Dispatcher(cfg, ProcessBackend(args.work_dir.resolve()), args.capacity, args.action_endpoint)
+
+    async def main() -> int:
+        task = asyncio.create_task(dispatcher.run())
+        signalled = asyncio.create_task(until_signalled())
+        await asyncio.wait({task, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        dispatcher.stop()
+        await task
+        signalled.cancel()
+        return 0
+
+    logging.getLogger(__name__).info("dispatcher %s serving %s", dispatcher.id, cfg.endpoint)
+    return asyncio.run(main())

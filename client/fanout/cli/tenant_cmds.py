@@ -1,0 +1,127 @@
+"""Tenant commands: `fanout run`, `get`, `watch`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+
+from fanout import config as client_config
+from fanout import run as run_mod
+from fanout.cli import output
+from fanout.client import Client
+from fanout.v1 import actions_pb2 as pb
+
+TERMINAL = (pb.SUCCEEDED, pb.FAILED, pb.ABORTED, pb.TIMED_OUT)
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    run = sub.add_parser(
+        "run", parents=[common], help="start a task from a Python file as a new run",
+        description="Load FILE (its main guard does not run), start TASK with the given arguments "
+        "(each parsed as JSON, else taken as a string) and, with --wait, print its result.",
+    )
+    run.add_argument("file", help="Python file that defines the task")
+    run.add_argument("task", help="task function name")
+    run.add_argument("args", nargs="*", help="arguments, each JSON (e.g. 3, '[1,2]', '\"text\"')")
+    run.add_argument("--wait", action="store_true", help="wait for the result; exit 1 if the run fails")
+    run.set_defaults(handler=cmd_run)
+
+    get = sub.add_parser("get", parents=[common], help="show a run, or one action of it")
+    get.add_argument("run")
+    get.add_argument("action", nargs="?", help="action name (default: the root)")
+    get.set_defaults(handler=cmd_get)
+
+    watch = sub.add_parser(
+        "watch", parents=[common], help="follow a run's root or an action's children until they finish",
+        description="Replays current state, then follows live. Exit code 0 when everything watched succeeded, "
+        "1 when something failed.",
+    )
+    watch.add_argument("run")
+    watch.add_argument("--parent", default="", help="follow the children of this action (default: the root)")
+    watch.set_defaults(handler=cmd_watch)
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(client_config.load(endpoint=args.endpoint, token=args.token))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fanout.runtime import load_task
+
+    task = load_task(f"file:{Path(args.file).resolve()}:{args.task}")
+    values = []
+    for raw in args.args:
+        try:
+            values.append(json.loads(raw))
+        except json.JSONDecodeError:
+            values.append(raw)
+    client = _client(args)
+    run_mod._client = client
+    handle = run_mod.run(task, *values)
+    if not args.wait:
+        if args.json:
+            output.emit_json({"run": handle.name, "url": handle.url})
+        else:
+            print(f"run {handle.name} started · {handle.url}")
+        return 0
+    handle.wait()
+    outputs = handle.outputs()
+    if args.json:
+        output.emit_json({"run": handle.name, "url": handle.url, "phase": "SUCCEEDED", "outputs": outputs})
+    else:
+        print(f"run {handle.name} SUCCEEDED · {handle.url}")
+        print(json.dumps(outputs, indent=2))
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        run = client.get_run(args.run)
+        status = client.get_action(args.run, args.action or run.root)
+    if args.json:
+        data = output.as_dict(run)
+        data["phase"] = output.phase(run.phase)
+        output.emit_json({"run": data, "action": output.status_dict(status)})
+        return 0
+    print(f"run     {run.name}  {output.phase(run.phase)}  ({run.action_count} actions)")
+    print(f"created {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(run.created_at))}")
+    print(f"action  {status.name}  {status.task_name}  {output.phase(status.phase)}  attempt {status.attempt}")
+    if status.HasField("result"):
+        print(f"        {output.describe_result(status.result)}")
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    phases: dict[str, int] = {}
+    replayed = False
+    last_line = ""
+    interactive = sys.stderr.isatty() and not args.json
+    with _client(args) as client:
+        for event in client.watch_children(args.run, args.parent):
+            if event.HasField("update"):
+                phases[event.update.name] = event.update.phase
+                if args.json:
+                    output.emit_json(output.status_dict(event.update))
+                elif replayed and event.update.phase in TERMINAL and event.update.phase != pb.SUCCEEDED:
+                    print(f"{event.update.name} {output.phase(event.update.phase)}: {output.describe_result(event.update.result)}")
+            if event.HasField("replay_done"):
+                replayed = True
+            if replayed:
+                counts = Counter(output.phase(p) for p in phases.values())
+                done = sum(1 for p in phases.values() if p in TERMINAL)
+                line = f"{done}/{len(phases)} finished · " + " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+                if interactive and line != last_line:
+                    sys.stderr.write("\r" + line)
+                    last_line = line
+                if phases and done == len(phases):
+                    if interactive:
+                        sys.stderr.write("\n")
+                    elif not args.json:
+                        print(line)
+                    return 0 if all(p == pb.SUCCEEDED for p in phases.values()) else 1
+    return 1

@@ -1,0 +1,33 @@
+"""What a container backend must do, and what it hands back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from fanout.v1 import actions_pb2 as pb
+from fanout.v1 import dispatch_pb2 as dpb
+
+
+@dataclass(frozen=True)
+class Outcome:
+    phase: int  # a terminal fanout.v1.Phase
+    result: pb.ActionResult
+
+
+class Backend(Protocol):
+    async def run(self, action: dpb.LeasedAction, endpoint: str, on_started: "StartedCallback") -> Outcome:
+        """Run one action to completion. Call on_started() once its container runs."""
+        ...
+
+    async def shutdown(self) -> None:
+        """Stop every container this backend started."""
+        ...
+
+
+class StartedCallback(Protocol):
+    def __call__(self) -> None: ...
+
+
+def failure(error_type: str, message: str, phase: int = pb.FAILED) -> Outcome:
+    return Outcome(phase, pb.ActionResult(error=pb.ActionError(type=error_type, message=message)))

@@ -1,0 +1,74 @@
+"""Batches phase reports into few Report RPCs, retrying while the server is away.
+
+Reports are idempotent on the server (phases only move forward, one terminal
+phase), so resending a batch after an error is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from fanout.v1 import dispatch_pb2 as dpb
+from fanout.v1 import dispatch_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+MAX_REPORTS_PER_CALL = 1000
+FLUSH_SECONDS = 0.01
+
+
+class Reporter:
+    def __init__(self, stub: dispatch_pb2_grpc.DispatchServiceStub, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._stub = stub
+        self._metadata = metadata
+        self._queue: asyncio.Queue[dpb.PhaseReport] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._sending = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    def report(self, report: dpb.PhaseReport) -> None:
+        self._queue.put_nowait(report)
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Wait until every queued report was sent (or the timeout passed)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self._queue.empty() or self._sending:
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("%d reports not sent before shutdown", self._queue.qsize())
+                return
+            await asyncio.sleep(0.02)
+
+    async def _loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            self._sending = True
+            await asyncio.sleep(FLUSH_SECONDS)  # let reports finishing together share a call
+            while not self._queue.empty() and len(batch) < MAX_REPORTS_PER_CALL:
+                batch.append(self._queue.get_nowait())
+            await self._send(batch)
+            self._sending = False
+
+    async def _send(self, batch: list[dpb.PhaseReport]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self._stub.Report(dpb.ReportRequest(reports=batch), metadata=self._metadata, timeout=30)
+                return
+            except grpc.RpcError as exc:
+                code = exc.code()  # type: ignore[attr-defined]
+                if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    log.error("report rejected (%s: %s); dropping %d reports", code.name, exc.details(), len(batch))  # type: ignore[attr-defined]
+                    return
+                log.warning("control plane unavailable; retrying %d reports in %.1fs", len(batch), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -1,0 +1,123 @@
+"""`fanout up`: the whole control plane in one process tree.
+
+A private Redis (append-only, under the data directory) unless a Redis URL
+is given, the gRPC server, and one dispatcher with the local process
+backend. It mints the bootstrap tokens and writes the config file clients
+read, so `fanout.init_from_config()` and the CLI work at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from fanout import config as client_config
+from fanout.server.app import ControlPlane, create_server
+from fanout.server.dispatcher.dispatcher import Dispatcher
+from fanout.server.dispatcher.process_backend import ProcessBackend
+from fanout.server.metrics_http import MetricsServer
+from fanout.server.redis_process import RedisProcess
+from fanout.server.settings import Settings
+from fanout.server.signals import until_signalled
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TENANT = "default"
+ADMIN_TOKEN_FILE = "admin-token"
+
+
+@dataclass
+class UpOptions:
+    data_dir: Path
+    listen: str = "127.0.0.1:50051"
+    metrics_port: int = 0
+    redis_url: str = ""
+    capacity: int = 256
+    command: list[str] | None = None
+
+
+async def up(options: UpOptions) -> int:
+    data_dir = options.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    redis_proc = None
+    redis_url = options.redis_url
+    if not redis_url:
+        redis_proc = RedisProcess(data_dir / "redis").start()
+        redis_url = redis_proc.url
+    plane: ControlPlane | None = None
+    metrics = None
+    dispatcher = None
+    dispatcher_task = None
+    try:
+        settings = Settings.from_env(redis_url=redis_url, listen=options.listen, metrics_port=options.metrics_port)
+        plane = await create_server(settings)
+        metrics = MetricsServer(settings.metrics_port).start()
+        host = settings.listen.rsplit(":", 1)[0]
+        endpoint = f"{host}:{plane.port}"
+        config_path = await _bootstrap(plane, data_dir, endpoint)
+        dispatcher_token = await plane.tokens.create("dispatcher")
+        dispatcher = Dispatcher(
+            client_config.ClientConfig(endpoint=endpoint, token=dispatcher_token),
+            ProcessBackend(data_dir / "actions", settings.max_payload_bytes),
+            capacity=options.capacity,
+        )
+        dispatcher_task = asyncio.create_task(dispatcher.run())
+        print(
+            f"fanout is ready at {endpoint} · metrics {metrics.url} · "
+            f"config {config_path} · admin token in {data_dir / ADMIN_TOKEN_FILE}",
+            flush=True,
+        )
+        if options.command:
+            return await _run_command(options.command, config_path)
+        await until_signalled()
+        return 0
+    finally:
+        if dispatcher is not None and dispatcher_task is not None:
+            dispatcher.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(dispatcher_task, 15)
+        if plane is not None:
+            await plane.stop(grace=2)
+        if metrics is not None:
+            metrics.stop()
+        if redis_proc is not None:
+            redis_proc.stop()
+
+
+async def _bootstrap(plane: ControlPlane, data_dir: Path, endpoint: str) -> Path:
+    """Mint an admin token and the default tenant's token; write the client config."""
+    admin_token = await plane.tokens.create("admin")
+    token_file = data_dir / ADMIN_TOKEN_FILE
+    token_file.write_text(admin_token + "\n")
+    token_file.chmod(0o600)
+    await plane.actions.register_tenant(DEFAULT_TENANT)
+    tenant_token = await plane.tokens.create("tenant", DEFAULT_TENANT)
+    path = data_dir / client_config.CONFIG_NAME
+    client_config.write(path, endpoint=endpoint, token=tenant_token, admin_token_file=ADMIN_TOKEN_FILE)
+    return path
+
+
+async def _run_command(command: list[str], config_path: Path) -> int:
+    env = {**os.environ, "FANOUT_CONFIG": str(config_path)}
+    # The config file is the one source here; stale variables would override it.
+    env.pop("FANOUT_ENDPOINT", None)
+    env.pop("FANOUT_TOKEN", None)
+    try:
+        proc = await asyncio.create_subprocess_exec(*command, env=env)
+    except OSError as exc:
+        print(f"fanout up: cannot run {command[0]}: {exc.strerror}", file=sys.stderr)
+        return 127
+    waiter = asyncio.ensure_future(proc.wait())
+    signalled = asyncio.ensure_future(until_signalled())
+    await asyncio.wait({waiter, signalled}, return_when=asyncio.FIRST_COMPLETED)
+    if not waiter.done():
+        proc.terminate()
+        await waiter
+        return 130
+    signalled.cancel()
+    return int(waiter.result())
