@@ -42,24 +42,28 @@ def translate(exc: grpc.RpcError) -> errors.FanoutError:
 
 def _quota_error(exc: grpc.RpcError, message: str) -> errors.FanoutError:
     status = rpc_status.from_call(exc)  # type: ignore[arg-type]
-    violation = None
+    subject = ""
+    numbers: dict[str, str] = {}
     retry_after = None
     for detail in status.details if status else ():
         if detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
             failure = error_details_pb2.QuotaFailure()
             detail.Unpack(failure)
-            violation = failure.violations[0] if failure.violations else None
-        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            info = error_details_pb2.RetryInfo()
+            subject = failure.violations[0].subject if failure.violations else ""
+        elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
-            retry_after = info.retry_delay.ToNanoseconds() / 1e9
-    if violation is None:
+            numbers = dict(info.metadata)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            delay = error_details_pb2.RetryInfo()
+            detail.Unpack(delay)
+            retry_after = delay.retry_delay.ToNanoseconds() / 1e9
+    if not subject:
         return errors.FanoutError(f"RESOURCE_EXHAUSTED: {message}")
-    numbers = dict(part.split(" ", 1)[::-1] for part in violation.description.split(", "))
-    cls = errors.FanoutLimitExceeded if violation.subject == "max_fanout" else errors.QuotaExceeded
+    cls = errors.FanoutLimitExceeded if subject == "max_fanout" else errors.QuotaExceeded
     return cls(
         message,
-        violation.subject,
+        subject,
         int(numbers.get("limit", 0)),
         int(numbers.get("used", 0)),
         int(numbers.get("requested", 0)),

@@ -24,8 +24,7 @@ def init(endpoint: str | None = None, token: str | None = None, **tls: str) -> N
     global _client
     cfg = config_mod.load(endpoint=endpoint, token=token, **tls).require()
     with _lock:
-        if _client is not None:
-            _client.close()
+        # The old client is not closed: Run handles made with it keep working.
         _client = Client(cfg)
 
 
@@ -34,8 +33,6 @@ def init_from_config(path: str | None = None) -> None:
     global _client
     cfg = config_mod.load(path).require()
     with _lock:
-        if _client is not None:
-            _client.close()
         _client = Client(cfg)
 
 

@@ -80,16 +80,24 @@ class RedisProcess:
         return log.read_text()[-2000:] if log.exists() else ""
 
     def stop(self) -> None:
-        if self._proc is None or self._proc.poll() is not None:
+        if self._proc is None:
             return
-        self._proc.terminate()  # redis-server flushes the AOF and exits on SIGTERM
-        try:
-            self._proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        if self._proc.poll() is None:
+            self._proc.terminate()  # redis-server flushes the AOF and exits on SIGTERM
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._close()
 
     def kill(self) -> None:
+        """SIGKILL, as a crash would; the AOF keeps what was acknowledged up to a second ago."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
+        self._close()
+
+    def _close(self) -> None:
+        if self._proc is not None and self._proc.stderr is not None:
+            self._proc.stderr.close()

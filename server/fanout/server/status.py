@@ -63,8 +63,15 @@ def _quota_exceeded(exc: errors.QuotaExceeded) -> grpc.Status:
             )
         ]
     )
+    # ErrorInfo carries the same numbers in machine-readable form for clients.
+    info = error_details_pb2.ErrorInfo(
+        reason=f"{exc.limit_name.upper()}_EXCEEDED",
+        domain="fanout",
+        metadata={"limit": str(exc.limit), "used": str(exc.used), "requested": str(exc.requested)},
+    )
     status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=str(exc))
     status.details.add().Pack(failure)
+    status.details.add().Pack(info)
     if exc.retry_after is not None:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(exc.retry_after * 1e9))

@@ -1,0 +1,100 @@
+"""Admission: the wall time of ONE SubmitBatch RPC of 10,000 and of 100,000 actions.
+
+How: a private Redis (`RedisProcess`: appendonly yes, appendfsync everysec) and
+`fanout server` as a subprocess, so the blocking gRPC client here and the server
+do not share a GIL. No dispatcher runs, so nothing is leased: the figure is
+admission and persistence only. Each batch goes to its own run (root action
+created first); the specs are built before the timer starts, so the timer
+covers request serialization, the RPC, admission in Redis and the response.
+A small untimed batch warms the channel and Redis' script cache first.
+Redis memory per queued action is INFO memory used_memory after the batch
+minus before, divided by the batch size.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from fanout.client import Client
+from fanout.config import ClientConfig
+from fanout.server.redis_process import RedisProcess
+from fanout.v1 import actions_pb2 as pb
+
+from bench.procs import clean_env, fanout_cmd, running
+
+SIZES = (10_000, 100_000)
+WARMUP = 100
+TENANT = "bench"
+SERVER_MODE = "subprocess (`fanout server`)"
+
+
+@dataclass(frozen=True)
+class BatchFigure:
+    actions: int
+    wall_s: float
+    per_action_us: float
+    redis_bytes_per_action: float
+
+
+@dataclass(frozen=True)
+class Admission:
+    server: str
+    batches: list[BatchFigure]
+
+
+def specs(n: int) -> list[pb.ActionSpec]:
+    inputs = b'{"args":[1],"kwargs":{}}'
+    return [pb.ActionSpec(name=f"c{i}", task_ref="module:bench:noop", inputs=inputs) for i in range(n)]
+
+
+def run() -> Admission:
+    with tempfile.TemporaryDirectory(prefix="fanout-bench-admission-") as tmp:
+        root = Path(tmp)
+        store = RedisProcess(root / "redis").start()
+        try:
+            return _bench(root, store)
+        finally:
+            store.stop()
+
+
+def _bench(root: Path, store: RedisProcess) -> Admission:
+    admin_file = root / "admin-token"
+    cmd = fanout_cmd(
+        "server", "--listen", "127.0.0.1:0", "--redis-url", store.url,
+        "--metrics-port", "-1", "--admin-token-file", str(admin_file),
+    )
+    env = clean_env(FANOUT_MAX_FANOUT=str(1_000_000))
+    with running(cmd, root / "server", r"listening on (\S+)", env) as ready:
+        endpoint = ready.group(1)
+        token = _tenant_token(endpoint, admin_file.read_text().strip())
+        with Client(ClientConfig(endpoint=endpoint, token=token)) as client, redis.Redis.from_url(store.url) as r:
+            _submit(client, r, WARMUP)
+            return Admission(SERVER_MODE, [_submit(client, r, n) for n in SIZES])
+
+
+def _tenant_token(endpoint: str, admin_token: str) -> str:
+    with Client(ClientConfig(endpoint=endpoint, token=admin_token)) as admin:
+        admin.create_tenant(TENANT)
+        return admin.create_token("tenant", TENANT)
+
+
+def _submit(client: Client, r: redis.Redis, n: int) -> BatchFigure:
+    """Time one SubmitBatch of `n` actions under a fresh run's root."""
+    run = client.create_run(pb.ActionSpec(name="root", task_ref="module:x:y"))
+    batch = specs(n)
+    before = _used_memory(r)
+    start = time.perf_counter()
+    response = client.submit_batch(run.name, "root", batch)
+    wall = time.perf_counter() - start
+    after = _used_memory(r)
+    if response.admitted != n:
+        raise RuntimeError(f"admitted {response.admitted} of {n} actions")
+    return BatchFigure(n, wall, wall / n * 1e6, (after - before) / n)
+
+
+def _used_memory(r: redis.Redis) -> int:
+    return int(r.info("memory")["used_memory"])

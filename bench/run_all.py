@@ -1,0 +1,94 @@
+"""Run every benchmark, print a table of the figures, and write them as JSON.
+
+    python -m bench.run_all [--label NAME]     # from the repo root; `make bench`
+
+Writes bench/results/<label>-<UTC timestamp>.json and bench/results/latest.json.
+Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import admission, end_to_end
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "commit": _commit(),
+    }
+
+
+def _commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def table(report: dict[str, Any]) -> str:
+    m, adm, e2e = report["machine"], report["admission"], report["end_to_end"]
+    rows = [
+        ("machine", f"{m['cores']} cores, Python {m['python']}, {m['platform']}, commit {m['commit']}"),
+        ("admission server", adm["server"]),
+    ]
+    for b in adm["batches"]:
+        rows.append((f"SubmitBatch {b['actions']:,}", f"{b['wall_s']:.3f} s  ({b['per_action_us']:.1f} µs/action)"))
+    for b in adm["batches"]:
+        rows.append((f"Redis memory ({b['actions']:,} batch)", f"{b['redis_bytes_per_action']:.0f} B/queued action"))
+    rows.append((f"end to end, fanout of {e2e['tasks']}", f"{e2e['wall_s']:.2f} s"))
+    rows.append(("dispatch latency p50 / p99", _latency(e2e)))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
+
+
+def _latency(e2e: dict[str, Any]) -> str:
+    p50, p99 = e2e["dispatch_p50_s"], e2e["dispatch_p99_s"]
+    if p50 is None or p99 is None:
+        return "not available"
+    return f"{p50 * 1000:.0f} ms / {p99 * 1000:.0f} ms  ({e2e['dispatch_samples']} samples, from histogram buckets)"
+
+
+def write(report: dict[str, Any], label: str, stamp: str) -> list[Path]:
+    RESULTS.mkdir(exist_ok=True)
+    text = json.dumps(report, indent=2) + "\n"
+    paths = [RESULTS / f"{label}-{stamp}.json", RESULTS / "latest.json"]
+    for path in paths:
+        path.write_text(text)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__.splitlines()[0])
+    parser.add_argument("--label", default="baseline", help="results file name prefix (default: baseline)")
+    args = parser.parse_args(argv)
+    now = datetime.now(UTC)
+    report: dict[str, Any] = {"label": args.label, "timestamp": now.isoformat(timespec="seconds"), "machine": machine()}
+    print(f"admission: one SubmitBatch of {', '.join(f'{n:,}' for n in admission.SIZES)} actions ...", flush=True)
+    report["admission"] = asdict(admission.run())
+    print(f"end to end: a fanout of {end_to_end.TASKS} no-op tasks through `fanout up` ...", flush=True)
+    report["end_to_end"] = asdict(end_to_end.run())
+    print(table(report))
+    for path in write(report, args.label, now.strftime("%Y%m%dT%H%M%SZ")):
+        print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Fixtures: a real Redis server, a real gRPC server and a real dispatcher.
+
+Session fixtures start them once on free ports; each test gets its own
+tenant (every key of a tenant has its own prefix), so tests do not see
+each other's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from fanout.client import Client
+from fanout.config import ClientConfig
+from fanout.quota.limits import Limits
+from fanout.server.app import ControlPlane, create_server
+from fanout.server.dispatcher.dispatcher import Dispatcher
+from fanout.server.dispatcher.process_backend import ProcessBackend
+from fanout.server.redis_process import RedisProcess
+from fanout.server.settings import Settings
+from tests.helpers import LoopThread
+
+TASKS_FILE = Path(__file__).parent / "tasks" / "fanout_tasks.py"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    proc = RedisProcess(tmp_path_factory.mktemp("redis")).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_client(redis_server: RedisProcess) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def loop_thread() -> Iterator[LoopThread]:
+    thread = LoopThread()
+    yield thread
+    thread.close()
+
+
+@pytest.fixture(scope="session")
+def settings(redis_server: RedisProcess) -> Settings:
+    return Settings.from_env(
+        environ={}, redis_url=redis_server.url, listen="127.0.0.1:0", metrics_port=-1,
+        lease_seconds=5.0, reap_interval_seconds=0.5,
+    )
+
+
+@pytest.fixture(scope="session")
+def plane(loop_thread: LoopThread, settings: Settings) -> Iterator[ControlPlane]:
+    plane = loop_thread.run(create_server(settings))
+    yield plane
+    loop_thread.run(plane.stop(grace=1))
+
+
+@pytest.fixture(scope="session")
+def endpoint(plane: ControlPlane) -> str:
+    return f"127.0.0.1:{plane.port}"
+
+
+@pytest.fixture(scope="session")
+def dispatcher(
+    loop_thread: LoopThread, plane: ControlPlane, endpoint: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Dispatcher]:
+    token = loop_thread.run(plane.tokens.create("dispatcher"))
+    dispatcher = Dispatcher(
+        ClientConfig(endpoint=endpoint, token=token), ProcessBackend(tmp_path_factory.mktemp("actions")), capacity=64
+    )
+    running = asyncio.run_coroutine_threadsafe(dispatcher.run(), loop_thread.loop)
+    yield dispatcher
+    loop_thread.loop.call_soon_threadsafe(dispatcher.stop)
+    running.result(30)
+
+
+_tenant_numbers = itertools.count()
+
+
+@dataclass
+class Tenant:
+    name: str
+    token: str
+    client: Client
+    plane: ControlPlane
+    loop: LoopThread
+
+    def set_limits(self, **limits: int) -> Limits:
+        """Change limits straight in Redis, the way an admin change lands."""
+        return self.loop.run(self.plane.limits.set(self.name, limits, actor="test", reason="test"))
+
+    def queued(self) -> int:
+        return self.loop.run(self.plane.actions.queued(self.name))
+
+    def running(self) -> int:
+        return self.loop.run(self.plane.actions.running(self.name))
+
+
+def make_tenant(loop_thread: LoopThread, plane: ControlPlane, endpoint: str, prefix: str = "t") -> Tenant:
+    name = f"{prefix}{os.getpid()}-{next(_tenant_numbers)}"
+    loop_thread.run(plane.actions.register_tenant(name))
+    token = loop_thread.run(plane.tokens.create("tenant", name))
+    return Tenant(name, token, Client(ClientConfig(endpoint=endpoint, token=token)), plane, loop_thread)
+
+
+@pytest.fixture
+def tenant(loop_thread: LoopThread, plane: ControlPlane, endpoint: str) -> Iterator[Tenant]:
+    t = make_tenant(loop_thread, plane, endpoint)
+    yield t
+    t.client.close()
+
+
+@pytest.fixture
+def admin_client(loop_thread: LoopThread, plane: ControlPlane, endpoint: str) -> Iterator[Client]:
+    token = loop_thread.run(plane.tokens.create("admin"))
+    client = Client(ClientConfig(endpoint=endpoint, token=token))
+    yield client
+    client.close()

@@ -1,0 +1,45 @@
+"""Helpers shared by the tests: a background event loop and `eventually`."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An asyncio loop on its own thread, for servers the (blocking) tests talk to."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="test-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+def eventually(check: Callable[[], T], timeout: float = 20.0, interval: float = 0.05) -> T:
+    """Retry `check` until it returns a truthy value without raising; fail with its last error."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+            last: BaseException | None = AssertionError(f"{check} stayed falsy: {value!r}")
+        except AssertionError as exc:
+            last = exc
+        if time.monotonic() > deadline:
+            assert last is not None
+            raise last
+        time.sleep(interval)

@@ -1,0 +1,107 @@
+"""Fanouts through the real server, dispatcher and process backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import fanout
+from fanout.runtime import load_task
+from fanout.server.dispatcher.dispatcher import Dispatcher
+from fanout.v1 import actions_pb2 as pb
+from tests.conftest import TASKS_FILE, Tenant
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fanout.py"
+
+pytestmark = pytest.mark.usefixtures("dispatcher")
+
+
+def start(tenant: Tenant, file: Path, task: str, *args: object) -> fanout.Run:
+    fanout.init(endpoint=tenant.client.config.endpoint, token=tenant.token)
+    return fanout.run(load_task(f"file:{file}:{task}"), *args)
+
+
+def children(tenant: Tenant, run: str, parent: str) -> list[pb.ActionStatus]:
+    out = []
+    for event in tenant.client.watch_children(run, parent):
+        if event.HasField("replay_done"):
+            return out
+        out.append(event.update)
+    raise AssertionError("watch ended before replay_done")
+
+
+def test_the_example_end_to_end(tenant: Tenant) -> None:
+    run = start(tenant, EXAMPLE, "parallel_data_fetching", [1, 2, 3, 4, 5, 6, 7])
+
+    rows = run.outputs()
+
+    assert [r["user_id"] for r in rows] == [1, 2, 3, 4, 5, 6, 7]
+    assert rows[2] == {"user_id": 3, "name": "User_3", "score": 30, "data": "Sample data for user 3"}
+    info = tenant.client.get_run(run.name)
+    assert info.phase == pb.SUCCEEDED
+    assert info.action_count == 8
+    kids = children(tenant, run.name, info.root)
+    assert len(kids) == 7
+    assert {k.phase for k in kids} == {pb.SUCCEEDED}
+    assert tenant.queued() == 0
+    assert tenant.running() == 0
+
+
+def test_a_failing_child_raises_its_type_and_message_in_the_parent(tenant: Tenant) -> None:
+    strict = start(tenant, TASKS_FILE, "gather_strict", 5)
+    lenient = start(tenant, TASKS_FILE, "gather_lenient", 5)
+
+    assert strict.outputs() == ["ValueError", "bad input 3"]
+    assert lenient.outputs() == [0, 1, 2, "ValueError: bad input 3", 4]
+
+
+def test_an_uncaught_child_failure_fails_the_run(tenant: Tenant) -> None:
+    run = start(tenant, TASKS_FILE, "maybe_fail", 3)
+
+    with pytest.raises(fanout.RunFailed) as info:
+        run.outputs()
+
+    assert info.value.error_type == "ValueError"
+    assert info.value.message == "bad input 3"
+    assert tenant.client.get_run(run.name).phase == pb.FAILED
+
+
+def test_over_max_fanout_the_batch_is_rejected_whole_then_admitted_after_a_raise(tenant: Tenant) -> None:
+    tenant.set_limits(max_fanout=5)
+    rejected = start(tenant, TASKS_FILE, "fanout_limit_probe", 6)
+
+    assert rejected.outputs() == "max_fanout limit=5 used=1 requested=6"
+    assert tenant.client.get_run(rejected.name).action_count == 1  # the root only: nothing charged
+    assert children(tenant, rejected.name, "root") == []
+    assert tenant.queued() == 0
+
+    tenant.set_limits(max_fanout=7)
+    admitted = start(tenant, TASKS_FILE, "fanout_limit_probe", 6)
+
+    assert admitted.outputs() == "admitted"
+    assert tenant.client.get_run(admitted.name).action_count == 7
+
+
+def test_nested_fanouts_finish_with_one_concurrency_slot(tenant: Tenant) -> None:
+    # Parents waiting on children hold no slot; otherwise this would deadlock.
+    tenant.set_limits(max_concurrency=1)
+    run = start(tenant, TASKS_FILE, "nested", 2, 2)
+
+    assert run.outputs() == 7
+    assert tenant.running() == 0
+
+
+def test_dispatcher_reports_running_then_a_single_terminal_phase(tenant: Tenant, dispatcher: Dispatcher) -> None:
+    run = start(tenant, TASKS_FILE, "fan_squares", 4)
+    assert run.outputs() == [0, 1, 4, 9]
+
+    phases = []
+    for event in tenant.client.watch_children(run.name, "root", cursor="0-0"):
+        phases.append((event.update.name, event.update.phase))
+        if sum(1 for _, p in phases if p == pb.SUCCEEDED) == 4:
+            break
+    by_child: dict[str, list[int]] = {}
+    for name, phase in phases:
+        by_child.setdefault(name, []).append(phase)
+    assert all(p == [pb.RUNNING, pb.SUCCEEDED] for p in by_child.values()), by_child

@@ -1,0 +1,56 @@
+"""Tasks the tests run through the real control plane (loaded by file path in each action)."""
+
+import asyncio
+
+import fanout
+
+env = fanout.TaskEnvironment(name="test_env")
+
+
+@env.task
+async def square(x: int) -> int:
+    return x * x
+
+
+@env.task
+async def fan_squares(n: int) -> list[int]:
+    return await asyncio.gather(*(square(i) for i in range(n)))
+
+
+@env.task
+async def maybe_fail(x: int) -> int:
+    if x == 3:
+        raise ValueError(f"bad input {x}")
+    return x
+
+
+@env.task
+async def gather_strict(n: int) -> list[int]:
+    try:
+        return await asyncio.gather(*(maybe_fail(i) for i in range(n)))
+    except fanout.ActionFailed as exc:
+        return [exc.error_type, exc.message]  # type: ignore[list-item]
+
+
+@env.task
+async def gather_lenient(n: int) -> list[object]:
+    results = await asyncio.gather(*(maybe_fail(i) for i in range(n)), return_exceptions=True)
+    return [f"{r.error_type}: {r.message}" if isinstance(r, fanout.ActionFailed) else r for r in results]
+
+
+@env.task
+async def nested(width: int, depth: int) -> int:
+    """A tree of fanouts: each level waits on its children while they run."""
+    if depth == 0:
+        return 1
+    counts = await asyncio.gather(*(nested(width, depth - 1) for _ in range(width)))
+    return 1 + sum(counts)
+
+
+@env.task
+async def fanout_limit_probe(n: int) -> str:
+    try:
+        await asyncio.gather(*(square(i) for i in range(n)))
+    except fanout.FanoutLimitExceeded as exc:
+        return f"{exc.limit_name} limit={exc.limit} used={exc.used} requested={exc.requested}"
+    return "admitted"
