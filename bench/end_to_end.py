@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import fanout
+from fanout.run import client as sdk_client
 from fanout.runtime import load_task
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -78,9 +79,12 @@ def _time_fanout(config: Path, task_file: Path) -> float:
         os.environ.pop(name, None)  # they would override the config file of this `fanout up`
     fanout.init_from_config(str(config))
     fan = load_task(f"file:{task_file}:fan")
-    start = time.perf_counter()
-    result = fanout.run(fan, TASKS).wait(RUN_TIMEOUT).outputs()
-    wall = time.perf_counter() - start
+    try:
+        start = time.perf_counter()
+        result = fanout.run(fan, TASKS).wait(RUN_TIMEOUT).outputs()
+        wall = time.perf_counter() - start
+    finally:
+        sdk_client().close()
     if result != list(range(TASKS)):
         raise RuntimeError(f"fan({TASKS}) returned a wrong result: {str(result)[:200]}")
     return wall

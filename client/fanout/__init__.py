@@ -23,7 +23,7 @@ from fanout.errors import (
     QuotaExceeded,
     RunFailed,
 )
-from fanout.run import Run, init, init_from_config, run
+from fanout.runs import Run, init, init_from_config, run
 from fanout.task import Resources, Task, TaskEnvironment
 
 __all__ = [

@@ -49,7 +49,7 @@ class ClientConfig:
             return ""
         path = Path(self.admin_token_file)
         if not path.is_absolute() and self.source:
-            path = Path(self.source).parent.parent / path
+            path = Path(self.source).parent / path  # relative to the config file
         try:
             return path.read_text().strip()
         except OSError as exc:

@@ -9,9 +9,9 @@ import time
 from collections import Counter
 
 from fanout import config as client_config
-from fanout import run as run_mod
 from fanout.cli import output
 from fanout.client import Client
+from fanout.runs import start_run
 from fanout.v1 import actions_pb2 as pb
 
 TERMINAL = (pb.SUCCEEDED, pb.FAILED, pb.ABORTED, pb.TIMED_OUT)
@@ -60,9 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             values.append(json.loads(raw))
         except json.JSONDecodeError:
             values.append(raw)
-    client = _client(args)
-    run_mod._client = client
-    handle = run_mod.run(task, *values)
+    handle = start_run(_client(args), task, *values)
     if not args.wait:
         if args.json:
             output.emit_json({"run": handle.name, "url": handle.url})

@@ -44,7 +44,10 @@ def client() -> Client:
 
 def run(task: Task[Any, Any], *args: Any, **kwargs: Any) -> Run:
     """Start `task` as the root action of a new run; returns at once."""
-    c = client()
+    return start_run(client(), task, *args, **kwargs)
+
+
+def start_run(c: Client, task: Task[Any, Any], *args: Any, **kwargs: Any) -> Run:
     spec = task.spec("root", serialization.encode_inputs(task.name, args, kwargs))
     spec.workdir = os.getcwd()
     return Run(c, c.create_run(spec))

@@ -1,0 +1,120 @@
+"""`fanout up` as a user runs it: a subprocess, the example through it, a clean stop."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fanout.client import Client
+from fanout.config import ClientConfig
+from fanout.v1 import actions_pb2 as pb
+
+ROOT = Path(__file__).resolve().parents[2]
+FANOUT = str(Path(sys.executable).parent / "fanout")
+
+pytestmark = pytest.mark.e2e
+
+
+def test_up_runs_the_example_and_stops_everything(tmp_path: Path) -> None:
+    data = tmp_path / "state"
+    result = subprocess.run(
+        [FANOUT, "up", "--data-dir", str(data), "--listen", "127.0.0.1:0", "--metrics-port", "-1",
+         "--", sys.executable, "-P", "examples/fanout.py", "6"],
+        cwd=ROOT, capture_output=True, text=True, timeout=90, check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("fanout is ready at 127.0.0.1:")
+    run_name = lines[1]
+    assert re.fullmatch(r"r[a-z0-9]{11}", run_name)
+    assert lines[2].endswith(f"/runs/{run_name}")
+    assert lines[3:] == [
+        str({"user_id": i, "name": f"User_{i}", "score": i * 10, "data": f"Sample data for user {i}"}) for i in range(1, 7)
+    ]
+    assert (data / "config.yaml").exists()
+    assert (data / "redis" / "appendonlydir").is_dir() or (data / "redis" / "appendonly.aof").exists()
+    redis_left = subprocess.run(["pgrep", "-f", f"redis-server.*{data}"], capture_output=True, check=False)
+    assert redis_left.returncode == 1, "the private Redis must be stopped"
+
+
+def test_up_serves_until_sigterm_and_the_state_survives_a_restart(tmp_path: Path) -> None:
+    data = tmp_path / "state"
+
+    def start() -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [FANOUT, "up", "--data-dir", str(data), "--listen", "127.0.0.1:0", "--metrics-port", "-1"],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert proc.stdout is not None
+        ready = proc.stdout.readline()
+        assert ready.startswith("fanout is ready at "), ready + (proc.stderr.read() if proc.stderr else "")
+        return proc
+
+    def client() -> Client:
+        cfg = yaml.safe_load((data / "config.yaml").read_text())
+        return Client(ClientConfig(endpoint=cfg["endpoint"], token=cfg["token"]))
+
+    proc = start()
+    with client() as c:
+        run = c.create_run(pb.ActionSpec(task_ref="module:os:getcwd", command=["true"]))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    proc.communicate()
+
+    proc = start()
+    try:
+        with client() as c:
+            assert c.get_run(run.name).name == run.name  # kept by Redis's append-only file
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        proc.communicate()
+
+
+def test_cli_admin_and_tenant_commands(tmp_path: Path) -> None:
+    data = tmp_path / "state"
+    env = {**os.environ, "FANOUT_CONFIG": str(data / "config.yaml")}
+    env.pop("FANOUT_TOKEN", None)
+    env.pop("FANOUT_ENDPOINT", None)
+    proc = subprocess.Popen(
+        [FANOUT, "up", "--data-dir", str(data), "--listen", "127.0.0.1:0", "--metrics-port", "-1"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith("fanout is ready")
+
+        def fanout(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([FANOUT, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+
+        changed = fanout("admin", "quota", "set", "default", "--max-fanout", "20", "--reason", "demo", "--json")
+        assert changed.returncode == 0, changed.stderr
+        assert '"max_fanout": 20' in changed.stdout
+        audit = fanout("admin", "audit", "default")
+        assert "max_fanout" in audit.stdout and "demo" in audit.stdout
+
+        started = fanout("run", str(ROOT / "tests" / "tasks" / "fanout_tasks.py"), "fan_squares", "4", "--wait", "--json")
+        assert started.returncode == 0, started.stderr
+        assert '"outputs": [\n    0,\n    1,\n    4,\n    9\n  ]' in started.stdout
+
+        run_name = re.search(r'"run": "(\w+)"', started.stdout).group(1)  # type: ignore[union-attr]
+        got = fanout("get", run_name)
+        assert "SUCCEEDED" in got.stdout and "outputs: [0, 1, 4, 9]" in got.stdout
+        watched = fanout("watch", run_name, "--parent", "root")
+        assert watched.returncode == 0 and "4/4 finished" in watched.stdout
+
+        missing = fanout("get", "rnothere")
+        assert missing.returncode == 1 and "not found" in missing.stderr
+        no_reason = fanout("admin", "quota", "set", "default", "--max-fanout", "5")
+        assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        proc.communicate()
