@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+
+from bench.procs import clean_env, fanout_cmd, running
 from fanout.client import Client
 from fanout.config import ClientConfig
 from fanout.server.redis_process import RedisProcess
 from fanout.v1 import actions_pb2 as pb
-
-from bench.procs import clean_env, fanout_cmd, running
 
 SIZES = (10_000, 100_000)
 WARMUP = 100
@@ -64,8 +64,15 @@ def run() -> Admission:
 def _bench(root: Path, store: RedisProcess) -> Admission:
     admin_file = root / "admin-token"
     cmd = fanout_cmd(
-        "server", "--listen", "127.0.0.1:0", "--redis-url", store.url,
-        "--metrics-port", "-1", "--admin-token-file", str(admin_file),
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--redis-url",
+        store.url,
+        "--metrics-port",
+        "-1",
+        "--admin-token-file",
+        str(admin_file),
     )
     env = clean_env(FANOUT_MAX_FANOUT=str(1_000_000))
     with running(cmd, root / "server", r"listening on (\S+)", env) as ready:

@@ -21,12 +21,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import fanout
-from fanout.run import client as sdk_client
-from fanout.runtime import load_task
 from prometheus_client.parser import text_string_to_metric_families
 
+import fanout
 from bench.procs import clean_env, fanout_cmd, running
+from fanout.run import client as sdk_client
+from fanout.runtime import load_task
 
 TASKS = 200
 RUN_TIMEOUT = 240.0

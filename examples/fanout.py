@@ -21,7 +21,12 @@ env = flyte.TaskEnvironment(name="fanout_env")
 async def fetch_data(user_id: int) -> dict:
     """Stand-in for a slow API call."""
     await asyncio.sleep(0.1)
-    return {"user_id": user_id, "name": f"User_{user_id}", "score": user_id * 10, "data": f"Sample data for user {user_id}"}
+    return {
+        "user_id": user_id,
+        "name": f"User_{user_id}",
+        "score": user_id * 10,
+        "data": f"Sample data for user {user_id}",
+    }
 
 
 @env.task

@@ -24,7 +24,9 @@ GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
 def generate(out_root: Path) -> list[Path]:
     protos = sorted(PACKAGE.glob("*.proto"))
     cmd = [
-        sys.executable, "-m", "grpc_tools.protoc",
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
         f"-I{PROTO_ROOT}",
         f"--python_out={out_root}",
         f"--pyi_out={out_root}",
@@ -45,7 +47,11 @@ def main() -> int:
         checked_in = {p.name for p in PACKAGE.iterdir() if p.name.endswith(GENERATED_SUFFIXES)}
         if args.check:
             stale = sorted(names ^ checked_in)
-            stale += [p.name for p in generated if p.name in checked_in and not filecmp.cmp(p, PACKAGE / p.name, shallow=False)]
+            stale += [
+                p.name
+                for p in generated
+                if p.name in checked_in and not filecmp.cmp(p, PACKAGE / p.name, shallow=False)
+            ]
             if stale:
                 print("stale generated stubs (run `make proto`): " + ", ".join(stale), file=sys.stderr)
                 return 1

@@ -54,8 +54,12 @@ def loop_thread() -> Iterator[LoopThread]:
 @pytest.fixture(scope="session")
 def settings(redis_server: RedisProcess) -> Settings:
     return Settings.from_env(
-        environ={}, redis_url=redis_server.url, listen="127.0.0.1:0", metrics_port=-1,
-        lease_seconds=5.0, reap_interval_seconds=0.5,
+        environ={},
+        redis_url=redis_server.url,
+        listen="127.0.0.1:0",
+        metrics_port=-1,
+        lease_seconds=5.0,
+        reap_interval_seconds=0.5,
     )
 
 

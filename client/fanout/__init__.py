@@ -1,19 +1,19 @@
 """Fanout: fan out async Python tasks, each call an action in its own container.
 
-    import fanout
+import fanout
 
-    env = fanout.TaskEnvironment("my_env")
+env = fanout.TaskEnvironment("my_env")
 
-    @env.task
-    async def square(x: int) -> int:
-        return x * x
+@env.task
+async def square(x: int) -> int:
+    return x * x
 
-    @env.task
-    async def main(n: int) -> list[int]:
-        return await asyncio.gather(*(square(i) for i in range(n)))
+@env.task
+async def main(n: int) -> list[int]:
+    return await asyncio.gather(*(square(i) for i in range(n)))
 
-    fanout.init_from_config()
-    print(fanout.run(main, 10).outputs())
+fanout.init_from_config()
+print(fanout.run(main, 10).outputs())
 """
 
 from fanout.errors import (

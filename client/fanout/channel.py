@@ -14,21 +14,25 @@ MAX_MESSAGE_BYTES = 256 << 20
 
 # Reads are safe to retry on UNAVAILABLE; writes retry in the SDK, where
 # deterministic names make a resubmission harmless.
-_SERVICE_CONFIG = json.dumps({
-    "methodConfig": [{
-        "name": [
-            {"service": "fanout.v1.ActionService", "method": "GetRun"},
-            {"service": "fanout.v1.ActionService", "method": "GetAction"},
-        ],
-        "retryPolicy": {
-            "maxAttempts": 5,
-            "initialBackoff": "0.1s",
-            "maxBackoff": "2s",
-            "backoffMultiplier": 2,
-            "retryableStatusCodes": ["UNAVAILABLE"],
-        },
-    }]
-})
+_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [
+                    {"service": "fanout.v1.ActionService", "method": "GetRun"},
+                    {"service": "fanout.v1.ActionService", "method": "GetAction"},
+                ],
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
 
 _OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

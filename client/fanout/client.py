@@ -23,8 +23,8 @@ from fanout.v1 import admin_pb2 as apb
 
 def translate(exc: grpc.RpcError) -> errors.FanoutError:
     """The SDK error for a failed call, with quota details when the server sent them."""
-    code = exc.code()  # type: ignore[attr-defined]
-    message = exc.details() or code.name  # type: ignore[attr-defined]
+    code = exc.code()
+    message = exc.details() or code.name
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return _quota_error(exc, message)
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
@@ -41,7 +41,7 @@ def translate(exc: grpc.RpcError) -> errors.FanoutError:
 
 
 def _quota_error(exc: grpc.RpcError, message: str) -> errors.FanoutError:
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    status = rpc_status.from_call(exc)
     subject = ""
     numbers: dict[str, str] = {}
     retry_after = None
@@ -90,8 +90,12 @@ class Client:
     def create_run(self, root: pb.ActionSpec, run_name: str = "") -> pb.Run:
         return self.call(self.actions.CreateRun, pb.CreateRunRequest(run_name=run_name, root=root)).run
 
-    def submit_batch(self, run: str, parent: str, actions: Sequence[pb.ActionSpec], dry_run: bool = False) -> pb.SubmitBatchResponse:
-        return self.call(self.actions.SubmitBatch, pb.SubmitBatchRequest(run=run, parent=parent, actions=actions, dry_run=dry_run))
+    def submit_batch(
+        self, run: str, parent: str, actions: Sequence[pb.ActionSpec], dry_run: bool = False
+    ) -> pb.SubmitBatchResponse:
+        return self.call(
+            self.actions.SubmitBatch, pb.SubmitBatchRequest(run=run, parent=parent, actions=actions, dry_run=dry_run)
+        )
 
     def get_run(self, run: str) -> pb.Run:
         return self.call(self.actions.GetRun, pb.GetRunRequest(run=run))
@@ -108,7 +112,7 @@ class Client:
         try:
             yield from stream
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
+            if exc.code() == grpc.StatusCode.CANCELLED:
                 return
             raise translate(exc) from None
         finally:
@@ -123,7 +127,9 @@ class Client:
         return str(self.call(self.admin.CreateToken, apb.CreateTokenRequest(role=role, tenant=tenant)).token)
 
     def set_limits(self, tenant: str, reason: str, **limits: int) -> apb.TenantLimits:
-        return self.call(self.admin.SetLimits, apb.SetLimitsRequest(tenant=tenant, limits=apb.Limits(**limits), reason=reason))
+        return self.call(
+            self.admin.SetLimits, apb.SetLimitsRequest(tenant=tenant, limits=apb.Limits(**limits), reason=reason)
+        )
 
     def get_limits(self, tenant: str) -> apb.TenantLimits:
         return self.call(self.admin.GetLimits, apb.GetLimitsRequest(tenant=tenant))
@@ -160,7 +166,9 @@ class AsyncClient:
         return await self.call(self.actions.SubmitBatch, pb.SubmitBatchRequest(run=run, parent=parent, actions=actions))
 
     async def watch_children(self, run: str, parent: str, cursor: str = "") -> AsyncIterator[pb.WatchEvent]:
-        call = self.actions.WatchChildren(pb.WatchChildrenRequest(run=run, parent=parent, cursor=cursor), metadata=self._metadata)
+        call = self.actions.WatchChildren(
+            pb.WatchChildrenRequest(run=run, parent=parent, cursor=cursor), metadata=self._metadata
+        )
         try:
             async for event in call:
                 yield event

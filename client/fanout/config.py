@@ -94,7 +94,9 @@ def _read_file(path: Path) -> ClientConfig:
     known = set(ClientConfig.__dataclass_fields__) - {"source"}
     unknown = set(data) - known
     if unknown:
-        raise ConfigError(f"config file {path}: unknown settings {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"config file {path}: unknown settings {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
+        )
     return ClientConfig(**{k: str(v) for k, v in data.items()})
 
 

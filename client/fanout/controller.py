@@ -52,6 +52,7 @@ class Controller:
         self._finished: dict[str, pb.ActionStatus] = {}
         self._watch: asyncio.Task[None] | None = None
         self._flush_scheduled = False
+        self._submissions: set[asyncio.Future[None]] = set()
 
     def activate(self) -> None:
         _CURRENT.set(self)
@@ -86,7 +87,9 @@ class Controller:
         self._flush_scheduled = False
         batch, self._pending = self._pending, []
         for start in range(0, len(batch), MAX_BATCH):
-            asyncio.ensure_future(self._submit(batch[start:start + MAX_BATCH]))
+            task = asyncio.ensure_future(self._submit(batch[start : start + MAX_BATCH]))
+            self._submissions.add(task)  # a reference, so the task is not collected mid-flight
+            task.add_done_callback(self._submissions.discard)
 
     async def _submit(self, batch: list[pb.ActionSpec]) -> None:
         delay = 0.1

@@ -34,7 +34,9 @@ class DeadlineExceeded(FanoutError):
 class QuotaExceeded(FanoutError):
     """A tenant limit would be passed; nothing was charged."""
 
-    def __init__(self, message: str, limit_name: str, limit: int, used: int, requested: int, retry_after: float | None) -> None:
+    def __init__(
+        self, message: str, limit_name: str, limit: int, used: int, requested: int, retry_after: float | None
+    ) -> None:
         super().__init__(message)
         self.limit_name = limit_name
         self.limit = limit

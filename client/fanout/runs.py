@@ -29,7 +29,10 @@ def init(endpoint: str | None = None, token: str | None = None, **tls: str) -> N
 
 
 def init_from_config(path: str | None = None) -> None:
-    """Connect using the config file ($FANOUT_CONFIG, ./.fanout/config.yaml, ~/.fanout/config.yaml) and FANOUT_* variables."""
+    """Connect using the config file and FANOUT_* variables.
+
+    The file is `path`, else $FANOUT_CONFIG, else ./.fanout/config.yaml, else ~/.fanout/config.yaml.
+    """
     global _client
     cfg = config_mod.load(path).require()
     with _lock:
@@ -97,7 +100,9 @@ class Run:
         if self._root.phase == pb.SUCCEEDED:
             return serialization.decode_output(self._root.result.outputs)
         err = self._root.result.error
-        raise errors.RunFailed(self.name, pb.Phase.Name(self._root.phase), err.type or "Error", err.message, err.traceback)
+        raise errors.RunFailed(
+            self.name, pb.Phase.Name(self._root.phase), err.type or "Error", err.message, err.traceback
+        )
 
     def __repr__(self) -> str:
         return f"Run(name={self.name!r}, url={self.url!r})"

@@ -70,7 +70,7 @@ async def execute(spec: pb.ActionSpec, run: str, action: str, max_output: int) -
         if len(outputs) > max_output:
             raise ValueError(f"the result is {len(outputs)} bytes, max_payload_bytes is {max_output}")
         return pb.ActionResult(outputs=outputs)
-    except Exception as exc:  # noqa: BLE001 - every task failure becomes the action's error
+    except Exception as exc:
         return pb.ActionResult(
             error=pb.ActionError(type=type(exc).__name__, message=str(exc), traceback=traceback.format_exc())
         )

@@ -58,7 +58,9 @@ class TaskEnvironment:
 
 
 class Task(Generic[P, R]):
-    def __init__(self, env: TaskEnvironment, fn: Callable[P, Coroutine[Any, Any, R]], retries: int = 0, timeout: int = 0) -> None:
+    def __init__(
+        self, env: TaskEnvironment, fn: Callable[P, Coroutine[Any, Any, R]], retries: int = 0, timeout: int = 0
+    ) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"task {fn.__qualname__} must be an async function (async def)")
         self.env = env
@@ -67,7 +69,7 @@ class Task(Generic[P, R]):
         self.timeout = timeout
         self.short_name = fn.__name__
         self.name = f"{env.name}.{fn.__name__}"
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     @property
     def ref(self) -> str:

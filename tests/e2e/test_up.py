@@ -25,9 +25,26 @@ pytestmark = pytest.mark.e2e
 def test_up_runs_the_example_and_stops_everything(tmp_path: Path) -> None:
     data = tmp_path / "state"
     result = subprocess.run(
-        [FANOUT, "up", "--data-dir", str(data), "--listen", "127.0.0.1:0", "--metrics-port", "-1",
-         "--", sys.executable, "-P", "examples/fanout.py", "6"],
-        cwd=ROOT, capture_output=True, text=True, timeout=90, check=False,
+        [
+            FANOUT,
+            "up",
+            "--data-dir",
+            str(data),
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-port",
+            "-1",
+            "--",
+            sys.executable,
+            "-P",
+            "examples/fanout.py",
+            "6",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
     )
 
     assert result.returncode == 0, result.stderr
@@ -37,7 +54,8 @@ def test_up_runs_the_example_and_stops_everything(tmp_path: Path) -> None:
     assert re.fullmatch(r"r[a-z0-9]{11}", run_name)
     assert lines[2].endswith(f"/runs/{run_name}")
     assert lines[3:] == [
-        str({"user_id": i, "name": f"User_{i}", "score": i * 10, "data": f"Sample data for user {i}"}) for i in range(1, 7)
+        str({"user_id": i, "name": f"User_{i}", "score": i * 10, "data": f"Sample data for user {i}"})
+        for i in range(1, 7)
     ]
     assert (data / "config.yaml").exists()
     assert (data / "redis" / "appendonlydir").is_dir() or (data / "redis" / "appendonly.aof").exists()
@@ -51,7 +69,10 @@ def test_up_serves_until_sigterm_and_the_state_survives_a_restart(tmp_path: Path
     def start() -> subprocess.Popen[str]:
         proc = subprocess.Popen(
             [FANOUT, "up", "--data-dir", str(data), "--listen", "127.0.0.1:0", "--metrics-port", "-1"],
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert proc.stdout is not None
         ready = proc.stdout.readline()
@@ -86,13 +107,18 @@ def test_cli_admin_and_tenant_commands(tmp_path: Path) -> None:
     env.pop("FANOUT_ENDPOINT", None)
     proc = subprocess.Popen(
         [FANOUT, "up", "--data-dir", str(data), "--listen", "127.0.0.1:0", "--metrics-port", "-1"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline().startswith("fanout is ready")
 
         def fanout(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([FANOUT, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+            return subprocess.run(
+                [FANOUT, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+            )
 
         changed = fanout("admin", "quota", "set", "default", "--max-fanout", "20", "--reason", "demo", "--json")
         assert changed.returncode == 0, changed.stderr
@@ -100,7 +126,9 @@ def test_cli_admin_and_tenant_commands(tmp_path: Path) -> None:
         audit = fanout("admin", "audit", "default")
         assert "max_fanout" in audit.stdout and "demo" in audit.stdout
 
-        started = fanout("run", str(ROOT / "tests" / "tasks" / "fanout_tasks.py"), "fan_squares", "4", "--wait", "--json")
+        started = fanout(
+            "run", str(ROOT / "tests" / "tasks" / "fanout_tasks.py"), "fan_squares", "4", "--wait", "--json"
+        )
         assert started.returncode == 0, started.stderr
         assert '"outputs": [\n    0,\n    1,\n    4,\n    9\n  ]' in started.stdout
 

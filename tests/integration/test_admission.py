@@ -25,7 +25,9 @@ def new_run(tenant: Tenant) -> pb.Run:
     return tenant.client.create_run(pb.ActionSpec(task_ref="module:tests:root"))
 
 
-def test_over_the_limit_the_status_carries_a_quota_failure_and_nothing_is_written(tenant: Tenant, endpoint: str) -> None:
+def test_over_the_limit_the_status_carries_a_quota_failure_and_nothing_is_written(
+    tenant: Tenant, endpoint: str
+) -> None:
     tenant.set_limits(max_fanout=10)
     run = new_run(tenant)
     stub = actions_pb2_grpc.ActionServiceStub(grpc.insecure_channel(endpoint))

@@ -23,7 +23,7 @@ def start(tenant: Tenant, file: Path, task: str, *args: object) -> fanout.Run:
 
 
 def children(tenant: Tenant, run: str, parent: str) -> list[pb.ActionStatus]:
-    out = []
+    out: list[pb.ActionStatus] = []
     for event in tenant.client.watch_children(run, parent):
         if event.HasField("replay_done"):
             return out

@@ -26,7 +26,7 @@ def stub(endpoint: str) -> Iterator[actions_pb2_grpc.ActionServiceStub]:
 def code_of(call: object) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as info:
         call()  # type: ignore[operator]
-    return info.value.code()  # type: ignore[no-any-return]
+    return info.value.code()
 
 
 def bearer(token: str) -> list[tuple[str, str]]:
@@ -39,7 +39,10 @@ def test_missing_or_wrong_tokens_are_unauthenticated(stub: actions_pb2_grpc.Acti
     assert code_of(lambda: stub.GetRun(request)) == grpc.StatusCode.UNAUTHENTICATED
     assert code_of(lambda: stub.GetRun(request, metadata=bearer("fo_t_made-up"))) == grpc.StatusCode.UNAUTHENTICATED
     assert code_of(lambda: stub.GetRun(request, metadata=bearer("fa1.t.r.a.forged"))) == grpc.StatusCode.UNAUTHENTICATED
-    assert code_of(lambda: stub.GetRun(request, metadata=[("authorization", "Basic abc")])) == grpc.StatusCode.UNAUTHENTICATED
+    assert (
+        code_of(lambda: stub.GetRun(request, metadata=[("authorization", "Basic abc")]))
+        == grpc.StatusCode.UNAUTHENTICATED
+    )
 
 
 def test_a_revoked_token_stops_working_at_once(tenant: Tenant, loop_thread: LoopThread, plane: ControlPlane) -> None:
@@ -53,30 +56,40 @@ def test_a_revoked_token_stops_working_at_once(tenant: Tenant, loop_thread: Loop
 def test_a_tenant_token_cannot_call_admin_methods(tenant: Tenant, endpoint: str) -> None:
     admin = admin_pb2_grpc.AdminServiceStub(grpc.insecure_channel(endpoint))
 
-    code = code_of(lambda: admin.GetLimits(admin_pb2.GetLimitsRequest(tenant=tenant.name), metadata=bearer(tenant.token)))
+    code = code_of(
+        lambda: admin.GetLimits(admin_pb2.GetLimitsRequest(tenant=tenant.name), metadata=bearer(tenant.token))
+    )
 
     assert code == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_another_tenants_run_is_not_found(
-    tenant: Tenant, loop_thread: LoopThread, plane: ControlPlane, endpoint: str, stub: actions_pb2_grpc.ActionServiceStub
+    tenant: Tenant,
+    loop_thread: LoopThread,
+    plane: ControlPlane,
+    endpoint: str,
+    stub: actions_pb2_grpc.ActionServiceStub,
 ) -> None:
     run = tenant.client.create_run(pb.ActionSpec(task_ref="module:x:y"))
     other = make_tenant(loop_thread, plane, endpoint, prefix="other")
     theirs = bearer(other.token)
 
     assert code_of(lambda: stub.GetRun(pb.GetRunRequest(run=run.name), metadata=theirs)) == grpc.StatusCode.NOT_FOUND
-    assert code_of(
-        lambda: stub.GetAction(pb.GetActionRequest(run=run.name, name="root"), metadata=theirs)
-    ) == grpc.StatusCode.NOT_FOUND
+    assert (
+        code_of(lambda: stub.GetAction(pb.GetActionRequest(run=run.name, name="root"), metadata=theirs))
+        == grpc.StatusCode.NOT_FOUND
+    )
     watch = stub.WatchChildren(pb.WatchChildrenRequest(run=run.name), metadata=theirs)
     assert code_of(lambda: next(iter(watch))) == grpc.StatusCode.NOT_FOUND
-    assert code_of(
-        lambda: stub.SubmitBatch(
-            pb.SubmitBatchRequest(run=run.name, parent="root", actions=[pb.ActionSpec(name="x", task_ref="m:a:b")]),
-            metadata=theirs,
+    assert (
+        code_of(
+            lambda: stub.SubmitBatch(
+                pb.SubmitBatchRequest(run=run.name, parent="root", actions=[pb.ActionSpec(name="x", task_ref="m:a:b")]),
+                metadata=theirs,
+            )
         )
-    ) == grpc.StatusCode.NOT_FOUND
+        == grpc.StatusCode.NOT_FOUND
+    )
     assert tenant.client.get_run(run.name).action_count == 1
 
 
@@ -86,7 +99,10 @@ def test_another_tenants_run_is_not_found(
         (pb.SubmitBatchRequest(run="Bad Run!", parent="root"), "run name"),
         (pb.SubmitBatchRequest(run="r1", parent="has space"), "parent name"),
         (pb.SubmitBatchRequest(run="r1", parent="root"), "batch is empty"),
-        (pb.SubmitBatchRequest(run="r1", parent="root", actions=[pb.ActionSpec(name="a/b", task_ref="m:x:y")]), "action name"),
+        (
+            pb.SubmitBatchRequest(run="r1", parent="root", actions=[pb.ActionSpec(name="a/b", task_ref="m:x:y")]),
+            "action name",
+        ),
         (pb.SubmitBatchRequest(run="r1", parent="root", actions=[pb.ActionSpec(name="a")]), "neither a task_ref"),
         (
             pb.SubmitBatchRequest(
@@ -96,7 +112,9 @@ def test_another_tenants_run_is_not_found(
         ),
         (
             pb.SubmitBatchRequest(
-                run="r1", parent="root", actions=[pb.ActionSpec(name="a", task_ref="m:x:y", env={f"K{i}": "v" for i in range(65)})]
+                run="r1",
+                parent="root",
+                actions=[pb.ActionSpec(name="a", task_ref="m:x:y", env={f"K{i}": "v" for i in range(65)})],
             ),
             "65 environment variables",
         ),

@@ -17,7 +17,10 @@ def test_health_reports_serving_without_a_token(endpoint: str) -> None:
     with grpc.insecure_channel(endpoint) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         for service in ("", "fanout.v1.ActionService", "fanout.v1.DispatchService"):
-            assert stub.Check(health_pb2.HealthCheckRequest(service=service)).status == health_pb2.HealthCheckResponse.SERVING
+            assert (
+                stub.Check(health_pb2.HealthCheckRequest(service=service)).status
+                == health_pb2.HealthCheckResponse.SERVING
+            )
 
 
 def test_reflection_lists_the_fanout_services(endpoint: str) -> None:
@@ -25,7 +28,12 @@ def test_reflection_lists_the_fanout_services(endpoint: str) -> None:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
         names = {s.name for s in next(replies).list_services_response.service}
-    assert {"fanout.v1.ActionService", "fanout.v1.DispatchService", "fanout.v1.AdminService", "grpc.health.v1.Health"} <= names
+    assert {
+        "fanout.v1.ActionService",
+        "fanout.v1.DispatchService",
+        "fanout.v1.AdminService",
+        "grpc.health.v1.Health",
+    } <= names
 
 
 def test_generated_stubs_are_current() -> None:

@@ -29,7 +29,7 @@ async def gather_strict(n: int) -> list[int]:
     try:
         return await asyncio.gather(*(maybe_fail(i) for i in range(n)))
     except fanout.ActionFailed as exc:
-        return [exc.error_type, exc.message]  # type: ignore[list-item]
+        return [exc.error_type, exc.message]
 
 
 @env.task

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from fanout import config as client_config
@@ -15,13 +16,17 @@ LIMIT_FLAGS = ("max_fanout", "max_concurrency", "max_queued", "max_payload_bytes
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     admin = sub.add_parser(
-        "admin", help="platform admin commands",
-        description="Uses --token, else FANOUT_TOKEN, else the admin token file named in the config (`fanout up` writes one).",
+        "admin",
+        help="platform admin commands",
+        description="Uses --token, else FANOUT_TOKEN, else the admin token file named in the config "
+        "(`fanout up` writes one).",
     )
     groups = admin.add_subparsers(dest="group", required=True, metavar="{tenant,token,quota,audit}")
 
     tenant = groups.add_parser("tenant", help="create tenants").add_subparsers(dest="verb", required=True)
-    create = tenant.add_parser("create", parents=[common], help="create a tenant and print its first token (shown once)")
+    create = tenant.add_parser(
+        "create", parents=[common], help="create a tenant and print its first token (shown once)"
+    )
     create.add_argument("tenant")
     create.set_defaults(handler=cmd_tenant_create)
 
@@ -31,7 +36,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
     mint.add_argument("--tenant", default="", help="tenant the token is scoped to (dispatcher: empty = all tenants)")
     mint.set_defaults(handler=cmd_token_create)
 
-    quota = groups.add_parser("quota", help="read or change a tenant's limits").add_subparsers(dest="verb", required=True)
+    quota = groups.add_parser("quota", help="read or change a tenant's limits").add_subparsers(
+        dest="verb", required=True
+    )
     get = quota.add_parser("get", parents=[common], help="effective limits and stored overrides")
     get.add_argument("tenant")
     get.set_defaults(handler=cmd_quota_get)
@@ -50,7 +57,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
 
 def _client(args: argparse.Namespace) -> Client:
     cfg = client_config.load(endpoint=args.endpoint, token=args.token)
-    if not args.token and not __import__("os").environ.get("FANOUT_TOKEN"):
+    if not args.token and not os.environ.get("FANOUT_TOKEN"):
         admin_token = cfg.admin_token()
         if not admin_token:
             raise ConfigError("no admin token: pass --token, set FANOUT_TOKEN, or run `fanout up` to create one")
@@ -80,7 +87,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 def _print_limits(limits: object, json_out: bool) -> None:
     if json_out:
-        output.emit_json(output.as_dict(limits))  # type: ignore[arg-type]
+        output.emit_json(output.as_dict(limits))
         return
     effective, overrides = limits.limits, limits.overrides  # type: ignore[attr-defined]
     print(f"tenant {limits.tenant}")  # type: ignore[attr-defined]

@@ -23,7 +23,7 @@ def emit_json(data: Any) -> None:
 
 
 def phase(value: int) -> str:
-    return pb.Phase.Name(value)  # type: ignore[arg-type]
+    return pb.Phase.Name(value)
 
 
 def describe_result(result: pb.ActionResult) -> str:

@@ -19,7 +19,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "'--', runs it against the control plane, then stops everything and exits with its code.",
     )
     up.add_argument("--data-dir", type=Path, default=Path(".fanout"), help="state and config (default: ./.fanout)")
-    up.add_argument("--listen", default="127.0.0.1:50051", help="gRPC address (default: 127.0.0.1:50051; port 0 picks one)")
+    up.add_argument(
+        "--listen", default="127.0.0.1:50051", help="gRPC address (default: 127.0.0.1:50051; port 0 picks one)"
+    )
     up.add_argument("--metrics-port", type=int, default=0, help="Prometheus port (default: a free one; -1: off)")
     up.add_argument("--redis-url", default="", help="use this Redis instead of starting a private one")
     up.add_argument("--capacity", type=int, default=256, help="actions the dispatcher runs at once (default: 256)")
@@ -38,7 +40,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     server.add_argument("--tls-cert", help="server certificate (PEM)")
     server.add_argument("--tls-key", help="server private key (PEM)")
     server.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mutual TLS)")
-    server.add_argument("--admin-token-file", type=Path, help="if this file does not exist, mint an admin token into it")
+    server.add_argument(
+        "--admin-token-file", type=Path, help="if this file does not exist, mint an admin token into it"
+    )
     server.set_defaults(handler=cmd_server)
 
     disp = sub.add_parser(
@@ -68,8 +72,12 @@ def cmd_server(args: argparse.Namespace) -> int:
     from fanout.server.settings import Settings
 
     settings = Settings.from_env(
-        listen=args.listen, redis_url=args.redis_url, metrics_port=args.metrics_port,
-        tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
+        listen=args.listen,
+        redis_url=args.redis_url,
+        metrics_port=args.metrics_port,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
     )
     return asyncio.run(serve(settings, args.admin_token_file))
 

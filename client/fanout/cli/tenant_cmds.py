@@ -19,7 +19,9 @@ TERMINAL = (pb.SUCCEEDED, pb.FAILED, pb.ABORTED, pb.TIMED_OUT)
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     run = sub.add_parser(
-        "run", parents=[common], help="start a task from a Python file as a new run",
+        "run",
+        parents=[common],
+        help="start a task from a Python file as a new run",
         description="Load FILE (its main guard does not run), start TASK with the given arguments "
         "(each parsed as JSON, else taken as a string) and, with --wait, print its result.",
     )
@@ -35,7 +37,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
     get.set_defaults(handler=cmd_get)
 
     watch = sub.add_parser(
-        "watch", parents=[common], help="follow a run's root or an action's children until they finish",
+        "watch",
+        parents=[common],
+        help="follow a run's root or an action's children until they finish",
         description="Replays current state, then follows live. Exit code 0 when everything watched succeeded, "
         "1 when something failed.",
     )
@@ -106,7 +110,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 if args.json:
                     output.emit_json(output.status_dict(event.update))
                 elif replayed and event.update.phase in TERMINAL and event.update.phase != pb.SUCCEEDED:
-                    print(f"{event.update.name} {output.phase(event.update.phase)}: {output.describe_result(event.update.result)}")
+                    outcome = output.describe_result(event.update.result)
+                    print(f"{event.update.name} {output.phase(event.update.phase)}: {outcome}")
             if event.HasField("replay_done"):
                 replayed = True
             if replayed:

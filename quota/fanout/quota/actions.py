@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -78,7 +79,8 @@ class ActionStore:
         max_attempts: int = 3,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._redis = redis
+        # Typed loosely: redis-py types replies as str | bytes; with decode_responses off they are bytes.
+        self._redis: Any = redis
         self._scripts = scripts
         self._limits = limits
         self.lease_seconds = lease_seconds
@@ -121,7 +123,12 @@ class ActionStore:
     ) -> Admission | None:
         k = keys.TenantKeys(tenant)
         args: list[str | bytes | int | float] = [
-            run, parent, self._clock(), self.defaults.max_fanout, self.defaults.max_queued, mode,
+            run,
+            parent,
+            self._clock(),
+            self.defaults.max_fanout,
+            self.defaults.max_queued,
+            mode,
         ]
         for name, spec in actions:
             args += [name, spec]
@@ -237,10 +244,12 @@ class ActionStore:
         out: list[tuple[str, ChildState]] = []
         for _, entries in reply or []:
             for entry_id, fields in entries:
-                out.append((
-                    entry_id.decode(),
-                    ChildState(fields[b"n"].decode(), int(fields[b"p"]), int(fields[b"a"]), fields.get(b"r", b"")),
-                ))
+                out.append(
+                    (
+                        entry_id.decode(),
+                        ChildState(fields[b"n"].decode(), int(fields[b"p"]), int(fields[b"a"]), fields.get(b"r", b"")),
+                    )
+                )
         return out
 
     @fail_closed

@@ -26,7 +26,9 @@ class Unavailable(StoreError):
 class QuotaExceeded(StoreError):
     """A limit would be passed. `limit_name` is e.g. "max_fanout"."""
 
-    def __init__(self, limit_name: str, limit: int, used: int, requested: int, retry_after: float | None = None) -> None:
+    def __init__(
+        self, limit_name: str, limit: int, used: int, requested: int, retry_after: float | None = None
+    ) -> None:
         self.limit_name = limit_name
         self.limit = limit
         self.used = used

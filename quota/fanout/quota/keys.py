@@ -36,7 +36,7 @@ def tenant_prefix(tenant: str) -> str:
 class TenantKeys:
     """Keys of one tenant. Cheap to build; holds only strings."""
 
-    __slots__ = ("tenant", "prefix")
+    __slots__ = ("prefix", "tenant")
 
     def __init__(self, tenant: str) -> None:
         self.tenant = tenant

@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -48,8 +49,11 @@ class AuditEntry:
 
 
 class LimitStore:
-    def __init__(self, redis: aioredis.Redis, scripts: Scripts, defaults: Limits, clock: Callable[[], float] = time.time) -> None:
-        self._redis = redis
+    def __init__(
+        self, redis: aioredis.Redis, scripts: Scripts, defaults: Limits, clock: Callable[[], float] = time.time
+    ) -> None:
+        # Typed loosely: redis-py types replies as str | bytes; with decode_responses off they are bytes.
+        self._redis: Any = redis
         self._scripts = scripts
         self.defaults = defaults
         self._clock = clock

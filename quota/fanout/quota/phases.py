@@ -21,4 +21,4 @@ def is_terminal(phase: int) -> bool:
 
 
 def name(phase: int) -> str:
-    return pb.Phase.Name(phase)  # type: ignore[arg-type]
+    return pb.Phase.Name(phase)

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -42,7 +43,8 @@ def _digest(token: str) -> str:
 
 class TokenStore:
     def __init__(self, redis: aioredis.Redis) -> None:
-        self._redis = redis
+        # Typed loosely: redis-py types replies as str | bytes; with decode_responses off they are bytes.
+        self._redis: Any = redis
         self._secret: bytes | None = None
 
     @fail_closed
@@ -71,7 +73,7 @@ class TokenStore:
         return f"{_ACTION_PREFIX}{body}.{await self._sign(body)}"
 
     async def _resolve_action(self, token: str) -> Principal | None:
-        parts = token[len(_ACTION_PREFIX):].split(".")
+        parts = token[len(_ACTION_PREFIX) :].split(".")
         if len(parts) != 4:
             return None
         tenant, run, action, signature = parts

@@ -32,7 +32,7 @@ def new_run_name() -> str:
 
 
 def child_status(run: str, parent: str, child: ChildState) -> pb.ActionStatus:
-    status = pb.ActionStatus(run=run, name=child.name, parent=parent, phase=child.phase, attempt=child.attempt)  # type: ignore[arg-type]
+    status = pb.ActionStatus(run=run, name=child.name, parent=parent, phase=child.phase, attempt=child.attempt)
     if child.result:
         status.result.ParseFromString(child.result)
     return status
@@ -45,7 +45,9 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         self._limits = limits
         self._wakeup = wakeup
 
-    async def CreateRun(self, request: pb.CreateRunRequest, context: aio.ServicerContext[Any, Any]) -> pb.CreateRunResponse:
+    async def CreateRun(
+        self, request: pb.CreateRunRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.CreateRunResponse:
         who = principal()
         run = validation.run_name(request.run_name) if request.run_name else new_run_name()
         root = pb.ActionSpec()
@@ -60,7 +62,9 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
             self._wakeup.notify()
         return pb.CreateRunResponse(run=await self._run(who.tenant, run))
 
-    async def SubmitBatch(self, request: pb.SubmitBatchRequest, context: aio.ServicerContext[Any, Any]) -> pb.SubmitBatchResponse:
+    async def SubmitBatch(
+        self, request: pb.SubmitBatchRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.SubmitBatchResponse:
         who = principal()
         validation.run_name(request.run)
         validation.action_name(request.parent, "parent")
@@ -113,7 +117,8 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
                 yield pb.WatchEvent(update=child_status(request.run, request.parent, child), cursor=cursor)
             yield pb.WatchEvent(replay_done=pb.ReplayDone(), cursor=cursor)
         while True:
-            for cursor, child in await self._store.events(who.tenant, request.run, request.parent, cursor, WATCH_BLOCK_MS):
+            changes = await self._store.events(who.tenant, request.run, request.parent, cursor, WATCH_BLOCK_MS)
+            for cursor, child in changes:  # the cursor advances with each change
                 yield pb.WatchEvent(update=child_status(request.run, request.parent, child), cursor=cursor)
 
     async def GetRun(self, request: pb.GetRunRequest, context: aio.ServicerContext[Any, Any]) -> pb.Run:
@@ -130,7 +135,12 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         spec_bytes, parent, phase, attempt, result = await self._store.get_action(who.tenant, request.run, request.name)
         spec = pb.ActionSpec.FromString(spec_bytes)
         status = pb.ActionStatus(
-            run=request.run, name=request.name, parent=parent, task_name=spec.task_name, phase=phase, attempt=attempt  # type: ignore[arg-type]
+            run=request.run,
+            name=request.name,
+            parent=parent,
+            task_name=spec.task_name,
+            phase=phase,
+            attempt=attempt,
         )
         if phases.is_terminal(phase) and result:
             status.result.ParseFromString(result)
@@ -139,7 +149,11 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
     async def _run(self, tenant: str, run: str) -> pb.Run:
         info = await self._store.get_run(tenant, run)
         return pb.Run(
-            name=info.name, root=info.root, phase=info.phase, action_count=info.action_count, created_at=info.created_at  # type: ignore[arg-type]
+            name=info.name,
+            root=info.root,
+            phase=info.phase,
+            action_count=info.action_count,
+            created_at=info.created_at,
         )
 
 

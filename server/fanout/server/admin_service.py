@@ -29,13 +29,19 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self._limits = limits
         self._tokens = tokens
 
-    async def CreateTenant(self, request: apb.CreateTenantRequest, context: aio.ServicerContext[Any, Any]) -> apb.CreateTenantResponse:
+    async def CreateTenant(
+        self, request: apb.CreateTenantRequest, context: aio.ServicerContext[Any, Any]
+    ) -> apb.CreateTenantResponse:
         tenant = validation.tenant_name(request.tenant)
         if not await self._store.register_tenant(tenant):
-            raise ServiceError(grpc.StatusCode.ALREADY_EXISTS, f"tenant {tenant!r} exists; use CreateToken for another token")
+            raise ServiceError(
+                grpc.StatusCode.ALREADY_EXISTS, f"tenant {tenant!r} exists; use CreateToken for another token"
+            )
         return apb.CreateTenantResponse(tenant=tenant, token=await self._tokens.create("tenant", tenant))
 
-    async def CreateToken(self, request: apb.CreateTokenRequest, context: aio.ServicerContext[Any, Any]) -> apb.CreateTokenResponse:
+    async def CreateToken(
+        self, request: apb.CreateTokenRequest, context: aio.ServicerContext[Any, Any]
+    ) -> apb.CreateTokenResponse:
         if request.role not in ("tenant", "admin", "dispatcher"):
             raise invalid(f"role must be tenant, admin or dispatcher, not {request.role!r}")
         if request.role == "tenant" and not request.tenant:
@@ -46,23 +52,35 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             await self._require_tenant(request.tenant)
         return apb.CreateTokenResponse(token=await self._tokens.create(request.role, request.tenant))
 
-    async def SetLimits(self, request: apb.SetLimitsRequest, context: aio.ServicerContext[Any, Any]) -> apb.TenantLimits:
+    async def SetLimits(
+        self, request: apb.SetLimitsRequest, context: aio.ServicerContext[Any, Any]
+    ) -> apb.TenantLimits:
         await self._require_tenant(request.tenant)
         changes = {name: getattr(request.limits, name) for name in Limits.names() if getattr(request.limits, name)}
         await self._limits.set(request.tenant, changes, actor=principal().label, reason=request.reason)
         return await self._tenant_limits(request.tenant)
 
-    async def GetLimits(self, request: apb.GetLimitsRequest, context: aio.ServicerContext[Any, Any]) -> apb.TenantLimits:
+    async def GetLimits(
+        self, request: apb.GetLimitsRequest, context: aio.ServicerContext[Any, Any]
+    ) -> apb.TenantLimits:
         await self._require_tenant(request.tenant)
         return await self._tenant_limits(request.tenant)
 
-    async def ListAudit(self, request: apb.ListAuditRequest, context: aio.ServicerContext[Any, Any]) -> apb.ListAuditResponse:
+    async def ListAudit(
+        self, request: apb.ListAuditRequest, context: aio.ServicerContext[Any, Any]
+    ) -> apb.ListAuditResponse:
         await self._require_tenant(request.tenant)
         entries = await self._limits.audit(request.tenant, min(request.limit or 100, 10_000))
         return apb.ListAuditResponse(
             entries=[
                 apb.AuditEntry(
-                    at=e.at, actor=e.actor, tenant=e.tenant, limit=e.limit, old_value=e.old, new_value=e.new, reason=e.reason
+                    at=e.at,
+                    actor=e.actor,
+                    tenant=e.tenant,
+                    limit=e.limit,
+                    old_value=e.old,
+                    new_value=e.new,
+                    reason=e.reason,
                 )
                 for e in entries
             ]

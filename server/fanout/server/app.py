@@ -36,7 +36,9 @@ from fanout.v1 import actions_pb2, actions_pb2_grpc, admin_pb2, admin_pb2_grpc, 
 log = logging.getLogger(__name__)
 
 LEASE_LOST = actions_pb2.ActionResult(
-    error=actions_pb2.ActionError(type="LeaseLost", message="the dispatcher running this action stopped renewing its lease")
+    error=actions_pb2.ActionError(
+        type="LeaseLost", message="the dispatcher running this action stopped renewing its lease"
+    )
 ).SerializeToString()
 
 
@@ -70,7 +72,9 @@ async def create_server(settings: Settings) -> ControlPlane:
     redis = connect_redis(settings.redis_url)
     scripts = Scripts.register(redis)
     limits = LimitStore(redis, scripts, settings.limits)
-    actions = ActionStore(redis, scripts, limits, lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts)
+    actions = ActionStore(
+        redis, scripts, limits, lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts
+    )
     tokens = TokenStore(redis)
     wakeup = Wakeup()
 
@@ -93,7 +97,11 @@ async def create_server(settings: Settings) -> ControlPlane:
     ]
     reflection.enable_server_reflection([*services, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
 
-    port = server.add_secure_port(settings.listen, _credentials(settings)) if settings.tls_cert else server.add_insecure_port(settings.listen)
+    port = (
+        server.add_secure_port(settings.listen, _credentials(settings))
+        if settings.tls_cert
+        else server.add_insecure_port(settings.listen)
+    )
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
     await server.start()
@@ -108,7 +116,9 @@ def _credentials(settings: Settings) -> grpc.ServerCredentials:
     key = Path(settings.tls_key).read_bytes()
     cert = Path(settings.tls_cert).read_bytes()
     client_ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None)
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
 
 
 async def _reap_forever(actions: ActionStore, interval: float) -> None:

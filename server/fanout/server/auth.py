@@ -55,7 +55,7 @@ class AuthInterceptor(aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        method = details.method  # type: ignore[attr-defined]
+        method = details.method
         if handler is None:
             return handler
         roles = METHOD_ROLES.get(method)
@@ -101,8 +101,8 @@ async def _fail(context: aio.ServicerContext[Any, Any], exc: Exception) -> None:
         metrics.RPC_ERRORS.labels(code="INTERNAL").inc()
         log.exception("unexpected error in %s", type(exc).__name__)
         raise exc
-    metrics.RPC_ERRORS.labels(code=status.code.name).inc()  # type: ignore[attr-defined]
-    await context.abort(status.code, status.details, status.trailing_metadata)  # type: ignore[attr-defined]
+    metrics.RPC_ERRORS.labels(code=status.code.name).inc()
+    await context.abort(status.code, status.details, status.trailing_metadata)
 
 
 def _wrap(handler: grpc.RpcMethodHandler, guard: Callable[..., Awaitable[None]]) -> grpc.RpcMethodHandler:
@@ -116,7 +116,7 @@ def _wrap(handler: grpc.RpcMethodHandler, guard: Callable[..., Awaitable[None]])
                 return await inner_uu(request, context)
             except aio.AbortError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - translated or re-raised in _fail
+            except Exception as exc:
                 await _fail(context, exc)
 
         return grpc.unary_unary_rpc_method_handler(
@@ -131,7 +131,7 @@ def _wrap(handler: grpc.RpcMethodHandler, guard: Callable[..., Awaitable[None]])
                     yield item
             except aio.AbortError:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 await _fail(context, exc)
 
         return behaviour

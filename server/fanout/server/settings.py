@@ -51,8 +51,8 @@ class Settings:
             if raw is None or raw == "":
                 continue
             values[f.name] = _parse(f.name, str(f.type), raw)
-        settings = replace(cls(), **values)
-        settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = replace(cls(), **values)  # type: ignore[arg-type]
         settings.validate()
         return settings
 

@@ -18,21 +18,26 @@ MAX_ENV_BYTES = 8192
 
 def run_name(value: str, what: str = "run") -> str:
     if not keys.RUN_RE.match(value):
-        raise invalid(f"{what} name {value[:80]!r} is invalid: 1-63 of a-z, 0-9 and '-', starting with a letter or digit")
+        raise invalid(
+            f"{what} name {value[:80]!r} is invalid: 1-63 of a-z, 0-9 and '-', starting with a letter or digit"
+        )
     return value
 
 
 def action_name(value: str, what: str = "action") -> str:
     if not keys.ACTION_RE.match(value):
         raise invalid(
-            f"{what} name {value[:80]!r} is invalid: 1-128 of A-Z, a-z, 0-9, '_' and '-', starting with a letter or digit"
+            f"{what} name {value[:80]!r} is invalid: "
+            "1-128 of A-Z, a-z, 0-9, '_' and '-', starting with a letter or digit"
         )
     return value
 
 
 def tenant_name(value: str) -> str:
     if not keys.TENANT_RE.match(value):
-        raise invalid(f"tenant name {value[:80]!r} is invalid: 1-63 of a-z, 0-9 and '-', starting with a letter or digit")
+        raise invalid(
+            f"tenant name {value[:80]!r} is invalid: 1-63 of a-z, 0-9 and '-', starting with a letter or digit"
+        )
     return value
 
 
@@ -53,9 +58,7 @@ def spec(s: pb.ActionSpec, max_payload_bytes: int) -> None:
     if s.env and sum(len(k) + len(v) for k, v in s.env.items()) > MAX_ENV_BYTES:
         raise invalid(f"action {s.name!r}: environment is larger than {MAX_ENV_BYTES} bytes")
     if len(s.inputs) > max_payload_bytes:
-        raise invalid(
-            f"action {s.name!r}: inputs are {len(s.inputs)} bytes, max_payload_bytes is {max_payload_bytes}"
-        )
+        raise invalid(f"action {s.name!r}: inputs are {len(s.inputs)} bytes, max_payload_bytes is {max_payload_bytes}")
 
 
 def batch(actions: Sequence[pb.ActionSpec], max_batch: int, max_payload_bytes: int) -> None:

@@ -16,7 +16,7 @@ class Outcome:
 
 
 class Backend(Protocol):
-    async def run(self, action: dpb.LeasedAction, endpoint: str, on_started: "StartedCallback") -> Outcome:
+    async def run(self, action: dpb.LeasedAction, endpoint: str, on_started: StartedCallback) -> Outcome:
         """Run one action to completion. Call on_started() once its container runs."""
         ...
 

@@ -62,9 +62,9 @@ class Dispatcher:
                     await self._lease(stub, reporter)
                     delay = 0.2
                 except grpc.RpcError as exc:
-                    code = exc.code()  # type: ignore[attr-defined]
+                    code = exc.code()
                     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-                        raise PermissionError(f"the control plane refused this dispatcher: {exc.details()}") from None  # type: ignore[attr-defined]
+                        raise PermissionError(f"the control plane refused this dispatcher: {exc.details()}") from None
                     if self._stopping.is_set():
                         break
                     log.warning("lease stream broke (%s); reconnecting in %.1fs", code.name, delay)
@@ -109,7 +109,7 @@ class Dispatcher:
         finally:
             stopper.cancel()
 
-    async def _requests(self):  # type: ignore[no-untyped-def]
+    async def _requests(self):
         while True:
             yield await self._outbox.get()
 
@@ -122,7 +122,7 @@ class Dispatcher:
                 outcome = await self.backend.run(action, self.action_endpoint, started)
             except asyncio.CancelledError:
                 raise  # shutting down: the lease expires and the action runs again elsewhere
-            except Exception as exc:  # noqa: BLE001 - a backend bug fails the action, not the dispatcher
+            except Exception as exc:
                 log.exception("backend failed on %s", _ref(action))
                 outcome = failure("BackendError", f"{type(exc).__name__}: {exc}")
             reporter.report(_report(action, outcome.phase, outcome))
@@ -144,7 +144,11 @@ def _ref(action: dpb.LeasedAction) -> str:
 
 def _report(action: dpb.LeasedAction, phase: int, outcome: Outcome | None = None) -> dpb.PhaseReport:
     report = dpb.PhaseReport(
-        tenant=action.tenant, run=action.run, name=action.spec.name, attempt=action.attempt, phase=phase  # type: ignore[arg-type]
+        tenant=action.tenant,
+        run=action.run,
+        name=action.spec.name,
+        attempt=action.attempt,
+        phase=phase,
     )
     if outcome is not None:
         report.result.CopyFrom(outcome.result)

@@ -55,7 +55,12 @@ class ProcessBackend:
         with log_path.open("wb") as log:
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    *command, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                    *command,
+                    cwd=cwd,
+                    env=env,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
                     start_new_session=True,  # own process group: a timeout or shutdown kills its children too
                 )
             except OSError as exc:

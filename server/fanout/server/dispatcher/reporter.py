@@ -60,9 +60,9 @@ class Reporter:
                 await self._stub.Report(dpb.ReportRequest(reports=batch), metadata=self._metadata, timeout=30)
                 return
             except grpc.RpcError as exc:
-                code = exc.code()  # type: ignore[attr-defined]
+                code = exc.code()
                 if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    log.error("report rejected (%s: %s); dropping %d reports", code.name, exc.details(), len(batch))  # type: ignore[attr-defined]
+                    log.error("report rejected (%s: %s); dropping %d reports", code.name, exc.details(), len(batch))
                     return
                 log.warning("control plane unavailable; retrying %d reports in %.1fs", len(batch), delay)
                 await asyncio.sleep(delay)
