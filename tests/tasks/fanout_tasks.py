@@ -54,3 +54,41 @@ async def fanout_limit_probe(n: int) -> str:
     except fanout.FanoutLimitExceeded as exc:
         return f"{exc.limit_name} limit={exc.limit} used={exc.used} requested={exc.requested}"
     return "admitted"
+
+
+@env.task
+async def sleepy(x: int, seconds: float) -> int:
+    await asyncio.sleep(seconds)
+    return x
+
+
+@env.task
+async def sleepy_fan(n: int, seconds: float) -> list[int]:
+    return await asyncio.gather(*(sleepy(i, seconds) for i in range(n)))
+
+
+@env.task(retries=2)
+async def flaky(marker_dir: str, failures: int) -> int:
+    """Fails its first `failures` attempts; the attempt count lives in marker files."""
+    from pathlib import Path
+
+    attempt = len(list(Path(marker_dir).iterdir())) + 1
+    (Path(marker_dir) / f"attempt-{attempt}").touch()
+    if attempt <= failures:
+        raise RuntimeError(f"attempt {attempt} fails")
+    return attempt
+
+
+@env.task
+async def call_flaky(marker_dir: str, failures: int) -> int:
+    return await flaky(marker_dir, failures)
+
+
+@env.task
+async def fail_fast(n: int) -> str:
+    """One child fails at once while the others sleep; the parent returns on the failure."""
+    try:
+        await asyncio.gather(maybe_fail(3), *(sleepy(i, 60) for i in range(n)))
+    except fanout.ActionFailed as exc:
+        return exc.message
+    return "no failure"

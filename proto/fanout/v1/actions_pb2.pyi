@@ -194,3 +194,17 @@ class GetActionRequest(_message.Message):
     run: str
     name: str
     def __init__(self, run: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class AbortRunRequest(_message.Message):
+    __slots__ = ("run", "reason")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    run: str
+    reason: str
+    def __init__(self, run: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class AbortRunResponse(_message.Message):
+    __slots__ = ("aborted",)
+    ABORTED_FIELD_NUMBER: _ClassVar[int]
+    aborted: int
+    def __init__(self, aborted: _Optional[int] = ...) -> None: ...

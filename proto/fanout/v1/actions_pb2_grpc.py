@@ -60,6 +60,11 @@ class ActionServiceStub:
                 request_serializer=fanout_dot_v1_dot_actions__pb2.GetActionRequest.SerializeToString,
                 response_deserializer=fanout_dot_v1_dot_actions__pb2.ActionStatus.FromString,
                 _registered_method=True)
+        self.AbortRun = channel.unary_unary(
+                '/fanout.v1.ActionService/AbortRun',
+                request_serializer=fanout_dot_v1_dot_actions__pb2.AbortRunRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_actions__pb2.AbortRunResponse.FromString,
+                _registered_method=True)
 
 
 class ActionServiceServicer:
@@ -96,6 +101,13 @@ class ActionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AbortRun(self, request, context):
+        """Abort every unfinished action of the run; running ones are stopped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ActionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +135,11 @@ def add_ActionServiceServicer_to_server(servicer, server):
                     servicer.GetAction,
                     request_deserializer=fanout_dot_v1_dot_actions__pb2.GetActionRequest.FromString,
                     response_serializer=fanout_dot_v1_dot_actions__pb2.ActionStatus.SerializeToString,
+            ),
+            'AbortRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortRun,
+                    request_deserializer=fanout_dot_v1_dot_actions__pb2.AbortRunRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_actions__pb2.AbortRunResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -261,6 +278,33 @@ class ActionService:
             '/fanout.v1.ActionService/GetAction',
             fanout_dot_v1_dot_actions__pb2.GetActionRequest.SerializeToString,
             fanout_dot_v1_dot_actions__pb2.ActionStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.ActionService/AbortRun',
+            fanout_dot_v1_dot_actions__pb2.AbortRunRequest.SerializeToString,
+            fanout_dot_v1_dot_actions__pb2.AbortRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,11 +25,23 @@ class Hello(_message.Message):
     capacity: int
     def __init__(self, dispatcher_id: _Optional[str] = ..., capacity: _Optional[int] = ...) -> None: ...
 
+class LeaseRef(_message.Message):
+    __slots__ = ("tenant", "run", "name", "attempt")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    run: str
+    name: str
+    attempt: int
+    def __init__(self, tenant: _Optional[str] = ..., run: _Optional[str] = ..., name: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
+
 class Heartbeat(_message.Message):
     __slots__ = ("leases",)
     LEASES_FIELD_NUMBER: _ClassVar[int]
-    leases: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, leases: _Optional[_Iterable[str]] = ...) -> None: ...
+    leases: _containers.RepeatedCompositeFieldContainer[LeaseRef]
+    def __init__(self, leases: _Optional[_Iterable[_Union[LeaseRef, _Mapping]]] = ...) -> None: ...
 
 class LeasedAction(_message.Message):
     __slots__ = ("tenant", "run", "spec", "attempt", "action_token", "parent", "admitted_at")
@@ -50,28 +62,34 @@ class LeasedAction(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., run: _Optional[str] = ..., spec: _Optional[_Union[_actions_pb2.ActionSpec, _Mapping]] = ..., attempt: _Optional[int] = ..., action_token: _Optional[str] = ..., parent: _Optional[str] = ..., admitted_at: _Optional[float] = ...) -> None: ...
 
 class LeaseResponse(_message.Message):
-    __slots__ = ("actions", "lease_seconds")
+    __slots__ = ("actions", "lease_seconds", "waiting", "cancelled")
     ACTIONS_FIELD_NUMBER: _ClassVar[int]
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
     actions: _containers.RepeatedCompositeFieldContainer[LeasedAction]
     lease_seconds: float
-    def __init__(self, actions: _Optional[_Iterable[_Union[LeasedAction, _Mapping]]] = ..., lease_seconds: _Optional[float] = ...) -> None: ...
+    waiting: _containers.RepeatedCompositeFieldContainer[LeaseRef]
+    cancelled: _containers.RepeatedCompositeFieldContainer[LeaseRef]
+    def __init__(self, actions: _Optional[_Iterable[_Union[LeasedAction, _Mapping]]] = ..., lease_seconds: _Optional[float] = ..., waiting: _Optional[_Iterable[_Union[LeaseRef, _Mapping]]] = ..., cancelled: _Optional[_Iterable[_Union[LeaseRef, _Mapping]]] = ...) -> None: ...
 
 class PhaseReport(_message.Message):
-    __slots__ = ("tenant", "run", "name", "attempt", "phase", "result")
+    __slots__ = ("tenant", "run", "name", "attempt", "phase", "result", "retry_after_seconds")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     run: str
     name: str
     attempt: int
     phase: _actions_pb2.Phase
     result: _actions_pb2.ActionResult
-    def __init__(self, tenant: _Optional[str] = ..., run: _Optional[str] = ..., name: _Optional[str] = ..., attempt: _Optional[int] = ..., phase: _Optional[_Union[_actions_pb2.Phase, str]] = ..., result: _Optional[_Union[_actions_pb2.ActionResult, _Mapping]] = ...) -> None: ...
+    retry_after_seconds: float
+    def __init__(self, tenant: _Optional[str] = ..., run: _Optional[str] = ..., name: _Optional[str] = ..., attempt: _Optional[int] = ..., phase: _Optional[_Union[_actions_pb2.Phase, str]] = ..., result: _Optional[_Union[_actions_pb2.ActionResult, _Mapping]] = ..., retry_after_seconds: _Optional[float] = ...) -> None: ...
 
 class ReportRequest(_message.Message):
     __slots__ = ("reports",)

@@ -19,8 +19,17 @@ from fanout.quota.errors import FailedPrecondition, NotFound, QuotaExceeded
 from fanout.quota.failclosed import fail_closed
 from fanout.quota.limits import Limits, LimitStore
 from fanout.quota.scripts import Scripts
+from fanout.v1 import actions_pb2 as pb
 
 QUEUE_FULL_RETRY_SECONDS = 1.0
+
+# Results the control plane writes itself, for actions that end without a report.
+LEASE_LOST_RESULT = pb.ActionResult(
+    error=pb.ActionError(type="LeaseLost", message="the dispatcher running this action stopped renewing its lease")
+).SerializeToString()
+ABORTED_RESULT = pb.ActionResult(
+    error=pb.ActionError(type="Aborted", message="the run was aborted or its root finished first")
+).SerializeToString()
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,15 @@ class Report:
     attempt: int
     phase: int
     result: bytes = b""
+    # > 0 with a failure: queue the action again after this many seconds.
+    retry_after: float = 0.0
+
+
+@dataclass(frozen=True)
+class LeaseRef:
+    run: str
+    name: str
+    attempt: int
 
 
 @dataclass(frozen=True)
@@ -159,7 +177,7 @@ class ActionStore:
     async def lease(self, tenant: str, want: int) -> list[LeasedAction]:
         k = keys.TenantKeys(tenant)
         rows = await self._scripts.lease(
-            keys=[k.queue, k.slots, k.leased, k.limits],
+            keys=[k.queue, k.slots, k.leased, k.limits, k.delayed],
             args=[k.prefix, self.defaults.max_concurrency, want, self._clock(), self.lease_seconds],
         )
         return [
@@ -171,27 +189,46 @@ class ActionStore:
     async def report(self, tenant: str, reports: Sequence[Report]) -> int:
         """Apply phase reports; returns how many were ignored (stale or duplicate)."""
         k = keys.TenantKeys(tenant)
-        args: list[str | bytes | int | float] = [k.prefix, self._clock(), keys.EVENTS_MAXLEN]
+        args: list[str | bytes | int | float] = [k.prefix, self._clock(), keys.EVENTS_MAXLEN, ABORTED_RESULT]
         for r in reports:
-            args += [r.run, r.name, r.attempt, r.phase, r.result]
-        return int(await self._scripts.report(keys=[k.slots, k.leased, k.stats], args=args))
+            args += [r.run, r.name, r.attempt, r.phase, r.result, r.retry_after]
+        return int(await self._scripts.report(keys=[k.slots, k.leased, k.stats, k.delayed], args=args))
 
     @fail_closed
-    async def heartbeat(self, tenant: str, refs: Sequence[str]) -> None:
-        """Extend the leases of actions still running ("run/name" refs)."""
-        if refs:
-            expiry = self._clock() + self.lease_seconds
-            await self._redis.zadd(keys.TenantKeys(tenant).leased, {ref: expiry for ref in refs}, xx=True)
+    async def heartbeat(self, tenant: str, leases: Sequence[LeaseRef]) -> tuple[list[LeaseRef], list[LeaseRef]]:
+        """Renew leases still running; returns (waiting on children, to be stopped)."""
+        if not leases:
+            return [], []
+        k = keys.TenantKeys(tenant)
+        args: list[str | int | float] = [k.prefix, self._clock() + self.lease_seconds]
+        for lease in leases:
+            args += [lease.run, lease.name, lease.attempt]
+        waiting, cancelled = await self._scripts.heartbeat(keys=[k.slots, k.leased], args=args)
+        return [leases[int(i)] for i in waiting], [leases[int(i)] for i in cancelled]
 
     @fail_closed
-    async def reap(self, tenant: str, lease_lost_result: bytes) -> tuple[int, int]:
+    async def reap(self, tenant: str) -> tuple[int, int]:
         """Reclaim expired leases: (requeued, failed)."""
         k = keys.TenantKeys(tenant)
         requeued, failed = await self._scripts.reap(
             keys=[k.slots, k.leased, k.queue, k.stats],
-            args=[k.prefix, self._clock(), keys.EVENTS_MAXLEN, self.max_attempts, lease_lost_result],
+            args=[k.prefix, self._clock(), keys.EVENTS_MAXLEN, self.max_attempts, LEASE_LOST_RESULT, ABORTED_RESULT],
         )
         return int(requeued), int(failed)
+
+    @fail_closed
+    async def abort_run(self, tenant: str, run: str) -> int:
+        """Abort the run's unfinished actions; returns how many were aborted."""
+        k = keys.TenantKeys(tenant)
+        aborted = int(
+            await self._scripts.abort(
+                keys=[k.run(run), k.slots, k.leased, k.stats],
+                args=[k.prefix, self._clock(), keys.EVENTS_MAXLEN, ABORTED_RESULT, run],
+            )
+        )
+        if aborted < 0:
+            raise NotFound(f"run {run!r} not found")
+        return aborted
 
     # Reads -----------------------------------------------------------------
 

@@ -59,6 +59,11 @@ class TenantKeys:
         return self.prefix + "leased"
 
     @property
+    def delayed(self) -> str:
+        """Sorted set "run/name" -> when a retry may run; moved to the queue when due."""
+        return self.prefix + "delayed"
+
+    @property
     def limits(self) -> str:
         """Hash of per-tenant limit overrides; absent fields use server defaults."""
         return self.prefix + "limits"

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 # Scripts that finish actions share the helpers in lib.lua.
-_WITH_LIB = frozenset({"report", "reap"})
+_WITH_LIB = frozenset({"report", "reap", "abort"})
 
 
 def _source(name: str) -> str:
@@ -25,6 +25,8 @@ class Scripts:
     lease: AsyncScript
     report: AsyncScript
     reap: AsyncScript
+    heartbeat: AsyncScript
+    abort: AsyncScript
     snapshot: AsyncScript
     set_limits: AsyncScript
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import string
 from collections.abc import AsyncIterator
@@ -21,6 +22,8 @@ from fanout.server.status import denied, invalid, not_found
 from fanout.server.wakeup import Wakeup
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import actions_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 ROOT_ACTION = "root"
 WATCH_BLOCK_MS = 5_000
@@ -145,6 +148,17 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         if phases.is_terminal(phase) and result:
             status.result.ParseFromString(result)
         return status
+
+    async def AbortRun(
+        self, request: pb.AbortRunRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.AbortRunResponse:
+        who = principal()
+        validation.run_name(request.run)
+        aborted = await self._store.abort_run(who.tenant, request.run)
+        if aborted:
+            metrics.ACTIONS_FINISHED.labels(phase="ABORTED").inc(aborted)
+            log.info("%s aborted run %s (%d actions): %s", who.tenant, request.run, aborted, request.reason[:200])
+        return pb.AbortRunResponse(aborted=aborted)
 
     async def _run(self, tenant: str, run: str) -> pb.Run:
         info = await self._store.get_run(tenant, run)

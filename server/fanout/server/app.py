@@ -35,12 +35,6 @@ from fanout.v1 import actions_pb2, actions_pb2_grpc, admin_pb2, admin_pb2_grpc, 
 
 log = logging.getLogger(__name__)
 
-LEASE_LOST = actions_pb2.ActionResult(
-    error=actions_pb2.ActionError(
-        type="LeaseLost", message="the dispatcher running this action stopped renewing its lease"
-    )
-).SerializeToString()
-
 
 @dataclass
 class ControlPlane:
@@ -126,7 +120,7 @@ async def _reap_forever(actions: ActionStore, interval: float) -> None:
         await asyncio.sleep(interval)
         with contextlib.suppress(StoreError):
             for tenant in await actions.tenants():
-                requeued, failed = await actions.reap(tenant, LEASE_LOST)
+                requeued, failed = await actions.reap(tenant)
                 if requeued or failed:
                     metrics.LEASES_RECLAIMED.labels(outcome="requeued").inc(requeued)
                     metrics.LEASES_RECLAIMED.labels(outcome="failed").inc(failed)

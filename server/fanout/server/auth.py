@@ -34,6 +34,7 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     _ACTIONS + "WatchChildren": frozenset({"tenant", "action"}),
     _ACTIONS + "GetRun": frozenset({"tenant", "action"}),
     _ACTIONS + "GetAction": frozenset({"tenant", "action"}),
+    _ACTIONS + "AbortRun": frozenset({"tenant"}),
     _DISPATCH + "Lease": frozenset({"dispatcher"}),
     _DISPATCH + "Report": frozenset({"dispatcher"}),
 }

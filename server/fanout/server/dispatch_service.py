@@ -8,17 +8,18 @@ another's small one. Each tenant's max_concurrency bounds what is leased.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator
 from typing import Any
 
 from grpc import aio
 
 from fanout.quota import phases
-from fanout.quota.actions import ActionStore, LeasedAction, Report
+from fanout.quota.actions import ActionStore, LeasedAction, LeaseRef, Report
 from fanout.quota.limits import LimitStore
 from fanout.quota.tokens import Principal, TokenStore
 from fanout.server import metrics, validation
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 TENANT_CHUNK = 256
 # How often an idle lease stream looks for work admitted through other servers.
 IDLE_POLL_SECONDS = 0.05
+# How long a stream with no credit sleeps between checks for heartbeat answers.
+FULL_POLL_SECONDS = 1.0
 TENANTS_REFRESH_SECONDS = 2.0
 
 
@@ -55,32 +58,42 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
             raise invalid("the first message on a lease stream must be hello")
         if first.hello.capacity < 1:
             raise invalid("hello.capacity must be at least 1")
-        credit = _Credit(first.hello.capacity)
-        reader = asyncio.create_task(self._read(request_iterator, who, credit))
+        stream = _Stream(first.hello.capacity)
+        self._wakeup.register(stream.nudge)
+        reader = asyncio.create_task(self._read(request_iterator, who, stream))
         tenants: list[str] = []
         tenants_at = 0.0
         try:
             while not reader.done():
-                if credit.value <= 0:
-                    await credit.wait()
+                while stream.outbox:
+                    yield stream.outbox.popleft()
+                leased: list[LeasedAction] = []
+                if stream.credit > 0:
+                    if time.monotonic() - tenants_at > TENANTS_REFRESH_SECONDS:
+                        tenants = [who.tenant] if who.tenant else await self._store.tenants()
+                        tenants_at = time.monotonic()
+                    leased = await self._lease_round(tenants, stream.credit)
+                if leased:
+                    stream.credit -= len(leased)
+                    yield await self._response(leased)
                     continue
-                if time.monotonic() - tenants_at > TENANTS_REFRESH_SECONDS:
-                    tenants = [who.tenant] if who.tenant else await self._store.tenants()
-                    tenants_at = time.monotonic()
-                leased = await self._lease_round(tenants, credit.value)
-                if not leased:
-                    await self._wakeup.wait(IDLE_POLL_SECONDS)
-                    continue
-                credit.value -= len(leased)
-                now = time.time()
-                response = dpb.LeaseResponse(lease_seconds=self._store.lease_seconds)
-                for action in leased:
-                    metrics.DISPATCH_LATENCY.observe(max(0.0, now - action.admitted_at))
-                    response.actions.append(await self._to_proto(action))
-                metrics.ACTIONS_LEASED.inc(len(leased))
-                yield response
+                stream.nudge.clear()
+                if not stream.outbox:
+                    with contextlib.suppress(TimeoutError):
+                        poll = IDLE_POLL_SECONDS if stream.credit > 0 else FULL_POLL_SECONDS
+                        await asyncio.wait_for(stream.nudge.wait(), poll)
         finally:
+            self._wakeup.unregister(stream.nudge)
             reader.cancel()
+
+    async def _response(self, leased: list[LeasedAction]) -> dpb.LeaseResponse:
+        now = time.time()
+        response = dpb.LeaseResponse(lease_seconds=self._store.lease_seconds)
+        for action in leased:
+            metrics.DISPATCH_LATENCY.observe(max(0.0, now - action.admitted_at))
+            response.actions.append(await self._to_proto(action))
+        metrics.ACTIONS_LEASED.inc(len(leased))
+        return response
 
     async def _lease_round(self, tenants: list[str], credit: int) -> list[LeasedAction]:
         if not tenants:
@@ -93,20 +106,28 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
             out += await self._store.lease(tenant, min(TENANT_CHUNK, credit - len(out)))
         return out
 
-    async def _read(self, requests: AsyncIterator[dpb.LeaseRequest], who: Principal, credit: _Credit) -> None:
+    async def _read(self, requests: AsyncIterator[dpb.LeaseRequest], who: Principal, stream: _Stream) -> None:
         async for msg in requests:
             kind = msg.WhichOneof("msg")
             if kind == "credit":
-                credit.add(msg.credit)
+                stream.credit += msg.credit
             elif kind == "heartbeat":
-                by_tenant: dict[str, list[str]] = defaultdict(list)
-                for ref in msg.heartbeat.leases:
-                    tenant, _, run_action = ref.partition("/")
-                    if who.tenant and tenant != who.tenant:
-                        continue
-                    by_tenant[tenant].append(run_action)
-                for tenant, refs in by_tenant.items():
-                    await self._store.heartbeat(tenant, refs)
+                answer = await self._heartbeat(who, msg.heartbeat)
+                if answer.waiting or answer.cancelled:
+                    stream.outbox.append(answer)
+            stream.nudge.set()
+
+    async def _heartbeat(self, who: Principal, heartbeat: dpb.Heartbeat) -> dpb.LeaseResponse:
+        by_tenant: dict[str, list[LeaseRef]] = defaultdict(list)
+        for ref in heartbeat.leases:
+            if not who.tenant or ref.tenant == who.tenant:
+                by_tenant[ref.tenant].append(LeaseRef(ref.run, ref.name, ref.attempt))
+        answer = dpb.LeaseResponse(lease_seconds=self._store.lease_seconds)
+        for tenant, refs in by_tenant.items():
+            waiting, cancelled = await self._store.heartbeat(tenant, refs)
+            answer.waiting.extend(_ref_proto(tenant, r) for r in waiting)
+            answer.cancelled.extend(_ref_proto(tenant, r) for r in cancelled)
+        return answer
 
     async def _to_proto(self, action: LeasedAction) -> dpb.LeasedAction:
         return dpb.LeasedAction(
@@ -130,35 +151,33 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
             validation.action_name(r.name)
             if r.phase not in (pb.RUNNING, *phases.TERMINAL):
                 raise invalid(f"action {r.name!r}: a dispatcher reports RUNNING or a terminal phase, not {r.phase}")
+            if r.retry_after_seconds and r.phase not in (pb.FAILED, pb.TIMED_OUT):
+                raise invalid(f"action {r.name!r}: only a failure can be retried")
             limits = await self._limits.effective(r.tenant)
             validation.result(r.result, limits.max_payload_bytes, r.name)
             result = r.result.SerializeToString() if phases.is_terminal(r.phase) else b""
-            by_tenant[r.tenant].append(Report(r.run, r.name, r.attempt, r.phase, result))
+            by_tenant[r.tenant].append(
+                Report(r.run, r.name, r.attempt, r.phase, result, min(max(r.retry_after_seconds, 0.0), 3600.0))
+            )
         ignored = 0
         for tenant, reports in by_tenant.items():
             ignored += await self._store.report(tenant, reports)
         for r in request.reports:
-            if phases.is_terminal(r.phase):
+            if phases.is_terminal(r.phase) and not r.retry_after_seconds:
                 metrics.ACTIONS_FINISHED.labels(phase=phases.name(r.phase)).inc()
         metrics.REPORTS_IGNORED.inc(ignored)
         self._wakeup.notify()
         return dpb.ReportResponse(ignored=ignored)
 
 
-class _Credit:
-    """How many more actions the dispatcher on this stream can take."""
+class _Stream:
+    """One dispatcher's lease stream: its credit and the answers waiting to be sent."""
 
-    def __init__(self, value: int) -> None:
-        self.value = value
-        self._more = asyncio.Event()
+    def __init__(self, credit: int) -> None:
+        self.credit = credit
+        self.outbox: deque[dpb.LeaseResponse] = deque()
+        self.nudge = asyncio.Event()
 
-    def add(self, n: int) -> None:
-        self.value += n
-        self._more.set()
 
-    async def wait(self) -> None:
-        self._more.clear()
-        try:
-            await asyncio.wait_for(self._more.wait(), 1.0)
-        except TimeoutError:
-            pass
+def _ref_proto(tenant: str, ref: LeaseRef) -> dpb.LeaseRef:
+    return dpb.LeaseRef(tenant=tenant, run=ref.run, name=ref.name, attempt=ref.attempt)

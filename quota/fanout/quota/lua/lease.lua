@@ -1,7 +1,15 @@
 -- Lease up to `want` queued actions of one tenant, within its free concurrency slots.
--- KEYS: 1 queue, 2 slots, 3 leased, 4 limits
+-- KEYS: 1 queue, 2 slots, 3 leased, 4 limits, 5 delayed
 -- ARGV: 1 tenant prefix, 2 default max_concurrency, 3 want, 4 now, 5 lease seconds
 local prefix = ARGV[1]
+
+-- Retries whose backoff has passed join the queue first.
+local due = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', ARGV[4], 'LIMIT', 0, 1000)
+for _, ref in ipairs(due) do
+  redis.call('ZREM', KEYS[5], ref)
+  redis.call('RPUSH', KEYS[1], ref .. '/' .. ARGV[4])
+end
+
 local limit = tonumber(redis.call('HGET', KEYS[4], 'max_concurrency') or ARGV[2])
 local want = math.min(tonumber(ARGV[3]), limit - redis.call('SCARD', KEYS[2]))
 local expiry = tonumber(ARGV[4]) + tonumber(ARGV[5])

@@ -1,25 +1,27 @@
 -- Reclaim leases whose dispatcher stopped renewing them: free the slot and
 -- queue the action again, or fail it once it has used all its attempts.
 -- KEYS: 1 slots, 2 leased, 3 queue, 4 stats
--- ARGV: 1 tenant prefix, 2 now, 3 events maxlen, 4 max attempts, 5 serialized "lease lost" result
-local prefix, now, maxlen = ARGV[1], ARGV[2], ARGV[3]
+-- ARGV: 1 tenant prefix, 2 now, 3 events maxlen, 4 max attempts,
+--       5 serialized "lease lost" result, 6 serialized "aborted" result
+local ctx = {prefix = ARGV[1], slots = KEYS[1], leased = KEYS[2], stats = KEYS[4],
+  now = tonumber(ARGV[2]), maxlen = ARGV[3], aborted = ARGV[6]}
 local max_attempts = tonumber(ARGV[4])
 local requeued, failed = 0, 0
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1000)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, 1000)
 for _, ref in ipairs(expired) do
   redis.call('ZREM', KEYS[2], ref)
   redis.call('SREM', KEYS[1], ref)
   local run, name = string.match(ref, '^([^/]+)/(.*)$')
-  local st = redis.call('HGET', prefix .. 'st:' .. run, name)
+  local st = redis.call('HGET', ctx.prefix .. 'st:' .. run, name)
   if st then
     local cur, att, parent = parse_state(st)
     if cur < 5 then
       if att < max_attempts then
-        redis.call('HSET', prefix .. 'st:' .. run, name, '1:' .. att .. ':' .. parent)
-        redis.call('LPUSH', KEYS[3], ref .. '/' .. now)
+        redis.call('HSET', ctx.prefix .. 'st:' .. run, name, '1:' .. att .. ':' .. parent)
+        redis.call('LPUSH', KEYS[3], ref .. '/' .. ARGV[2])
         requeued = requeued + 1
       else
-        finish(prefix, KEYS[1], KEYS[2], KEYS[4], run, name, att, parent, 6, ARGV[5], now, maxlen)
+        finish(ctx, run, name, att, parent, 6, ARGV[5])
         failed = failed + 1
       end
     end

@@ -1,23 +1,35 @@
 -- Record phase reports from dispatchers. Phases only move forward, a report
 -- for an older attempt (its lease was lost) is ignored, and an action that
--- is already terminal stays as it is: exactly one terminal phase.
--- KEYS: 1 slots, 2 leased, 3 stats
--- ARGV: 1 tenant prefix, 2 now, 3 events maxlen, then run, name, attempt, phase, result per report
-local prefix, now, maxlen = ARGV[1], ARGV[2], ARGV[3]
+-- is already terminal stays as it is: exactly one terminal phase. A failure
+-- with retries left goes back to the queue after its backoff instead.
+-- KEYS: 1 slots, 2 leased, 3 stats, 4 delayed
+-- ARGV: 1 tenant prefix, 2 now, 3 events maxlen, 4 aborted result,
+--       then run, name, attempt, phase, result, retry_after per report
+local ctx = {prefix = ARGV[1], slots = KEYS[1], leased = KEYS[2], stats = KEYS[3],
+  now = tonumber(ARGV[2]), maxlen = ARGV[3], aborted = ARGV[4]}
 local ignored = 0
-for i = 4, #ARGV, 5 do
-  local run, name, attempt, phase, result = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), ARGV[i + 4]
-  local st = redis.call('HGET', prefix .. 'st:' .. run, name)
+for i = 5, #ARGV, 6 do
+  local run, name, attempt, phase = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local result, retry_after = ARGV[i + 4], tonumber(ARGV[i + 5])
+  local stkey = ctx.prefix .. 'st:' .. run
+  local st = redis.call('HGET', stkey, name)
   local cur, att, parent
   if st then cur, att, parent = parse_state(st) end
   if st and cur < 5 and att == attempt and phase > cur then
-    if phase >= 5 then
-      finish(prefix, KEYS[1], KEYS[2], KEYS[3], run, name, att, parent, phase, result, now, maxlen)
+    local evkey = ctx.prefix .. 'ev:' .. run .. ':' .. parent
+    if phase >= 5 and retry_after > 0 then
+      local ref = run .. '/' .. name
+      redis.call('HSET', stkey, name, '1:' .. att .. ':' .. parent)
+      redis.call('SREM', KEYS[1], ref)
+      redis.call('ZREM', KEYS[2], ref)
+      redis.call('ZADD', KEYS[4], ctx.now + retry_after, ref)
+      redis.call('XADD', evkey, 'MAXLEN', '~', ctx.maxlen, '*', 'n', name, 'p', 1, 'a', att, 'r', result)
+    elseif phase >= 5 then
+      finish(ctx, run, name, att, parent, phase, result)
     else
-      redis.call('HSET', prefix .. 'st:' .. run, name, phase .. ':' .. att .. ':' .. parent)
-      redis.call('XADD', prefix .. 'ev:' .. run .. ':' .. parent, 'MAXLEN', '~', maxlen, '*',
-        'n', name, 'p', phase, 'a', att)
-      if parent == '' then redis.call('HSET', prefix .. 'run:' .. run, 'phase', phase) end
+      redis.call('HSET', stkey, name, phase .. ':' .. att .. ':' .. parent)
+      redis.call('XADD', evkey, 'MAXLEN', '~', ctx.maxlen, '*', 'n', name, 'p', phase, 'a', att)
+      if parent == '' then redis.call('HSET', ctx.prefix .. 'run:' .. run, 'phase', phase) end
     end
   else
     ignored = ignored + 1

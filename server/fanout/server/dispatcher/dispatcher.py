@@ -1,9 +1,12 @@
 """The dispatcher loop: lease on a stream, run in a backend, report in batches.
 
 It talks to the control plane over gRPC only. Capacity is how many actions
-it runs at once; every finished action gives one credit back. Leases of
-running actions are renewed by heartbeat; if this process dies, the server
-reclaims them and another dispatcher runs the actions again.
+it runs at once; every finished action gives one credit back, and so does a
+parent that the server says is waiting on its children (it holds no slot,
+so nested fanouts cannot fill the dispatcher and deadlock). Leases of
+running actions are renewed by heartbeat; the answer also names actions to
+stop (aborted, or leased again elsewhere). If this process dies, the server
+reclaims its leases and another dispatcher runs the actions again.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ from fanout.v1 import dispatch_pb2_grpc
 
 log = logging.getLogger(__name__)
 
+# Heartbeats renew leases and learn which parents wait on children; often
+# enough that a waiting parent frees its capacity within about a second.
+HEARTBEAT_SECONDS = 1.0
+
 
 class Dispatcher:
     def __init__(
@@ -43,7 +50,8 @@ class Dispatcher:
         self.action_endpoint = action_endpoint or config.endpoint
         self.id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self._metadata = (("authorization", f"Bearer {config.token}"),)
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, tuple[dpb.LeasedAction, asyncio.Task[None]]] = {}
+        self._waiting: set[str] = set()
         self._outbox: asyncio.Queue[dpb.LeaseRequest] = asyncio.Queue()
         self._lease_seconds = 15.0
         self._stopping = asyncio.Event()
@@ -74,9 +82,10 @@ class Dispatcher:
         finally:
             heartbeat.cancel()
             await self.backend.shutdown()
-            for task in self._running.values():
+            tasks = [task for _, task in self._running.values()]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*self._running.values(), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             await reporter.drain()
             await reporter.stop()
             await channel.close()
@@ -85,7 +94,7 @@ class Dispatcher:
         self._stopping.set()
 
     async def _lease(self, stub: dispatch_pb2_grpc.DispatchServiceStub, reporter: Reporter) -> None:
-        free = self.capacity - len(self._running)
+        free = self.capacity - (len(self._running) - len(self._waiting))
         # Credit given back on an old stream is lost with it; start each stream afresh.
         self._outbox = asyncio.Queue()
         self._outbox.put_nowait(dpb.LeaseRequest(hello=dpb.Hello(dispatcher_id=self.id, capacity=max(free, 1))))
@@ -104,8 +113,8 @@ class Dispatcher:
                     return
                 self._lease_seconds = response.lease_seconds or self._lease_seconds
                 for action in response.actions:
-                    key = _ref(action)
-                    self._running[key] = asyncio.create_task(self._execute(action, reporter))
+                    self._running[_ref(action)] = (action, asyncio.create_task(self._execute(action, reporter)))
+                self._on_heartbeat_answer(response)
         finally:
             stopper.cancel()
 
@@ -113,33 +122,71 @@ class Dispatcher:
         while True:
             yield await self._outbox.get()
 
+    def _on_heartbeat_answer(self, response: dpb.LeaseResponse) -> None:
+        for ref in response.waiting:
+            key = _key(ref.tenant, ref.run, ref.name)
+            if key in self._running and key not in self._waiting:
+                self._waiting.add(key)
+                self._give_credit()
+        for ref in response.cancelled:
+            key = _key(ref.tenant, ref.run, ref.name)
+            entry = self._running.get(key)
+            if entry is not None and entry[0].attempt == ref.attempt:
+                log.info("stopping %s: aborted, finished or leased elsewhere", key)
+                entry[1].cancel()
+
+    def _give_credit(self) -> None:
+        if not self._stopping.is_set():
+            self._outbox.put_nowait(dpb.LeaseRequest(credit=1))
+
     async def _execute(self, action: dpb.LeasedAction, reporter: Reporter) -> None:
         def started() -> None:
             reporter.report(_report(action, pb.RUNNING))
 
+        key = _ref(action)
         try:
             try:
                 outcome = await self.backend.run(action, self.action_endpoint, started)
             except asyncio.CancelledError:
-                raise  # shutting down: the lease expires and the action runs again elsewhere
-            except Exception as exc:
-                log.exception("backend failed on %s", _ref(action))
+                # Shutting down (the lease expires and the action runs again
+                # elsewhere) or told to stop (the server already has its end).
+                raise
+            except Exception as exc:  # a backend bug fails the action, not the dispatcher
+                log.exception("backend failed on %s", key)
                 outcome = failure("BackendError", f"{type(exc).__name__}: {exc}")
-            reporter.report(_report(action, outcome.phase, outcome))
+            report = _report(action, outcome.phase, outcome)
+            if outcome.phase in (pb.FAILED, pb.TIMED_OUT) and action.attempt <= action.spec.retries:
+                report.retry_after_seconds = retry_backoff(action.attempt)
+            reporter.report(report)
         finally:
-            self._running.pop(_ref(action), None)
-            if not self._stopping.is_set():
-                self._outbox.put_nowait(dpb.LeaseRequest(credit=1))
+            self._running.pop(key, None)
+            if key in self._waiting:
+                self._waiting.discard(key)  # its credit went back when it started waiting
+            else:
+                self._give_credit()
 
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(self._lease_seconds / 3)
+            await asyncio.sleep(min(self._lease_seconds / 3, HEARTBEAT_SECONDS))
             if self._running:
-                self._outbox.put_nowait(dpb.LeaseRequest(heartbeat=dpb.Heartbeat(leases=list(self._running))))
+                leases = [
+                    dpb.LeaseRef(tenant=a.tenant, run=a.run, name=a.spec.name, attempt=a.attempt)
+                    for a, _ in self._running.values()
+                ]
+                self._outbox.put_nowait(dpb.LeaseRequest(heartbeat=dpb.Heartbeat(leases=leases)))
+
+
+def retry_backoff(attempt: int) -> float:
+    """Seconds before retry number `attempt`: 1, 2, 4, ... capped at a minute."""
+    return float(min(2 ** (attempt - 1), 60))
+
+
+def _key(tenant: str, run: str, name: str) -> str:
+    return f"{tenant}/{run}/{name}"
 
 
 def _ref(action: dpb.LeasedAction) -> str:
-    return f"{action.tenant}/{action.run}/{action.spec.name}"
+    return _key(action.tenant, action.run, action.spec.name)
 
 
 def _report(action: dpb.LeasedAction, phase: int, outcome: Outcome | None = None) -> dpb.PhaseReport:
