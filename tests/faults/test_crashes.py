@@ -1,0 +1,191 @@
+"""Crashes: SIGKILL a dispatcher or a server mid-run; every action still ends exactly once.
+
+Everything here is a real process: a Redis with append-only persistence,
+two `fanout server` processes on one Redis, and `fanout dispatcher`
+processes that the tests kill and replace.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+import fanout
+from fanout.client import Client
+from fanout.config import ClientConfig
+from fanout.quota import keys
+from fanout.runtime import load_task
+from fanout.server.redis_process import RedisProcess, free_port
+from fanout.v1 import actions_pb2 as pb
+from tests.conftest import TASKS_FILE
+from tests.helpers import eventually
+
+FANOUT = str(Path(sys.executable).parent / "fanout")
+LEASE_SECONDS = "3"
+
+pytestmark = pytest.mark.e2e
+
+
+class Server:
+    def __init__(self, redis_url: str, admin_token_file: Path, port: int = 0) -> None:
+        self.port = port or free_port()
+        self.redis_url = redis_url
+        self.admin_token_file = admin_token_file
+        self.proc: subprocess.Popen[str] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> Server:
+        env = {"PATH": "/usr/bin:/bin", "FANOUT_LEASE_SECONDS": LEASE_SECONDS, "FANOUT_REAP_INTERVAL_SECONDS": "0.3"}
+        self.proc = subprocess.Popen(
+            [FANOUT, "server", "--listen", self.endpoint, "--redis-url", self.redis_url, "--metrics-port", "-1",
+             "--admin-token-file", str(self.admin_token_file)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        while "listening" not in (line := self.proc.stdout.readline()):
+            assert line, "fanout server exited before it was ready"
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self.proc.communicate()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
+            self.proc.communicate()
+
+
+@dataclass
+class Cluster:
+    redis: redis.Redis
+    servers: list[Server]
+    tenant: str
+    tenant_token: str
+    dispatcher_token: str
+    work: Path
+
+    def dispatcher(self, server: Server, capacity: int = 16) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [FANOUT, "dispatcher", "--endpoint", server.endpoint, "--token", self.dispatcher_token,
+             "--capacity", str(capacity), "--work-dir", str(self.work)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def client(self, server: Server) -> Client:
+        return Client(ClientConfig(endpoint=server.endpoint, token=self.tenant_token))
+
+    def start(self, server: Server, task: str, *args: object) -> fanout.Run:
+        fanout.init(endpoint=server.endpoint, token=self.tenant_token)
+        return fanout.run(load_task(f"file:{TASKS_FILE}:{task}"), *args)
+
+    def usage(self) -> tuple[int, int, int]:
+        """(queued, slots held, leases held) as Redis counts them."""
+        k = keys.TenantKeys(self.tenant)
+        return int(self.redis.hget(k.stats, "queued") or 0), self.redis.scard(k.slots), self.redis.zcard(k.leased)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    base = tmp_path_factory.mktemp("cluster")
+    store = RedisProcess(base / "redis").start()
+    token_file = base / "admin-token"
+    servers = [Server(store.url, token_file).start(), Server(store.url, token_file).start()]
+    with Client(ClientConfig(endpoint=servers[0].endpoint, token=token_file.read_text().strip())) as admin:
+        tenant = admin.create_tenant("crash")
+        dispatcher_token = admin.create_token("dispatcher")
+    client = redis.Redis.from_url(store.url)
+    yield Cluster(client, servers, tenant.tenant, tenant.token, dispatcher_token, base / "actions")
+    client.close()
+    for server in servers:
+        server.stop()
+    store.stop()
+
+
+def terminal_events(client: Client, run: str, parent: str, expected: int) -> Counter[str]:
+    """Terminal events per child, read from the start of the parent's event stream."""
+    seen: Counter[str] = Counter()
+    for event in client.watch_children(run, parent, cursor="0-0", timeout=10):
+        if event.update.phase in (pb.SUCCEEDED, pb.FAILED, pb.ABORTED, pb.TIMED_OUT):
+            seen[event.update.name] += 1
+            if sum(seen.values()) >= expected:
+                break
+    return seen
+
+
+def running_children(client: Client, run: str) -> int:
+    count = 0
+    for event in client.watch_children(run, "root"):
+        if event.HasField("replay_done"):
+            return count
+        count += event.update.phase == pb.RUNNING
+    return count
+
+
+def test_a_killed_dispatchers_actions_run_again_and_end_once(cluster: Cluster) -> None:
+    first = cluster.dispatcher(cluster.servers[0])
+    second = None
+    try:
+        run = cluster.start(cluster.servers[1], "sleepy_fan", 6, 2.0)
+        with cluster.client(cluster.servers[1]) as client:
+            eventually(lambda: running_children(client, run.name) >= 3, timeout=30)
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+            second = cluster.dispatcher(cluster.servers[0])
+
+            assert run.wait(timeout=90).outputs() == [0, 1, 2, 3, 4, 5]
+            counts = terminal_events(client, run.name, "root", 6)
+            assert sorted(counts.values()) == [1] * 6
+            root = client.get_action(run.name, "root")
+            assert root.attempt == 2  # the root ran again too, and found its children by name
+            assert client.get_run(run.name).action_count == 7  # resubmitted children were not charged again
+        eventually(lambda: cluster.usage() == (0, 0, 0), timeout=10)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_a_killed_server_is_replaced_and_the_run_finishes(cluster: Cluster) -> None:
+    victim = cluster.servers[0]
+    dispatcher = cluster.dispatcher(victim)
+    try:
+        run = cluster.start(cluster.servers[1], "sleepy_fan", 5, 1.5)
+        with cluster.client(cluster.servers[1]) as client:
+            eventually(lambda: running_children(client, run.name) >= 2, timeout=30)
+            victim.kill()
+            victim.start()  # same port: the dispatcher and the actions reconnect
+
+            assert run.wait(timeout=90).outputs() == [0, 1, 2, 3, 4]
+            assert sorted(terminal_events(client, run.name, "root", 5).values()) == [1] * 5
+        eventually(lambda: cluster.usage() == (0, 0, 0), timeout=10)
+    finally:
+        dispatcher.kill()
+        dispatcher.wait()
+
+
+def test_waiting_parents_do_not_fill_a_small_dispatcher(cluster: Cluster) -> None:
+    # Root plus three waiting parents exceed a capacity of 2; only the
+    # heartbeat's "waiting" answers give that capacity back.
+    dispatcher = cluster.dispatcher(cluster.servers[0], capacity=2)
+    try:
+        run = cluster.start(cluster.servers[0], "nested", 3, 2)
+        assert run.wait(timeout=90).outputs() == 13
+    finally:
+        dispatcher.kill()
+        dispatcher.wait()
