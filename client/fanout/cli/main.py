@@ -12,6 +12,7 @@ import sys
 
 from fanout import errors
 from fanout.cli import admin_cmds, server_cmds, tenant_cmds
+from fanout.server.errors import StartupError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.handler(args))
-    except errors.ConfigError as exc:
+    except (errors.ConfigError, StartupError) as exc:
         print(f"fanout: {exc}", file=sys.stderr)
         return 2
     except errors.Unavailable as exc:

@@ -29,6 +29,7 @@ from fanout.server.actions_service import ActionService
 from fanout.server.admin_service import AdminService
 from fanout.server.auth import AuthInterceptor
 from fanout.server.dispatch_service import DispatchService
+from fanout.server.errors import StartupError
 from fanout.server.settings import Settings
 from fanout.server.wakeup import Wakeup
 from fanout.v1 import actions_pb2, actions_pb2_grpc, admin_pb2, admin_pb2_grpc, dispatch_pb2, dispatch_pb2_grpc
@@ -91,13 +92,17 @@ async def create_server(settings: Settings) -> ControlPlane:
     ]
     reflection.enable_server_reflection([*services, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
 
-    port = (
-        server.add_secure_port(settings.listen, _credentials(settings))
-        if settings.tls_cert
-        else server.add_insecure_port(settings.listen)
-    )
-    if port == 0:
-        raise OSError(f"cannot listen on {settings.listen}")
+    try:
+        if settings.tls_cert:
+            port = server.add_secure_port(settings.listen, _credentials(settings))
+        else:
+            port = server.add_insecure_port(settings.listen)
+    except RuntimeError:
+        await redis.aclose()
+        raise StartupError(
+            f"cannot listen on {settings.listen}: the address is in use or not local; "
+            "choose another with --listen (port 0 picks a free one)"
+        ) from None
     await server.start()
     for name in ["", *services]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -107,9 +112,12 @@ async def create_server(settings: Settings) -> ControlPlane:
 
 
 def _credentials(settings: Settings) -> grpc.ServerCredentials:
-    key = Path(settings.tls_key).read_bytes()
-    cert = Path(settings.tls_cert).read_bytes()
-    client_ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
+    try:
+        key = Path(settings.tls_key).read_bytes()
+        cert = Path(settings.tls_cert).read_bytes()
+        client_ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
+    except OSError as exc:
+        raise StartupError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from None
     return grpc.ssl_server_credentials(
         [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
     )

