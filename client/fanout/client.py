@@ -103,6 +103,9 @@ class Client:
     def get_action(self, run: str, name: str) -> pb.ActionStatus:
         return self.call(self.actions.GetAction, pb.GetActionRequest(run=run, name=name))
 
+    def abort_run(self, run: str, reason: str = "") -> int:
+        return int(self.call(self.actions.AbortRun, pb.AbortRunRequest(run=run, reason=reason)).aborted)
+
     def watch_children(
         self, run: str, parent: str = "", cursor: str = "", timeout: float | None = None
     ) -> Iterator[pb.WatchEvent]:

@@ -138,6 +138,9 @@ def test_cli_admin_and_tenant_commands(tmp_path: Path) -> None:
         watched = fanout("watch", run_name, "--parent", "root")
         assert watched.returncode == 0 and "4/4 finished" in watched.stdout
 
+        aborted = fanout("abort", run_name)
+        assert aborted.returncode == 0 and "already finished" in aborted.stdout
+
         missing = fanout("get", "rnothere")
         assert missing.returncode == 1 and "not found" in missing.stderr
         no_reason = fanout("admin", "quota", "set", "default", "--max-fanout", "5")

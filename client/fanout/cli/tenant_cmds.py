@@ -1,4 +1,4 @@
-"""Tenant commands: `fanout run`, `get`, `watch`."""
+"""Tenant commands: `fanout run`, `get`, `watch`, `abort`."""
 
 from __future__ import annotations
 
@@ -46,6 +46,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
     watch.add_argument("run")
     watch.add_argument("--parent", default="", help="follow the children of this action (default: the root)")
     watch.set_defaults(handler=cmd_watch)
+
+    abort = sub.add_parser(
+        "abort", parents=[common], help="abort a run: every unfinished action ends ABORTED, running ones are stopped"
+    )
+    abort.add_argument("run")
+    abort.add_argument("--reason", default="", help="why; logged by the server")
+    abort.set_defaults(handler=cmd_abort)
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -128,3 +135,15 @@ def cmd_watch(args: argparse.Namespace) -> int:
                         print(line)
                     return 0 if all(p == pb.SUCCEEDED for p in phases.values()) else 1
     return 1
+
+
+def cmd_abort(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        aborted = client.abort_run(args.run, args.reason)
+    if args.json:
+        output.emit_json({"run": args.run, "aborted": aborted})
+    elif aborted:
+        print(f"run {args.run}: {aborted} unfinished actions aborted")
+    else:
+        print(f"run {args.run} had already finished; nothing to abort")
+    return 0
