@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import fanout
 from bench.procs import clean_env, fanout_cmd, running
-from fanout.run import client as sdk_client
+from fanout.runs import client as sdk_client
 from fanout.runtime import load_task
 
 TASKS = 200
