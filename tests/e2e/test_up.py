@@ -15,11 +15,25 @@ import yaml
 from fanout.client import Client
 from fanout.config import ClientConfig
 from fanout.v1 import actions_pb2 as pb
+from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 FANOUT = str(Path(sys.executable).parent / "fanout")
 
 pytestmark = pytest.mark.e2e
+
+
+def processes_working_in(directory: Path) -> list[int]:
+    """Live processes whose working directory is `directory` (Redis runs in its --dir)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if Path(os.readlink(entry / "cwd")) == directory.resolve():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
 
 
 def test_up_runs_the_example_and_stops_everything(tmp_path: Path) -> None:
@@ -59,8 +73,7 @@ def test_up_runs_the_example_and_stops_everything(tmp_path: Path) -> None:
     ]
     assert (data / "config.yaml").exists()
     assert (data / "redis" / "appendonlydir").is_dir() or (data / "redis" / "appendonly.aof").exists()
-    redis_left = subprocess.run(["pgrep", "-f", f"redis-server.*{data}"], capture_output=True, check=False)
-    assert redis_left.returncode == 1, "the private Redis must be stopped"
+    assert processes_working_in(data / "redis") == [], "the private Redis must be stopped"
 
 
 def test_up_serves_until_sigterm_and_the_state_survives_a_restart(tmp_path: Path) -> None:
@@ -84,11 +97,13 @@ def test_up_serves_until_sigterm_and_the_state_survives_a_restart(tmp_path: Path
         return Client(ClientConfig(endpoint=cfg["endpoint"], token=cfg["token"]))
 
     proc = start()
+    assert len(processes_working_in(data / "redis")) == 1
     with client() as c:
         run = c.create_run(pb.ActionSpec(task_ref="module:os:getcwd", command=["true"]))
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     proc.communicate()
+    assert processes_working_in(data / "redis") == []
 
     proc = start()
     try:
@@ -149,3 +164,19 @@ def test_cli_admin_and_tenant_commands(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
         proc.communicate()
+
+
+def test_a_killed_up_takes_its_redis_with_it(tmp_path: Path) -> None:
+    data = tmp_path / "state"
+    proc = subprocess.Popen(
+        [FANOUT, "up", "--data-dir", str(data), "--listen", "127.0.0.1:0", "--metrics-port", "-1"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stdout.readline().startswith("fanout is ready")
+    assert len(processes_working_in(data / "redis")) == 1
+
+    proc.kill()
+    proc.wait()
+    proc.communicate()
+
+    eventually(lambda: processes_working_in(data / "redis") == [], timeout=10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,19 @@ def child_phases(tenant: Tenant, run: str, parent: str = "root") -> dict[str, in
     raise AssertionError("watch ended before replay_done")
 
 
+def processes_of(run: str) -> list[int]:
+    """Pids of live processes running actions of `run`: their output goes to the run's scratch directory."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if f"/{run}/" in os.readlink(entry / "fd" / "1"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue  # gone meanwhile, or not ours to read
+    return pids
+
+
 def test_a_failing_task_is_retried_with_backoff_and_then_succeeds(tenant: Tenant, tmp_path: Path) -> None:
     run = start(tenant, "call_flaky", str(tmp_path), 2)
 
@@ -49,6 +63,7 @@ def test_retries_run_out_and_the_failure_is_final(tenant: Tenant, tmp_path: Path
 def test_abort_ends_every_unfinished_action_once_and_frees_the_quota(tenant: Tenant) -> None:
     run = start(tenant, "sleepy_fan", 4, 60)
     eventually(lambda: len(child_phases(tenant, run.name)) == 4)
+    eventually(lambda: len(processes_of(run.name)) == 5)
 
     aborted = tenant.client.abort_run(run.name, reason="test")
 
@@ -58,6 +73,7 @@ def test_abort_ends_every_unfinished_action_once_and_frees_the_quota(tenant: Ten
     assert tenant.queued() == 0
     assert tenant.running() == 0
     assert tenant.client.abort_run(run.name) == 0
+    eventually(lambda: processes_of(run.name) == [])  # the dispatcher stopped them
     with pytest.raises(fanout.RunFailed, match="Aborted"):
         run.outputs()
 

