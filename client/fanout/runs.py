@@ -14,6 +14,8 @@ from fanout.config import ClientConfig
 from fanout.task import Task
 from fanout.v1 import actions_pb2 as pb
 
+# How long wait() keeps trying to reach a control plane that went away.
+RECONNECT_SECONDS = 60.0
 _TERMINAL = (pb.SUCCEEDED, pb.FAILED, pb.ABORTED, pb.TIMED_OUT)
 _lock = threading.Lock()
 _client: Client | None = None
@@ -75,13 +77,19 @@ class Run:
         return pb.Phase.Name(self._root.phase if self._root else self._client.get_run(self.name).phase)
 
     def wait(self, timeout: float | None = None) -> Run:
-        """Block until the root action finishes. Does not raise on failure; see outputs()."""
+        """Block until the root action finishes. Does not raise on failure; see outputs().
+
+        Rides out a restarting control plane (resuming its watch from the last
+        cursor) but gives up when it stays unreachable for RECONNECT_SECONDS.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         cursor = ""
+        unreachable_since: float | None = None
         while self._root is None:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 for event in self._client.watch_children(self.name, "", cursor, timeout=remaining):
+                    unreachable_since = None
                     if event.HasField("replay_done") or cursor:
                         cursor = event.cursor
                     if event.HasField("update") and event.update.phase in _TERMINAL:
@@ -89,8 +97,14 @@ class Run:
                         break
             except errors.DeadlineExceeded:
                 raise errors.DeadlineExceeded(f"run {self.name} did not finish within {timeout}s") from None
-            except errors.Unavailable:
-                time.sleep(0.5)  # the server restarted or moved; resume from the cursor
+            except errors.Unavailable as exc:
+                unreachable_since = unreachable_since or time.monotonic()
+                if time.monotonic() - unreachable_since > RECONNECT_SECONDS:
+                    raise errors.Unavailable(
+                        f"lost the control plane for {RECONNECT_SECONDS:.0f}s while waiting for run {self.name} "
+                        f"({exc}); the run goes on: follow it with `fanout watch {self.name}`"
+                    ) from None
+                time.sleep(0.5)
         return self
 
     def outputs(self) -> Any:
