@@ -36,6 +36,27 @@ def processes_working_in(directory: Path) -> list[int]:
     return pids
 
 
+def start_up(data: Path) -> subprocess.Popen[str]:
+    """`fanout up` on a free port, returned once it says it is ready."""
+    proc = subprocess.Popen(
+        [FANOUT, "up", "--data-dir", str(data), "--listen", "127.0.0.1:0", "--metrics-port", "-1"],
+        cwd=data.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    ready = proc.stdout.readline()
+    assert ready.startswith("fanout is ready at "), ready + (proc.stderr.read() if proc.stderr else "")
+    return proc
+
+
+def stop(proc: subprocess.Popen[str], sig: signal.Signals = signal.SIGTERM) -> None:
+    proc.send_signal(sig)
+    assert proc.wait(30) == 0
+    proc.communicate()
+
+
 def test_up_runs_the_example_and_stops_everything(tmp_path: Path) -> None:
     data = tmp_path / "state"
     result = subprocess.run(
@@ -79,40 +100,23 @@ def test_up_runs_the_example_and_stops_everything(tmp_path: Path) -> None:
 def test_up_serves_until_sigterm_and_the_state_survives_a_restart(tmp_path: Path) -> None:
     data = tmp_path / "state"
 
-    def start() -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [FANOUT, "up", "--data-dir", str(data), "--listen", "127.0.0.1:0", "--metrics-port", "-1"],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert proc.stdout is not None
-        ready = proc.stdout.readline()
-        assert ready.startswith("fanout is ready at "), ready + (proc.stderr.read() if proc.stderr else "")
-        return proc
-
     def client() -> Client:
         cfg = yaml.safe_load((data / "config.yaml").read_text())
         return Client(ClientConfig(endpoint=cfg["endpoint"], token=cfg["token"]))
 
-    proc = start()
+    proc = start_up(data)
     assert len(processes_working_in(data / "redis")) == 1
     with client() as c:
         run = c.create_run(pb.ActionSpec(task_ref="module:os:getcwd", command=["true"]))
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(30) == 0
-    proc.communicate()
+    stop(proc)
     assert processes_working_in(data / "redis") == []
 
-    proc = start()
+    proc = start_up(data)
     try:
         with client() as c:
             assert c.get_run(run.name).name == run.name  # kept by Redis's append-only file
     finally:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0
-        proc.communicate()
+        stop(proc, signal.SIGINT)
 
 
 def test_cli_admin_and_tenant_commands(tmp_path: Path) -> None:
@@ -120,15 +124,8 @@ def test_cli_admin_and_tenant_commands(tmp_path: Path) -> None:
     env = {**os.environ, "FANOUT_CONFIG": str(data / "config.yaml")}
     env.pop("FANOUT_TOKEN", None)
     env.pop("FANOUT_ENDPOINT", None)
-    proc = subprocess.Popen(
-        [FANOUT, "up", "--data-dir", str(data), "--listen", "127.0.0.1:0", "--metrics-port", "-1"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_up(data)
     try:
-        assert proc.stdout is not None and proc.stdout.readline().startswith("fanout is ready")
 
         def fanout(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
@@ -161,18 +158,12 @@ def test_cli_admin_and_tenant_commands(tmp_path: Path) -> None:
         no_reason = fanout("admin", "quota", "set", "default", "--max-fanout", "5")
         assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-        proc.communicate()
+        stop(proc)
 
 
 def test_a_killed_up_takes_its_redis_with_it(tmp_path: Path) -> None:
     data = tmp_path / "state"
-    proc = subprocess.Popen(
-        [FANOUT, "up", "--data-dir", str(data), "--listen", "127.0.0.1:0", "--metrics-port", "-1"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None and proc.stdout.readline().startswith("fanout is ready")
+    proc = start_up(data)
     assert len(processes_working_in(data / "redis")) == 1
 
     proc.kill()

@@ -7,11 +7,13 @@ import json
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 from fanout import config as client_config
 from fanout.cli import output
 from fanout.client import Client
 from fanout.runs import start_run
+from fanout.runtime import load_task
 from fanout.v1 import actions_pb2 as pb
 
 TERMINAL = (pb.SUCCEEDED, pb.FAILED, pb.ABORTED, pb.TIMED_OUT)
@@ -60,10 +62,6 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from fanout.runtime import load_task
-
     task = load_task(f"file:{Path(args.file).resolve()}:{args.task}")
     values = []
     for raw in args.args:
