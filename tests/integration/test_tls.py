@@ -1,0 +1,85 @@
+"""TLS and mutual TLS are configuration: the same server and SDK, certificates made here with openssl."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from fanout import errors
+from fanout.client import Client
+from fanout.config import ClientConfig
+from fanout.server.app import ControlPlane, create_server
+from fanout.server.settings import Settings
+from fanout.v1 import actions_pb2 as pb
+from tests.helpers import LoopThread
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def issue(cwd: Path, name: str, subject: str, extensions: str) -> None:
+    """A key and a certificate for `name`, signed by the CA in `cwd`."""
+    openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-subj", subject,
+            "-out", f"{name}.csr", cwd=cwd)  # fmt: skip
+    (cwd / f"{name}.ext").write_text(extensions)
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "1", "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=cwd)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("certs")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+            "-days", "1", "-subj", "/CN=fanout test CA", cwd=d)  # fmt: skip
+    issue(d, "server", "/CN=localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    issue(d, "client", "/CN=client", "extendedKeyUsage=clientAuth\n")
+    return d
+
+
+@pytest.fixture
+def tls_plane(
+    request: pytest.FixtureRequest, loop_thread: LoopThread, settings: Settings, certs: Path
+) -> Iterator[tuple[ControlPlane, str]]:
+    mutual = request.param
+    tls = replace(
+        settings,
+        tls_cert=str(certs / "server.pem"),
+        tls_key=str(certs / "server.key"),
+        tls_client_ca=str(certs / "ca.pem") if mutual else "",
+    )
+    plane = loop_thread.run(create_server(tls))
+    loop_thread.run(plane.actions.register_tenant("tls"))
+    token = loop_thread.run(plane.tokens.create("tenant", "tls"))
+    yield plane, token
+    loop_thread.run(plane.stop(grace=1))
+
+
+def get_missing_run(config: ClientConfig) -> None:
+    with Client(config) as client, pytest.raises(errors.NotFound):
+        client.get_run("rnothere")  # NOT_FOUND proves the call went through TLS and auth
+
+
+@pytest.mark.parametrize("tls_plane", [False], indirect=True)
+def test_tls_clients_get_through_and_plaintext_ones_do_not(tls_plane: tuple[ControlPlane, str], certs: Path) -> None:
+    plane, token = tls_plane
+    endpoint = f"127.0.0.1:{plane.port}"
+
+    get_missing_run(ClientConfig(endpoint=endpoint, token=token, tls_ca=str(certs / "ca.pem")))
+    with Client(ClientConfig(endpoint=endpoint, token=token)) as plaintext, pytest.raises(errors.Unavailable):
+        plaintext.call(plaintext.actions.GetRun, pb.GetRunRequest(run="rnothere"), timeout=5)
+
+
+@pytest.mark.parametrize("tls_plane", [True], indirect=True)
+def test_mutual_tls_needs_a_client_certificate(tls_plane: tuple[ControlPlane, str], certs: Path) -> None:
+    plane, token = tls_plane
+    endpoint = f"127.0.0.1:{plane.port}"
+    server_only = ClientConfig(endpoint=endpoint, token=token, tls_ca=str(certs / "ca.pem"))
+
+    get_missing_run(replace(server_only, tls_cert=str(certs / "client.pem"), tls_key=str(certs / "client.key")))
+    with Client(server_only) as anonymous, pytest.raises(errors.Unavailable):
+        anonymous.call(anonymous.actions.GetRun, pb.GetRunRequest(run="rnothere"), timeout=5)
