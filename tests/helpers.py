@@ -28,7 +28,12 @@ class LoopThread:
         self.loop.close()
 
 
-def eventually(check: Callable[[], T], timeout: float = 20.0, interval: float = 0.05) -> T:
+def eventually(
+    check: Callable[[], T],
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    retry_on: tuple[type[BaseException], ...] = (AssertionError,),
+) -> T:
     """Retry `check` until it returns a truthy value without raising; fail with its last error."""
     deadline = time.monotonic() + timeout
     while True:
@@ -37,7 +42,7 @@ def eventually(check: Callable[[], T], timeout: float = 20.0, interval: float = 
             if value:
                 return value
             last: BaseException | None = AssertionError(f"{check} stayed falsy: {value!r}")
-        except AssertionError as exc:
+        except retry_on as exc:
             last = exc
         if time.monotonic() > deadline:
             assert last is not None
