@@ -11,7 +11,13 @@ from fanout.cli import output
 from fanout.client import Client
 from fanout.errors import ConfigError
 
-LIMIT_FLAGS = ("max_fanout", "max_concurrency", "max_queued", "max_payload_bytes")
+LIMIT_HELP = {
+    "max_fanout": "most actions one run may hold, root and all descendants",
+    "max_concurrency": "most actions of the tenant running at once",
+    "max_queued": "most admitted, unfinished actions of the tenant",
+    "max_payload_bytes": "largest inputs or outputs of one action",
+}
+LIMIT_FLAGS = tuple(LIMIT_HELP)
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
@@ -42,10 +48,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
     get = quota.add_parser("get", parents=[common], help="effective limits and stored overrides")
     get.add_argument("tenant")
     get.set_defaults(handler=cmd_quota_get)
-    put = quota.add_parser("set", parents=[common], help="change limits at once on every server; audited")
+    put = quota.add_parser(
+        "set",
+        parents=[common],
+        help="change limits at once on every server; audited",
+        epilog="example: fanout admin quota set acme --max-fanout 50000 --reason 'ticket 123'",
+    )
     put.add_argument("tenant")
-    for flag in LIMIT_FLAGS:
-        put.add_argument("--" + flag.replace("_", "-"), type=int, dest=flag)
+    for flag, text in LIMIT_HELP.items():
+        put.add_argument("--" + flag.replace("_", "-"), type=int, dest=flag, metavar="N", help=text)
     put.add_argument("--reason", required=True, help="why; recorded in the audit trail")
     put.set_defaults(handler=cmd_quota_set)
 

@@ -91,6 +91,8 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         else:
             metrics.ADMISSION_DECISIONS.labels(decision="admitted").inc()
             metrics.ACTIONS_ADMITTED.inc(admission.admitted)
+            if admission.admitted and admission.fanout_used >= 0.9 * admission.fanout_limit:
+                metrics.FANOUT_NEAR_LIMIT.inc()
             if admission.admitted:
                 self._wakeup.notify()
         return pb.SubmitBatchResponse(

@@ -9,6 +9,10 @@ ADMISSION_DECISIONS = Counter(
     "Batch admission decisions, by outcome.",
     ["decision"],  # admitted | rejected_max_fanout | rejected_max_queued | dry_run
 )
+FANOUT_NEAR_LIMIT = Counter(
+    "fanout_fanout_near_limit_total",
+    "Admitted batches that left their run within 10% of max_fanout: tenants about to hit the limit.",
+)
 ACTIONS_ADMITTED = Counter("fanout_actions_admitted_total", "Actions newly admitted (resubmissions not counted).")
 BATCH_SIZE = Histogram(
     "fanout_batch_size_actions",
