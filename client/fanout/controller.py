@@ -98,7 +98,7 @@ class Controller:
                 await self.client.submit_batch(self.run, self.parent, batch)
                 return
             except errors.FanoutLimitExceeded as exc:
-                self._fail(batch, exc)
+                self._fail([s.name for s in batch], exc)
                 return
             except errors.QuotaExceeded as exc:  # max_queued: wait for room, do not fail the run
                 wait = exc.retry_after or delay
@@ -109,12 +109,12 @@ class Controller:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             except errors.FanoutError as exc:
-                self._fail(batch, exc)
+                self._fail([s.name for s in batch], exc)
                 return
 
-    def _fail(self, batch: list[pb.ActionSpec], exc: Exception) -> None:
-        for spec in batch:
-            future = self._waiting.pop(spec.name, None)
+    def _fail(self, names: list[str], exc: Exception) -> None:
+        for name in names:
+            future = self._waiting.pop(name, None)
             if future is not None and not future.done():
                 future.set_exception(exc)
 
@@ -139,6 +139,11 @@ class Controller:
                 log.warning("watch interrupted (%s); resuming in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+            except errors.FanoutError as exc:
+                # Refused (revoked token, run gone): no retry will help, and a
+                # waiter must not hang on a watch that will never report.
+                self._fail(list(self._waiting), exc)
+                return
 
     def _settle(self, status: pb.ActionStatus) -> None:
         if status.phase not in TERMINAL:

@@ -82,6 +82,9 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
                     with contextlib.suppress(TimeoutError):
                         poll = IDLE_POLL_SECONDS if stream.credit > 0 else FULL_POLL_SECONDS
                         await asyncio.wait_for(stream.nudge.wait(), poll)
+            failure = reader.exception()
+            if failure is not None:
+                raise failure  # e.g. Redis down during a heartbeat: end the stream with its status
         finally:
             self._wakeup.unregister(stream.nudge)
             reader.cancel()
