@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 import fanout
 from fanout.runtime import load_task
@@ -31,10 +32,21 @@ def children(tenant: Tenant, run: str, parent: str) -> list[pb.ActionStatus]:
     raise AssertionError("watch ended before replay_done")
 
 
+def batches() -> tuple[float, float]:
+    """(SubmitBatch calls, actions in them) so far, from the server's histogram."""
+    count = REGISTRY.get_sample_value("fanout_batch_size_actions_count") or 0.0
+    total = REGISTRY.get_sample_value("fanout_batch_size_actions_sum") or 0.0
+    return count, total
+
+
 def test_the_example_end_to_end(tenant: Tenant) -> None:
+    calls_before, actions_before = batches()
     run = start(tenant, EXAMPLE, "parallel_data_fetching", [1, 2, 3, 4, 5, 6, 7])
 
     rows = run.outputs()
+
+    # The seven calls of one gather went out as one SubmitBatch.
+    assert batches() == (calls_before + 1, actions_before + 7)
 
     assert [r["user_id"] for r in rows] == [1, 2, 3, 4, 5, 6, 7]
     assert rows[2] == {"user_id": 3, "name": "User_3", "score": 30, "data": "Sample data for user 3"}
