@@ -7,6 +7,7 @@ names and counts, never payload contents.
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -86,6 +87,18 @@ class RunInfo:
     created_at: float
 
 
+def pack_batch(actions: Sequence[tuple[str, bytes]]) -> bytes:
+    """Actions as one blob for admit.lua: per action a u16 name length, a u32 spec length, name, spec."""
+    parts = []
+    for name, spec in actions:
+        encoded = name.encode()
+        parts += [_HEADER.pack(len(encoded), len(spec)), encoded, spec]
+    return b"".join(parts)
+
+
+_HEADER = struct.Struct(">HI")
+
+
 class ActionStore:
     def __init__(
         self,
@@ -147,9 +160,8 @@ class ActionStore:
             self.defaults.max_fanout,
             self.defaults.max_queued,
             mode,
+            pack_batch(actions),
         ]
-        for name, spec in actions:
-            args += [name, spec]
         reply = await self._scripts.admit(
             keys=[k.run(run), k.specs(run), k.states(run), k.kids(run, parent), k.queue, k.limits, k.stats, k.slots],
             args=args,
