@@ -146,6 +146,7 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
     async def Report(self, request: dpb.ReportRequest, context: aio.ServicerContext[Any, Any]) -> dpb.ReportResponse:
         who = principal()
         by_tenant: dict[str, list[Report]] = defaultdict(list)
+        payload_caps: dict[str, int] = {}
         for r in request.reports:
             if who.tenant and r.tenant != who.tenant:
                 raise denied(f"this dispatcher serves tenant {who.tenant!r}, not {r.tenant!r}")
@@ -156,8 +157,9 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
                 raise invalid(f"action {r.name!r}: a dispatcher reports RUNNING or a terminal phase, not {r.phase}")
             if r.retry_after_seconds and r.phase not in (pb.FAILED, pb.TIMED_OUT):
                 raise invalid(f"action {r.name!r}: only a failure can be retried")
-            limits = await self._limits.effective(r.tenant)
-            validation.result(r.result, limits.max_payload_bytes, r.name)
+            if r.tenant not in payload_caps:  # one limits read per tenant, not per report
+                payload_caps[r.tenant] = (await self._limits.effective(r.tenant)).max_payload_bytes
+            validation.result(r.result, payload_caps[r.tenant], r.name)
             result = r.result.SerializeToString() if phases.is_terminal(r.phase) else b""
             by_tenant[r.tenant].append(
                 Report(r.run, r.name, r.attempt, r.phase, result, min(max(r.retry_after_seconds, 0.0), 3600.0))
