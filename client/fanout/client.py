@@ -20,6 +20,8 @@ from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import actions_pb2_grpc, admin_pb2_grpc
 from fanout.v1 import admin_pb2 as apb
 
+TERMINAL_PHASES = frozenset({pb.SUCCEEDED, pb.FAILED, pb.ABORTED, pb.TIMED_OUT})
+
 
 def translate(exc: grpc.RpcError) -> errors.FanoutError:
     """The SDK error for a failed call, with quota details when the server sent them."""

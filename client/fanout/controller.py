@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from fanout import errors, serialization
-from fanout.client import AsyncClient
+from fanout.client import TERMINAL_PHASES, AsyncClient
 from fanout.v1 import actions_pb2 as pb
 
 if TYPE_CHECKING:
@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 
 _CURRENT: ContextVar[Controller | None] = ContextVar("fanout_controller", default=None)
 MAX_BATCH = 10_000
-TERMINAL = {pb.SUCCEEDED, pb.FAILED, pb.ABORTED, pb.TIMED_OUT}
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -146,7 +145,7 @@ class Controller:
                 return
 
     def _settle(self, status: pb.ActionStatus) -> None:
-        if status.phase not in TERMINAL:
+        if status.phase not in TERMINAL_PHASES:
             return
         self._finished[status.name] = status
         future = self._waiting.pop(status.name, None)

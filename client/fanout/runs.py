@@ -9,14 +9,13 @@ from typing import Any
 
 from fanout import config as config_mod
 from fanout import errors, serialization
-from fanout.client import Client
+from fanout.client import TERMINAL_PHASES, Client
 from fanout.config import ClientConfig
 from fanout.task import Task
 from fanout.v1 import actions_pb2 as pb
 
 # How long wait() keeps trying to reach a control plane that went away.
 RECONNECT_SECONDS = 60.0
-_TERMINAL = (pb.SUCCEEDED, pb.FAILED, pb.ABORTED, pb.TIMED_OUT)
 _lock = threading.Lock()
 _client: Client | None = None
 
@@ -92,7 +91,7 @@ class Run:
                     unreachable_since = None
                     if event.HasField("replay_done") or cursor:
                         cursor = event.cursor
-                    if event.HasField("update") and event.update.phase in _TERMINAL:
+                    if event.HasField("update") and event.update.phase in TERMINAL_PHASES:
                         self._root = event.update
                         break
             except errors.DeadlineExceeded:

@@ -11,12 +11,10 @@ from pathlib import Path
 
 from fanout import config as client_config
 from fanout.cli import output
-from fanout.client import Client
+from fanout.client import TERMINAL_PHASES, Client
 from fanout.runs import start_run
 from fanout.runtime import load_task
 from fanout.v1 import actions_pb2 as pb
-
-TERMINAL = (pb.SUCCEEDED, pb.FAILED, pb.ABORTED, pb.TIMED_OUT)
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
@@ -114,14 +112,14 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 phases[event.update.name] = event.update.phase
                 if args.json:
                     output.emit_json(output.status_dict(event.update))
-                elif replayed and event.update.phase in TERMINAL and event.update.phase != pb.SUCCEEDED:
+                elif replayed and event.update.phase in TERMINAL_PHASES and event.update.phase != pb.SUCCEEDED:
                     outcome = output.describe_result(event.update.result)
                     print(f"{event.update.name} {output.phase(event.update.phase)}: {outcome}")
             if event.HasField("replay_done"):
                 replayed = True
             if replayed:
                 counts = Counter(output.phase(p) for p in phases.values())
-                done = sum(1 for p in phases.values() if p in TERMINAL)
+                done = sum(1 for p in phases.values() if p in TERMINAL_PHASES)
                 line = f"{done}/{len(phases)} finished · " + " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
                 if interactive and line != last_line:
                     sys.stderr.write("\r" + line)
