@@ -19,7 +19,7 @@ import pytest
 import redis
 
 import fanout
-from fanout.client import Client
+from fanout.client import TERMINAL_PHASES, Client
 from fanout.config import ClientConfig
 from fanout.quota import keys
 from fanout.runtime import load_task
@@ -120,7 +120,7 @@ def terminal_events(client: Client, run: str, parent: str, expected: int) -> Cou
     """Terminal events per child, read from the start of the parent's event stream."""
     seen: Counter[str] = Counter()
     for event in client.watch_children(run, parent, cursor="0-0", timeout=10):
-        if event.update.phase in (pb.SUCCEEDED, pb.FAILED, pb.ABORTED, pb.TIMED_OUT):
+        if event.update.phase in TERMINAL_PHASES:
             seen[event.update.name] += 1
             if sum(seen.values()) >= expected:
                 break

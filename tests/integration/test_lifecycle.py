@@ -6,9 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+import redis
 
 import fanout
 from fanout.runtime import load_task
+from fanout.server.settings import Settings
 from fanout.v1 import actions_pb2 as pb
 from tests.conftest import TASKS_FILE, Tenant
 from tests.helpers import eventually
@@ -86,3 +88,16 @@ def test_when_the_root_finishes_its_unfinished_children_are_aborted(tenant: Tena
     assert phases == [pb.FAILED, pb.ABORTED, pb.ABORTED, pb.ABORTED]
     assert tenant.queued() == 0
     assert tenant.running() == 0
+
+
+def test_a_finished_run_is_kept_for_the_retention_period_only(
+    tenant: Tenant, redis_client: redis.Redis, settings: Settings
+) -> None:
+    run = start(tenant, "nested", 2, 2)
+    assert run.outputs() == 7
+
+    run_keys = [key.decode() for key in redis_client.scan_iter(match=f"fo:{{{tenant.name}}}:*{run.name}*")]
+    # run, spec, st, res, parents; kids and ev for "" (the root's own), the root and its two children.
+    assert len(run_keys) == 13, run_keys
+    for key in run_keys:
+        assert 0 < redis_client.ttl(key) <= settings.run_retention_seconds, key

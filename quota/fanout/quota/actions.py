@@ -108,6 +108,7 @@ class ActionStore:
         *,
         lease_seconds: float = 15.0,
         max_attempts: int = 3,
+        retention_seconds: int = 7 * 24 * 3600,
         clock: Callable[[], float] = time.time,
     ) -> None:
         # Typed loosely: redis-py types replies as str | bytes; with decode_responses off they are bytes.
@@ -116,6 +117,7 @@ class ActionStore:
         self._limits = limits
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
+        self.retention_seconds = retention_seconds
         self._clock = clock
 
     @property
@@ -163,7 +165,17 @@ class ActionStore:
             pack_batch(actions),
         ]
         reply = await self._scripts.admit(
-            keys=[k.run(run), k.specs(run), k.states(run), k.kids(run, parent), k.queue, k.limits, k.stats, k.slots],
+            keys=[
+                k.run(run),
+                k.specs(run),
+                k.states(run),
+                k.kids(run, parent),
+                k.queue,
+                k.limits,
+                k.stats,
+                k.slots,
+                k.parents(run),
+            ],
             args=args,
         )
         status = reply[0].decode()
@@ -201,7 +213,13 @@ class ActionStore:
     async def report(self, tenant: str, reports: Sequence[Report]) -> int:
         """Apply phase reports; returns how many were ignored (stale or duplicate)."""
         k = keys.TenantKeys(tenant)
-        args: list[str | bytes | int | float] = [k.prefix, self._clock(), keys.EVENTS_MAXLEN, ABORTED_RESULT]
+        args: list[str | bytes | int | float] = [
+            k.prefix,
+            self._clock(),
+            keys.EVENTS_MAXLEN,
+            ABORTED_RESULT,
+            self.retention_seconds,
+        ]
         for r in reports:
             args += [r.run, r.name, r.attempt, r.phase, r.result, r.retry_after]
         return int(await self._scripts.report(keys=[k.slots, k.leased, k.stats, k.delayed], args=args))
@@ -224,7 +242,15 @@ class ActionStore:
         k = keys.TenantKeys(tenant)
         requeued, failed = await self._scripts.reap(
             keys=[k.slots, k.leased, k.queue, k.stats],
-            args=[k.prefix, self._clock(), keys.EVENTS_MAXLEN, self.max_attempts, LEASE_LOST_RESULT, ABORTED_RESULT],
+            args=[
+                k.prefix,
+                self._clock(),
+                keys.EVENTS_MAXLEN,
+                self.max_attempts,
+                LEASE_LOST_RESULT,
+                ABORTED_RESULT,
+                self.retention_seconds,
+            ],
         )
         return int(requeued), int(failed)
 
@@ -235,7 +261,7 @@ class ActionStore:
         aborted = int(
             await self._scripts.abort(
                 keys=[k.run(run), k.slots, k.leased, k.stats],
-                args=[k.prefix, self._clock(), keys.EVENTS_MAXLEN, ABORTED_RESULT, run],
+                args=[k.prefix, self._clock(), keys.EVENTS_MAXLEN, ABORTED_RESULT, run, self.retention_seconds],
             )
         )
         if aborted < 0:

@@ -68,7 +68,12 @@ async def create_server(settings: Settings) -> ControlPlane:
     scripts = Scripts.register(redis)
     limits = LimitStore(redis, scripts, settings.limits)
     actions = ActionStore(
-        redis, scripts, limits, lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts
+        redis,
+        scripts,
+        limits,
+        lease_seconds=settings.lease_seconds,
+        max_attempts=settings.max_attempts,
+        retention_seconds=settings.run_retention_seconds,
     )
     tokens = TokenStore(redis)
     wakeup = Wakeup()

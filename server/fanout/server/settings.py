@@ -32,6 +32,8 @@ class Settings:
     # up to max_attempts times in all.
     lease_seconds: float = 15.0
     max_attempts: int = 3
+    # A finished run's state is kept this long, then Redis drops it.
+    run_retention_seconds: int = 7 * 24 * 3600
     reap_interval_seconds: float = 1.0
     tls_cert: str = ""
     tls_key: str = ""
@@ -58,7 +60,15 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        for name in ("max_fanout", "max_concurrency", "max_queued", "max_payload_bytes", "max_batch", "max_attempts"):
+        for name in (
+            "max_fanout",
+            "max_concurrency",
+            "max_queued",
+            "max_payload_bytes",
+            "max_batch",
+            "max_attempts",
+            "run_retention_seconds",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1, got {getattr(self, name)}")
         if self.lease_seconds <= 0:

@@ -1,5 +1,6 @@
 -- Admit a batch of actions into one run: all of it or none of it.
--- KEYS: 1 run meta, 2 specs, 3 states, 4 kids(run, parent), 5 queue, 6 limits, 7 stats, 8 slots
+-- KEYS: 1 run meta, 2 specs, 3 states, 4 kids(run, parent), 5 queue, 6 limits, 7 stats, 8 slots,
+--       9 parents(run): every parent with children, so retention can find their keys
 -- ARGV: 1 run, 2 parent ("" for the root), 3 now, 4 default max_fanout,
 --       5 default max_queued, 6 mode: create | submit | dry,
 --       7 the batch packed as (u16 name length, u32 spec length, name, spec) per action:
@@ -75,6 +76,7 @@ end
 flush()
 
 redis.call('HINCRBY', KEYS[1], 'count', k)
+redis.call('SADD', KEYS[9], parent)
 redis.call('HINCRBY', KEYS[7], 'queued', k)
 -- A parent awaiting its children holds no concurrency slot, so nested
 -- fanouts cannot deadlock on the tenant's max_concurrency.

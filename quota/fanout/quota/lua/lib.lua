@@ -9,6 +9,18 @@ end
 
 local finish
 
+-- A finished run is kept for ctx.retention seconds, then Redis drops it.
+local function expire_run(ctx, run)
+  local p = ctx.prefix
+  for _, parent in ipairs(redis.call('SMEMBERS', p .. 'parents:' .. run)) do
+    redis.call('EXPIRE', p .. 'kids:' .. run .. ':' .. parent, ctx.retention)
+    redis.call('EXPIRE', p .. 'ev:' .. run .. ':' .. parent, ctx.retention)
+  end
+  for _, suffix in ipairs({'run:', 'spec:', 'st:', 'res:', 'parents:'}) do
+    redis.call('EXPIRE', p .. suffix .. run, ctx.retention)
+  end
+end
+
 -- Abort every unfinished action of a run. States are read one by one, not
 -- from a snapshot, so nothing is finished twice.
 local function abort_unfinished(ctx, run)
@@ -27,7 +39,8 @@ end
 -- lease, uncount it from the tenant's queued actions, and tell its parent's
 -- watchers. When the root finishes, the run finishes with it and whatever
 -- is still unfinished in the run is aborted. Returns how many actions ended.
--- ctx: {prefix, slots, leased, stats, now, maxlen, aborted (result bytes)}
+-- ctx: {prefix, slots, leased, stats, now, maxlen, aborted (result bytes),
+--       retention (seconds a finished run is kept)}
 finish = function(ctx, run, name, attempt, parent, phase, result)
   redis.call('HSET', ctx.prefix .. 'st:' .. run, name, phase .. ':' .. attempt .. ':' .. parent)
   redis.call('HSET', ctx.prefix .. 'res:' .. run, name, result)
@@ -39,5 +52,7 @@ finish = function(ctx, run, name, attempt, parent, phase, result)
     'n', name, 'p', phase, 'a', attempt, 'r', result)
   if parent ~= '' then return 1 end
   redis.call('HSET', ctx.prefix .. 'run:' .. run, 'phase', phase, 'finished', ctx.now)
-  return 1 + abort_unfinished(ctx, run)
+  local n = 1 + abort_unfinished(ctx, run)
+  expire_run(ctx, run)
+  return n
 end

@@ -3,12 +3,12 @@
 -- is already terminal stays as it is: exactly one terminal phase. A failure
 -- with retries left goes back to the queue after its backoff instead.
 -- KEYS: 1 slots, 2 leased, 3 stats, 4 delayed
--- ARGV: 1 tenant prefix, 2 now, 3 events maxlen, 4 aborted result,
+-- ARGV: 1 tenant prefix, 2 now, 3 events maxlen, 4 aborted result, 5 retention seconds,
 --       then run, name, attempt, phase, result, retry_after per report
 local ctx = {prefix = ARGV[1], slots = KEYS[1], leased = KEYS[2], stats = KEYS[3],
-  now = tonumber(ARGV[2]), maxlen = ARGV[3], aborted = ARGV[4]}
+  now = tonumber(ARGV[2]), maxlen = ARGV[3], aborted = ARGV[4], retention = tonumber(ARGV[5])}
 local ignored = 0
-for i = 5, #ARGV, 6 do
+for i = 6, #ARGV, 6 do
   local run, name, attempt, phase = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
   local result, retry_after = ARGV[i + 4], tonumber(ARGV[i + 5])
   local stkey = ctx.prefix .. 'st:' .. run
