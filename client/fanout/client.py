@@ -105,6 +105,9 @@ class Client:
     def get_action(self, run: str, name: str) -> pb.ActionStatus:
         return self.call(self.actions.GetAction, pb.GetActionRequest(run=run, name=name))
 
+    def get_quota(self) -> pb.Quota:
+        return self.call(self.actions.GetQuota, pb.GetQuotaRequest())
+
     def abort_run(self, run: str, reason: str = "") -> int:
         return int(self.call(self.actions.AbortRun, pb.AbortRunRequest(run=run, reason=reason)).aborted)
 
@@ -130,6 +133,9 @@ class Client:
 
     def create_token(self, role: str, tenant: str = "") -> str:
         return str(self.call(self.admin.CreateToken, apb.CreateTokenRequest(role=role, tenant=tenant)).token)
+
+    def revoke_token(self, token: str) -> bool:
+        return bool(self.call(self.admin.RevokeToken, apb.RevokeTokenRequest(token=token)).revoked)
 
     def set_limits(self, tenant: str, reason: str, **limits: int) -> apb.TenantLimits:
         return self.call(

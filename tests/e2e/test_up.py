@@ -153,6 +153,15 @@ def test_cli_admin_and_tenant_commands(tmp_path: Path) -> None:
         aborted = fanout("abort", run_name)
         assert aborted.returncode == 0 and "already finished" in aborted.stdout
 
+        quota = fanout("quota")
+        assert quota.returncode == 0 and "max_fanout" in quota.stdout and "20" in quota.stdout
+
+        token = fanout("admin", "token", "create", "--role", "tenant", "--tenant", "default").stdout.strip()
+        assert fanout("quota", "--token", token).returncode == 0
+        assert fanout("admin", "token", "revoke", token).returncode == 0
+        refused = fanout("quota", "--token", token)
+        assert refused.returncode == 1 and "invalid or revoked token" in refused.stderr
+
         missing = fanout("get", "rnothere")
         assert missing.returncode == 1 and "not found" in missing.stderr
         no_reason = fanout("admin", "quota", "set", "default", "--max-fanout", "5")

@@ -143,3 +143,13 @@ def test_children_of_an_unknown_parent_are_refused(tenant: Tenant) -> None:
     with pytest.raises(errors.NotFound, match="parent action 'nobody'"):
         tenant.client.submit_batch(run.name, "nobody", specs("c", 1))
     assert tenant.client.get_run(run.name).action_count == 1
+
+
+def test_a_tenant_reads_its_own_limits_and_usage(tenant: Tenant) -> None:
+    tenant.set_limits(max_fanout=77)
+    run = new_run(tenant)
+    tenant.client.submit_batch(run.name, "root", specs("c", 4))
+
+    quota = tenant.client.get_quota()
+
+    assert (quota.tenant, quota.max_fanout, quota.queued, quota.running) == (tenant.name, 77, 5, 0)

@@ -41,6 +41,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
     mint.add_argument("--role", required=True, choices=("tenant", "admin", "dispatcher"))
     mint.add_argument("--tenant", default="", help="tenant the token is scoped to (dispatcher: empty = all tenants)")
     mint.set_defaults(handler=cmd_token_create)
+    revoke = token.add_parser("revoke", parents=[common], help="revoke a token at once, on every server")
+    revoke.add_argument("revoked_token", metavar="TOKEN", help="the token to revoke")
+    revoke.set_defaults(handler=cmd_token_revoke)
 
     quota = groups.add_parser("quota", help="read or change a tenant's limits").add_subparsers(
         dest="verb", required=True
@@ -94,6 +97,16 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     else:
         print(token)
     return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        revoked = client.revoke_token(args.revoked_token)
+    if args.json:
+        output.emit_json({"revoked": revoked})
+    else:
+        print("revoked" if revoked else "no such token (already revoked, or never minted)")
+    return 0 if revoked else 1
 
 
 def _print_limits(limits: object, json_out: bool) -> None:

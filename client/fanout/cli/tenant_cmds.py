@@ -1,4 +1,4 @@
-"""Tenant commands: `fanout run`, `get`, `watch`, `abort`."""
+"""Tenant commands: `fanout run`, `get`, `watch`, `abort`, `quota`."""
 
 from __future__ import annotations
 
@@ -53,6 +53,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
     abort.add_argument("run")
     abort.add_argument("--reason", default="", help="why; logged by the server")
     abort.set_defaults(handler=cmd_abort)
+
+    quota = sub.add_parser("quota", parents=[common], help="your limits and how much of them is in use")
+    quota.set_defaults(handler=cmd_quota)
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -142,4 +145,18 @@ def cmd_abort(args: argparse.Namespace) -> int:
         print(f"run {args.run}: {aborted} unfinished actions aborted")
     else:
         print(f"run {args.run} had already finished; nothing to abort")
+    return 0
+
+
+def cmd_quota(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        quota = client.get_quota()
+    if args.json:
+        output.emit_json(output.as_dict(quota))
+        return 0
+    print(f"tenant {quota.tenant}")
+    print(f"  running            {quota.running:>12,} of max_concurrency {quota.max_concurrency:,}")
+    print(f"  queued             {quota.queued:>12,} of max_queued {quota.max_queued:,}")
+    print(f"  max_fanout         {quota.max_fanout:>12,} actions per run")
+    print(f"  max_payload_bytes  {quota.max_payload_bytes:>12,}")
     return 0

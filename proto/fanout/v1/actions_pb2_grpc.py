@@ -60,6 +60,11 @@ class ActionServiceStub:
                 request_serializer=fanout_dot_v1_dot_actions__pb2.GetActionRequest.SerializeToString,
                 response_deserializer=fanout_dot_v1_dot_actions__pb2.ActionStatus.FromString,
                 _registered_method=True)
+        self.GetQuota = channel.unary_unary(
+                '/fanout.v1.ActionService/GetQuota',
+                request_serializer=fanout_dot_v1_dot_actions__pb2.GetQuotaRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_actions__pb2.Quota.FromString,
+                _registered_method=True)
         self.AbortRun = channel.unary_unary(
                 '/fanout.v1.ActionService/AbortRun',
                 request_serializer=fanout_dot_v1_dot_actions__pb2.AbortRunRequest.SerializeToString,
@@ -101,6 +106,12 @@ class ActionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetQuota(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AbortRun(self, request, context):
         """Abort every unfinished action of the run; running ones are stopped.
         """
@@ -135,6 +146,11 @@ def add_ActionServiceServicer_to_server(servicer, server):
                     servicer.GetAction,
                     request_deserializer=fanout_dot_v1_dot_actions__pb2.GetActionRequest.FromString,
                     response_serializer=fanout_dot_v1_dot_actions__pb2.ActionStatus.SerializeToString,
+            ),
+            'GetQuota': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQuota,
+                    request_deserializer=fanout_dot_v1_dot_actions__pb2.GetQuotaRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_actions__pb2.Quota.SerializeToString,
             ),
             'AbortRun': grpc.unary_unary_rpc_method_handler(
                     servicer.AbortRun,
@@ -278,6 +294,33 @@ class ActionService:
             '/fanout.v1.ActionService/GetAction',
             fanout_dot_v1_dot_actions__pb2.GetActionRequest.SerializeToString,
             fanout_dot_v1_dot_actions__pb2.ActionStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQuota(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.ActionService/GetQuota',
+            fanout_dot_v1_dot_actions__pb2.GetQuotaRequest.SerializeToString,
+            fanout_dot_v1_dot_actions__pb2.Quota.FromString,
             options,
             channel_credentials,
             insecure,

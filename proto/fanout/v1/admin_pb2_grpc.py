@@ -44,6 +44,11 @@ class AdminServiceStub:
                 request_serializer=fanout_dot_v1_dot_admin__pb2.CreateTokenRequest.SerializeToString,
                 response_deserializer=fanout_dot_v1_dot_admin__pb2.CreateTokenResponse.FromString,
                 _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/fanout.v1.AdminService/RevokeToken',
+                request_serializer=fanout_dot_v1_dot_admin__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_admin__pb2.RevokeTokenResponse.FromString,
+                _registered_method=True)
         self.SetLimits = channel.unary_unary(
                 '/fanout.v1.AdminService/SetLimits',
                 request_serializer=fanout_dot_v1_dot_admin__pb2.SetLimitsRequest.SerializeToString,
@@ -72,6 +77,13 @@ class AdminServiceServicer:
 
     def CreateToken(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Takes effect at once on every server: tokens are looked up on each call.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -106,6 +118,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.CreateToken,
                     request_deserializer=fanout_dot_v1_dot_admin__pb2.CreateTokenRequest.FromString,
                     response_serializer=fanout_dot_v1_dot_admin__pb2.CreateTokenResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=fanout_dot_v1_dot_admin__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_admin__pb2.RevokeTokenResponse.SerializeToString,
             ),
             'SetLimits': grpc.unary_unary_rpc_method_handler(
                     servicer.SetLimits,
@@ -177,6 +194,33 @@ class AdminService:
             '/fanout.v1.AdminService/CreateToken',
             fanout_dot_v1_dot_admin__pb2.CreateTokenRequest.SerializeToString,
             fanout_dot_v1_dot_admin__pb2.CreateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.AdminService/RevokeToken',
+            fanout_dot_v1_dot_admin__pb2.RevokeTokenRequest.SerializeToString,
+            fanout_dot_v1_dot_admin__pb2.RevokeTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

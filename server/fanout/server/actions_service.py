@@ -162,6 +162,19 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
             log.info("%s aborted run %s (%d actions): %s", who.tenant, request.run, aborted, request.reason[:200])
         return pb.AbortRunResponse(aborted=aborted)
 
+    async def GetQuota(self, request: pb.GetQuotaRequest, context: aio.ServicerContext[Any, Any]) -> pb.Quota:
+        who = principal()
+        limits = await self._limits.effective(who.tenant)
+        return pb.Quota(
+            tenant=who.tenant,
+            max_fanout=limits.max_fanout,
+            max_concurrency=limits.max_concurrency,
+            max_queued=limits.max_queued,
+            max_payload_bytes=limits.max_payload_bytes,
+            running=await self._store.running(who.tenant),
+            queued=await self._store.queued(who.tenant),
+        )
+
     async def _run(self, tenant: str, run: str) -> pb.Run:
         info = await self._store.get_run(tenant, run)
         return pb.Run(

@@ -52,6 +52,13 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             await self._require_tenant(request.tenant)
         return apb.CreateTokenResponse(token=await self._tokens.create(request.role, request.tenant))
 
+    async def RevokeToken(
+        self, request: apb.RevokeTokenRequest, context: aio.ServicerContext[Any, Any]
+    ) -> apb.RevokeTokenResponse:
+        if not request.token or len(request.token) > 512:
+            raise invalid("give the token to revoke")
+        return apb.RevokeTokenResponse(revoked=await self._tokens.revoke(request.token))
+
     async def SetLimits(
         self, request: apb.SetLimitsRequest, context: aio.ServicerContext[Any, Any]
     ) -> apb.TenantLimits:

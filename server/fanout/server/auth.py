@@ -35,10 +35,11 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     _ACTIONS + "GetRun": frozenset({"tenant", "action"}),
     _ACTIONS + "GetAction": frozenset({"tenant", "action"}),
     _ACTIONS + "AbortRun": frozenset({"tenant"}),
+    _ACTIONS + "GetQuota": frozenset({"tenant"}),
     _DISPATCH + "Lease": frozenset({"dispatcher"}),
     _DISPATCH + "Report": frozenset({"dispatcher"}),
 }
-for _method in ("CreateTenant", "CreateToken", "SetLimits", "GetLimits", "ListAudit"):
+for _method in ("CreateTenant", "CreateToken", "RevokeToken", "SetLimits", "GetLimits", "ListAudit"):
     METHOD_ROLES[_ADMIN + _method] = frozenset({"admin"})
 
 
