@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import pytest
 import redis
 
 import fanout
+from fanout import errors
 from fanout.client import TERMINAL_PHASES, Client
 from fanout.config import ClientConfig
 from fanout.quota import keys
@@ -77,6 +79,7 @@ class Cluster:
     tenant: str
     tenant_token: str
     dispatcher_token: str
+    admin_token: str
     work: Path
 
     def dispatcher(self, server: Server, capacity: int = 16) -> subprocess.Popen[bytes]:
@@ -109,7 +112,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         tenant = admin.create_tenant("crash")
         dispatcher_token = admin.create_token("dispatcher")
     client = redis.Redis.from_url(store.url)
-    yield Cluster(client, servers, tenant.tenant, tenant.token, dispatcher_token, base / "actions")
+    yield Cluster(
+        client, servers, tenant.tenant, tenant.token, dispatcher_token, token_file.read_text().strip(), base / "actions"
+    )
     client.close()
     for server in servers:
         server.stop()
@@ -189,3 +194,34 @@ def test_waiting_parents_do_not_fill_a_small_dispatcher(cluster: Cluster) -> Non
     finally:
         dispatcher.kill()
         dispatcher.wait()
+
+
+def test_submitters_spread_over_two_servers_never_over_admit(cluster: Cluster) -> None:
+    with cluster.client(cluster.servers[0]) as first:
+        run = first.create_run(pb.ActionSpec(task_ref="m:x:y", command=["true"]), run_name="race-two-servers")
+    admitted: list[int] = []
+    lock = threading.Lock()
+
+    def submitter(worker: int) -> None:
+        with cluster.client(cluster.servers[worker % 2]) as client:
+            for attempt in range(20):
+                batch = [pb.ActionSpec(name=f"w{worker}-{attempt}-{i}", task_ref="m:x:y") for i in range(7)]
+                try:
+                    got = client.submit_batch(run.name, "root", batch).admitted
+                except errors.FanoutLimitExceeded:
+                    continue
+                with lock:
+                    admitted.append(got)
+
+    with cluster.client(cluster.servers[0]) as admin_view:
+        limit = 1 + 7 * 30  # the root and thirty batches, of the 160 offered
+        with Client(ClientConfig(endpoint=cluster.servers[0].endpoint, token=cluster.admin_token)) as admin:
+            admin.set_limits(cluster.tenant, "race test", max_fanout=limit)
+        threads = [threading.Thread(target=submitter, args=(w,)) for w in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        held = admin_view.get_run(run.name).action_count
+
+    assert held == 1 + sum(admitted) == limit
