@@ -5,13 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import redis
 from prometheus_client import REGISTRY
 
 import fanout
+from fanout.quota import keys
 from fanout.runtime import load_task
 from fanout.server.dispatcher.dispatcher import Dispatcher
 from fanout.v1 import actions_pb2 as pb
 from tests.conftest import TASKS_FILE, Tenant
+from tests.helpers import eventually
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fanout.py"
 
@@ -117,3 +120,17 @@ def test_dispatcher_reports_running_then_a_single_terminal_phase(tenant: Tenant,
     for name, phase in phases:
         by_child.setdefault(name, []).append(phase)
     assert all(p == [pb.RUNNING, pb.SUCCEEDED] for p in by_child.values()), by_child
+
+
+def test_a_tenant_is_polled_while_it_has_work_and_dropped_after(tenant: Tenant, redis_client: redis.Redis) -> None:
+    def ready() -> bool:
+        return bool(redis_client.sismember(keys.READY, tenant.name))
+
+    tenant.set_limits(max_concurrency=1)
+    run = tenant.client.create_run(pb.ActionSpec(task_ref="sleeper", command=["sleep", "60"]))
+    eventually(lambda: tenant.running() == 1)  # the root holds the only slot
+    tenant.client.submit_batch(run.name, "root", [pb.ActionSpec(name=f"c{i}", task_ref="m:x:y") for i in range(3)])
+
+    assert ready()  # queued work behind the concurrency limit keeps the tenant polled
+    tenant.client.abort_run(run.name)
+    eventually(lambda: not ready())  # the next round found nothing left to lease

@@ -180,7 +180,10 @@ class ActionStore:
         )
         status = reply[0].decode()
         if status == "OK":
-            return Admission(*(int(x) for x in reply[1:5]))
+            admission = Admission(*(int(x) for x in reply[1:5]))
+            if admission.admitted and mode != "dry":
+                await self._mark_ready(tenant)
+            return admission
         if status == "EXISTS":
             return None
         if status == "FANOUT":
@@ -199,15 +202,35 @@ class ActionStore:
 
     @fail_closed
     async def lease(self, tenant: str, want: int) -> list[LeasedAction]:
+        """Lease up to `want` actions; a tenant left with nothing queued is dropped from the ready set."""
         k = keys.TenantKeys(tenant)
-        rows = await self._scripts.lease(
+        rows, pending = await self._scripts.lease(
             keys=[k.queue, k.slots, k.leased, k.limits, k.delayed],
             args=[k.prefix, self.defaults.max_concurrency, want, self._clock(), self.lease_seconds],
         )
+        if not rows and not pending:
+            await self._mark_idle(tenant)
         return [
             LeasedAction(tenant, run.decode(), name.decode(), parent.decode(), int(attempt), spec, float(admitted))
             for run, name, parent, attempt, spec, admitted in rows
         ]
+
+    @fail_closed
+    async def ready_tenants(self) -> list[str]:
+        """Tenants that may have leasable work (see keys.READY)."""
+        return sorted(t.decode() for t in await self._redis.smembers(keys.READY))
+
+    async def _mark_ready(self, tenant: str) -> None:
+        await self._redis.sadd(keys.READY, tenant)
+
+    async def _mark_idle(self, tenant: str) -> None:
+        # Admission queues first and marks ready after, so checking the queue
+        # after removing the mark cannot lose a wakeup: either we see its
+        # actions here, or its mark lands after our removal.
+        k = keys.TenantKeys(tenant)
+        await self._redis.srem(keys.READY, tenant)
+        if await self._redis.llen(k.queue) or await self._redis.zcard(k.delayed):
+            await self._mark_ready(tenant)
 
     @fail_closed
     async def report(self, tenant: str, reports: Sequence[Report]) -> int:
@@ -222,7 +245,10 @@ class ActionStore:
         ]
         for r in reports:
             args += [r.run, r.name, r.attempt, r.phase, r.result, r.retry_after]
-        return int(await self._scripts.report(keys=[k.slots, k.leased, k.stats, k.delayed], args=args))
+        ignored = int(await self._scripts.report(keys=[k.slots, k.leased, k.stats, k.delayed], args=args))
+        if any(r.retry_after for r in reports):
+            await self._mark_ready(tenant)  # the retry waits in the delayed set
+        return ignored
 
     @fail_closed
     async def heartbeat(self, tenant: str, leases: Sequence[LeaseRef]) -> tuple[list[LeaseRef], list[LeaseRef]]:
@@ -252,6 +278,8 @@ class ActionStore:
                 self.retention_seconds,
             ],
         )
+        if requeued:
+            await self._mark_ready(tenant)
         return int(requeued), int(failed)
 
     @fail_closed

@@ -108,6 +108,9 @@ class TenantKeys:
 TENANTS = f"{PREFIX}:tenants"
 """Set of tenant names; the scheduler walks it to lease fairly."""
 
+READY = f"{PREFIX}:ready"
+"""Set of tenants that may have leasable work: lease streams poll these, and sweep all tenants now and then."""
+
 SECRET = f"{PREFIX}:secret"
 """HMAC key for action tokens; created once by the first server (SET NX)."""
 

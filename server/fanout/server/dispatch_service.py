@@ -3,6 +3,8 @@
 Leasing is fair across tenants: each round starts at the next tenant and
 takes a bounded chunk from each, so one tenant's huge fanout cannot starve
 another's small one. Each tenant's max_concurrency bounds what is leased.
+An idle stream polls only the tenants marked ready, so its cost does not
+grow with the number of tenants.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ TENANT_CHUNK = 256
 IDLE_POLL_SECONDS = 0.05
 # How long a stream with no credit sleeps between checks for heartbeat answers.
 FULL_POLL_SECONDS = 1.0
-TENANTS_REFRESH_SECONDS = 2.0
+# Rounds visit only the tenants marked ready (work admitted, requeued or due
+# for retry); now and then a round visits every tenant, as a safety net.
+SWEEP_SECONDS = 2.0
 
 
 class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
@@ -61,17 +65,19 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
         stream = _Stream(first.hello.capacity)
         self._wakeup.register(stream.nudge)
         reader = asyncio.create_task(self._read(request_iterator, who, stream))
-        tenants: list[str] = []
-        tenants_at = 0.0
+        swept_at = 0.0
         try:
             while not reader.done():
                 while stream.outbox:
                     yield stream.outbox.popleft()
                 leased: list[LeasedAction] = []
                 if stream.credit > 0:
-                    if time.monotonic() - tenants_at > TENANTS_REFRESH_SECONDS:
-                        tenants = [who.tenant] if who.tenant else await self._store.tenants()
-                        tenants_at = time.monotonic()
+                    if who.tenant:
+                        tenants = [who.tenant]
+                    elif time.monotonic() - swept_at > SWEEP_SECONDS:
+                        tenants, swept_at = await self._store.tenants(), time.monotonic()
+                    else:
+                        tenants = await self._store.ready_tenants()
                     leased = await self._lease_round(tenants, stream.credit)
                 if leased:
                     stream.credit -= len(leased)

@@ -1,4 +1,5 @@
 -- Lease up to `want` queued actions of one tenant, within its free concurrency slots.
+-- Returns {leased rows, actions still waiting in the queue or for a retry}.
 -- KEYS: 1 queue, 2 slots, 3 leased, 4 limits, 5 delayed
 -- ARGV: 1 tenant prefix, 2 default max_concurrency, 3 want, 4 now, 5 lease seconds
 local prefix = ARGV[1]
@@ -34,4 +35,4 @@ while #out < want do
     end
   end
 end
-return out
+return {out, redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[5])}
