@@ -14,7 +14,10 @@ import yaml
 
 from fanout.client import Client
 from fanout.config import ClientConfig
+from fanout.runs import Run, start_run
+from fanout.runtime import load_task
 from fanout.v1 import actions_pb2 as pb
+from tests.conftest import TASKS_FILE
 from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,11 +39,12 @@ def processes_working_in(directory: Path) -> list[int]:
     return pids
 
 
-def start_up(data: Path) -> subprocess.Popen[str]:
+def start_up(data: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """`fanout up` on a free port, returned once it says it is ready."""
     proc = subprocess.Popen(
         [FANOUT, "up", "--data-dir", str(data), "--listen", "127.0.0.1:0", "--metrics-port", "-1"],
         cwd=data.parent,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -49,6 +53,12 @@ def start_up(data: Path) -> subprocess.Popen[str]:
     ready = proc.stdout.readline()
     assert ready.startswith("fanout is ready at "), ready + (proc.stderr.read() if proc.stderr else "")
     return proc
+
+
+def client_for(data: Path) -> Client:
+    """A tenant client from the config file that `fanout up` wrote."""
+    cfg = yaml.safe_load((data / "config.yaml").read_text())
+    return Client(ClientConfig(endpoint=cfg["endpoint"], token=cfg["token"]))
 
 
 def stop(proc: subprocess.Popen[str], sig: signal.Signals = signal.SIGTERM) -> None:
@@ -100,20 +110,16 @@ def test_up_runs_the_example_and_stops_everything(tmp_path: Path) -> None:
 def test_up_serves_until_sigterm_and_the_state_survives_a_restart(tmp_path: Path) -> None:
     data = tmp_path / "state"
 
-    def client() -> Client:
-        cfg = yaml.safe_load((data / "config.yaml").read_text())
-        return Client(ClientConfig(endpoint=cfg["endpoint"], token=cfg["token"]))
-
     proc = start_up(data)
     assert len(processes_working_in(data / "redis")) == 1
-    with client() as c:
+    with client_for(data) as c:
         run = c.create_run(pb.ActionSpec(task_ref="module:os:getcwd", command=["true"]))
     stop(proc)
     assert processes_working_in(data / "redis") == []
 
     proc = start_up(data)
     try:
-        with client() as c:
+        with client_for(data) as c:
             assert c.get_run(run.name).name == run.name  # kept by Redis's append-only file
     finally:
         stop(proc, signal.SIGINT)
@@ -180,3 +186,22 @@ def test_a_killed_up_takes_its_redis_with_it(tmp_path: Path) -> None:
     proc.communicate()
 
     eventually(lambda: processes_working_in(data / "redis") == [], timeout=10)
+
+
+def test_runs_in_flight_resume_after_a_restart(tmp_path: Path) -> None:
+    data = tmp_path / "state"
+    quick_reclaim = {**os.environ, "FANOUT_LEASE_SECONDS": "2"}
+    proc = start_up(data, quick_reclaim)
+    with client_for(data) as c:
+        run = start_run(c, load_task(f"file:{TASKS_FILE}:sleepy_fan"), 4, 3.0)
+        eventually(lambda: c.get_run(run.name).action_count == 5)
+    stop(proc)  # the children are mid-sleep
+
+    proc = start_up(data, quick_reclaim)  # a new port: the config file says where
+    try:
+        with client_for(data) as c:
+            resumed = Run(c, c.get_run(run.name))
+            assert resumed.wait(timeout=60).outputs() == [0, 1, 2, 3]
+            assert c.get_action(run.name, "root").attempt == 2
+    finally:
+        stop(proc)

@@ -81,11 +81,15 @@ class Dispatcher:
                 delay = min(delay * 2, 5.0)
         finally:
             heartbeat.cancel()
-            await self.backend.shutdown()
+            # Cancel first, then stop the backend: a process killed by the
+            # shutdown must not be reported as a failure. Unreported actions
+            # keep their leases, which expire, and run again elsewhere or
+            # after a restart.
             tasks = [task for _, task in self._running.values()]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self.backend.shutdown()
             await reporter.drain()
             await reporter.stop()
             await channel.close()
