@@ -60,8 +60,6 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("msg") != "hello":
             raise invalid("the first message on a lease stream must be hello")
-        if first.hello.capacity < 1:
-            raise invalid("hello.capacity must be at least 1")
         stream = _Stream(first.hello.capacity)
         self._wakeup.register(stream.nudge)
         reader = asyncio.create_task(self._read(request_iterator, who, stream))

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import socket
 import uuid
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -101,7 +102,7 @@ class Dispatcher:
         free = self.capacity - (len(self._running) - len(self._waiting))
         # Credit given back on an old stream is lost with it; start each stream afresh.
         self._outbox = asyncio.Queue()
-        self._outbox.put_nowait(dpb.LeaseRequest(hello=dpb.Hello(dispatcher_id=self.id, capacity=max(free, 1))))
+        self._outbox.put_nowait(dpb.LeaseRequest(hello=dpb.Hello(dispatcher_id=self.id, capacity=max(free, 0))))
         call = stub.Lease(self._requests(), metadata=self._metadata)
         stopper = asyncio.create_task(self._stopping.wait())
         try:
@@ -122,7 +123,7 @@ class Dispatcher:
         finally:
             stopper.cancel()
 
-    async def _requests(self):
+    async def _requests(self) -> AsyncIterator[dpb.LeaseRequest]:
         while True:
             yield await self._outbox.get()
 
