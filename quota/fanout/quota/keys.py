@@ -24,12 +24,13 @@ ACTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 #   st:   hash action name -> "<phase>:<attempt>:<parent>" (compact state)
 #   res:  hash action name -> serialized ActionResult, once terminal
 #   parents: set of the parents that have children (to find the keys below)
+#   lost: hash action name -> leases lost to dead dispatchers (reap.lua)
 # Per-parent keys, as "<tenant prefix><suffix><run>:<parent>":
 #   kids: list of child names in submission order (replay order for watches)
 #   ev:   stream of child phase changes (live part of watches, resumable by id)
 # Every run key gets a TTL when the run finishes (lib.lua expire_run), so
 # Redis keeps finished runs for the retention period only.
-RUN_SUFFIXES = ("run:", "spec:", "st:", "res:", "parents:", "kids:", "ev:")
+RUN_SUFFIXES = ("run:", "spec:", "st:", "res:", "parents:", "lost:", "kids:", "ev:")
 
 
 def tenant_prefix(tenant: str) -> str:

@@ -28,8 +28,9 @@ class Settings:
     # Biggest SubmitBatch, in actions, and biggest gRPC message, in bytes.
     max_batch: int = 100_000
     max_message_bytes: int = 256 << 20
-    # Leases not renewed for this long are reclaimed; the action is retried
-    # up to max_attempts times in all.
+    # Leases not renewed for this long are reclaimed and the action queued
+    # again; an action that loses max_attempts leases fails (its own retries
+    # are counted apart).
     lease_seconds: float = 15.0
     max_attempts: int = 3
     # A finished run's state is kept this long, then Redis drops it.

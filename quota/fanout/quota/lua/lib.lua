@@ -16,7 +16,7 @@ local function expire_run(ctx, run)
     redis.call('EXPIRE', p .. 'kids:' .. run .. ':' .. parent, ctx.retention)
     redis.call('EXPIRE', p .. 'ev:' .. run .. ':' .. parent, ctx.retention)
   end
-  for _, suffix in ipairs({'run:', 'spec:', 'st:', 'res:', 'parents:'}) do
+  for _, suffix in ipairs({'run:', 'spec:', 'st:', 'res:', 'parents:', 'lost:'}) do
     redis.call('EXPIRE', p .. suffix .. run, ctx.retention)
   end
 end

@@ -1,5 +1,7 @@
 -- Reclaim leases whose dispatcher stopped renewing them: free the slot and
--- queue the action again, or fail it once it has used all its attempts.
+-- queue the action again, or fail it once it has lost max attempts leases.
+-- Lost leases are counted apart from attempts (lost:<run>), so a task's own
+-- retries do not use up its protection against crashed dispatchers.
 -- KEYS: 1 slots, 2 leased, 3 queue, 4 stats
 -- ARGV: 1 tenant prefix, 2 now, 3 events maxlen, 4 max attempts,
 --       5 serialized "lease lost" result, 6 serialized "aborted" result, 7 retention seconds
@@ -16,7 +18,8 @@ for _, ref in ipairs(expired) do
   if st then
     local cur, att, parent = parse_state(st)
     if cur < 5 then
-      if att < max_attempts then
+      local lost = redis.call('HINCRBY', ctx.prefix .. 'lost:' .. run, name, 1)
+      if lost < max_attempts then
         redis.call('HSET', ctx.prefix .. 'st:' .. run, name, '1:' .. att .. ':' .. parent)
         redis.call('LPUSH', KEYS[3], ref .. '/' .. ARGV[2])
         requeued = requeued + 1

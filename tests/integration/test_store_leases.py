@@ -1,0 +1,104 @@
+"""Leases against a real Redis with the clock in the test's hands (the store takes it injected)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+
+from fanout.quota.actions import ActionStore, LeaseRef, Report
+from fanout.quota.limits import Limits, LimitStore
+from fanout.quota.phases import FAILED, QUEUED
+from fanout.quota.scripts import Scripts
+from fanout.server.redis_process import RedisProcess
+from fanout.v1 import actions_pb2 as pb
+
+T = TypeVar("T")
+_tenants = itertools.count()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def with_store(redis_server: RedisProcess, body: Callable[[ActionStore, Clock, str], Awaitable[T]]) -> T:
+    async def main() -> T:
+        redis = aioredis.Redis.from_url(redis_server.url)
+        clock = Clock()
+        scripts = Scripts.register(redis)
+        store = ActionStore(
+            redis, scripts, LimitStore(redis, scripts, Limits(), clock), lease_seconds=10, max_attempts=3, clock=clock
+        )
+        tenant = f"leases-{next(_tenants)}"
+        await store.register_tenant(tenant)
+        try:
+            return await body(store, clock, tenant)
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(main())
+
+
+def test_a_lost_lease_is_requeued_and_the_third_loss_fails_the_action(redis_server: RedisProcess) -> None:
+    async def body(store: ActionStore, clock: Clock, tenant: str) -> None:
+        await store.create_run(tenant, "r1", "root", b"spec")
+        for attempt in (1, 2, 3):
+            (leased,) = await store.lease(tenant, 10)
+            assert leased.attempt == attempt
+            clock.now += 5
+            assert await store.reap(tenant) == (0, 0)  # not expired yet
+            clock.now += 6
+            assert await store.reap(tenant) == ((1, 0) if attempt < 3 else (0, 1))
+
+        _, _, phase, attempt, result = await store.get_action(tenant, "r1", "root")
+        assert (phase, attempt) == (FAILED, 3)
+        assert pb.ActionResult.FromString(result).error.type == "LeaseLost"
+        assert (await store.get_run(tenant, "r1")).phase == FAILED
+        assert await store.queued(tenant) == 0
+        assert await store.running(tenant) == 0
+
+    with_store(redis_server, body)
+
+
+def test_retries_do_not_use_up_lost_lease_protection(redis_server: RedisProcess) -> None:
+    async def body(store: ActionStore, clock: Clock, tenant: str) -> None:
+        await store.create_run(tenant, "r1", "root", b"spec")
+        for attempt in (1, 2):  # the task fails and asks for a retry
+            (leased,) = await store.lease(tenant, 10)
+            assert leased.attempt == attempt
+            assert await store.report(tenant, [Report("r1", "root", attempt, FAILED, b"", retry_after=1.0)]) == 0
+            assert (await store.get_action(tenant, "r1", "root"))[2] == QUEUED
+            assert await store.lease(tenant, 10) == []  # its backoff has not passed
+            clock.now += 1.5
+        (third,) = await store.lease(tenant, 10)
+        assert third.attempt == 3
+        clock.now += 11  # the third attempt's dispatcher dies: the first lost lease
+        assert await store.reap(tenant) == (1, 0)
+        (again,) = await store.lease(tenant, 10)
+        assert again.attempt == 4
+
+    with_store(redis_server, body)
+
+
+def test_a_heartbeat_keeps_a_lease_and_names_waiting_and_stale_ones(redis_server: RedisProcess) -> None:
+    async def body(store: ActionStore, clock: Clock, tenant: str) -> None:
+        await store.create_run(tenant, "r1", "root", b"spec")
+        (root,) = await store.lease(tenant, 10)
+        await store.admit(tenant, "r1", "root", [("c1", b"spec")])  # the root now waits on a child
+        clock.now += 8
+        waiting, cancelled = await store.heartbeat(
+            tenant, [LeaseRef("r1", "root", root.attempt), LeaseRef("r1", "root", root.attempt + 1)]
+        )
+        assert [r.attempt for r in waiting] == [root.attempt]
+        assert [r.attempt for r in cancelled] == [root.attempt + 1]  # not the attempt that holds the lease
+        clock.now += 8  # 16 s after the lease, 8 after the heartbeat
+        assert await store.reap(tenant) == (0, 0)
+
+    with_store(redis_server, body)
