@@ -53,7 +53,8 @@ class Dispatcher:
         self._metadata = (("authorization", f"Bearer {config.token}"),)
         self._running: dict[str, tuple[dpb.LeasedAction, asyncio.Task[None]]] = {}
         self._waiting: set[str] = set()
-        self._outbox: asyncio.Queue[dpb.LeaseRequest] = asyncio.Queue()
+        # Messages for the current lease stream; None ends the stream's request side.
+        self._outbox: asyncio.Queue[dpb.LeaseRequest | None] = asyncio.Queue()
         self._lease_seconds = 15.0
         self._stopping = asyncio.Event()
 
@@ -101,9 +102,10 @@ class Dispatcher:
     async def _lease(self, stub: dispatch_pb2_grpc.DispatchServiceStub, reporter: Reporter) -> None:
         free = self.capacity - (len(self._running) - len(self._waiting))
         # Credit given back on an old stream is lost with it; start each stream afresh.
-        self._outbox = asyncio.Queue()
-        self._outbox.put_nowait(dpb.LeaseRequest(hello=dpb.Hello(dispatcher_id=self.id, capacity=max(free, 0))))
-        call = stub.Lease(self._requests(), metadata=self._metadata)
+        outbox: asyncio.Queue[dpb.LeaseRequest | None] = asyncio.Queue()
+        self._outbox = outbox
+        outbox.put_nowait(dpb.LeaseRequest(hello=dpb.Hello(dispatcher_id=self.id, capacity=max(free, 0))))
+        call = stub.Lease(self._requests(outbox), metadata=self._metadata)
         stopper = asyncio.create_task(self._stopping.wait())
         try:
             while True:
@@ -122,10 +124,12 @@ class Dispatcher:
                 self._on_heartbeat_answer(response)
         finally:
             stopper.cancel()
+            outbox.put_nowait(None)  # let the request generator finish instead of hanging on the queue
 
-    async def _requests(self) -> AsyncIterator[dpb.LeaseRequest]:
-        while True:
-            yield await self._outbox.get()
+    @staticmethod
+    async def _requests(outbox: asyncio.Queue[dpb.LeaseRequest | None]) -> AsyncIterator[dpb.LeaseRequest]:
+        while (message := await outbox.get()) is not None:
+            yield message
 
     def _on_heartbeat_answer(self, response: dpb.LeaseResponse) -> None:
         for ref in response.waiting:
