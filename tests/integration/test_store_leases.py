@@ -1,12 +1,17 @@
-"""Leases against a real Redis with the clock in the test's hands (the store takes it injected)."""
+"""Leases against a real Redis with the clock in the test's hands (the store takes it injected).
+
+The Redis is this module's own: the session's has a dispatcher leasing
+whatever it finds, which would race these tests for their actions.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
+import pytest
 import redis.asyncio as aioredis
 
 from fanout.quota.actions import ActionStore, LeaseRef, Report
@@ -28,6 +33,13 @@ class Clock:
         return self.now
 
 
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    store = RedisProcess(tmp_path_factory.mktemp("leases-redis")).start()
+    yield store
+    store.stop()
+
+
 def with_store(redis_server: RedisProcess, body: Callable[[ActionStore, Clock, str], Awaitable[T]]) -> T:
     async def main() -> T:
         redis = aioredis.Redis.from_url(redis_server.url)
@@ -46,7 +58,7 @@ def with_store(redis_server: RedisProcess, body: Callable[[ActionStore, Clock, s
     return asyncio.run(main())
 
 
-def test_a_lost_lease_is_requeued_and_the_third_loss_fails_the_action(redis_server: RedisProcess) -> None:
+def test_a_lost_lease_is_requeued_and_the_third_loss_fails_the_action(own_redis: RedisProcess) -> None:
     async def body(store: ActionStore, clock: Clock, tenant: str) -> None:
         await store.create_run(tenant, "r1", "root", b"spec")
         for attempt in (1, 2, 3):
@@ -64,10 +76,10 @@ def test_a_lost_lease_is_requeued_and_the_third_loss_fails_the_action(redis_serv
         assert await store.queued(tenant) == 0
         assert await store.running(tenant) == 0
 
-    with_store(redis_server, body)
+    with_store(own_redis, body)
 
 
-def test_retries_do_not_use_up_lost_lease_protection(redis_server: RedisProcess) -> None:
+def test_retries_do_not_use_up_lost_lease_protection(own_redis: RedisProcess) -> None:
     async def body(store: ActionStore, clock: Clock, tenant: str) -> None:
         await store.create_run(tenant, "r1", "root", b"spec")
         for attempt in (1, 2):  # the task fails and asks for a retry
@@ -84,10 +96,10 @@ def test_retries_do_not_use_up_lost_lease_protection(redis_server: RedisProcess)
         (again,) = await store.lease(tenant, 10)
         assert again.attempt == 4
 
-    with_store(redis_server, body)
+    with_store(own_redis, body)
 
 
-def test_a_heartbeat_keeps_a_lease_and_names_waiting_and_stale_ones(redis_server: RedisProcess) -> None:
+def test_a_heartbeat_keeps_a_lease_and_names_waiting_and_stale_ones(own_redis: RedisProcess) -> None:
     async def body(store: ActionStore, clock: Clock, tenant: str) -> None:
         await store.create_run(tenant, "r1", "root", b"spec")
         (root,) = await store.lease(tenant, 10)
@@ -101,4 +113,4 @@ def test_a_heartbeat_keeps_a_lease_and_names_waiting_and_stale_ones(redis_server
         clock.now += 8  # 16 s after the lease, 8 after the heartbeat
         assert await store.reap(tenant) == (0, 0)
 
-    with_store(redis_server, body)
+    with_store(own_redis, body)

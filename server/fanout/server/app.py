@@ -54,7 +54,12 @@ class ControlPlane:
         await self.health.enter_graceful_shutdown()
         for task in self._tasks:
             task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.server.stop(grace)
+        # stop() cancels the RPCs still running but does not wait for them to
+        # unwind; one that hands its Redis connection back after the pool is
+        # closed would leave that connection open. Let them finish first.
+        await asyncio.sleep(0.1)
         await self.redis.aclose()
 
 
