@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import redis
 from prometheus_client import REGISTRY
 
 import fanout
+from fanout.client import TERMINAL_PHASES
 from fanout.quota import keys
 from fanout.runtime import load_task
 from fanout.server.dispatcher.dispatcher import Dispatcher
@@ -134,3 +136,15 @@ def test_a_tenant_is_polled_while_it_has_work_and_dropped_after(tenant: Tenant, 
     assert ready()  # queued work behind the concurrency limit keeps the tenant polled
     tenant.client.abort_run(run.name)
     eventually(lambda: not ready())  # the next round found nothing left to lease
+
+
+def test_running_actions_never_exceed_max_concurrency(tenant: Tenant) -> None:
+    tenant.set_limits(max_concurrency=2)
+    run = start(tenant, TASKS_FILE, "sleepy_fan", 8, 0.4)
+    seen: list[int] = []
+    while tenant.client.get_run(run.name).phase not in TERMINAL_PHASES:
+        seen.append(tenant.running())
+        time.sleep(0.02)
+
+    assert run.outputs() == list(range(8))
+    assert max(seen) == 2, seen  # reached the limit, never passed it
