@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2
+from grpc import aio
 from grpc_status import rpc_status
 
 from fanout import errors
@@ -163,9 +164,18 @@ class AsyncClient:
 
     def __init__(self, config: ClientConfig) -> None:
         self.config = config.require()
-        self._channel = async_channel(config)
+        self._channel: aio.Channel | None = None
+        self._stub: actions_pb2_grpc.ActionServiceStub | None = None
         self._metadata = (("authorization", f"Bearer {config.token}"),)
-        self.actions = actions_pb2_grpc.ActionServiceStub(self._channel)
+
+    @property
+    def actions(self) -> actions_pb2_grpc.ActionServiceStub:
+        # The channel is made on first use: most actions are leaves that never
+        # call the control plane, and a gRPC channel costs each one its setup.
+        if self._stub is None:
+            self._channel = async_channel(self.config)
+            self._stub = actions_pb2_grpc.ActionServiceStub(self._channel)
+        return self._stub
 
     async def call(self, method: Any, request: Any, timeout: float | None = 120.0) -> Any:
         try:
@@ -189,4 +199,5 @@ class AsyncClient:
             call.cancel()
 
     async def close(self) -> None:
-        await self._channel.close()
+        if self._channel is not None:
+            await self._channel.close()
