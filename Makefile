@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint proto proto-check bench clean
+.PHONY: install run test soak lint proto proto-check bench clean
 
 install: $(STAMP)
 
@@ -20,6 +20,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# Long checks (runs of minutes, a million actions); not part of `make test`.
+soak: $(STAMP)
+	$(BIN)/pytest -m soak --timeout 1800 tests/soak
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
