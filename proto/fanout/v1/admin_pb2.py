@@ -24,39 +24,39 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x66\x61nout/v1/admin.proto\x12\tfanout.v1\"d\n\x06Limits\x12\x12\n\nmax_fanout\x18\x01 \x01(\r\x12\x17\n\x0fmax_concurrency\x18\x02 \x01(\r\x12\x12\n\nmax_queued\x18\x03 \x01(\r\x12\x19\n\x11max_payload_bytes\x18\x04 \x01(\r\"%\n\x13\x43reateTenantRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"5\n\x14\x43reateTenantResponse\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"2\n\x12\x43reateTokenRequest\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"$\n\x13\x43reateTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\"#\n\x12RevokeTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\"&\n\x13RevokeTokenResponse\x12\x0f\n\x07revoked\x18\x01 \x01(\x08\"U\n\x10SetLimitsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12!\n\x06limits\x18\x02 \x01(\x0b\x32\x11.fanout.v1.Limits\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\"\n\x10GetLimitsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"g\n\x0cTenantLimits\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12!\n\x06limits\x18\x02 \x01(\x0b\x32\x11.fanout.v1.Limits\x12$\n\toverrides\x18\x03 \x01(\x0b\x32\x11.fanout.v1.Limits\"|\n\nAuditEntry\x12\n\n\x02\x61t\x18\x01 \x01(\x01\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\t\x12\x11\n\told_value\x18\x05 \x01(\x04\x12\x11\n\tnew_value\x18\x06 \x01(\x04\x12\x0e\n\x06reason\x18\x07 \x01(\t\"1\n\x10ListAuditRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\";\n\x11ListAuditResponse\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.fanout.v1.AuditEntry2\xc9\x03\n\x0c\x41\x64minService\x12O\n\x0c\x43reateTenant\x12\x1e.fanout.v1.CreateTenantRequest\x1a\x1f.fanout.v1.CreateTenantResponse\x12L\n\x0b\x43reateToken\x12\x1d.fanout.v1.CreateTokenRequest\x1a\x1e.fanout.v1.CreateTokenResponse\x12L\n\x0bRevokeToken\x12\x1d.fanout.v1.RevokeTokenRequest\x1a\x1e.fanout.v1.RevokeTokenResponse\x12\x41\n\tSetLimits\x12\x1b.fanout.v1.SetLimitsRequest\x1a\x17.fanout.v1.TenantLimits\x12\x41\n\tGetLimits\x12\x1b.fanout.v1.GetLimitsRequest\x1a\x17.fanout.v1.TenantLimits\x12\x46\n\tListAudit\x12\x1b.fanout.v1.ListAuditRequest\x1a\x1c.fanout.v1.ListAuditResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x66\x61nout/v1/admin.proto\x12\tfanout.v1\"\x99\x01\n\x06Limits\x12\x12\n\nmax_fanout\x18\x01 \x01(\r\x12\x17\n\x0fmax_concurrency\x18\x02 \x01(\r\x12\x12\n\nmax_queued\x18\x03 \x01(\r\x12\x19\n\x11max_payload_bytes\x18\x04 \x01(\r\x12\x18\n\x10max_stored_bytes\x18\x05 \x01(\x04\x12\x19\n\x11retention_seconds\x18\x06 \x01(\r\"%\n\x13\x43reateTenantRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"5\n\x14\x43reateTenantResponse\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"2\n\x12\x43reateTokenRequest\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"$\n\x13\x43reateTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\"#\n\x12RevokeTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\"&\n\x13RevokeTokenResponse\x12\x0f\n\x07revoked\x18\x01 \x01(\x08\"U\n\x10SetLimitsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12!\n\x06limits\x18\x02 \x01(\x0b\x32\x11.fanout.v1.Limits\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\"\n\x10GetLimitsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"g\n\x0cTenantLimits\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12!\n\x06limits\x18\x02 \x01(\x0b\x32\x11.fanout.v1.Limits\x12$\n\toverrides\x18\x03 \x01(\x0b\x32\x11.fanout.v1.Limits\"|\n\nAuditEntry\x12\n\n\x02\x61t\x18\x01 \x01(\x01\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\t\x12\x11\n\told_value\x18\x05 \x01(\x04\x12\x11\n\tnew_value\x18\x06 \x01(\x04\x12\x0e\n\x06reason\x18\x07 \x01(\t\"1\n\x10ListAuditRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\";\n\x11ListAuditResponse\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.fanout.v1.AuditEntry2\xc9\x03\n\x0c\x41\x64minService\x12O\n\x0c\x43reateTenant\x12\x1e.fanout.v1.CreateTenantRequest\x1a\x1f.fanout.v1.CreateTenantResponse\x12L\n\x0b\x43reateToken\x12\x1d.fanout.v1.CreateTokenRequest\x1a\x1e.fanout.v1.CreateTokenResponse\x12L\n\x0bRevokeToken\x12\x1d.fanout.v1.RevokeTokenRequest\x1a\x1e.fanout.v1.RevokeTokenResponse\x12\x41\n\tSetLimits\x12\x1b.fanout.v1.SetLimitsRequest\x1a\x17.fanout.v1.TenantLimits\x12\x41\n\tGetLimits\x12\x1b.fanout.v1.GetLimitsRequest\x1a\x17.fanout.v1.TenantLimits\x12\x46\n\tListAudit\x12\x1b.fanout.v1.ListAuditRequest\x1a\x1c.fanout.v1.ListAuditResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fanout.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LIMITS']._serialized_start=36
-  _globals['_LIMITS']._serialized_end=136
-  _globals['_CREATETENANTREQUEST']._serialized_start=138
-  _globals['_CREATETENANTREQUEST']._serialized_end=175
-  _globals['_CREATETENANTRESPONSE']._serialized_start=177
-  _globals['_CREATETENANTRESPONSE']._serialized_end=230
-  _globals['_CREATETOKENREQUEST']._serialized_start=232
-  _globals['_CREATETOKENREQUEST']._serialized_end=282
-  _globals['_CREATETOKENRESPONSE']._serialized_start=284
-  _globals['_CREATETOKENRESPONSE']._serialized_end=320
-  _globals['_REVOKETOKENREQUEST']._serialized_start=322
-  _globals['_REVOKETOKENREQUEST']._serialized_end=357
-  _globals['_REVOKETOKENRESPONSE']._serialized_start=359
-  _globals['_REVOKETOKENRESPONSE']._serialized_end=397
-  _globals['_SETLIMITSREQUEST']._serialized_start=399
-  _globals['_SETLIMITSREQUEST']._serialized_end=484
-  _globals['_GETLIMITSREQUEST']._serialized_start=486
-  _globals['_GETLIMITSREQUEST']._serialized_end=520
-  _globals['_TENANTLIMITS']._serialized_start=522
-  _globals['_TENANTLIMITS']._serialized_end=625
-  _globals['_AUDITENTRY']._serialized_start=627
-  _globals['_AUDITENTRY']._serialized_end=751
-  _globals['_LISTAUDITREQUEST']._serialized_start=753
-  _globals['_LISTAUDITREQUEST']._serialized_end=802
-  _globals['_LISTAUDITRESPONSE']._serialized_start=804
-  _globals['_LISTAUDITRESPONSE']._serialized_end=863
-  _globals['_ADMINSERVICE']._serialized_start=866
-  _globals['_ADMINSERVICE']._serialized_end=1323
+  _globals['_LIMITS']._serialized_start=37
+  _globals['_LIMITS']._serialized_end=190
+  _globals['_CREATETENANTREQUEST']._serialized_start=192
+  _globals['_CREATETENANTREQUEST']._serialized_end=229
+  _globals['_CREATETENANTRESPONSE']._serialized_start=231
+  _globals['_CREATETENANTRESPONSE']._serialized_end=284
+  _globals['_CREATETOKENREQUEST']._serialized_start=286
+  _globals['_CREATETOKENREQUEST']._serialized_end=336
+  _globals['_CREATETOKENRESPONSE']._serialized_start=338
+  _globals['_CREATETOKENRESPONSE']._serialized_end=374
+  _globals['_REVOKETOKENREQUEST']._serialized_start=376
+  _globals['_REVOKETOKENREQUEST']._serialized_end=411
+  _globals['_REVOKETOKENRESPONSE']._serialized_start=413
+  _globals['_REVOKETOKENRESPONSE']._serialized_end=451
+  _globals['_SETLIMITSREQUEST']._serialized_start=453
+  _globals['_SETLIMITSREQUEST']._serialized_end=538
+  _globals['_GETLIMITSREQUEST']._serialized_start=540
+  _globals['_GETLIMITSREQUEST']._serialized_end=574
+  _globals['_TENANTLIMITS']._serialized_start=576
+  _globals['_TENANTLIMITS']._serialized_end=679
+  _globals['_AUDITENTRY']._serialized_start=681
+  _globals['_AUDITENTRY']._serialized_end=805
+  _globals['_LISTAUDITREQUEST']._serialized_start=807
+  _globals['_LISTAUDITREQUEST']._serialized_end=856
+  _globals['_LISTAUDITRESPONSE']._serialized_start=858
+  _globals['_LISTAUDITRESPONSE']._serialized_end=917
+  _globals['_ADMINSERVICE']._serialized_start=920
+  _globals['_ADMINSERVICE']._serialized_end=1377
 # @@protoc_insertion_point(module_scope)

@@ -7,16 +7,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Limits(_message.Message):
-    __slots__ = ("max_fanout", "max_concurrency", "max_queued", "max_payload_bytes")
+    __slots__ = ("max_fanout", "max_concurrency", "max_queued", "max_payload_bytes", "max_stored_bytes", "retention_seconds")
     MAX_FANOUT_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUED_FIELD_NUMBER: _ClassVar[int]
     MAX_PAYLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     max_fanout: int
     max_concurrency: int
     max_queued: int
     max_payload_bytes: int
-    def __init__(self, max_fanout: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., max_queued: _Optional[int] = ..., max_payload_bytes: _Optional[int] = ...) -> None: ...
+    max_stored_bytes: int
+    retention_seconds: int
+    def __init__(self, max_fanout: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., max_queued: _Optional[int] = ..., max_payload_bytes: _Optional[int] = ..., max_stored_bytes: _Optional[int] = ..., retention_seconds: _Optional[int] = ...) -> None: ...
 
 class CreateTenantRequest(_message.Message):
     __slots__ = ("tenant",)

@@ -22,6 +22,10 @@ class Limits:
     max_concurrency: int = 64
     max_queued: int = 1_000_000
     max_payload_bytes: int = 1 << 20
+    # Bytes of specs and results the tenant keeps in Redis, over all runs not yet dropped.
+    max_stored_bytes: int = 1 << 30
+    # How long a finished run of the tenant is kept before it is dropped.
+    retention_seconds: int = 7 * 24 * 3600
 
     @classmethod
     def names(cls) -> list[str]:
@@ -34,6 +38,8 @@ LIMIT_CEILING = {
     "max_concurrency": 1_000_000,
     "max_queued": 100_000_000,
     "max_payload_bytes": 64 << 20,
+    "max_stored_bytes": 1 << 40,
+    "retention_seconds": 365 * 24 * 3600,
 }
 
 

@@ -25,6 +25,7 @@ class Settings:
     max_concurrency: int = Limits.max_concurrency
     max_queued: int = Limits.max_queued
     max_payload_bytes: int = Limits.max_payload_bytes
+    max_stored_bytes: int = Limits.max_stored_bytes
     # Biggest SubmitBatch, in actions, and biggest gRPC message, in bytes.
     max_batch: int = 100_000
     max_message_bytes: int = 256 << 20
@@ -43,7 +44,14 @@ class Settings:
 
     @property
     def limits(self) -> Limits:
-        return Limits(self.max_fanout, self.max_concurrency, self.max_queued, self.max_payload_bytes)
+        return Limits(
+            self.max_fanout,
+            self.max_concurrency,
+            self.max_queued,
+            self.max_payload_bytes,
+            self.max_stored_bytes,
+            self.run_retention_seconds,
+        )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -66,6 +74,7 @@ class Settings:
             "max_concurrency",
             "max_queued",
             "max_payload_bytes",
+            "max_stored_bytes",
             "max_batch",
             "max_attempts",
             "run_retention_seconds",
