@@ -205,3 +205,19 @@ def test_runs_in_flight_resume_after_a_restart(tmp_path: Path) -> None:
             assert c.get_action(run.name, "root").attempt == 2
     finally:
         stop(proc)
+
+
+def test_a_second_up_on_a_busy_port_exits_2_with_a_clear_message(tmp_path: Path) -> None:
+    first = start_up(tmp_path / "first")
+    try:
+        port = yaml.safe_load((tmp_path / "first" / "config.yaml").read_text())["endpoint"].rsplit(":", 1)[1]
+        second = subprocess.run(
+            [FANOUT, "up", "--data-dir", str(tmp_path / "second"), "--listen", f"127.0.0.1:{port}",
+             "--metrics-port", "-1"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert f"cannot listen on 127.0.0.1:{port}: the address is in use" in second.stderr
+        assert "ready" not in second.stdout
+    finally:
+        stop(first)

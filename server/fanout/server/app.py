@@ -88,6 +88,9 @@ async def create_server(settings: Settings) -> ControlPlane:
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        # gRPC sets SO_REUSEPORT by default: a second server on a busy port would
+        # start too and the kernel would split calls between two control planes.
+        ("grpc.so_reuseport", 0),
     ]
     server = aio.server(interceptors=[AuthInterceptor(tokens)], options=options)
     actions_pb2_grpc.add_ActionServiceServicer_to_server(ActionService(settings, actions, limits, wakeup), server)
