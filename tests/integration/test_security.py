@@ -10,10 +10,11 @@ import pytest
 from fanout.client import Client
 from fanout.config import ClientConfig
 from fanout.server.app import ControlPlane
+from fanout.server.dispatcher.dispatcher import Dispatcher
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import actions_pb2_grpc, admin_pb2, admin_pb2_grpc
 from tests.conftest import Tenant, make_tenant
-from tests.helpers import LoopThread
+from tests.helpers import LoopThread, eventually
 
 
 @pytest.fixture
@@ -138,11 +139,13 @@ def test_malformed_requests_are_invalid_and_change_nothing(
 
 
 def test_an_action_token_reaches_only_its_own_run_and_children(
-    tenant: Tenant, loop_thread: LoopThread, plane: ControlPlane, endpoint: str
+    tenant: Tenant, loop_thread: LoopThread, plane: ControlPlane, endpoint: str, dispatcher: Dispatcher
 ) -> None:
-    mine = tenant.client.create_run(pb.ActionSpec(task_ref="module:x:y"))
+    # Action tokens live as long as their attempt, so the root must really be running.
+    mine = tenant.client.create_run(pb.ActionSpec(task_ref="module:x:y", command=["sleep", "30"]))
     other = tenant.client.create_run(pb.ActionSpec(task_ref="module:x:y"))
-    token = loop_thread.run(plane.tokens.mint_action_token(tenant.name, mine.name, "root"))
+    root = eventually(lambda: (a := tenant.client.get_action(mine.name, "root")).phase == pb.RUNNING and a)
+    token = loop_thread.run(plane.tokens.mint_action_token(tenant.name, mine.name, "root", root.attempt))
     child = [pb.ActionSpec(name="c", task_ref="m:x:y")]
 
     with Client(ClientConfig(endpoint=endpoint, token=token)) as action:
@@ -153,6 +156,7 @@ def test_an_action_token_reaches_only_its_own_run_and_children(
             action.get_run(other.name)
         with pytest.raises(Exception, match="may not call"):
             action.create_run(pb.ActionSpec(task_ref="module:x:y"))
+    tenant.client.abort_run(mine.name)
 
 
 def test_admin_limit_changes_are_audited(admin_client: Client, tenant: Tenant) -> None:

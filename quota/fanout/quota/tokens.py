@@ -1,8 +1,10 @@
 """API tokens: random, shown once, stored only as SHA-256 hashes.
 
 Action tokens are different: they are minted for every leased action, so they
-are stateless HMACs over (tenant, run, action) with a key kept in Redis,
-costing no write per action.
+are HMACs over (tenant, run, action, attempt), costing no write per action.
+They live exactly as long as their attempt: resolving one reads the action's
+state (one HGET) and refuses it once that attempt is no longer the leased one
+(finished, aborted, requeued or retried).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from fanout.quota import keys
+from fanout.quota import keys, phases
 from fanout.quota.failclosed import fail_closed
 
 ROLES = ("tenant", "admin", "dispatcher", "action")
@@ -35,6 +37,12 @@ class Principal:
     @property
     def label(self) -> str:
         return f"{self.role}:{self.tenant}" if self.tenant else self.role
+
+
+def _holds_lease(state: bytes, attempt: str) -> bool:
+    """True while `attempt` is the current one and leased: past QUEUED, not yet terminal."""
+    phase, current, _ = state.split(b":", 2)
+    return current.decode() == attempt and phases.QUEUED < int(phase) and not phases.is_terminal(int(phase))
 
 
 def _digest(token: str) -> str:
@@ -68,16 +76,20 @@ class TokenStore:
             return None
         return Principal(role=raw[b"role"].decode(), tenant=raw.get(b"tenant", b"").decode())
 
-    async def mint_action_token(self, tenant: str, run: str, action: str) -> str:
-        body = f"{tenant}.{run}.{action}"
+    async def mint_action_token(self, tenant: str, run: str, action: str, attempt: int) -> str:
+        body = f"{tenant}.{run}.{action}.{attempt}"
         return f"{_ACTION_PREFIX}{body}.{await self._sign(body)}"
 
     async def _resolve_action(self, token: str) -> Principal | None:
         parts = token[len(_ACTION_PREFIX) :].split(".")
-        if len(parts) != 4:
+        if len(parts) != 5:
             return None
-        tenant, run, action, signature = parts
-        if not hmac.compare_digest(signature, await self._sign(f"{tenant}.{run}.{action}")):
+        tenant, run, action, attempt, signature = parts
+        if not hmac.compare_digest(signature, await self._sign(f"{tenant}.{run}.{action}.{attempt}")):
+            return None
+        # Signed, so the names are ones the server minted; is that attempt still leased?
+        state = await self._redis.hget(keys.TenantKeys(tenant).states(run), action)
+        if state is None or not _holds_lease(state, attempt):
             return None
         return Principal(role="action", tenant=tenant, run=run, action=action)
 
