@@ -4,21 +4,28 @@ The interceptor wraps each fanout.v1 handler: it resolves the caller's token
 to a Principal (stored in a context variable for the servicer), checks the
 method's allowed roles, and turns expected errors into statuses once.
 Health and reflection stay open so probes and grpcurl work without a token.
+
+Request bodies are parsed here, after the token check, not by gRPC before
+it: a body that does not parse is then INVALID_ARGUMENT for a caller with a
+valid token and UNAUTHENTICATED for anyone else, never UNKNOWN.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc import aio
 
 from fanout.quota.tokens import Principal, TokenStore
 from fanout.server import metrics
-from fanout.server.status import ServiceError, to_status
+from fanout.server.status import ServiceError, invalid, to_status
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,17 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
 }
 for _method in ("CreateTenant", "CreateToken", "RevokeToken", "SetLimits", "GetLimits", "ListAudit"):
     METHOD_ROLES[_ADMIN + _method] = frozenset({"admin"})
+
+# A refused streaming call first reads what the client already sent, for at
+# most this long: ending the call while the client is still writing makes
+# grpc's asyncio client report its failed write (INTERNAL "Internal error
+# from Core") instead of the status the server sent.
+REFUSAL_DRAIN_SECONDS = 0.5
+REFUSAL_DRAIN_IDLE_SECONDS = 0.05
+REFUSAL_DRAIN_MESSAGES = 1024
+
+Guard = Callable[[aio.ServicerContext[Any, Any]], Awaitable[None]]
+Deserializer = Callable[[bytes], Any] | None
 
 
 def principal() -> Principal:
@@ -65,9 +83,9 @@ class AuthInterceptor(aio.ServerInterceptor):
             if method.startswith("/fanout."):
                 raise RuntimeError(f"{method} has no entry in METHOD_ROLES")
             return handler
-        return _wrap(handler, self._guard(roles))
+        return _wrap(handler, self._guard(roles), method)
 
-    def _guard(self, roles: frozenset[str]) -> Callable[[aio.ServicerContext[Any, Any]], Awaitable[None]]:
+    def _guard(self, roles: frozenset[str]) -> Guard:
         async def guard(context: aio.ServicerContext[Any, Any]) -> None:
             token = _bearer(context)
             if not token:
@@ -107,28 +125,88 @@ async def _fail(context: aio.ServicerContext[Any, Any], exc: Exception) -> None:
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
-def _wrap(handler: grpc.RpcMethodHandler, guard: Callable[..., Awaitable[None]]) -> grpc.RpcMethodHandler:
-    """Same handler kind, behaviour wrapped with the guard and error translation."""
+class _RateLimitedLog:
+    """One line per interval at most, counting what it left out: a flood must not fill the disk."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._next = 0.0
+        self._suppressed = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._suppressed += 1
+            return
+        self._next = now + self._interval
+        if self._suppressed:
+            message += f" ({self._suppressed} more like it not logged)"
+            self._suppressed = 0
+        log.warning(message, *args)
+
+
+_unparsable_log = _RateLimitedLog(interval=10.0)
+
+
+def _parse(deserializer: Deserializer, raw: bytes, method: str) -> Any:
+    if deserializer is None:
+        return raw
+    try:
+        return deserializer(raw)
+    except DecodeError as exc:
+        _unparsable_log.warning("unparsable request to %s: %s", method, exc)
+        raise invalid(f"the request body does not parse: {exc}") from None
+
+
+async def _parse_stream(deserializer: Deserializer, raw: AsyncIterator[bytes], method: str) -> AsyncIterator[Any]:
+    async for message in raw:
+        yield _parse(deserializer, message, method)
+
+
+async def _drain(requests: AsyncIterator[bytes]) -> None:
+    """Read what a refused client is still sending, briefly, so it sees our status and not a failed write."""
+    deadline = time.monotonic() + REFUSAL_DRAIN_SECONDS
+    for _ in range(REFUSAL_DRAIN_MESSAGES):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        try:
+            await asyncio.wait_for(anext(requests), min(left, REFUSAL_DRAIN_IDLE_SECONDS))
+        except (StopAsyncIteration, TimeoutError):
+            return
+
+
+def _wrap(handler: grpc.RpcMethodHandler, guard: Guard, method: str) -> grpc.RpcMethodHandler:
+    """Same handler kind, behaviour wrapped with the guard, parsing and error translation.
+
+    gRPC hands the wrapper raw bytes (no request deserializer): parsing
+    happens after the guard, so its failure gets a status like any other.
+    """
+    parse = handler.request_deserializer
     if handler.unary_unary:
         inner_uu = handler.unary_unary
 
-        async def unary_unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        async def unary_unary(raw: bytes, context: aio.ServicerContext[Any, Any]) -> Any:
             try:
                 await guard(context)
-                return await inner_uu(request, context)
+                return await inner_uu(_parse(parse, raw, method), context)
             except aio.AbortError:
                 raise
             except Exception as exc:
                 await _fail(context, exc)
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary, handler.request_deserializer, handler.response_serializer
-        )
+        return grpc.unary_unary_rpc_method_handler(unary_unary, None, handler.response_serializer)
 
-    def streaming(inner: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-        async def behaviour(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+    def streaming(inner: Callable[..., AsyncIterator[Any]], request_stream: bool) -> Callable[..., AsyncIterator[Any]]:
+        async def behaviour(raw: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             try:
-                await guard(context)
+                try:
+                    await guard(context)
+                except Exception:
+                    if request_stream:
+                        await _drain(raw)
+                    raise
+                request = _parse_stream(parse, raw, method) if request_stream else _parse(parse, raw, method)
                 async for item in inner(request, context):
                     yield item
             except aio.AbortError:
@@ -140,10 +218,10 @@ def _wrap(handler: grpc.RpcMethodHandler, guard: Callable[..., Awaitable[None]])
 
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(
-            streaming(handler.unary_stream), handler.request_deserializer, handler.response_serializer
+            streaming(handler.unary_stream, request_stream=False), None, handler.response_serializer
         )
     if handler.stream_stream:
         return grpc.stream_stream_rpc_method_handler(
-            streaming(handler.stream_stream), handler.request_deserializer, handler.response_serializer
+            streaming(handler.stream_stream, request_stream=True), None, handler.response_serializer
         )
     raise RuntimeError("stream-unary fanout methods are not expected")
