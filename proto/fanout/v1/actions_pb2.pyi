@@ -214,7 +214,7 @@ class GetQuotaRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Quota(_message.Message):
-    __slots__ = ("tenant", "max_fanout", "max_concurrency", "max_queued", "max_payload_bytes", "running", "queued")
+    __slots__ = ("tenant", "max_fanout", "max_concurrency", "max_queued", "max_payload_bytes", "running", "queued", "stored_bytes", "max_stored_bytes", "retention_seconds")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     MAX_FANOUT_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
@@ -222,6 +222,9 @@ class Quota(_message.Message):
     MAX_PAYLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     QUEUED_FIELD_NUMBER: _ClassVar[int]
+    STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     max_fanout: int
     max_concurrency: int
@@ -229,4 +232,7 @@ class Quota(_message.Message):
     max_payload_bytes: int
     running: int
     queued: int
-    def __init__(self, tenant: _Optional[str] = ..., max_fanout: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., max_queued: _Optional[int] = ..., max_payload_bytes: _Optional[int] = ..., running: _Optional[int] = ..., queued: _Optional[int] = ...) -> None: ...
+    stored_bytes: int
+    max_stored_bytes: int
+    retention_seconds: int
+    def __init__(self, tenant: _Optional[str] = ..., max_fanout: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., max_queued: _Optional[int] = ..., max_payload_bytes: _Optional[int] = ..., running: _Optional[int] = ..., queued: _Optional[int] = ..., stored_bytes: _Optional[int] = ..., max_stored_bytes: _Optional[int] = ..., retention_seconds: _Optional[int] = ...) -> None: ...

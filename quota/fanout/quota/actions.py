@@ -24,6 +24,20 @@ from fanout.v1 import actions_pb2 as pb
 
 QUEUE_FULL_RETRY_SECONDS = 1.0
 
+# Finished runs are closed (their unfinished actions aborted) and later dropped
+# in steps, one short script each, whatever the run's size: a step aborts up
+# to CLOSE_STEP_ABORTS actions after reading at most CLOSE_STEP_READS states,
+# or unlinks the keys of DROP_STEP_PARENTS parents.
+CLOSE_STEP_ABORTS = 500
+CLOSE_STEP_READS = 5_000
+DROP_STEP_PARENTS = 200
+# A report that ends a root closes small runs before it is answered; the
+# periodic loop goes on with bigger ones.
+REPORT_CLOSE_STEPS = 2
+# How long one pass of the periodic loop works on one tenant's closing or
+# dropping, so that one huge run does not hold up the other tenants.
+MAINTENANCE_BUDGET_SECONDS = 1.0
+
 # Results the control plane writes itself, for actions that end without a report.
 LEASE_LOST_RESULT = pb.ActionResult(
     error=pb.ActionError(type="LeaseLost", message="the dispatcher running this action stopped renewing its lease")
@@ -108,7 +122,6 @@ class ActionStore:
         *,
         lease_seconds: float = 15.0,
         max_attempts: int = 3,
-        retention_seconds: int = 7 * 24 * 3600,
         clock: Callable[[], float] = time.time,
     ) -> None:
         # Typed loosely: redis-py types replies as str | bytes; with decode_responses off they are bytes.
@@ -117,7 +130,6 @@ class ActionStore:
         self._limits = limits
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
-        self.retention_seconds = retention_seconds
         self._clock = clock
 
     @property
@@ -236,19 +248,15 @@ class ActionStore:
     async def report(self, tenant: str, reports: Sequence[Report]) -> int:
         """Apply phase reports; returns how many were ignored (stale or duplicate)."""
         k = keys.TenantKeys(tenant)
-        args: list[str | bytes | int | float] = [
-            k.prefix,
-            self._clock(),
-            keys.EVENTS_MAXLEN,
-            ABORTED_RESULT,
-            self.retention_seconds,
-        ]
+        args: list[str | bytes | int | float] = [k.prefix, self._clock(), keys.EVENTS_MAXLEN]
         for r in reports:
             args += [r.run, r.name, r.attempt, r.phase, r.result, r.retry_after]
-        ignored = int(await self._scripts.report(keys=[k.slots, k.leased, k.stats, k.delayed], args=args))
+        ignored, closed = await self._scripts.report(keys=[k.slots, k.leased, k.stats, k.delayed, k.closing], args=args)
         if any(r.retry_after for r in reports):
             await self._mark_ready(tenant)  # the retry waits in the delayed set
-        return ignored
+        for run in closed:
+            await self.close_run(tenant, run.decode(), max_steps=REPORT_CLOSE_STEPS)
+        return int(ignored)
 
     @fail_closed
     async def heartbeat(self, tenant: str, leases: Sequence[LeaseRef]) -> tuple[list[LeaseRef], list[LeaseRef]]:
@@ -267,16 +275,8 @@ class ActionStore:
         """Reclaim expired leases: (requeued, failed)."""
         k = keys.TenantKeys(tenant)
         requeued, failed = await self._scripts.reap(
-            keys=[k.slots, k.leased, k.queue, k.stats],
-            args=[
-                k.prefix,
-                self._clock(),
-                keys.EVENTS_MAXLEN,
-                self.max_attempts,
-                LEASE_LOST_RESULT,
-                ABORTED_RESULT,
-                self.retention_seconds,
-            ],
+            keys=[k.slots, k.leased, k.queue, k.stats, k.closing],
+            args=[k.prefix, self._clock(), keys.EVENTS_MAXLEN, self.max_attempts, LEASE_LOST_RESULT],
         )
         if requeued:
             await self._mark_ready(tenant)
@@ -284,17 +284,86 @@ class ActionStore:
 
     @fail_closed
     async def abort_run(self, tenant: str, run: str) -> int:
-        """Abort the run's unfinished actions; returns how many were aborted."""
+        """Abort the run's unfinished actions; returns how many this call aborted (0 if it had finished)."""
+        began = await self.begin_abort(tenant, run)
+        await self.close_run(tenant, run)
+        if not began:
+            return 0
+        # Counted in the run, not here: the periodic loop may have walked some of the steps.
+        return int(await self._redis.hget(keys.TenantKeys(tenant).run(run), "aborted") or 0)
+
+    @fail_closed
+    async def begin_abort(self, tenant: str, run: str) -> bool:
+        """Abort the run's root, which ends the run at once; False when it had finished already."""
         k = keys.TenantKeys(tenant)
-        aborted = int(
+        began = int(
             await self._scripts.abort(
-                keys=[k.run(run), k.slots, k.leased, k.stats],
-                args=[k.prefix, self._clock(), keys.EVENTS_MAXLEN, ABORTED_RESULT, run, self.retention_seconds],
+                keys=[k.run(run), k.slots, k.leased, k.stats, k.closing],
+                args=[k.prefix, self._clock(), keys.EVENTS_MAXLEN, ABORTED_RESULT, run],
             )
         )
-        if aborted < 0:
+        if began < 0:
             raise NotFound(f"run {run!r} not found")
-        return aborted
+        return bool(began)
+
+    @fail_closed
+    async def close_run(self, tenant: str, run: str, max_steps: int | None = None) -> bool:
+        """Abort a finished run's unfinished actions, one short script per step; True once all are done."""
+        k = keys.TenantKeys(tenant)
+        step = 0
+        while max_steps is None or step < max_steps:
+            _, closed = await self._scripts.close_run(
+                keys=[k.run(run), k.states(run), k.slots, k.leased, k.stats, k.closing, k.finished],
+                args=[
+                    k.prefix,
+                    self._clock(),
+                    keys.EVENTS_MAXLEN,
+                    ABORTED_RESULT,
+                    run,
+                    CLOSE_STEP_ABORTS,
+                    CLOSE_STEP_READS,
+                ],
+            )
+            if closed:
+                return True
+            step += 1
+        return False
+
+    @fail_closed
+    async def close_finished_runs(self, tenant: str, budget: float = MAINTENANCE_BUDGET_SECONDS) -> int:
+        """Go on closing runs that finished (a server may have died walking one); returns how many closed."""
+        deadline = time.monotonic() + budget
+        closed = 0
+        for run in await self._redis.zrange(keys.TenantKeys(tenant).closing, 0, 99):
+            while not await self.close_run(tenant, run.decode(), max_steps=1):
+                if time.monotonic() > deadline:
+                    return closed
+            closed += 1
+            if time.monotonic() > deadline:
+                break
+        return closed
+
+    @fail_closed
+    async def drop_expired_runs(self, tenant: str, budget: float = MAINTENANCE_BUDGET_SECONDS) -> int:
+        """Drop closed runs older than the tenant's retention, in short steps; returns how many were dropped."""
+        k = keys.TenantKeys(tenant)
+        before = self._clock() - (await self._limits.effective(tenant)).retention_seconds
+        deadline = time.monotonic() + budget
+        dropped = 0
+        for raw in await self._redis.zrangebyscore(k.finished, "-inf", f"({before}", start=0, num=100):
+            run = raw.decode()
+            args = [k.prefix, run, before, DROP_STEP_PARENTS, *keys.PARENT_KEY_SUFFIXES, "|", *keys.RUN_KEY_SUFFIXES]
+            while (
+                gone := int(
+                    await self._scripts.drop_run(keys=[k.finished, k.stats, k.run(run), k.parents(run)], args=args)
+                )
+            ) == 0:
+                if time.monotonic() > deadline:
+                    return dropped
+            dropped += gone == 1
+            if time.monotonic() > deadline:
+                break
+        return dropped
 
     # Reads -----------------------------------------------------------------
 
@@ -358,6 +427,11 @@ class ActionStore:
     @fail_closed
     async def queued(self, tenant: str) -> int:
         return int(await self._redis.hget(keys.TenantKeys(tenant).stats, "queued") or 0)
+
+    @fail_closed
+    async def stored_bytes(self, tenant: str) -> int:
+        """Bytes of specs and results the tenant keeps in Redis, over its runs not yet dropped."""
+        return int(await self._redis.hget(keys.TenantKeys(tenant).stats, "bytes") or 0)
 
     @fail_closed
     async def running(self, tenant: str) -> int:

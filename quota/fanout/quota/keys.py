@@ -28,9 +28,12 @@ ACTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 # Per-parent keys, as "<tenant prefix><suffix><run>:<parent>":
 #   kids: list of child names in submission order (replay order for watches)
 #   ev:   stream of child phase changes (live part of watches, resumable by id)
-# Every run key gets a TTL when the run finishes (lib.lua expire_run), so
-# Redis keeps finished runs for the retention period only.
-RUN_SUFFIXES = ("run:", "spec:", "st:", "res:", "parents:", "lost:", "kids:", "ev:")
+# A finished run is kept for its tenant's retention_seconds, then the sweeper
+# (drop_run.lua) unlinks these keys a bounded number per script: the per-parent
+# ones first, walking the parents set, then the per-run ones.
+RUN_KEY_SUFFIXES = ("run:", "spec:", "st:", "res:", "parents:", "lost:")
+PARENT_KEY_SUFFIXES = ("kids:", "ev:")
+RUN_SUFFIXES = RUN_KEY_SUFFIXES + PARENT_KEY_SUFFIXES
 
 
 def tenant_prefix(tenant: str) -> str:
@@ -76,6 +79,18 @@ class TenantKeys:
     def stats(self) -> str:
         """Hash of counters kept by the scripts: queued = admitted, unfinished actions."""
         return self.prefix + "stats"
+
+    @property
+    def closing(self) -> str:
+        """Sorted set run -> when it finished, of finished runs whose unfinished actions are still
+        being aborted, a bounded chunk per script (close_run.lua); the run meta holds the walk's cursor."""
+        return self.prefix + "closing"
+
+    @property
+    def finished(self) -> str:
+        """Sorted set run -> when it finished, of closed runs not yet dropped; the sweeper drops
+        those older than the tenant's retention_seconds (drop_run.lua)."""
+        return self.prefix + "finished"
 
     @property
     def audit(self) -> str:

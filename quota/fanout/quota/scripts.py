@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 # Scripts that finish actions share the helpers in lib.lua.
-_WITH_LIB = frozenset({"report", "reap", "abort"})
+_WITH_LIB = frozenset({"report", "reap", "abort", "close_run"})
 
 
 def _source(name: str) -> str:
@@ -27,6 +27,8 @@ class Scripts:
     reap: AsyncScript
     heartbeat: AsyncScript
     abort: AsyncScript
+    close_run: AsyncScript
+    drop_run: AsyncScript
     snapshot: AsyncScript
     set_limits: AsyncScript
 

@@ -26,7 +26,10 @@ from fanout.v1 import actions_pb2_grpc
 log = logging.getLogger(__name__)
 
 ROOT_ACTION = "root"
-WATCH_BLOCK_MS = 5_000
+# A watch's blocking read waits this long for a change; the Redis socket timeout
+# (app.connect_redis) is derived from it and stays longer. Each read that comes
+# back empty sends a heartbeat, so a quiet watch shows it is alive this often.
+WATCH_BLOCK_MS = 2_000
 _RUN_ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -123,6 +126,8 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
             yield pb.WatchEvent(replay_done=pb.ReplayDone(), cursor=cursor)
         while True:
             changes = await self._store.events(who.tenant, request.run, request.parent, cursor, WATCH_BLOCK_MS)
+            if not changes:  # a heartbeat: neither update nor replay_done, only the cursor
+                yield pb.WatchEvent(cursor=cursor)
             for cursor, child in changes:  # the cursor advances with each change
                 yield pb.WatchEvent(update=child_status(request.run, request.parent, child), cursor=cursor)
 
@@ -173,6 +178,9 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
             max_payload_bytes=limits.max_payload_bytes,
             running=await self._store.running(who.tenant),
             queued=await self._store.queued(who.tenant),
+            stored_bytes=max(0, await self._store.stored_bytes(who.tenant)),
+            max_stored_bytes=limits.max_stored_bytes,
+            retention_seconds=limits.retention_seconds,
         )
 
     async def _run(self, tenant: str, run: str) -> pb.Run:

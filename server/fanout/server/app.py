@@ -78,7 +78,6 @@ async def create_server(settings: Settings) -> ControlPlane:
         limits,
         lease_seconds=settings.lease_seconds,
         max_attempts=settings.max_attempts,
-        retention_seconds=settings.run_retention_seconds,
     )
     tokens = TokenStore(redis)
     wakeup = Wakeup()
@@ -146,3 +145,6 @@ async def _reap_forever(actions: ActionStore, interval: float) -> None:
                     metrics.LEASES_RECLAIMED.labels(outcome="requeued").inc(requeued)
                     metrics.LEASES_RECLAIMED.labels(outcome="failed").inc(failed)
                     log.warning("tenant %s: reclaimed expired leases, %d requeued, %d failed", tenant, requeued, failed)
+                # Finish closings a dead server left half done, and drop runs past retention.
+                await actions.close_finished_runs(tenant)
+                await actions.drop_expired_runs(tenant)

@@ -2,11 +2,11 @@
 -- queue the action again, or fail it once it has lost max attempts leases.
 -- Lost leases are counted apart from attempts (lost:<run>), so a task's own
 -- retries do not use up its protection against crashed dispatchers.
--- KEYS: 1 slots, 2 leased, 3 queue, 4 stats
+-- KEYS: 1 slots, 2 leased, 3 queue, 4 stats, 5 closing
 -- ARGV: 1 tenant prefix, 2 now, 3 events maxlen, 4 max attempts,
---       5 serialized "lease lost" result, 6 serialized "aborted" result, 7 retention seconds
-local ctx = {prefix = ARGV[1], slots = KEYS[1], leased = KEYS[2], stats = KEYS[4],
-  now = tonumber(ARGV[2]), maxlen = ARGV[3], aborted = ARGV[6], retention = tonumber(ARGV[7])}
+--       5 serialized "lease lost" result
+local ctx = {prefix = ARGV[1], slots = KEYS[1], leased = KEYS[2], stats = KEYS[4], closing = KEYS[5],
+  now = tonumber(ARGV[2]), maxlen = ARGV[3]}
 local max_attempts = tonumber(ARGV[4])
 local requeued, failed = 0, 0
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, 1000)

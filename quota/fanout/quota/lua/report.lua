@@ -2,13 +2,16 @@
 -- for an older attempt (its lease was lost) is ignored, and an action that
 -- is already terminal stays as it is: exactly one terminal phase. A failure
 -- with retries left goes back to the queue after its backoff instead.
--- KEYS: 1 slots, 2 leased, 3 stats, 4 delayed
--- ARGV: 1 tenant prefix, 2 now, 3 events maxlen, 4 aborted result, 5 retention seconds,
+-- A root's terminal report closes its run (lib.lua close_run); the caller
+-- then aborts the run's unfinished actions in bounded steps (close_run.lua).
+-- KEYS: 1 slots, 2 leased, 3 stats, 4 delayed, 5 closing
+-- ARGV: 1 tenant prefix, 2 now, 3 events maxlen,
 --       then run, name, attempt, phase, result, retry_after per report
-local ctx = {prefix = ARGV[1], slots = KEYS[1], leased = KEYS[2], stats = KEYS[3],
-  now = tonumber(ARGV[2]), maxlen = ARGV[3], aborted = ARGV[4], retention = tonumber(ARGV[5])}
-local ignored = 0
-for i = 6, #ARGV, 6 do
+-- Returns {reports ignored, runs closed}.
+local ctx = {prefix = ARGV[1], slots = KEYS[1], leased = KEYS[2], stats = KEYS[3], closing = KEYS[5],
+  now = tonumber(ARGV[2]), maxlen = ARGV[3]}
+local ignored, closed = 0, {}
+for i = 4, #ARGV, 6 do
   local run, name, attempt, phase = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
   local result, retry_after = ARGV[i + 4], tonumber(ARGV[i + 5])
   local stkey = ctx.prefix .. 'st:' .. run
@@ -26,6 +29,7 @@ for i = 6, #ARGV, 6 do
       redis.call('XADD', evkey, 'MAXLEN', '~', ctx.maxlen, '*', 'n', name, 'p', 1, 'a', att, 'r', result)
     elseif phase >= 5 then
       finish(ctx, run, name, att, parent, phase, result)
+      if parent == '' then closed[#closed + 1] = run end
     else
       redis.call('HSET', stkey, name, phase .. ':' .. att .. ':' .. parent)
       redis.call('XADD', evkey, 'MAXLEN', '~', ctx.maxlen, '*', 'n', name, 'p', phase, 'a', att)
@@ -35,4 +39,4 @@ for i = 6, #ARGV, 6 do
     ignored = ignored + 1
   end
 end
-return ignored
+return {ignored, closed}

@@ -1,0 +1,146 @@
+"""Aborts of big runs are walked in short scripts, and each action is aborted exactly once.
+
+The Redis and the server are this module's own, with no dispatcher: the
+session's dispatcher would lease these actions and race the counts.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from fanout.quota.actions import LeaseRef
+from fanout.quota.phases import ABORTED
+from fanout.server.app import ControlPlane, create_server
+from fanout.server.redis_process import RedisProcess
+from fanout.server.settings import Settings
+from fanout.v1 import actions_pb2 as pb
+from tests.conftest import Tenant, make_tenant
+from tests.helpers import LoopThread, eventually
+
+# Generous against a busy 2-core machine; the chunks aim at a few milliseconds each.
+SCRIPT_BOUND_US = 50_000
+BATCH = 10_000
+
+
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    proc = RedisProcess(tmp_path_factory.mktemp("abort-redis"), appendonly=False).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def own_plane(loop_thread: LoopThread, own_redis: RedisProcess) -> Iterator[ControlPlane]:
+    settings = Settings.from_env(
+        environ={},
+        redis_url=own_redis.url,
+        listen="127.0.0.1:0",
+        metrics_port=-1,
+        lease_seconds=5.0,
+        reap_interval_seconds=0.5,
+    )
+    plane = loop_thread.run(create_server(settings))
+    yield plane
+    loop_thread.run(plane.stop(grace=1))
+
+
+@pytest.fixture(scope="module")
+def own_client(own_redis: RedisProcess) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(own_redis.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def own_tenant(loop_thread: LoopThread, own_plane: ControlPlane) -> Iterator[Tenant]:
+    t = make_tenant(loop_thread, own_plane, f"127.0.0.1:{own_plane.port}", prefix="ab")
+    yield t
+    t.client.close()
+
+
+def big_run(tenant: Tenant, children: int) -> str:
+    tenant.set_limits(max_fanout=children + 1)
+    run = tenant.client.create_run(pb.ActionSpec(task_ref="module:tests:root")).name
+    names = (f"c{i}" for i in range(children))
+    while batch := list(itertools.islice(names, BATCH)):
+        specs = [pb.ActionSpec(name=n, task_ref="module:tests:noop", inputs=b"{}") for n in batch]
+        tenant.client.submit_batch(run, "root", specs)
+    return run
+
+
+def slow_scripts(client: redis.Redis) -> list[tuple[int, bytes]]:
+    """(microseconds, command) of the scripts in the slow log."""
+    entries: list[dict[str, Any]] = client.slowlog_get(1000)
+    return [
+        (int(e["duration"]), bytes(e["command"][:80]))
+        for e in entries
+        if bytes(e["command"]).split(b" ")[0].upper() in (b"EVALSHA", b"EVAL")
+    ]
+
+
+def phases_of(client: redis.Redis, tenant: Tenant, run: str) -> set[int]:
+    states: list[bytes] = client.hvals(f"fo:{{{tenant.name}}}:st:{run}")  # type: ignore[assignment]
+    return {int(s.split(b":")[0]) for s in states}
+
+
+def test_a_large_abort_runs_in_short_scripts_and_counts_every_action(
+    own_tenant: Tenant, own_client: redis.Redis
+) -> None:
+    run = big_run(own_tenant, 30_000)
+    own_client.config_set("slowlog-log-slower-than", SCRIPT_BOUND_US)
+    own_client.config_set("slowlog-max-len", 1000)
+    own_client.slowlog_reset()
+
+    aborted = own_tenant.client.abort_run(run, reason="test")
+
+    slow = slow_scripts(own_client)
+    assert slow == [], f"{len(slow)} scripts over {SCRIPT_BOUND_US} us, the longest {max(slow)}"
+    assert aborted == 30_001
+    assert own_tenant.client.get_run(run).phase == pb.ABORTED
+    assert phases_of(own_client, own_tenant, run) == {ABORTED}
+    assert own_tenant.queued() == 0
+    assert own_tenant.client.abort_run(run) == 0
+
+
+def test_an_abort_cut_short_is_finished_by_the_servers_loop_once(
+    own_tenant: Tenant, own_client: redis.Redis, own_plane: ControlPlane, loop_thread: LoopThread
+) -> None:
+    run = big_run(own_tenant, 3_000)
+    store = own_plane.actions
+
+    # The server that began the abort dies after one chunk: the periodic loop takes over.
+    assert loop_thread.run(store.begin_abort(own_tenant.name, run)) is True
+    assert own_tenant.client.get_run(run).phase == pb.ABORTED
+    loop_thread.run(store.close_run(own_tenant.name, run, max_steps=1))
+
+    eventually(lambda: own_tenant.queued() == 0)
+    assert phases_of(own_client, own_tenant, run) == {ABORTED}
+    assert own_client.hget(f"fo:{{{own_tenant.name}}}:run:{run}", "aborted") == b"3001"
+    assert own_tenant.client.abort_run(run) == 0
+
+
+def test_running_actions_of_an_aborted_run_are_told_to_stop_before_the_cleanup_reaches_them(
+    own_plane: ControlPlane, loop_thread: LoopThread
+) -> None:
+    store = own_plane.actions
+    tenant = "ab-unlisted"  # not registered: the server's loop leaves it alone
+
+    async def body() -> tuple[list[LeaseRef], list[LeaseRef]]:
+        await store.create_run(tenant, "r1", "root", b"")
+        await store.lease(tenant, 10)  # the root
+        await store.admit(tenant, "r1", "root", [("a", b""), ("b", b"")])
+        kids = await store.lease(tenant, 10)
+        assert {k.name for k in kids} == {"a", "b"}
+        assert await store.begin_abort(tenant, "r1")
+        refs = [LeaseRef("r1", k.name, k.attempt) for k in kids]
+        _, _, phase, _, _ = await store.get_action(tenant, "r1", "a")
+        assert phase < ABORTED  # the cleanup has not reached it yet
+        return refs, (await store.heartbeat(tenant, refs))[1]
+
+    refs, cancelled = loop_thread.run(body())
+    assert sorted(c.name for c in cancelled) == sorted(r.name for r in refs)
