@@ -18,14 +18,16 @@ import redis.asyncio as aioredis
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from fanout.quota.actions import ActionStore
 from fanout.quota.errors import StoreError
 from fanout.quota.limits import LimitStore
 from fanout.quota.scripts import Scripts
 from fanout.quota.tokens import TokenStore
-from fanout.server import metrics
-from fanout.server.actions_service import ActionService
+from fanout.server import metrics, signing_key
+from fanout.server.actions_service import WATCH_BLOCK_MS, ActionService
 from fanout.server.admin_service import AdminService
 from fanout.server.auth import AuthInterceptor
 from fanout.server.dispatch_service import DispatchService
@@ -63,12 +65,31 @@ class ControlPlane:
         await self.redis.aclose()
 
 
+# Every Redis timeout is set here, never left to redis-py's defaults, which changed
+# between majors (the asyncio client's socket timeout went from none to 5 s).
+# The socket timeout bounds how long any single reply may take, so it must outlast
+# the longest blocking command we issue (the watch's XREAD BLOCK) with margin for a
+# busy Redis; it also bounds how long an RPC waits on a Redis that stopped
+# answering, so fail-closed stays within seconds.
+REDIS_CONNECT_TIMEOUT_SECONDS = 2.0
+REDIS_SOCKET_TIMEOUT_SECONDS = WATCH_BLOCK_MS / 1000 + 3.0
+
+
 def connect_redis(url: str) -> aioredis.Redis:
-    # Short timeouts: an unreachable Redis must fail the RPC (closed), not hang it.
-    return aioredis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=10)
+    return aioredis.Redis.from_url(
+        url,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+        # No silent resend: a command that timed out may have run (a script may
+        # have admitted or released), and an unreachable Redis must fail the RPC
+        # now (UNAVAILABLE), not after a chain of backed-off retries.
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=10,
+    )
 
 
 async def create_server(settings: Settings) -> ControlPlane:
+    key = signing_key.load(settings.signing_key_file)
     redis = connect_redis(settings.redis_url)
     scripts = Scripts.register(redis)
     limits = LimitStore(redis, scripts, settings.limits)
@@ -79,7 +100,7 @@ async def create_server(settings: Settings) -> ControlPlane:
         lease_seconds=settings.lease_seconds,
         max_attempts=settings.max_attempts,
     )
-    tokens = TokenStore(redis)
+    tokens = TokenStore(redis, key)
     wakeup = Wakeup()
 
     options = [
