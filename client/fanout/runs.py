@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from fanout import config as config_mod
@@ -78,32 +79,17 @@ class Run:
     def wait(self, timeout: float | None = None) -> Run:
         """Block until the root action finishes. Does not raise on failure; see outputs().
 
-        Rides out a restarting control plane (resuming its watch from the last
-        cursor) but gives up when it stays unreachable for RECONNECT_SECONDS.
+        Rides out a restarting control plane (see `follow`) for as long as the run takes.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        cursor = ""
-        unreachable_since: float | None = None
-        while self._root is None:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                for event in self._client.watch_children(self.name, "", cursor, timeout=remaining):
-                    unreachable_since = None
-                    if event.HasField("replay_done") or cursor:
-                        cursor = event.cursor
-                    if event.HasField("update") and event.update.phase in TERMINAL_PHASES:
-                        self._root = event.update
-                        break
-            except errors.DeadlineExceeded:
-                raise errors.DeadlineExceeded(f"run {self.name} did not finish within {timeout}s") from None
-            except errors.Unavailable as exc:
-                unreachable_since = unreachable_since or time.monotonic()
-                if time.monotonic() - unreachable_since > RECONNECT_SECONDS:
-                    raise errors.Unavailable(
-                        f"lost the control plane for {RECONNECT_SECONDS:.0f}s while waiting for run {self.name} "
-                        f"({exc}); the run goes on: follow it with `fanout watch {self.name}`"
-                    ) from None
-                time.sleep(0.5)
+        if self._root is not None:
+            return self
+        try:
+            for event in follow(self._client, self.name, "", timeout):
+                if event.HasField("update") and event.update.phase in TERMINAL_PHASES:
+                    self._root = event.update
+                    break
+        except errors.DeadlineExceeded:
+            raise errors.DeadlineExceeded(f"run {self.name} did not finish within {timeout}s") from None
         return self
 
     def outputs(self) -> Any:
@@ -119,6 +105,45 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run(name={self.name!r}, url={self.url!r})"
+
+
+def follow(client: Client, run: str, parent: str = "", timeout: float | None = None) -> Iterator[pb.WatchEvent]:
+    """A watch of `parent`'s children that lasts as long as the run: replay, replay_done, then live updates.
+
+    A dropped stream is resumed from its last cursor, so nothing is missed or
+    repeated and replay_done comes once. Heartbeats (events that carry only a
+    cursor) prove the stream alive and are not passed on. Only a control plane
+    that cannot be reached counts against RECONNECT_SECONDS: the clock starts
+    when a stream drops and stops at the first event (a heartbeat at the
+    latest) of a new one, so a quiet run can be followed for hours.
+    Raises DeadlineExceeded after `timeout` seconds, Unavailable when the
+    control plane stays unreachable, and any refusal (NotFound, AuthError) at once.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    cursor = ""
+    unreachable_since: float | None = None
+    while True:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            for event in client.watch_children(run, parent, cursor, timeout=remaining):
+                unreachable_since = None
+                # Replay events carry the snapshot's cursor: it counts only once
+                # replay_done is seen, else a resumed stream would skip the rest.
+                if event.HasField("replay_done") or cursor:
+                    cursor = event.cursor
+                if event.WhichOneof("event") is not None:
+                    yield event
+            reason = "the stream ended"  # a stopping server ends streams; resume like after any drop
+        except errors.Unavailable as exc:
+            reason = str(exc)
+        now = time.monotonic()
+        unreachable_since = unreachable_since or now
+        if now - unreachable_since >= RECONNECT_SECONDS:
+            raise errors.Unavailable(
+                f"lost the control plane for {RECONNECT_SECONDS:.0f}s while following run {run} ({reason}); "
+                f"the run goes on: follow it with `fanout watch {run}`"
+            )
+        time.sleep(0.5)
 
 
 def run_url(cfg: ClientConfig, run: str) -> str:

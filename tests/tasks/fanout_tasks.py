@@ -92,3 +92,23 @@ async def fail_fast(n: int) -> str:
     except fanout.ActionFailed as exc:
         return exc.message
     return "no failure"
+
+
+@env.task
+async def quiet_parent(seconds: float) -> list[str]:
+    """Awaits one child that sleeps `seconds`; returns the warnings the SDK logged meanwhile."""
+    import logging
+
+    warnings: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            warnings.append(record.getMessage())
+
+    handler = Keep(logging.WARNING)
+    logging.getLogger("fanout").addHandler(handler)
+    try:
+        await sleepy(0, seconds)
+    finally:
+        logging.getLogger("fanout").removeHandler(handler)
+    return warnings

@@ -12,7 +12,7 @@ from pathlib import Path
 from fanout import config as client_config
 from fanout.cli import output
 from fanout.client import TERMINAL_PHASES, Client
-from fanout.runs import start_run
+from fanout.runs import follow, start_run
 from fanout.runtime import load_task
 from fanout.v1 import actions_pb2 as pb
 
@@ -110,7 +110,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     last_line = ""
     interactive = sys.stderr.isatty() and not args.json
     with _client(args) as client:
-        for event in client.watch_children(args.run, args.parent):
+        # follow() resumes a dropped stream from its cursor: a long watch outlives a server restart.
+        for event in follow(client, args.run, args.parent):
             if event.HasField("update"):
                 phases[event.update.name] = event.update.phase
                 if args.json:
