@@ -112,3 +112,25 @@ async def quiet_parent(seconds: float) -> list[str]:
     finally:
         logging.getLogger("fanout").removeHandler(handler)
     return warnings
+
+
+@env.task
+async def logged_child(log_dir: str, x: int, seconds: float, freeze_pid: int) -> int:
+    """Logs each execution; child 0 freezes the process `freeze_pid` (SIGSTOP) just before it returns."""
+    import contextlib
+    import os
+    import signal
+    from pathlib import Path
+
+    with (Path(log_dir) / str(x)).open("a") as log:
+        log.write("ran\n")
+    await asyncio.sleep(seconds)
+    if x == 0:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(freeze_pid, signal.SIGSTOP)
+    return x
+
+
+@env.task
+async def logged_fan(log_dir: str, n: int, seconds: float, freeze_pid: int) -> list[int]:
+    return await asyncio.gather(*(logged_child(log_dir, i, seconds, freeze_pid) for i in range(n)))
