@@ -16,6 +16,8 @@ LIMIT_HELP = {
     "max_concurrency": "most actions of the tenant running at once",
     "max_queued": "most admitted, unfinished actions of the tenant",
     "max_payload_bytes": "largest inputs or outputs of one action",
+    "max_stored_bytes": "most bytes of specs and results the tenant keeps, over its runs not yet dropped",
+    "retention_seconds": "how long a finished run is kept before it is dropped (applies to runs already finished)",
 }
 LIMIT_FLAGS = tuple(LIMIT_HELP)
 
@@ -117,7 +119,7 @@ def _print_limits(limits: object, json_out: bool) -> None:
     print(f"tenant {limits.tenant}")  # type: ignore[attr-defined]
     for name in LIMIT_FLAGS:
         note = "override" if getattr(overrides, name) else "default"
-        print(f"  {name:<18} {getattr(effective, name):>12,}  ({note})")
+        print(f"  {name:<18} {getattr(effective, name):>17,}  ({note})")
 
 
 def cmd_quota_get(args: argparse.Namespace) -> int:

@@ -160,4 +160,6 @@ def cmd_quota(args: argparse.Namespace) -> int:
     print(f"  queued             {quota.queued:>12,} of max_queued {quota.max_queued:,}")
     print(f"  max_fanout         {quota.max_fanout:>12,} actions per run")
     print(f"  max_payload_bytes  {quota.max_payload_bytes:>12,}")
+    print(f"  stored_bytes       {quota.stored_bytes:>12,} of max_stored_bytes {quota.max_stored_bytes:,}")
+    print(f"  retention_seconds  {quota.retention_seconds:>12,} a finished run is kept, then dropped")
     return 0
