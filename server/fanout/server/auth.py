@@ -13,9 +13,10 @@ valid token and UNAUTHENTICATED for anyone else, never UNKNOWN.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -23,6 +24,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc import aio
 
+from fanout.quota.errors import StoreError
 from fanout.quota.tokens import Principal, TokenStore
 from fanout.server import metrics
 from fanout.server.status import ServiceError, invalid, to_status
@@ -56,8 +58,11 @@ for _method in ("CreateTenant", "CreateToken", "RevokeToken", "SetLimits", "GetL
 REFUSAL_DRAIN_SECONDS = 0.5
 REFUSAL_DRAIN_IDLE_SECONDS = 0.05
 REFUSAL_DRAIN_MESSAGES = 1024
+# An open stream re-resolves its token this often (one Redis read), so a
+# revoked token, or an action token whose attempt ended, ends its streams.
+RECHECK_SECONDS = 1.0
 
-Guard = Callable[[aio.ServicerContext[Any, Any]], Awaitable[None]]
+Guard = Callable[[aio.ServicerContext[Any, Any]], Awaitable[tuple[str, Principal]]]
 Deserializer = Callable[[bytes], Any] | None
 
 
@@ -83,10 +88,10 @@ class AuthInterceptor(aio.ServerInterceptor):
             if method.startswith("/fanout."):
                 raise RuntimeError(f"{method} has no entry in METHOD_ROLES")
             return handler
-        return _wrap(handler, self._guard(roles), method)
+        return _wrap(handler, self._guard(roles), self._tokens, method)
 
     def _guard(self, roles: frozenset[str]) -> Guard:
-        async def guard(context: aio.ServicerContext[Any, Any]) -> None:
+        async def guard(context: aio.ServicerContext[Any, Any]) -> tuple[str, Principal]:
             token = _bearer(context)
             if not token:
                 raise ServiceError(
@@ -102,6 +107,7 @@ class AuthInterceptor(aio.ServerInterceptor):
                     f"a {who.role} token may not call this method (allowed: {', '.join(sorted(roles))})",
                 )
             PRINCIPAL.set(who)
+            return token, who
 
         return guard
 
@@ -176,7 +182,69 @@ async def _drain(requests: AsyncIterator[bytes]) -> None:
             return
 
 
-def _wrap(handler: grpc.RpcMethodHandler, guard: Guard, method: str) -> grpc.RpcMethodHandler:
+class _Watchdog:
+    """Re-resolves an open stream's token beside it and cancels the stream's step when it stops resolving.
+
+    It cancels the handler only while it waits inside the servicer (`busy`);
+    while gRPC sends a message the handler checks `revoked` itself next.
+    """
+
+    def __init__(self, tokens: TokenStore, token: str, who: Principal) -> None:
+        self.busy = False
+        self.revoked = False
+        self._tokens = tokens
+        self._token = token
+        self._who = who
+        self._handler = asyncio.current_task()
+        self._task = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(RECHECK_SECONDS)
+            try:
+                who = await self._tokens.resolve(self._token)
+            except StoreError:
+                continue  # Redis unreachable: the stream's own calls fail closed; ask again later
+            if who != self._who:
+                self.revoked = True
+                if self.busy and self._handler is not None:
+                    self._handler.cancel()
+                return
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
+def _revoked() -> ServiceError:
+    return ServiceError(grpc.StatusCode.UNAUTHENTICATED, "the token was revoked or has expired; the stream ends")
+
+
+async def _watched(items: AsyncGenerator[Any, None], watchdog: _Watchdog) -> AsyncGenerator[Any, None]:
+    """The servicer's stream, ended UNAUTHENTICATED as soon as the watchdog finds its token gone."""
+    try:
+        while True:
+            watchdog.busy = True
+            try:
+                item = await anext(items)
+            except StopAsyncIteration:
+                return
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not watchdog.revoked or task is None:
+                    raise
+                task.uncancel()  # the watchdog's cancel, not the client's: answer with a status
+                raise _revoked() from None
+            finally:
+                watchdog.busy = False
+            yield item
+            if watchdog.revoked:
+                raise _revoked()
+    finally:
+        watchdog.stop()
+        await items.aclose()
+
+
+def _wrap(handler: grpc.RpcMethodHandler, guard: Guard, tokens: TokenStore, method: str) -> grpc.RpcMethodHandler:
     """Same handler kind, behaviour wrapped with the guard, parsing and error translation.
 
     gRPC hands the wrapper raw bytes (no request deserializer): parsing
@@ -197,18 +265,23 @@ def _wrap(handler: grpc.RpcMethodHandler, guard: Guard, method: str) -> grpc.Rpc
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, None, handler.response_serializer)
 
-    def streaming(inner: Callable[..., AsyncIterator[Any]], request_stream: bool) -> Callable[..., AsyncIterator[Any]]:
+    def streaming(
+        inner: Callable[..., AsyncGenerator[Any, None]], request_stream: bool
+    ) -> Callable[..., AsyncIterator[Any]]:
         async def behaviour(raw: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             try:
                 try:
-                    await guard(context)
+                    token, who = await guard(context)
                 except Exception:
                     if request_stream:
                         await _drain(raw)
                     raise
                 request = _parse_stream(parse, raw, method) if request_stream else _parse(parse, raw, method)
-                async for item in inner(request, context):
-                    yield item
+                async with contextlib.aclosing(
+                    _watched(inner(request, context), _Watchdog(tokens, token, who))
+                ) as items:
+                    async for item in items:
+                        yield item
             except aio.AbortError:
                 raise
             except Exception as exc:
