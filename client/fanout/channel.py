@@ -34,6 +34,11 @@ _SERVICE_CONFIG = json.dumps(
     }
 )
 
+# Keepalive finds a dead connection within 40 s and never cuts a healthy one:
+# the server (server/app.py) accepts pings every 10 s or more, with or without
+# calls, so 30 s is never "too many pings" (which would GOAWAY every call on the
+# connection). A quiet watch also carries a heartbeat after each empty blocking
+# read on the server, so long streams always have data moving.
 _OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
