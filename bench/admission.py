@@ -73,14 +73,17 @@ def _bench(root: Path, store: RedisProcess) -> Admission:
         "server",
         "--listen",
         "127.0.0.1:0",
-        "--redis-url",
-        store.url,
         "--metrics-port",
         "-1",
         "--admin-token-file",
         str(admin_file),
     )
-    env = clean_env(FANOUT_MAX_FANOUT=str(1_000_000))
+    # The Redis URL carries its password: in the environment, never on a command line `ps` shows.
+    env = clean_env(
+        FANOUT_MAX_FANOUT=str(1_000_000),
+        FANOUT_REDIS_URL=store.url,
+        FANOUT_SIGNING_KEY_FILE=str(root / "signing-key"),
+    )
     with running(cmd, root / "server", r"listening on (\S+)", env) as ready:
         endpoint = ready.group(1)
         token = _tenant_token(endpoint, admin_file.read_text().strip())

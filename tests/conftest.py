@@ -20,6 +20,7 @@ import redis
 from fanout.client import Client
 from fanout.config import ClientConfig
 from fanout.quota.limits import Limits
+from fanout.server import signing_key
 from fanout.server.app import ControlPlane, create_server
 from fanout.server.dispatcher.dispatcher import Dispatcher
 from fanout.server.dispatcher.process_backend import ProcessBackend
@@ -52,10 +53,13 @@ def loop_thread() -> Iterator[LoopThread]:
 
 
 @pytest.fixture(scope="session")
-def settings(redis_server: RedisProcess) -> Settings:
+def settings(redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    key_file = tmp_path_factory.mktemp("keys") / "signing-key"
+    signing_key.create_if_missing(key_file)
     return Settings.from_env(
         environ={},
         redis_url=redis_server.url,
+        signing_key_file=str(key_file),
         listen="127.0.0.1:0",
         metrics_port=-1,
         lease_seconds=5.0,

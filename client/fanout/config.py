@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from fanout.errors import ConfigError
+from fanout.private_files import private_dir, write_private
 
 CONFIG_NAME = "config.yaml"
 
@@ -101,8 +102,6 @@ def _read_file(path: Path) -> ClientConfig:
 
 
 def write(path: Path, **values: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump({k: v for k, v in values.items() if v}, sort_keys=False))
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    """Write a config file; it holds a token, so it is owner-only from its first byte."""
+    private_dir(path.parent, tighten=False)
+    write_private(path, yaml.safe_dump({k: v for k, v in values.items() if v}, sort_keys=False))

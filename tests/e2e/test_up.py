@@ -221,3 +221,23 @@ def test_a_second_up_on_a_busy_port_exits_2_with_a_clear_message(tmp_path: Path)
         assert "ready" not in second.stdout
     finally:
         stop(first)
+
+
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_up_keeps_its_secrets_owner_only(tmp_path: Path) -> None:
+    data = tmp_path / "state"
+    proc = start_up(data)
+    try:
+        assert mode(data) == 0o700
+        for secret in ("config.yaml", "admin-token", "signing-key", "redis/password", "redis/redis.conf"):
+            assert mode(data / secret) == 0o600, secret
+        redis_dir = data / "redis"
+        assert mode(redis_dir) == 0o700
+        written = [p for p in redis_dir.rglob("*") if "appendonly" in p.name]
+        assert written, "the private Redis keeps an append-only file"
+        assert {(p.name, mode(p)) for p in written} == {(p.name, 0o700 if p.is_dir() else 0o600) for p in written}
+    finally:
+        stop(proc)

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import os
+import secrets
 from dataclasses import replace
 from pathlib import Path
 
 import grpc
 import pytest
+import redis
 
+from fanout.client import Client
+from fanout.config import ClientConfig
 from fanout.server.app import ControlPlane, create_server
 from fanout.server.dispatcher.dispatcher import Dispatcher
 from fanout.server.errors import StartupError
+from fanout.server.redis_process import RedisProcess
 from fanout.server.settings import Settings
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import actions_pb2_grpc
@@ -30,6 +39,17 @@ def leaked_token_run(tenant: Tenant, out: Path, then: str = "true") -> str:
     """A run whose root writes its own action token to `out` (as a hostile task could), then runs `then`."""
     script = f'printf %s "$FANOUT_TOKEN" > {out}.tmp && mv {out}.tmp {out} && {then}'
     return tenant.client.create_run(pb.ActionSpec(task_ref="module:os:getcwd", command=["sh", "-c", script])).name
+
+
+def leaked(out: Path) -> str:
+    """The token the action wrote, once it is there."""
+    return eventually(lambda: out.read_text() if out.exists() else "")
+
+
+def string_values(redis_client: redis.Redis) -> list[bytes]:
+    """Every string value in Redis small enough to be a key."""
+    values = (redis_client.get(k) for k in redis_client.scan_iter(count=1000, _type="string"))
+    return [v for v in values if isinstance(v, bytes) and len(v) <= 4096]
 
 
 def get_run_code(endpoint: str, token: str, run: str) -> grpc.StatusCode:
@@ -60,9 +80,78 @@ def test_an_action_token_expires_when_its_run_is_aborted(
 ) -> None:
     out = tmp_path / "token"
     run = leaked_token_run(tenant, out, then="sleep 30")
-    token = eventually(lambda: out.exists() and out.read_text())
+    token = leaked(out)
     assert get_run_code(endpoint, token, run) == grpc.StatusCode.OK  # valid while its attempt runs
 
     tenant.client.abort_run(run)
 
     assert get_run_code(endpoint, token, run) == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_the_private_redis_refuses_connections_without_its_password(redis_server: RedisProcess) -> None:
+    anonymous = redis.Redis(host="127.0.0.1", port=redis_server.port, socket_connect_timeout=2)
+    try:
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            anonymous.ping()
+    finally:
+        anonymous.close()
+
+
+def forged(token: str, key: bytes, run: str) -> str:
+    """`token` re-signed with `key` for another run: what someone holding a dump of Redis could mint."""
+    tenant, _, action, attempt, _ = token.removeprefix("fa1.").split(".")
+    body = f"{tenant}.{run}.{action}.{attempt}"
+    mac = hmac.new(key, body.encode(), hashlib.sha256).digest()
+    return f"fa1.{body}.{base64.urlsafe_b64encode(mac[:24]).decode().rstrip('=')}"
+
+
+def test_no_value_in_redis_signs_action_tokens(
+    tenant: Tenant, dispatcher: Dispatcher, endpoint: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    out = tmp_path / "token"
+    run = leaked_token_run(tenant, out, then="sleep 30")
+    token = leaked(out)
+    try:
+        signers = [key for key in string_values(redis_client) if forged(token, key, run) == token]
+        assert signers == [], "a value stored in Redis signs action tokens"
+    finally:
+        tenant.client.abort_run(run)
+
+
+def test_a_token_forged_with_a_key_from_redis_is_refused(
+    tenant: Tenant, dispatcher: Dispatcher, endpoint: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    out = tmp_path / "token"
+    mine = leaked_token_run(tenant, out, then="sleep 30")
+    token = leaked(out)
+    theirs = tenant.client.create_run(pb.ActionSpec(task_ref="module:os:getcwd", command=["sleep", "30"])).name
+    eventually(lambda: tenant.client.get_action(theirs, "root").phase == pb.RUNNING)
+    try:
+        for key in string_values(redis_client):
+            assert get_run_code(endpoint, forged(token, key, theirs), theirs) == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        tenant.client.abort_run(mine)
+        tenant.client.abort_run(theirs)
+
+
+def test_an_acl_user_in_the_redis_url_is_used(
+    loop_thread: LoopThread, settings: Settings, redis_server: RedisProcess, redis_client: redis.Redis
+) -> None:
+    user, password = f"fanout-acl-{os.getpid()}", secrets.token_urlsafe(16)
+    redis_client.acl_setuser(
+        user, enabled=True, passwords=[f"+{password}"], keys=["*"], channels=["*"], commands=["+@all"]
+    )
+    url = f"redis://{user}:{password}@127.0.0.1:{redis_server.port}/0"
+    try:
+        acl_plane = loop_thread.run(create_server(replace(settings, redis_url=url)))
+        try:
+            loop_thread.run(acl_plane.actions.register_tenant("acl"))
+            token = loop_thread.run(acl_plane.tokens.create("tenant", "acl"))
+            with Client(ClientConfig(endpoint=f"127.0.0.1:{acl_plane.port}", token=token)) as client:
+                assert client.create_run(pb.ActionSpec(task_ref="module:x:y")).action_count == 1
+            clients = redis_client.client_list()
+            assert any(c["user"] == user for c in clients), "the server must log in as the URL's user"
+        finally:
+            loop_thread.run(acl_plane.stop(grace=0))
+    finally:
+        redis_client.acl_deluser(user)

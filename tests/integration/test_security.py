@@ -145,7 +145,7 @@ def test_an_action_token_reaches_only_its_own_run_and_children(
     mine = tenant.client.create_run(pb.ActionSpec(task_ref="module:x:y", command=["sleep", "30"]))
     other = tenant.client.create_run(pb.ActionSpec(task_ref="module:x:y"))
     root = eventually(lambda: (a := tenant.client.get_action(mine.name, "root")).phase == pb.RUNNING and a)
-    token = loop_thread.run(plane.tokens.mint_action_token(tenant.name, mine.name, "root", root.attempt))
+    token = plane.tokens.mint_action_token(tenant.name, mine.name, "root", root.attempt)
     child = [pb.ActionSpec(name="c", task_ref="m:x:y")]
 
     with Client(ClientConfig(endpoint=endpoint, token=token)) as action:

@@ -43,6 +43,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     server.add_argument(
         "--admin-token-file", type=Path, help="if this file does not exist, mint an admin token into it"
     )
+    server.add_argument(
+        "--signing-key-file",
+        help="key that signs action tokens, shared by every server (FANOUT_SIGNING_KEY_FILE); "
+        "created with a new key if missing",
+    )
     server.set_defaults(handler=cmd_server)
 
     disp = sub.add_parser(
@@ -78,6 +83,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
+        signing_key_file=args.signing_key_file,
     )
     return asyncio.run(serve(settings, args.admin_token_file))
 

@@ -127,10 +127,6 @@ TENANTS = f"{PREFIX}:tenants"
 READY = f"{PREFIX}:ready"
 """Set of tenants that may have leasable work: lease streams poll these, and sweep all tenants now and then."""
 
-SECRET = f"{PREFIX}:secret"
-"""HMAC key for action tokens; created once by the first server (SET NX)."""
-
-
 def token(token_hash: str) -> str:
     """Hash {role, tenant} for one API token, keyed by the token's SHA-256."""
     return f"{PREFIX}:token:{token_hash}"

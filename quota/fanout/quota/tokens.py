@@ -2,6 +2,8 @@
 
 Action tokens are different: they are minted for every leased action, so they
 are HMACs over (tenant, run, action, attempt), costing no write per action.
+The signing key comes from the server's key file and is never stored in
+Redis: reaching Redis, or a dump of it, must not let anyone mint tokens.
 They live exactly as long as their attempt: resolving one reads the action's
 state (one HGET) and refuses it once that attempt is no longer the leased one
 (finished, aborted, requeued or retried).
@@ -50,10 +52,10 @@ def _digest(token: str) -> str:
 
 
 class TokenStore:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, signing_key: bytes) -> None:
         # Typed loosely: redis-py types replies as str | bytes; with decode_responses off they are bytes.
         self._redis: Any = redis
-        self._secret: bytes | None = None
+        self._signing_key = signing_key
 
     @fail_closed
     async def create(self, role: str, tenant: str = "") -> str:
@@ -76,16 +78,16 @@ class TokenStore:
             return None
         return Principal(role=raw[b"role"].decode(), tenant=raw.get(b"tenant", b"").decode())
 
-    async def mint_action_token(self, tenant: str, run: str, action: str, attempt: int) -> str:
+    def mint_action_token(self, tenant: str, run: str, action: str, attempt: int) -> str:
         body = f"{tenant}.{run}.{action}.{attempt}"
-        return f"{_ACTION_PREFIX}{body}.{await self._sign(body)}"
+        return f"{_ACTION_PREFIX}{body}.{self._sign(body)}"
 
     async def _resolve_action(self, token: str) -> Principal | None:
         parts = token[len(_ACTION_PREFIX) :].split(".")
         if len(parts) != 5:
             return None
         tenant, run, action, attempt, signature = parts
-        if not hmac.compare_digest(signature, await self._sign(f"{tenant}.{run}.{action}.{attempt}")):
+        if not hmac.compare_digest(signature, self._sign(f"{tenant}.{run}.{action}.{attempt}")):
             return None
         # Signed, so the names are ones the server minted; is that attempt still leased?
         state = await self._redis.hget(keys.TenantKeys(tenant).states(run), action)
@@ -93,10 +95,6 @@ class TokenStore:
             return None
         return Principal(role="action", tenant=tenant, run=run, action=action)
 
-    async def _sign(self, body: str) -> str:
-        if self._secret is None:
-            await self._redis.set(keys.SECRET, secrets.token_bytes(32), nx=True)
-            self._secret = await self._redis.get(keys.SECRET)
-        assert self._secret is not None
-        mac = hmac.new(self._secret, body.encode(), hashlib.sha256).digest()
+    def _sign(self, body: str) -> str:
+        mac = hmac.new(self._signing_key, body.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")

@@ -142,7 +142,7 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
             run=action.run,
             spec=pb.ActionSpec.FromString(action.spec),
             attempt=action.attempt,
-            action_token=await self._tokens.mint_action_token(action.tenant, action.run, action.name, action.attempt),
+            action_token=self._tokens.mint_action_token(action.tenant, action.run, action.name, action.attempt),
             parent=action.parent,
             admitted_at=action.admitted_at,
         )

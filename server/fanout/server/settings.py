@@ -41,6 +41,9 @@ class Settings:
     tls_key: str = ""
     # With a client CA, clients must present certificates (mutual TLS).
     tls_client_ca: str = ""
+    # The key that signs action tokens (0600, shared by every server of a
+    # deployment); kept out of Redis so that reaching Redis cannot mint tokens.
+    signing_key_file: str = ""
 
     @property
     def limits(self) -> Limits:
