@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -35,16 +36,8 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess
 
 
 @pytest.fixture(scope="module")
-def own_plane(loop_thread: LoopThread, own_redis: RedisProcess) -> Iterator[ControlPlane]:
-    settings = Settings.from_env(
-        environ={},
-        redis_url=own_redis.url,
-        listen="127.0.0.1:0",
-        metrics_port=-1,
-        lease_seconds=5.0,
-        reap_interval_seconds=0.5,
-    )
-    plane = loop_thread.run(create_server(settings))
+def own_plane(loop_thread: LoopThread, own_redis: RedisProcess, settings: Settings) -> Iterator[ControlPlane]:
+    plane = loop_thread.run(create_server(replace(settings, redis_url=own_redis.url)))
     yield plane
     loop_thread.run(plane.stop(grace=1))
 

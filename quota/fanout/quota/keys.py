@@ -77,7 +77,8 @@ class TenantKeys:
 
     @property
     def stats(self) -> str:
-        """Hash of counters kept by the scripts: queued = admitted, unfinished actions."""
+        """Hash of counters kept by the scripts: queued = admitted, unfinished actions; bytes = specs
+        and results stored, over runs not yet dropped (each run meta holds its own share)."""
         return self.prefix + "stats"
 
     @property

@@ -34,7 +34,8 @@ class Settings:
     # are counted apart).
     lease_seconds: float = 15.0
     max_attempts: int = 3
-    # A finished run's state is kept this long, then Redis drops it.
+    # A finished run's state is kept this long, then the sweeper drops it: the
+    # default of the per-tenant retention_seconds limit.
     run_retention_seconds: int = 7 * 24 * 3600
     reap_interval_seconds: float = 1.0
     tls_cert: str = ""

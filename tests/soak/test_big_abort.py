@@ -1,0 +1,76 @@
+"""The issue's figure: AbortRun of a 300,001-action run, every script short, every action counted once.
+
+`make soak` runs it. Its own Redis and server, with no dispatcher to race the counts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import redis
+
+from fanout.server.app import ControlPlane, create_server
+from fanout.server.redis_process import RedisProcess
+from fanout.server.settings import Settings
+from fanout.v1 import actions_pb2 as pb
+from tests.conftest import make_tenant
+from tests.helpers import LoopThread
+
+CHILDREN = 300_000
+BATCH = 10_000
+SCRIPT_BOUND_US = 50_000
+
+pytestmark = pytest.mark.soak
+
+
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    proc = RedisProcess(tmp_path_factory.mktemp("big-abort-redis"), appendonly=False).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def own_plane(loop_thread: LoopThread, own_redis: RedisProcess, settings: Settings) -> Iterator[ControlPlane]:
+    plane = loop_thread.run(create_server(replace(settings, redis_url=own_redis.url, max_fanout=CHILDREN + 1)))
+    yield plane
+    loop_thread.run(plane.stop(grace=1))
+
+
+def test_aborting_300001_actions_runs_in_short_scripts(
+    loop_thread: LoopThread, own_plane: ControlPlane, own_redis: RedisProcess
+) -> None:
+    tenant = make_tenant(loop_thread, own_plane, f"127.0.0.1:{own_plane.port}", prefix="soak")
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        run = tenant.client.create_run(pb.ActionSpec(task_ref="module:tests:root")).name
+        names = (f"c{i}" for i in range(CHILDREN))
+        while batch := list(itertools.islice(names, BATCH)):
+            specs = [pb.ActionSpec(name=n, task_ref="module:tests:noop", inputs=b"{}") for n in batch]
+            tenant.client.submit_batch(run, "root", specs)
+        # Log every command during the abort, to report the longest script.
+        client.config_set("slowlog-log-slower-than", 0)
+        client.config_set("slowlog-max-len", 200_000)
+        client.slowlog_reset()
+
+        started = time.monotonic()
+        aborted = tenant.client.abort_run(run, reason="soak")
+        took = time.monotonic() - started
+
+        entries: list[dict[str, Any]] = client.slowlog_get(200_000)
+        scripts = [int(e["duration"]) for e in entries if bytes(e["command"]).upper().startswith(b"EVAL")]
+        print(f"abort of {CHILDREN + 1:,} actions: {took:.2f} s, {len(scripts)} scripts, longest {max(scripts)} us")
+        assert aborted == CHILDREN + 1
+        assert max(scripts) < SCRIPT_BOUND_US
+        assert tenant.queued() == 0
+        states: list[bytes] = client.hvals(f"fo:{{{tenant.name}}}:st:{run}")  # type: ignore[assignment]
+        assert {s.split(b":")[0] for s in states} == {b"7"}
+    finally:
+        client.config_set("slowlog-log-slower-than", 10_000)
+        client.close()
+        tenant.client.close()
