@@ -26,7 +26,11 @@ log = logging.getLogger(__name__)
 
 _CURRENT: ContextVar[Controller | None] = ContextVar("fanout_controller", default=None)
 MAX_BATCH = 10_000
+# Well under the server's default max_batch_bytes (64 MiB), so big inputs split instead of being refused.
+MAX_BATCH_BYTES = 16 << 20
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+# How the server names one action of a refused SubmitBatch (google.rpc.BadRequest field).
+_ACTION_FIELD = re.compile(r"actions\[(\d+)\]")
 
 
 def current() -> Controller | None:
@@ -85,8 +89,8 @@ class Controller:
     def _start_flush(self) -> None:
         self._flush_scheduled = False
         batch, self._pending = self._pending, []
-        for start in range(0, len(batch), MAX_BATCH):
-            task = asyncio.ensure_future(self._submit(batch[start : start + MAX_BATCH]))
+        for chunk in _chunks(batch):
+            task = asyncio.ensure_future(self._submit(chunk))
             self._submissions.add(task)  # a reference, so the task is not collected mid-flight
             task.add_done_callback(self._submissions.discard)
 
@@ -107,6 +111,17 @@ class Controller:
                 log.warning("control plane unavailable (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+            except errors.InvalidRequest as exc:
+                bad = _refused_actions(batch, exc)
+                if not bad:  # the batch as a whole was refused
+                    self._fail([s.name for s in batch], exc)
+                    return
+                for name, reason in bad.items():
+                    self._fail([name], errors.InvalidRequest(reason, exc.violations))
+                # The others were refused only with their siblings: send them again at once.
+                batch = [s for s in batch if s.name not in bad]
+                if not batch:
+                    return
             except errors.FanoutError as exc:
                 self._fail([s.name for s in batch], exc)
                 return
@@ -156,6 +171,30 @@ class Controller:
         if self._watch is not None:
             self._watch.cancel()
             await asyncio.gather(self._watch, return_exceptions=True)
+
+
+def _chunks(specs: list[pb.ActionSpec]) -> list[list[pb.ActionSpec]]:
+    """The calls of one turn, in SubmitBatch-sized pieces: at most MAX_BATCH actions and MAX_BATCH_BYTES each."""
+    chunks: list[list[pb.ActionSpec]] = []
+    size = 0
+    for spec in specs:
+        spec_size = spec.ByteSize()
+        if not chunks or len(chunks[-1]) >= MAX_BATCH or size + spec_size > MAX_BATCH_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(spec)
+        size += spec_size
+    return chunks
+
+
+def _refused_actions(batch: list[pb.ActionSpec], exc: errors.InvalidRequest) -> dict[str, str]:
+    """Name -> reason for each action of the batch the server named as invalid."""
+    bad: dict[str, str] = {}
+    for field, description in exc.violations:
+        match = _ACTION_FIELD.match(field)
+        if match and int(match[1]) < len(batch):
+            bad.setdefault(batch[int(match[1])].name, description)
+    return bad
 
 
 def _outcome(status: pb.ActionStatus) -> Any:

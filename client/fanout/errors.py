@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class FanoutError(Exception):
     """Root of every error the SDK raises on purpose."""
@@ -20,7 +22,20 @@ class NotFound(FanoutError):
 
 
 class InvalidRequest(FanoutError):
-    pass
+    """The server refused the request as malformed; nothing was written.
+
+    `violations` are the server's (field, description) pairs, e.g.
+    ("actions[3].inputs", "action 'x': inputs are ... bytes, max_payload_bytes is ..."),
+    when it named the parts at fault.
+    """
+
+    def __init__(self, message: str, violations: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.violations = list(violations)
+
+
+class OutputTooLarge(FanoutError):
+    """A task's result is bigger than its tenant's max_payload_bytes; the action fails with this."""
 
 
 class Unavailable(FanoutError):

@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from fanout import config, serialization
+from fanout import config, errors, serialization
 from fanout.client import AsyncClient
 from fanout.controller import Controller
 from fanout.task import FILE_MODULE_PREFIX, Task
@@ -29,6 +29,8 @@ ENV_RUN = "FANOUT_RUN"
 ENV_ACTION = "FANOUT_ACTION"
 ENV_SPEC_PATH = "FANOUT_SPEC_PATH"
 ENV_RESULT_PATH = "FANOUT_RESULT_PATH"
+# The tenant's max_payload_bytes, from the lease: a bigger result fails the
+# action here, with a clear error, instead of being refused on report.
 ENV_MAX_OUTPUT = "FANOUT_MAX_OUTPUT_BYTES"
 
 
@@ -68,7 +70,7 @@ async def execute(spec: pb.ActionSpec, run: str, action: str, max_output: int) -
         value = await task.fn(*args, **kwargs)
         outputs = serialization.encode_output(task.name, value)
         if len(outputs) > max_output:
-            raise ValueError(f"the result is {len(outputs)} bytes, max_payload_bytes is {max_output}")
+            raise errors.OutputTooLarge(f"the result is {len(outputs)} bytes, max_payload_bytes is {max_output}")
         return pb.ActionResult(outputs=outputs)
     except Exception as exc:
         return pb.ActionResult(

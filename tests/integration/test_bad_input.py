@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import re
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 
 import grpc
 import pytest
 from grpc import aio
 
-from fanout.server.app import ControlPlane
+import fanout
+from fanout.errors import InvalidRequest
+from fanout.runtime import load_task
+from fanout.server.app import ControlPlane, create_server
+from fanout.server.redis_process import RedisProcess
+from fanout.server.settings import Settings
+from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb
 from fanout.v1 import dispatch_pb2_grpc
-from tests.conftest import Tenant
+from tests.conftest import TASKS_FILE, Tenant, make_tenant
 from tests.helpers import LoopThread
 
 # A GetRunRequest / WatchChildrenRequest / LeaseRequest whose field 1 is a
@@ -126,3 +136,137 @@ def test_unauthenticated_lease_streams_are_always_unauthenticated(endpoint: str)
             return Counter([await attempt(stub) for _ in range(200)])
 
     assert asyncio.run(attempts()) == {grpc.StatusCode.UNAUTHENTICATED: 200}
+
+
+@pytest.fixture(scope="module")
+def private_plane(
+    loop_thread: LoopThread, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlPlane]:
+    """A server on its own Redis, with no dispatcher racing the test for its actions, and a small batch cap."""
+    store = RedisProcess(tmp_path_factory.mktemp("bad-input-redis")).start()
+    own = loop_thread.run(create_server(replace(settings, redis_url=store.url, max_batch_bytes=BATCH_BYTES)))
+    yield own
+    loop_thread.run(own.stop(grace=1))
+    store.stop()
+
+
+@pytest.fixture
+def private_tenant(loop_thread: LoopThread, private_plane: ControlPlane) -> Iterator[Tenant]:
+    t = make_tenant(loop_thread, private_plane, f"127.0.0.1:{private_plane.port}")
+    yield t
+    t.client.close()
+
+
+BATCH_BYTES = 20_000
+
+
+def test_a_batch_over_max_batch_bytes_is_refused_and_writes_nothing(private_tenant: Tenant) -> None:
+    run = private_tenant.client.create_run(pb.ActionSpec(task_ref="module:x:y"))
+    batch = [pb.ActionSpec(name=f"a{i}", task_ref="m:x:y", inputs=b"i" * 1000) for i in range(30)]
+
+    with pytest.raises(InvalidRequest, match=r"the batch is \d+ bytes, max_batch_bytes is 20000; split it"):
+        private_tenant.client.submit_batch(run.name, run.root, batch)
+
+    assert private_tenant.client.get_run(run.name).action_count == 1
+    assert private_tenant.queued() == 1
+    assert private_tenant.client.submit_batch(run.name, run.root, batch[:10]).admitted == 10
+
+
+def test_a_refused_batch_names_each_bad_action_and_writes_nothing(tenant: Tenant) -> None:
+    tenant.set_limits(max_payload_bytes=1000)
+    run = tenant.client.create_run(pb.ActionSpec(task_ref="module:x:y"))
+    batch = [
+        pb.ActionSpec(name="ok1", task_ref="m:x:y"),
+        pb.ActionSpec(name="big", task_ref="m:x:y", inputs=b"i" * 2000),
+        pb.ActionSpec(name="ok2", task_ref="m:x:y"),
+        pb.ActionSpec(name="bad/name", task_ref="m:x:y"),
+    ]
+
+    with pytest.raises(InvalidRequest) as info:
+        tenant.client.submit_batch(run.name, run.root, batch)
+
+    assert [field for field, _ in info.value.violations] == ["actions[1].inputs", "actions[3].name"]
+    assert "inputs are 2000 bytes, max_payload_bytes is 1000" in info.value.violations[0][1]
+    assert "2 of 4 actions are invalid" in str(info.value)
+    assert tenant.client.get_run(run.name).action_count == 1
+
+
+@pytest.mark.usefixtures("dispatcher")
+def test_one_bad_child_input_fails_only_that_child(tenant: Tenant) -> None:
+    tenant.set_limits(max_payload_bytes=1000)
+    fanout.init(endpoint=tenant.client.config.endpoint, token=tenant.token)
+
+    outputs = fanout.run(load_task(f"file:{TASKS_FILE}:one_big_input"), 2000).outputs()
+
+    assert outputs[0] == "x" and outputs[2] == "xxx", outputs
+    assert re.fullmatch(
+        r"InvalidRequest: action 'text_of-\w+': inputs are \d+ bytes, max_payload_bytes is 1000", outputs[1]
+    ), outputs
+
+
+@pytest.mark.usefixtures("dispatcher")
+def test_an_output_over_the_tenants_cap_fails_only_that_action_in_its_runtime(tenant: Tenant) -> None:
+    tenant.set_limits(max_payload_bytes=1000)
+    fanout.init(endpoint=tenant.client.config.endpoint, token=tenant.token)
+
+    started = time.monotonic()
+    outputs = fanout.run(load_task(f"file:{TASKS_FILE}:one_big_output"), 2000).outputs()
+
+    assert outputs[0] == "x", outputs
+    assert re.fullmatch(r"OutputTooLarge: the result is \d+ bytes, max_payload_bytes is 1000", outputs[1]), outputs
+    assert time.monotonic() - started < 10  # failed at once, not a lease lost after its expiry
+
+
+def test_a_report_batch_applies_each_report_on_its_own(
+    private_tenant: Tenant, private_plane: ControlPlane, loop_thread: LoopThread
+) -> None:
+    private_tenant.set_limits(max_payload_bytes=1000)
+    big = private_tenant.client.create_run(pb.ActionSpec(task_ref="module:x:y"))
+    fine = private_tenant.client.create_run(pb.ActionSpec(task_ref="module:x:y"))
+    token = loop_thread.run(private_plane.tokens.create("dispatcher", private_tenant.name))
+    outbox: queue.Queue[dpb.LeaseRequest | None] = queue.Queue()
+    outbox.put(dpb.LeaseRequest(hello=dpb.Hello(dispatcher_id="reports", capacity=2)))
+
+    def requests() -> Iterator[dpb.LeaseRequest]:
+        while (message := outbox.get()) is not None:
+            yield message
+
+    with grpc.insecure_channel(f"127.0.0.1:{private_plane.port}") as channel:
+        stub = dispatch_pb2_grpc.DispatchServiceStub(channel)
+        call = stub.Lease(requests(), metadata=bearer(token), timeout=30)
+        leased: dict[str, dpb.LeasedAction] = {}
+        try:
+            while len(leased) < 2:
+                leased.update((a.run, a) for a in next(call).actions)
+        finally:
+            outbox.put(None)
+            call.cancel()
+
+        def report(run: str, outputs: bytes, name: str = "root") -> dpb.PhaseReport:
+            attempt = leased[run].attempt
+            return dpb.PhaseReport(
+                tenant=private_tenant.name,
+                run=run,
+                name=name,
+                attempt=attempt,
+                phase=pb.SUCCEEDED,
+                result=pb.ActionResult(outputs=outputs),
+            )
+
+        answer = stub.Report(
+            dpb.ReportRequest(
+                reports=[report(big.name, b"o" * 5000), report(fine.name, b"ok"), report(fine.name, b"", "bad/name")]
+            ),
+            metadata=bearer(token),
+        )
+
+    # The runtime is told the tenant's own cap with each lease.
+    assert {a.max_payload_bytes for a in leased.values()} == {1000}
+    assert [r.field for r in answer.refused] == ["reports[2].name"]
+    too_big = private_tenant.client.get_action(big.name, "root")
+    assert too_big.phase == pb.FAILED
+    assert too_big.result.error.type == "OutputTooLarge"
+    assert "outputs are 5000 bytes, max_payload_bytes is 1000" in too_big.result.error.message
+    sibling = private_tenant.client.get_action(fine.name, "root")
+    assert sibling.phase == pb.SUCCEEDED
+    assert sibling.result.outputs == b"ok"

@@ -134,3 +134,31 @@ async def logged_child(log_dir: str, x: int, seconds: float, freeze_pid: int) ->
 @env.task
 async def logged_fan(log_dir: str, n: int, seconds: float, freeze_pid: int) -> list[int]:
     return await asyncio.gather(*(logged_child(log_dir, i, seconds, freeze_pid) for i in range(n)))
+
+
+@env.task
+async def text_of(size: int, data: str = "") -> str:
+    """Returns `size` characters (its output's size) after taking `data` (its input's size)."""
+    return "x" * size
+
+
+def _described(results: list[object]) -> list[object]:
+    def describe(r: object) -> object:
+        if isinstance(r, fanout.ActionFailed):
+            return f"{r.error_type}: {r.message}"
+        return f"{type(r).__name__}: {r}" if isinstance(r, Exception) else r
+
+    return [describe(r) for r in results]
+
+
+@env.task
+async def one_big_input(big: int) -> list[object]:
+    """Three calls in one turn, the middle one with an input of `big` bytes."""
+    calls = (text_of(1), text_of(2, "i" * big), text_of(3))
+    return _described(await asyncio.gather(*calls, return_exceptions=True))
+
+
+@env.task
+async def one_big_output(big: int) -> list[object]:
+    """Two calls in one turn, the second returning `big` bytes."""
+    return _described(await asyncio.gather(text_of(1), text_of(big), return_exceptions=True))

@@ -44,7 +44,7 @@ class Heartbeat(_message.Message):
     def __init__(self, leases: _Optional[_Iterable[_Union[LeaseRef, _Mapping]]] = ...) -> None: ...
 
 class LeasedAction(_message.Message):
-    __slots__ = ("tenant", "run", "spec", "attempt", "action_token", "parent", "admitted_at")
+    __slots__ = ("tenant", "run", "spec", "attempt", "action_token", "parent", "admitted_at", "max_payload_bytes")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,7 @@ class LeasedAction(_message.Message):
     ACTION_TOKEN_FIELD_NUMBER: _ClassVar[int]
     PARENT_FIELD_NUMBER: _ClassVar[int]
     ADMITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    MAX_PAYLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     run: str
     spec: _actions_pb2.ActionSpec
@@ -59,7 +60,8 @@ class LeasedAction(_message.Message):
     action_token: str
     parent: str
     admitted_at: float
-    def __init__(self, tenant: _Optional[str] = ..., run: _Optional[str] = ..., spec: _Optional[_Union[_actions_pb2.ActionSpec, _Mapping]] = ..., attempt: _Optional[int] = ..., action_token: _Optional[str] = ..., parent: _Optional[str] = ..., admitted_at: _Optional[float] = ...) -> None: ...
+    max_payload_bytes: int
+    def __init__(self, tenant: _Optional[str] = ..., run: _Optional[str] = ..., spec: _Optional[_Union[_actions_pb2.ActionSpec, _Mapping]] = ..., attempt: _Optional[int] = ..., action_token: _Optional[str] = ..., parent: _Optional[str] = ..., admitted_at: _Optional[float] = ..., max_payload_bytes: _Optional[int] = ...) -> None: ...
 
 class LeaseResponse(_message.Message):
     __slots__ = ("actions", "lease_seconds", "waiting", "cancelled")
@@ -98,7 +100,17 @@ class ReportRequest(_message.Message):
     def __init__(self, reports: _Optional[_Iterable[_Union[PhaseReport, _Mapping]]] = ...) -> None: ...
 
 class ReportResponse(_message.Message):
-    __slots__ = ("ignored",)
+    __slots__ = ("ignored", "refused")
     IGNORED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
     ignored: int
-    def __init__(self, ignored: _Optional[int] = ...) -> None: ...
+    refused: _containers.RepeatedCompositeFieldContainer[RefusedReport]
+    def __init__(self, ignored: _Optional[int] = ..., refused: _Optional[_Iterable[_Union[RefusedReport, _Mapping]]] = ...) -> None: ...
+
+class RefusedReport(_message.Message):
+    __slots__ = ("field", "description")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    description: str
+    def __init__(self, field: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...

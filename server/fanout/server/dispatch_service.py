@@ -96,9 +96,12 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
     async def _response(self, leased: list[LeasedAction]) -> dpb.LeaseResponse:
         now = time.time()
         response = dpb.LeaseResponse(lease_seconds=self._store.lease_seconds)
+        payload_caps: dict[str, int] = {}
         for action in leased:
             metrics.DISPATCH_LATENCY.observe(max(0.0, now - action.admitted_at))
-            response.actions.append(await self._to_proto(action))
+            if action.tenant not in payload_caps:  # one limits read per tenant, not per action
+                payload_caps[action.tenant] = (await self._limits.effective(action.tenant)).max_payload_bytes
+            response.actions.append(self._to_proto(action, payload_caps[action.tenant]))
         metrics.ACTIONS_LEASED.inc(len(leased))
         return response
 
@@ -136,7 +139,7 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
             answer.cancelled.extend(_ref_proto(tenant, r) for r in cancelled)
         return answer
 
-    async def _to_proto(self, action: LeasedAction) -> dpb.LeasedAction:
+    def _to_proto(self, action: LeasedAction, max_payload_bytes: int) -> dpb.LeasedAction:
         return dpb.LeasedAction(
             tenant=action.tenant,
             run=action.run,
@@ -145,38 +148,60 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
             action_token=self._tokens.mint_action_token(action.tenant, action.run, action.name, action.attempt),
             parent=action.parent,
             admitted_at=action.admitted_at,
+            max_payload_bytes=max_payload_bytes,
         )
 
     async def Report(self, request: dpb.ReportRequest, context: aio.ServicerContext[Any, Any]) -> dpb.ReportResponse:
+        """Apply each report on its own: one bad report never costs its siblings their results.
+
+        A malformed report is refused and named in the answer; an output over
+        the tenant's cap fails only its action (OutputTooLarge). Only a report
+        for another tenant than a scoped dispatcher's refuses the whole call.
+        """
         who = principal()
         by_tenant: dict[str, list[Report]] = defaultdict(list)
         payload_caps: dict[str, int] = {}
-        for r in request.reports:
+        refused: list[dpb.RefusedReport] = []
+        refused_reports = 0
+        finished: list[int] = []
+        for i, r in enumerate(request.reports):
             if who.tenant and r.tenant != who.tenant:
                 raise denied(f"this dispatcher serves tenant {who.tenant!r}, not {r.tenant!r}")
-            validation.tenant_name(r.tenant)
-            validation.run_name(r.run)
-            validation.action_name(r.name)
-            if r.phase not in (pb.RUNNING, *phases.TERMINAL):
-                raise invalid(f"action {r.name!r}: a dispatcher reports RUNNING or a terminal phase, not {r.phase}")
-            if r.retry_after_seconds and r.phase not in (pb.FAILED, pb.TIMED_OUT):
-                raise invalid(f"action {r.name!r}: only a failure can be retried")
-            if r.tenant not in payload_caps:  # one limits read per tenant, not per report
-                payload_caps[r.tenant] = (await self._limits.effective(r.tenant)).max_payload_bytes
-            validation.result(r.result, payload_caps[r.tenant], r.name)
-            result = r.result.SerializeToString() if phases.is_terminal(r.phase) else b""
-            by_tenant[r.tenant].append(
-                Report(r.run, r.name, r.attempt, r.phase, result, min(max(r.retry_after_seconds, 0.0), 3600.0))
+            problems = validation.report_violations(r)
+            if problems:
+                refused += [dpb.RefusedReport(field=f"reports[{i}].{f}", description=d) for f, d in problems]
+                refused_reports += 1
+                continue
+            phase, retry_after, result = r.phase, min(max(r.retry_after_seconds, 0.0), 3600.0), b""
+            if phases.is_terminal(phase):
+                if r.tenant not in payload_caps:  # one limits read per tenant, not per report
+                    payload_caps[r.tenant] = (await self._limits.effective(r.tenant)).max_payload_bytes
+                too_big = validation.oversize_output(r.result, payload_caps[r.tenant], r.name)
+                if too_big:  # it would be too big again on a retry: fail now, clearly
+                    phase, retry_after = pb.FAILED, 0.0
+                    outcome = pb.ActionResult(error=pb.ActionError(type="OutputTooLarge", message=too_big))
+                else:
+                    outcome = validation.clipped(r.result)
+                result = outcome.SerializeToString()
+                if not retry_after:
+                    finished.append(phase)
+            by_tenant[r.tenant].append(Report(r.run, r.name, r.attempt, phase, result, retry_after))
+        if refused:
+            log.warning(
+                "refused %d malformed reports from %s, applied the other %d; first: %s",
+                refused_reports,
+                who.label,
+                len(request.reports) - refused_reports,
+                refused[0].description,
             )
         ignored = 0
         for tenant, reports in by_tenant.items():
             ignored += await self._store.report(tenant, reports)
-        for r in request.reports:
-            if phases.is_terminal(r.phase) and not r.retry_after_seconds:
-                metrics.ACTIONS_FINISHED.labels(phase=phases.name(r.phase)).inc()
+        for phase in finished:
+            metrics.ACTIONS_FINISHED.labels(phase=phases.name(phase)).inc()
         metrics.REPORTS_IGNORED.inc(ignored)
         self._wakeup.notify()
-        return dpb.ReportResponse(ignored=ignored)
+        return dpb.ReportResponse(ignored=ignored, refused=refused)
 
 
 class _Stream:

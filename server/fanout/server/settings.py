@@ -29,6 +29,9 @@ class Settings:
     # Biggest SubmitBatch, in actions, and biggest gRPC message, in bytes.
     max_batch: int = 100_000
     max_message_bytes: int = 256 << 20
+    # Biggest SubmitBatch in bytes (its serialized actions): what one call may
+    # add to Redis, so a few calls cannot fill it.
+    max_batch_bytes: int = 64 << 20
     # Leases not renewed for this long are reclaimed and the action queued
     # again; an action that loses max_attempts leases fails (its own retries
     # are counted apart).
@@ -80,6 +83,7 @@ class Settings:
             "max_payload_bytes",
             "max_stored_bytes",
             "max_batch",
+            "max_batch_bytes",
             "max_attempts",
             "run_retention_seconds",
         ):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -11,15 +13,21 @@ from fanout.quota import errors
 
 
 class ServiceError(Exception):
-    """Raised by servicers for request problems found before touching the store."""
+    """Raised by servicers for request problems found before touching the store.
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    `violations` are (field, description) pairs, e.g. ("actions[3].inputs",
+    "..."), sent as a google.rpc.BadRequest detail so a client can tell
+    which items of a batch were at fault.
+    """
+
+    def __init__(self, code: grpc.StatusCode, message: str, violations: Sequence[tuple[str, str]] = ()) -> None:
         self.code = code
+        self.violations = list(violations)
         super().__init__(message)
 
 
-def invalid(message: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, message)
+def invalid(message: str, violations: Sequence[tuple[str, str]] = ()) -> ServiceError:
+    return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, message, violations)
 
 
 def not_found(message: str) -> ServiceError:
@@ -41,7 +49,7 @@ _SIMPLE: dict[type[errors.StoreError], grpc.StatusCode] = {
 def to_status(exc: Exception) -> grpc.Status | None:
     """The status for an expected error, or None for a bug (left to gRPC as INTERNAL)."""
     if isinstance(exc, ServiceError):
-        return _plain(exc.code, str(exc))
+        return _bad_request(exc) if exc.violations else _plain(exc.code, str(exc))
     if isinstance(exc, errors.QuotaExceeded):
         return _quota_exceeded(exc)
     for cls, code in _SIMPLE.items():
@@ -52,6 +60,18 @@ def to_status(exc: Exception) -> grpc.Status | None:
 
 def _plain(code: grpc.StatusCode, message: str) -> grpc.Status:
     return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=message))
+
+
+def _bad_request(exc: ServiceError) -> grpc.Status:
+    detail = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
+            for field, description in exc.violations
+        ]
+    )
+    status = status_pb2.Status(code=exc.code.value[0], message=str(exc))
+    status.details.add().Pack(detail)
+    return rpc_status.to_status(status)
 
 
 def _quota_exceeded(exc: errors.QuotaExceeded) -> grpc.Status:

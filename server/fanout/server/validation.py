@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fanout.quota import keys
+from fanout.quota import keys, phases
+from fanout.server.settings import Settings
 from fanout.server.status import invalid
 from fanout.v1 import actions_pb2 as pb
+from fanout.v1 import dispatch_pb2 as dpb
 
 MAX_TASK_REF = 1024
 MAX_TASK_NAME = 256
@@ -14,6 +16,12 @@ MAX_IMAGE = 512
 MAX_COMMAND_ARGS = 256
 MAX_ENV = 64
 MAX_ENV_BYTES = 8192
+# Most actions named in one rejection: the names travel in a status trailer,
+# which gRPC caps at a few KiB. A client drops those and resubmits the rest.
+MAX_VIOLATIONS = 20
+# A failed action's error text is stored with its result: keep it bounded too.
+MAX_ERROR_MESSAGE = 8192
+MAX_ERROR_TRACEBACK = 65536
 
 
 def run_name(value: str, what: str = "run") -> str:
@@ -42,34 +50,98 @@ def tenant_name(value: str) -> str:
 
 
 def spec(s: pb.ActionSpec, max_payload_bytes: int) -> None:
-    action_name(s.name)
+    problems = spec_violations(s, max_payload_bytes)
+    if problems:
+        raise invalid(problems[0][1])
+
+
+def spec_violations(s: pb.ActionSpec, max_payload_bytes: int) -> list[tuple[str, str]]:
+    """Every bound one action breaks, as (field, description): the field is relative to the spec."""
+    who = f"action {s.name[:80]!r}"
+    out: list[tuple[str, str]] = []
+    if not keys.ACTION_RE.match(s.name):
+        rule = "1-128 of A-Z, a-z, 0-9, '_' and '-', starting with a letter or digit"
+        out.append(("name", f"action name {s.name[:80]!r} is invalid: {rule}"))
     if not s.task_ref and not s.command:
-        raise invalid(f"action {s.name!r} has neither a task_ref nor a command")
+        out.append(("task_ref", f"{who} has neither a task_ref nor a command"))
     if len(s.task_ref) > MAX_TASK_REF:
-        raise invalid(f"action {s.name!r}: task_ref is {len(s.task_ref)} characters, cap is {MAX_TASK_REF}")
+        out.append(("task_ref", f"{who}: task_ref is {len(s.task_ref)} characters, cap is {MAX_TASK_REF}"))
     if len(s.task_name) > MAX_TASK_NAME:
-        raise invalid(f"action {s.name!r}: task_name is {len(s.task_name)} characters, cap is {MAX_TASK_NAME}")
+        out.append(("task_name", f"{who}: task_name is {len(s.task_name)} characters, cap is {MAX_TASK_NAME}"))
     if len(s.image) > MAX_IMAGE:
-        raise invalid(f"action {s.name!r}: image is {len(s.image)} characters, cap is {MAX_IMAGE}")
+        out.append(("image", f"{who}: image is {len(s.image)} characters, cap is {MAX_IMAGE}"))
     if len(s.command) > MAX_COMMAND_ARGS:
-        raise invalid(f"action {s.name!r}: command has {len(s.command)} arguments, cap is {MAX_COMMAND_ARGS}")
+        out.append(("command", f"{who}: command has {len(s.command)} arguments, cap is {MAX_COMMAND_ARGS}"))
     if len(s.env) > MAX_ENV:
-        raise invalid(f"action {s.name!r}: {len(s.env)} environment variables, cap is {MAX_ENV}")
-    if s.env and sum(len(k) + len(v) for k, v in s.env.items()) > MAX_ENV_BYTES:
-        raise invalid(f"action {s.name!r}: environment is larger than {MAX_ENV_BYTES} bytes")
+        out.append(("env", f"{who}: {len(s.env)} environment variables, cap is {MAX_ENV}"))
+    elif s.env and sum(len(k) + len(v) for k, v in s.env.items()) > MAX_ENV_BYTES:
+        out.append(("env", f"{who}: environment is larger than {MAX_ENV_BYTES} bytes"))
     if len(s.inputs) > max_payload_bytes:
-        raise invalid(f"action {s.name!r}: inputs are {len(s.inputs)} bytes, max_payload_bytes is {max_payload_bytes}")
+        out.append(("inputs", f"{who}: inputs are {len(s.inputs)} bytes, max_payload_bytes is {max_payload_bytes}"))
+    return out
 
 
-def batch(actions: Sequence[pb.ActionSpec], max_batch: int, max_payload_bytes: int) -> None:
+def batch(
+    actions: Sequence[pb.ActionSpec],
+    max_batch: int,
+    max_payload_bytes: int,
+    max_batch_bytes: int = Settings.max_batch_bytes,
+) -> None:
+    """The batch as a whole, then each action: every bad action is named, so a client can drop just those."""
     if not actions:
         raise invalid("the batch is empty: submit at least one action")
     if len(actions) > max_batch:
         raise invalid(f"the batch holds {len(actions)} actions, cap is {max_batch}; split it")
-    for s in actions:
-        spec(s, max_payload_bytes)
+    size = sum(s.ByteSize() for s in actions)
+    if size > max_batch_bytes:
+        raise invalid(f"the batch is {size} bytes, max_batch_bytes is {max_batch_bytes}; split it")
+    bad: list[tuple[str, str]] = []
+    count = 0
+    for i, s in enumerate(actions):
+        problems = spec_violations(s, max_payload_bytes)
+        if problems:
+            count += 1
+            if len(bad) < MAX_VIOLATIONS:
+                bad += [(f"actions[{i}].{field}", description) for field, description in problems[:1]]
+    if bad:
+        more = f" (the first {len(bad)} are named)" if count > len(bad) else ""
+        raise invalid(f"{count} of {len(actions)} actions are invalid{more}; first: {bad[0][1]}", bad)
 
 
-def result(r: pb.ActionResult, max_payload_bytes: int, name: str) -> None:
-    if len(r.outputs) > max_payload_bytes:
-        raise invalid(f"action {name!r}: outputs are {len(r.outputs)} bytes, max_payload_bytes is {max_payload_bytes}")
+def report_violations(r: dpb.PhaseReport) -> list[tuple[str, str]]:
+    """What makes one dispatcher report malformed, as (field, description), fields relative to the report."""
+    out: list[tuple[str, str]] = []
+    if not keys.TENANT_RE.match(r.tenant):
+        out.append(("tenant", f"tenant name {r.tenant[:80]!r} is invalid"))
+    if not keys.RUN_RE.match(r.run):
+        out.append(("run", f"run name {r.run[:80]!r} is invalid"))
+    if not keys.ACTION_RE.match(r.name):
+        out.append(("name", f"action name {r.name[:80]!r} is invalid"))
+    if r.phase not in (pb.RUNNING, *phases.TERMINAL):
+        out.append(
+            ("phase", f"action {r.name[:80]!r}: a dispatcher reports RUNNING or a terminal phase, not {r.phase}")
+        )
+    elif r.retry_after_seconds and r.phase not in (pb.FAILED, pb.TIMED_OUT):
+        out.append(("retry_after_seconds", f"action {r.name[:80]!r}: only a failure can be retried"))
+    return out
+
+
+def clipped(r: pb.ActionResult) -> pb.ActionResult:
+    """The result with a failure's text kept within bounds: the message's head, the traceback's tail."""
+    err = r.error
+    if len(err.message) <= MAX_ERROR_MESSAGE and len(err.traceback) <= MAX_ERROR_TRACEBACK:
+        return r
+    out = pb.ActionResult()
+    out.CopyFrom(r)
+    if len(err.message) > MAX_ERROR_MESSAGE:
+        out.error.message = err.message[:MAX_ERROR_MESSAGE] + " [cut]"
+    if len(err.traceback) > MAX_ERROR_TRACEBACK:
+        out.error.traceback = "[cut] " + err.traceback[-MAX_ERROR_TRACEBACK:]
+    return out
+
+
+def oversize_output(r: pb.ActionResult, max_payload_bytes: int, name: str) -> str:
+    """Why a result's outputs may not be stored, or "" when they fit."""
+    if len(r.outputs) <= max_payload_bytes:
+        return ""
+    return f"action {name!r}: outputs are {len(r.outputs)} bytes, max_payload_bytes is {max_payload_bytes}"
