@@ -7,7 +7,6 @@ names and counts, never payload contents.
 
 from __future__ import annotations
 
-import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,20 +15,28 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from fanout.quota import keys
-from fanout.quota.errors import FailedPrecondition, NotFound, QuotaExceeded
+from fanout.quota.admission import Admission, Admitter
+from fanout.quota.errors import NotFound
 from fanout.quota.failclosed import fail_closed
 from fanout.quota.limits import Limits, LimitStore
 from fanout.quota.scripts import Scripts
 from fanout.v1 import actions_pb2 as pb
 
-QUEUE_FULL_RETRY_SECONDS = 1.0
+# One lease script pops or visits at most LEASE_WORK entries (stale ones included), so it
+# stays short however many aborted entries wait; one lease call runs at most LEASE_CALLS.
+LEASE_WORK = 1_000
+LEASE_CALLS = 8
+# A watch replays a parent's children a page per script: at most this many children, and
+# results of about this many bytes (a child's result may be big).
+SNAPSHOT_PAGE = 1_000
+SNAPSHOT_PAGE_BYTES = 1 << 20
 
 # Finished runs are closed (their unfinished actions aborted) and later dropped
 # in steps, one short script each, whatever the run's size: a step aborts up
 # to CLOSE_STEP_ABORTS actions after reading at most CLOSE_STEP_READS states,
 # or unlinks the keys of DROP_STEP_PARENTS parents.
-CLOSE_STEP_ABORTS = 500
-CLOSE_STEP_READS = 5_000
+CLOSE_STEP_ABORTS = 250
+CLOSE_STEP_READS = 2_500
 DROP_STEP_PARENTS = 200
 # A report that ends a root closes small runs before it is answered; the
 # periodic loop goes on with bigger ones.
@@ -45,14 +52,6 @@ LEASE_LOST_RESULT = pb.ActionResult(
 ABORTED_RESULT = pb.ActionResult(
     error=pb.ActionError(type="Aborted", message="the run was aborted or its root finished first")
 ).SerializeToString()
-
-
-@dataclass(frozen=True)
-class Admission:
-    admitted: int
-    already_present: int
-    fanout_used: int
-    fanout_limit: int
 
 
 @dataclass(frozen=True)
@@ -93,24 +92,19 @@ class ChildState:
 
 
 @dataclass(frozen=True)
+class SnapshotPage:
+    cursor: str  # the event cursor to follow from; on the first page only, else ""
+    children: list[ChildState]
+    next_offset: int | None  # None after the last page
+
+
+@dataclass(frozen=True)
 class RunInfo:
     name: str
     root: str
     phase: int
     action_count: int
     created_at: float
-
-
-def pack_batch(actions: Sequence[tuple[str, bytes]]) -> bytes:
-    """Actions as one blob for admit.lua: per action a u16 name length, a u32 spec length, name, spec."""
-    parts = []
-    for name, spec in actions:
-        encoded = name.encode()
-        parts += [_HEADER.pack(len(encoded), len(spec)), encoded, spec]
-    return b"".join(parts)
-
-
-_HEADER = struct.Struct(">HI")
 
 
 class ActionStore:
@@ -131,6 +125,7 @@ class ActionStore:
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
         self._clock = clock
+        self._admitter = Admitter(self._redis, scripts, limits, clock, self._mark_ready)
 
     @property
     def defaults(self) -> Limits:
@@ -151,64 +146,22 @@ class ActionStore:
     @fail_closed
     async def create_run(self, tenant: str, run: str, root_name: str, root_spec: bytes) -> bool:
         """Create a run holding its root action. False when the run already exists."""
-        outcome = await self._admit(tenant, run, "", [(root_name, root_spec)], mode="create")
+        outcome = await self._admitter.admit(tenant, run, "", [(root_name, root_spec)], mode="create")
         return outcome is not None
 
     @fail_closed
     async def admit(
         self, tenant: str, run: str, parent: str, actions: Sequence[tuple[str, bytes]], *, dry_run: bool = False
     ) -> Admission:
-        """Admit children of `parent` into `run`, all or nothing."""
-        outcome = await self._admit(tenant, run, parent, actions, mode="dry" if dry_run else "submit")
+        """Admit children of `parent` into `run`, all or nothing, in short scripts (see admission.py)."""
+        outcome = await self._admitter.admit(tenant, run, parent, actions, mode="dry" if dry_run else "submit")
         assert outcome is not None
         return outcome
 
-    async def _admit(
-        self, tenant: str, run: str, parent: str, actions: Sequence[tuple[str, bytes]], mode: str
-    ) -> Admission | None:
-        k = keys.TenantKeys(tenant)
-        args: list[str | bytes | int | float] = [
-            run,
-            parent,
-            self._clock(),
-            self.defaults.max_fanout,
-            self.defaults.max_queued,
-            mode,
-            pack_batch(actions),
-        ]
-        reply = await self._scripts.admit(
-            keys=[
-                k.run(run),
-                k.specs(run),
-                k.states(run),
-                k.kids(run, parent),
-                k.queue,
-                k.limits,
-                k.stats,
-                k.slots,
-                k.parents(run),
-            ],
-            args=args,
-        )
-        status = reply[0].decode()
-        if status == "OK":
-            admission = Admission(*(int(x) for x in reply[1:5]))
-            if admission.admitted and mode != "dry":
-                await self._mark_ready(tenant)
-            return admission
-        if status == "EXISTS":
-            return None
-        if status == "FANOUT":
-            raise QuotaExceeded("max_fanout", *(int(x) for x in reply[1:4]))
-        if status == "QUEUED":
-            raise QuotaExceeded("max_queued", *(int(x) for x in reply[1:4]), retry_after=QUEUE_FULL_RETRY_SECONDS)
-        if status == "NO_RUN":
-            raise NotFound(f"run {run!r} not found")
-        if status == "NO_PARENT":
-            raise NotFound(f"parent action {parent!r} not found in run {run!r}")
-        if status == "PARENT_DONE":
-            raise FailedPrecondition(f"parent action {parent!r} has already finished")
-        raise RuntimeError(f"unexpected admission reply {reply!r}")
+    @fail_closed
+    async def finish_committed_batches(self, tenant: str) -> int:
+        """Finish moving committed batches whose mover stalled (a server died); returns how many."""
+        return await self._admitter.finish_committed(tenant)
 
     # Dispatch --------------------------------------------------------------
 
@@ -216,16 +169,28 @@ class ActionStore:
     async def lease(self, tenant: str, want: int) -> list[LeasedAction]:
         """Lease up to `want` actions; a tenant left with nothing queued is dropped from the ready set."""
         k = keys.TenantKeys(tenant)
-        rows, pending = await self._scripts.lease(
-            keys=[k.queue, k.slots, k.leased, k.limits, k.delayed],
-            args=[k.prefix, self.defaults.max_concurrency, want, self._clock(), self.lease_seconds],
-        )
-        if not rows and not pending:
+        out: list[LeasedAction] = []
+        for _ in range(LEASE_CALLS):
+            rows, pending, bounded = await self._scripts.lease(
+                keys=[k.queue, k.slots, k.leased, k.limits, k.delayed, k.runs],
+                args=[
+                    k.prefix,
+                    self.defaults.max_concurrency,
+                    want - len(out),
+                    self._clock(),
+                    self.lease_seconds,
+                    LEASE_WORK,
+                ],
+            )
+            out += [
+                LeasedAction(tenant, run.decode(), name.decode(), parent.decode(), int(attempt), spec, float(admitted))
+                for run, name, parent, attempt, spec, admitted in rows
+            ]
+            if not bounded or len(out) >= want:
+                break
+        if not out and not pending:
             await self._mark_idle(tenant)
-        return [
-            LeasedAction(tenant, run.decode(), name.decode(), parent.decode(), int(attempt), spec, float(admitted))
-            for run, name, parent, attempt, spec, admitted in rows
-        ]
+        return out
 
     @fail_closed
     async def ready_tenants(self) -> list[str]:
@@ -241,7 +206,7 @@ class ActionStore:
         # actions here, or its mark lands after our removal.
         k = keys.TenantKeys(tenant)
         await self._redis.srem(keys.READY, tenant)
-        if await self._redis.llen(k.queue) or await self._redis.zcard(k.delayed):
+        if await self._redis.llen(k.queue) or await self._redis.llen(k.runs) or await self._redis.zcard(k.delayed):
             await self._mark_ready(tenant)
 
     @fail_closed
@@ -389,18 +354,23 @@ class ActionStore:
         return spec, parent, int(phase), int(attempt), result or b""
 
     @fail_closed
-    async def snapshot(self, tenant: str, run: str, parent: str) -> tuple[str, list[ChildState]]:
-        """Children of `parent` as they are now, and the event cursor to follow from."""
+    async def snapshot(self, tenant: str, run: str, parent: str, offset: int = 0) -> SnapshotPage:
+        """One page of the children of `parent` as they are now, from `offset` in submission order.
+
+        The first page (offset 0) carries the event cursor to follow from; a replay reads pages
+        until `next_offset` is None, each one short script however many children there are.
+        """
         k = keys.TenantKeys(tenant)
         reply = await self._scripts.snapshot(
-            keys=[k.kids(run, parent), k.states(run), k.results(run), k.events(run, parent)]
+            keys=[k.kids(run, parent), k.states(run), k.results(run), k.events(run, parent)],
+            args=[offset, SNAPSHOT_PAGE, SNAPSHOT_PAGE_BYTES, int(offset == 0)],
         )
-        cursor = reply[0].decode()
         children = [
             ChildState(reply[i].decode(), int(reply[i + 1]), int(reply[i + 2]), reply[i + 3])
-            for i in range(1, len(reply), 4)
+            for i in range(2, len(reply), 4)
         ]
-        return cursor, children
+        following = int(reply[1])
+        return SnapshotPage(reply[0].decode(), children, None if following < 0 else following)
 
     @fail_closed
     async def exists(self, tenant: str, run: str) -> bool:

@@ -25,13 +25,17 @@ ACTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 #   res:  hash action name -> serialized ActionResult, once terminal
 #   parents: set of the parents that have children (to find the keys below)
 #   lost: hash action name -> leases lost to dead dispatchers (reap.lua)
+#   q:    list of "<name>/<admitted at>" of the run's admitted actions waiting
+#         for a lease, FIFO; the tenant's `runs` list names the runs that have
+#         one. A run that ends leaves its queue to be unlinked whole (lease.lua
+#         on its next visit, or the sweeper), never popped entry by entry.
 # Per-parent keys, as "<tenant prefix><suffix><run>:<parent>":
 #   kids: list of child names in submission order (replay order for watches)
 #   ev:   stream of child phase changes (live part of watches, resumable by id)
 # A finished run is kept for its tenant's retention_seconds, then the sweeper
 # (drop_run.lua) unlinks these keys a bounded number per script: the per-parent
 # ones first, walking the parents set, then the per-run ones.
-RUN_KEY_SUFFIXES = ("run:", "spec:", "st:", "res:", "parents:", "lost:")
+RUN_KEY_SUFFIXES = ("run:", "spec:", "st:", "res:", "parents:", "lost:", "q:")
 PARENT_KEY_SUFFIXES = ("kids:", "ev:")
 RUN_SUFFIXES = RUN_KEY_SUFFIXES + PARENT_KEY_SUFFIXES
 
@@ -52,8 +56,20 @@ class TenantKeys:
     # Tenant-wide keys.
     @property
     def queue(self) -> str:
-        """List of "run/name/admitted_at" refs ready to lease, FIFO."""
+        """List of "run/name/admitted_at" refs queued again (lost leases, due retries), leased first, FIFO.
+        Fresh admissions wait in their run's queue instead (`run_queue`)."""
         return self.prefix + "queue"
+
+    @property
+    def runs(self) -> str:
+        """List of runs whose queue (`run_queue`) may hold actions; leasing serves them round-robin."""
+        return self.prefix + "runs"
+
+    @property
+    def committed(self) -> str:
+        """Sorted set "run/batch" -> when last moved, of staged batches that were committed (their quota
+        charged) and are not yet all visible; whoever finds one finishes moving it (move.lua)."""
+        return self.prefix + "committed"
 
     @property
     def slots(self) -> str:
@@ -114,6 +130,23 @@ class TenantKeys:
     def parents(self, run: str) -> str:
         return f"{self.prefix}parents:{run}"
 
+    def run_queue(self, run: str) -> str:
+        return f"{self.prefix}q:{run}"
+
+    # A big batch is staged in chunks before it is committed (stage.lua, commit.lua), in keys
+    # no dispatcher or watcher reads, each batch under its own random id.
+    def stage_specs(self, run: str, batch: str) -> str:
+        """Hash name -> spec of the batch's fresh actions."""
+        return f"{self.prefix}stage:{run}:{batch}"
+
+    def stage_order(self, run: str, batch: str) -> str:
+        """List of the fresh names in submission order; move.lua pops it."""
+        return f"{self.prefix}stageq:{run}:{batch}"
+
+    def stage_meta(self, run: str, batch: str) -> str:
+        """Hash: parent, chunks staged, fresh count and bytes, names already present, state, skipped."""
+        return f"{self.prefix}stagem:{run}:{batch}"
+
     def kids(self, run: str, parent: str) -> str:
         return f"{self.prefix}kids:{run}:{parent}"
 
@@ -128,10 +161,21 @@ TENANTS = f"{PREFIX}:tenants"
 READY = f"{PREFIX}:ready"
 """Set of tenants that may have leasable work: lease streams poll these, and sweep all tenants now and then."""
 
+
 def token(token_hash: str) -> str:
-    """Hash {role, tenant} for one API token, keyed by the token's SHA-256."""
+    """Hash {role, tenant, id, created} for one API token, keyed by the token's SHA-256."""
     return f"{PREFIX}:token:{token_hash}"
 
+
+TOKEN_IDS = f"{PREFIX}:token-ids"
+"""Hash token id -> the token's SHA-256: ids are what admins list and revoke, never the secret."""
+
+
+STAGE_TTL_SECONDS = 600
+"""Staged batches not committed within this long expire: a submitter that died leaves no garbage."""
+
+MOVED_META_TTL_SECONDS = 300
+"""A fully moved batch keeps its meta (the counts the submitter answers with) this long."""
 
 AUDIT_MAX = 10_000
 EVENTS_MAXLEN = 100_000

@@ -12,7 +12,8 @@ from redis.commands.core import AsyncScript
 _WITH_LIB = frozenset({"report", "reap", "abort", "close_run"})
 
 
-def _source(name: str) -> str:
+def source(name: str) -> str:
+    """The text Redis runs for script `name` (its SHA names it in SLOWLOG)."""
     text = resources.files("fanout.quota").joinpath(f"lua/{name}.lua").read_text()
     if name in _WITH_LIB:
         text = resources.files("fanout.quota").joinpath("lua/lib.lua").read_text() + "\n" + text
@@ -22,6 +23,10 @@ def _source(name: str) -> str:
 @dataclass(frozen=True)
 class Scripts:
     admit: AsyncScript
+    # A batch too big for one short admit script: staged in chunks, committed at once, moved in chunks.
+    stage: AsyncScript
+    commit: AsyncScript
+    move: AsyncScript
     lease: AsyncScript
     report: AsyncScript
     reap: AsyncScript
@@ -34,4 +39,4 @@ class Scripts:
 
     @classmethod
     def register(cls, redis: aioredis.Redis) -> Scripts:
-        return cls(**{name: redis.register_script(_source(name)) for name in cls.__dataclass_fields__})
+        return cls(**{name: redis.register_script(source(name)) for name in cls.__dataclass_fields__})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import string
 from collections.abc import AsyncIterator
@@ -76,7 +77,9 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         validation.action_name(request.parent, "parent")
         _check_action_scope(who, request.run, request.parent)
         limits = await self._limits.effective(who.tenant)
-        validation.batch(request.actions, self._settings.max_batch, limits.max_payload_bytes)
+        validation.batch(
+            request.actions, self._settings.max_batch, limits.max_payload_bytes, self._settings.max_batch_bytes
+        )
         metrics.BATCH_SIZE.observe(len(request.actions))
         try:
             admission = await self._store.admit(
@@ -120,9 +123,16 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
             if not _valid_cursor(cursor):
                 raise invalid(f"cursor {cursor[:40]!r} is not a cursor this server handed out")
         else:
-            cursor, children = await self._store.snapshot(who.tenant, request.run, request.parent)
-            for child in children:
-                yield pb.WatchEvent(update=child_status(request.run, request.parent, child), cursor=cursor)
+            # The replay pages through the children, a short script per page (a parent may have
+            # millions); live events follow from the first page's cursor, so none is missed.
+            page = await self._store.snapshot(who.tenant, request.run, request.parent)
+            cursor = page.cursor
+            while True:
+                for child in page.children:
+                    yield pb.WatchEvent(update=child_status(request.run, request.parent, child), cursor=cursor)
+                if page.next_offset is None:
+                    break
+                page = await self._store.snapshot(who.tenant, request.run, request.parent, page.next_offset)
             yield pb.WatchEvent(replay_done=pb.ReplayDone(), cursor=cursor)
         while True:
             changes = await self._store.events(who.tenant, request.run, request.parent, cursor, WATCH_BLOCK_MS)
@@ -204,6 +214,12 @@ def _check_action_scope(who: Principal, run: str, parent: str | None) -> None:
         raise denied(f"action {who.action!r} may submit only its own children, not children of {parent!r}")
 
 
+# A Redis stream id: two unsigned 64-bit numbers in ASCII digits. str.isdigit() would let
+# '١٢' or '²' through, and Redis would answer an error the client cannot act on.
+_CURSOR_RE = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+_U64_MAX = (1 << 64) - 1
+
+
 def _valid_cursor(cursor: str) -> bool:
-    ms, _, seq = cursor.partition("-")
-    return ms.isdigit() and seq.isdigit()
+    match = _CURSOR_RE.fullmatch(cursor)  # not match(): "$" would accept a trailing newline
+    return match is not None and all(int(part) <= _U64_MAX for part in match.groups())

@@ -1,38 +1,80 @@
--- Lease up to `want` queued actions of one tenant, within its free concurrency slots.
--- Returns {leased rows, actions still waiting in the queue or for a retry}.
--- KEYS: 1 queue, 2 slots, 3 leased, 4 limits, 5 delayed
--- ARGV: 1 tenant prefix, 2 default max_concurrency, 3 want, 4 now, 5 lease seconds
-local prefix = ARGV[1]
+-- Lease up to `want` queued actions of one tenant, within its free concurrency slots, doing at
+-- most ARGV[6] units of work (entries popped, runs visited) so that the script stays short
+-- however many stale entries wait; the caller calls again when it asks for more.
+-- Actions queued again (lost leases, due retries) are served first, then the runs' own queues
+-- round-robin. An entry whose action is no longer queued, or whose run has ended, is dropped;
+-- an ended run's whole queue is unlinked at once (freed in the background), not popped.
+-- KEYS: 1 queue, 2 slots, 3 leased, 4 limits, 5 delayed, 6 runs with queued actions
+-- ARGV: 1 tenant prefix, 2 default max_concurrency, 3 want, 4 now, 5 lease seconds, 6 most work
+-- Returns {leased rows, actions or runs still waiting, 1 when the work bound stopped it else 0}.
+local prefix, now = ARGV[1], ARGV[4]
+local budget = tonumber(ARGV[6])
 
 -- Retries whose backoff has passed join the queue first.
-local due = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', ARGV[4], 'LIMIT', 0, 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, 100)
 for _, ref in ipairs(due) do
   redis.call('ZREM', KEYS[5], ref)
-  redis.call('RPUSH', KEYS[1], ref .. '/' .. ARGV[4])
+  redis.call('RPUSH', KEYS[1], ref .. '/' .. now)
 end
 
 local limit = tonumber(redis.call('HGET', KEYS[4], 'max_concurrency') or ARGV[2])
 local want = math.min(tonumber(ARGV[3]), limit - redis.call('SCARD', KEYS[2]))
-local expiry = tonumber(ARGV[4]) + tonumber(ARGV[5])
-local out = {}
-while #out < want do
-  local entry = redis.call('LPOP', KEYS[1])
-  if not entry then break end
-  local run, name, admitted = string.match(entry, '^([^/]+)/([^/]+)/(.*)$')
+local expiry = tonumber(now) + tonumber(ARGV[5])
+local out, work = {}, 0
+
+local live = {}
+local function run_live(run)
+  if live[run] == nil then
+    live[run] = tonumber(redis.call('HGET', prefix .. 'run:' .. run, 'phase') or '9') < 5
+  end
+  return live[run]
+end
+
+local function take(run, name, admitted)
   local stkey = prefix .. 'st:' .. run
   local st = redis.call('HGET', stkey, name)
-  if st then
-    local phase, attempt, parent = string.match(st, '^(%d+):(%d+):(.*)$')
-    -- Skip entries whose action was aborted or finished while queued.
-    if tonumber(phase) <= 2 then
-      attempt = tonumber(attempt) + 1
-      redis.call('HSET', stkey, name, '3:' .. attempt .. ':' .. parent)
-      local ref = run .. '/' .. name
-      redis.call('SADD', KEYS[2], ref)
-      redis.call('ZADD', KEYS[3], expiry, ref)
-      local spec = redis.call('HGET', prefix .. 'spec:' .. run, name)
-      out[#out + 1] = {run, name, parent, attempt, spec, admitted}
+  if not st then return end
+  local phase, attempt, parent = string.match(st, '^(%d+):(%d+):(.*)$')
+  if tonumber(phase) > 2 then return end  -- aborted, finished or leased since it was queued
+  attempt = tonumber(attempt) + 1
+  redis.call('HSET', stkey, name, '3:' .. attempt .. ':' .. parent)
+  local ref = run .. '/' .. name
+  redis.call('SADD', KEYS[2], ref)
+  redis.call('ZADD', KEYS[3], expiry, ref)
+  local spec = redis.call('HGET', prefix .. 'spec:' .. run, name)
+  out[#out + 1] = {run, name, parent, attempt, spec, admitted}
+end
+
+while #out < want and work < budget do
+  local entry = redis.call('LPOP', KEYS[1])
+  if not entry then break end
+  work = work + 1
+  local run, name, admitted = string.match(entry, '^([^/]+)/([^/]+)/(.*)$')
+  if run_live(run) then take(run, name, admitted) end
+end
+
+while #out < want and work < budget do
+  local run = redis.call('LINDEX', KEYS[6], 0)
+  if not run then break end
+  work = work + 1
+  local q = prefix .. 'q:' .. run
+  if not run_live(run) then
+    redis.call('UNLINK', q)
+  else
+    while #out < want and work < budget do
+      local entry = redis.call('LPOP', q)
+      if not entry then break end
+      work = work + 1
+      local name, admitted = string.match(entry, '^([^/]+)/(.*)$')
+      take(run, name, admitted)
     end
   end
+  if redis.call('EXISTS', q) == 0 then
+    redis.call('LPOP', KEYS[6])
+  else
+    redis.call('LMOVE', KEYS[6], KEYS[6], 'LEFT', 'RIGHT')  -- the next call serves the next run
+  end
 end
-return {out, redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[5])}
+
+local waiting = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[5]) + redis.call('LLEN', KEYS[6])
+return {out, waiting, work >= budget and 1 or 0}
