@@ -115,10 +115,14 @@ def test_lowering_the_retention_applies_to_runs_already_finished(own_redis: Redi
 
 
 def test_an_admin_sets_stored_bytes_and_retention_from_the_cli_and_the_tenant_sees_them(
-    admin_client: Client, tenant: Tenant, endpoint: str, capsys: pytest.CaptureFixture[str]
+    admin_client: Client,
+    tenant: Tenant,
+    endpoint: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    admin_token = admin_client.config.token
-    base = ["--endpoint", endpoint, "--token", admin_token]
+    monkeypatch.setenv("FANOUT_TOKEN", admin_client.config.token)
+    base = ["--endpoint", endpoint]
     new_limits = ["--max-stored-bytes", "5000000", "--retention-seconds", "3600"]
     code = main(["admin", "quota", "set", tenant.name, *new_limits, "--reason", "disk", "--json", *base])
     assert code == 0, capsys.readouterr().err
