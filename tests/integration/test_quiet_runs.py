@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -25,7 +26,7 @@ from fanout.client import Client
 from fanout.config import ClientConfig
 from fanout.runtime import load_task
 from fanout.server.actions_service import WATCH_BLOCK_MS
-from fanout.server.app import ControlPlane, connect_redis, create_server
+from fanout.server.app import REDIS_SOCKET_TIMEOUT_SECONDS, ControlPlane, connect_redis, create_server
 from fanout.server.redis_process import RedisProcess
 from fanout.server.settings import Settings
 from fanout.v1 import actions_pb2 as pb
@@ -141,3 +142,24 @@ def test_run_wait_restarts_its_reconnect_budget_after_each_outage(
                 run.wait(timeout=2 * (1.0 + outage + 4.0))
         finally:
             outages.join()
+
+
+def test_a_stalled_redis_still_fails_a_call_within_the_socket_timeout(
+    loop_thread: LoopThread, own_plane: ControlPlane, own_redis: RedisProcess
+) -> None:
+    """Fail closed holds with the longer socket timeout: a Redis that stops answering is UNAVAILABLE, not a hang."""
+    loop_thread.run(own_plane.actions.register_tenant("stalled"))
+    token = loop_thread.run(own_plane.tokens.create("tenant", "stalled"))
+    assert own_redis._proc is not None
+    pid = own_redis._proc.pid
+    with Client(ClientConfig(endpoint=f"127.0.0.1:{own_plane.port}", token=token)) as client:
+        client.get_quota()
+        os.kill(pid, signal.SIGSTOP)  # the socket stays open, nothing answers
+        try:
+            began = time.monotonic()
+            with pytest.raises(errors.Unavailable, match="state store unreachable"):
+                client.get_quota()  # the call's own deadline is 60 s
+            took = time.monotonic() - began
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    assert took < 2 * REDIS_SOCKET_TIMEOUT_SECONDS, took
