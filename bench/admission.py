@@ -8,8 +8,8 @@ created first); the specs are built before the timer starts, so the timer
 covers request serialization, the RPC, admission in Redis and the response.
 A small untimed batch warms the channel and Redis' script cache first.
 Redis memory per queued action is what the batch's data takes, by MEMORY USAGE
-(exact, SAMPLES 0): the run's spec, state and children keys plus the growth of
-the tenant's queue, divided by the batch size. (INFO used_memory would also
+(exact, SAMPLES 0): the run's spec, state, children and queue keys plus the growth
+of the tenant's queue, divided by the batch size. (INFO used_memory would also
 count the server's input buffer, which holds the whole request for a while.)
 """
 
@@ -115,7 +115,8 @@ def _submit(client: Client, r: redis.Redis, n: int) -> BatchFigure:
     wall = time.perf_counter() - start
     if response.admitted != n:
         raise RuntimeError(f"admitted {response.admitted} of {n} actions")
-    held = sum(_memory(r, key) for key in (k.specs(run.name), k.states(run.name), k.kids(run.name, "root")))
+    run_keys = (k.specs(run.name), k.states(run.name), k.kids(run.name, "root"), k.run_queue(run.name))
+    held = sum(_memory(r, key) for key in run_keys)
     held += _memory(r, k.queue) - queue_before
     return BatchFigure(n, wall, wall / n * 1e6, held / n, [wall])
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import admission, end_to_end
+from bench import admission, end_to_end, slowlog
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -60,6 +60,14 @@ def table(report: dict[str, Any]) -> str:
         rows.append((f"Redis memory ({b['actions']:,} batch)", f"{b['redis_bytes_per_action']:.0f} B/queued action"))
     rows.append((f"end to end, fanout of {e2e['tasks']}", f"{e2e['wall_s']:.2f} s"))
     rows.append(("dispatch latency p50 / p99", _latency(e2e)))
+    for s in report["slowlog"]["steps"]:
+        outcome = f"; the caller got {s['error']}" if s["error"] else ""
+        rows.append(
+            (
+                f"longest Redis command, {s['name']}",
+                f"{s['longest_us'] / 1000:.1f} ms ({s['longest_command']}); wall {s['wall_s']:.2f} s{outcome}",
+            )
+        )
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
 
@@ -90,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     report["admission"] = asdict(admission.run())
     print(f"end to end: a fanout of {end_to_end.TASKS} no-op tasks through `fanout up` ...", flush=True)
     report["end_to_end"] = asdict(end_to_end.run())
+    print("slowlog: the longest single Redis command during a big admission, abort and lease ...", flush=True)
+    report["slowlog"] = asdict(slowlog.run())
     print(table(report))
     for path in write(report, args.label, now.strftime("%Y%m%dT%H%M%SZ")):
         print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
