@@ -7,6 +7,7 @@ processes that the tests kill and replace.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import pytest
 import redis
 
 import fanout
-from fanout import errors
+from fanout import errors, serialization
 from fanout.client import TERMINAL_PHASES, Client
 from fanout.config import ClientConfig
 from fanout.quota import keys
@@ -48,9 +49,16 @@ class Server:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> Server:
-        env = {"PATH": "/usr/bin:/bin", "FANOUT_LEASE_SECONDS": LEASE_SECONDS, "FANOUT_REAP_INTERVAL_SECONDS": "0.3"}
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "FANOUT_LEASE_SECONDS": LEASE_SECONDS,
+            "FANOUT_REAP_INTERVAL_SECONDS": "0.3",
+            "FANOUT_REDIS_URL": self.redis_url,  # it may carry a password: never on a command line
+            # Every server of one deployment signs action tokens with the same key.
+            "FANOUT_SIGNING_KEY_FILE": str(self.admin_token_file.parent / "signing-key"),
+        }
         self.proc = subprocess.Popen(
-            [FANOUT, "server", "--listen", self.endpoint, "--redis-url", self.redis_url, "--metrics-port", "-1",
+            [FANOUT, "server", "--listen", self.endpoint, "--metrics-port", "-1",
              "--admin-token-file", str(self.admin_token_file)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
@@ -84,8 +92,9 @@ class Cluster:
 
     def dispatcher(self, server: Server, capacity: int = 16) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [FANOUT, "dispatcher", "--endpoint", server.endpoint, "--token", self.dispatcher_token,
+            [FANOUT, "dispatcher", "--endpoint", server.endpoint,
              "--capacity", str(capacity), "--work-dir", str(self.work)],
+            env={**os.environ, "FANOUT_TOKEN": self.dispatcher_token},  # never a secret on a command line
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
 
@@ -225,3 +234,48 @@ def test_submitters_spread_over_two_servers_never_over_admit(cluster: Cluster) -
         held = admin_view.get_run(run.name).action_count
 
     assert held == 1 + sum(admitted) == limit
+
+
+def process_state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+
+
+def test_a_restarted_dispatcher_reports_finished_work_instead_of_running_it_again(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # Child 0 freezes the dispatcher as it finishes: the children finishing
+    # from then on write their result file, but no report leaves. Then the
+    # dispatcher is killed and another starts on the same work directory.
+    logs = tmp_path / "executions"
+    logs.mkdir()
+    first = cluster.dispatcher(cluster.servers[0], capacity=8)
+    second = None
+    try:
+        run = cluster.start(cluster.servers[1], "logged_fan", str(logs), 20, 0.5, first.pid)
+        eventually(lambda: process_state(first.pid) == "T", timeout=60)
+        run_folder = cluster.work / cluster.tenant / run.name
+
+        def children_settled() -> list[Path]:
+            folders = [f for f in run_folder.iterdir() if not f.name.startswith("root.")]
+            assert all((f / "result.pb").exists() for f in folders), "children still running"
+            return folders
+
+        finished = eventually(children_settled, timeout=30)
+        finished_xs = {
+            serialization.decode_output(pb.ActionResult.FromString((f / "result.pb").read_bytes()).outputs)
+            for f in finished
+        }
+        assert 0 in finished_xs
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        second = cluster.dispatcher(cluster.servers[0], capacity=8)
+
+        assert run.wait(timeout=90).outputs() == list(range(20))
+        executions = {x: len((logs / str(x)).read_text().splitlines()) for x in range(20)}
+        assert {x: executions[x] for x in finished_xs} == dict.fromkeys(finished_xs, 1)
+        eventually(lambda: cluster.usage() == (0, 0, 0), timeout=10)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -24,6 +24,14 @@ class Backend(Protocol):
         """Stop every container this backend started."""
         ...
 
+    async def recover(self) -> list[tuple[dpb.LeasedAction, Outcome]]:
+        """Outcomes an earlier dispatcher in this place reached but never reported (called once, first)."""
+        ...
+
+    async def release(self, action: dpb.LeasedAction, outcome: Outcome) -> None:
+        """The outcome of `action` reached the control plane: drop what was kept for it."""
+        ...
+
 
 class StartedCallback(Protocol):
     def __call__(self) -> None: ...

@@ -6,7 +6,10 @@ parent that the server says is waiting on its children (it holds no slot,
 so nested fanouts cannot fill the dispatcher and deadlock). Leases of
 running actions are renewed by heartbeat; the answer also names actions to
 stop (aborted, or leased again elsewhere). If this process dies, the server
-reclaims its leases and another dispatcher runs the actions again.
+reclaims its leases and another dispatcher runs the actions again; but the
+actions that had finished are reported by the next dispatcher on the same
+work place (backend.recover) before it leases anything, so they do not run
+twice. A backend keeps an outcome until its report was answered.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ log = logging.getLogger(__name__)
 # Heartbeats renew leases and learn which parents wait on children; often
 # enough that a waiting parent frees its capacity within about a second.
 HEARTBEAT_SECONDS = 1.0
+# How long a starting dispatcher waits for the reports of recovered results
+# before it leases: less than a lease, so the old leases are still valid.
+RECOVERY_REPORT_SECONDS = 5.0
 
 
 class Dispatcher:
@@ -57,6 +63,7 @@ class Dispatcher:
         self._outbox: asyncio.Queue[dpb.LeaseRequest | None] = asyncio.Queue()
         self._lease_seconds = 15.0
         self._stopping = asyncio.Event()
+        self._releases: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         """Serve until stop(); reconnects with backoff when the stream breaks."""
@@ -67,6 +74,7 @@ class Dispatcher:
         heartbeat = asyncio.create_task(self._heartbeat())
         delay = 0.2
         try:
+            await self._recover(reporter)
             while not self._stopping.is_set():
                 try:
                     await self._lease(stub, reporter)
@@ -91,10 +99,24 @@ class Dispatcher:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self.backend.shutdown()
             await reporter.drain()
+            # Outcomes whose report got no answer stay on disk for the next start.
+            await asyncio.wait(self._releases, timeout=5) if self._releases else None
+            for release in self._releases:
+                release.cancel()
+            await asyncio.gather(*self._releases, return_exceptions=True)
+            await self.backend.shutdown()
             await reporter.stop()
             await channel.close()
+
+    async def _recover(self, reporter: Reporter) -> None:
+        """Report what an earlier dispatcher finished here but never reported, before leasing."""
+        recovered = await self.backend.recover()
+        if not recovered:
+            return
+        log.info("reporting %d results an earlier dispatcher left unreported", len(recovered))
+        sent = [self._finish(action, outcome, reporter) for action, outcome in recovered]
+        await asyncio.wait(sent, timeout=RECOVERY_REPORT_SECONDS)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -163,16 +185,31 @@ class Dispatcher:
             except Exception as exc:  # a backend bug fails the action, not the dispatcher
                 log.exception("backend failed on %s", key)
                 outcome = failure("BackendError", f"{type(exc).__name__}: {exc}")
-            report = _report(action, outcome.phase, outcome)
-            if outcome.phase in (pb.FAILED, pb.TIMED_OUT) and action.attempt <= action.spec.retries:
-                report.retry_after_seconds = retry_backoff(action.attempt)
-            reporter.report(report)
+            self._finish(action, outcome, reporter)
         finally:
             self._running.pop(key, None)
             if key in self._waiting:
                 self._waiting.discard(key)  # its credit went back when it started waiting
             else:
                 self._give_credit()
+
+    def _finish(self, action: dpb.LeasedAction, outcome: Outcome, reporter: Reporter) -> asyncio.Future[bool]:
+        """Report a terminal outcome; the backend drops what it kept once the report was answered."""
+        report = _report(action, outcome.phase, outcome)
+        if outcome.phase in (pb.FAILED, pb.TIMED_OUT) and action.attempt <= action.spec.retries:
+            report.retry_after_seconds = retry_backoff(action.attempt)
+        sent = reporter.report(report)
+        release = asyncio.create_task(self._release_when_sent(action, outcome, sent))
+        self._releases.add(release)
+        release.add_done_callback(self._releases.discard)
+        return sent
+
+    async def _release_when_sent(self, action: dpb.LeasedAction, outcome: Outcome, sent: asyncio.Future[bool]) -> None:
+        await sent
+        try:
+            await self.backend.release(action, outcome)
+        except Exception:  # cleaning up must not break the dispatcher
+            log.exception("could not release the work of %s", _ref(action))
 
     async def _heartbeat(self) -> None:
         while True:

@@ -2,9 +2,11 @@
 
 Python tasks run `python -m fanout.runtime`, by default as children of a fork
 server that has imported it already (see forkserver.py); actions with an
-explicit command run that command. Each action gets a scratch directory with
-its spec, its result and its logs; the directory is removed after success and
-kept after a failure, for reading the logs.
+explicit command run that command. Each action gets a folder with its spec,
+its result and its log (see workdirs.py): it stays until the outcome was
+reported, so a restarted dispatcher reports finished work instead of running
+it again; then it is removed after success, or cut down to its log's tail
+after a failure. File work runs on threads, never on the event loop.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
-import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +23,8 @@ from typing import Protocol
 from fanout import runtime
 from fanout.server.dispatcher.backend import Outcome, StartedCallback, failure
 from fanout.server.dispatcher.forkserver import ForkServer, ForkServerError, needs_exec
+from fanout.server.dispatcher.process_tree import kill_tree_now, stop_tree
+from fanout.server.dispatcher.workdirs import LOG, RESULT, WorkRoot, outcome_phase, read_result
 from fanout.server.parent_death import command_dying_with_parent
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb
@@ -46,18 +48,37 @@ class ProcessBackend:
     def __init__(self, work_root: Path, max_output_bytes: int = 1 << 20, fork_server: bool = True) -> None:
         self.work_root = work_root
         self.max_output_bytes = max_output_bytes
+        self._work = WorkRoot(work_root)
         self._procs: set[Process] = set()
         self._use_fork_server = fork_server
         self._fork_server: ForkServer | None = None
         self._fork_server_lock = asyncio.Lock()  # one (re)start at a time, however many actions arrive
+        # Finished but unreported results an earlier dispatcher left, by action: a
+        # new lease of one reports that result instead of running it again.
+        self._finished: dict[str, tuple[dpb.LeasedAction, Path]] = {}
+
+    async def recover(self) -> list[tuple[dpb.LeasedAction, Outcome]]:
+        if not await asyncio.to_thread(self._work.claim):
+            log.warning("%s is in use by another dispatcher: its unreported results are left to it", self.work_root)
+            return []
+        leftovers = await asyncio.to_thread(self._work.leftovers)
+        for leftover in leftovers:
+            if outcome_phase(leftover.result) == pb.SUCCEEDED:
+                self._finished[_key(leftover.action)] = (leftover.action, leftover.folder)
+        return [(leftover.action, Outcome(outcome_phase(leftover.result), leftover.result)) for leftover in leftovers]
+
+    async def release(self, action: dpb.LeasedAction, outcome: Outcome) -> None:
+        self._finished.pop(_key(action), None)
+        await asyncio.to_thread(self._work.release, self._work.folder(action), outcome.phase == pb.SUCCEEDED)
 
     async def run(self, action: dpb.LeasedAction, endpoint: str, on_started: StartedCallback) -> Outcome:
+        earlier = await self._earlier_result(action)
+        if earlier is not None:
+            return earlier
         spec = action.spec
-        workdir = self.work_root / action.tenant / action.run / f"{spec.name}.{action.attempt}"
-        workdir.mkdir(parents=True, exist_ok=True)
+        workdir = await asyncio.to_thread(self._work.prepare, action)
         spec_path = workdir / "spec.pb"
-        result_path = workdir / "result.pb"
-        spec_path.write_bytes(spec.SerializeToString())
+        result_path = workdir / RESULT
         env = {
             **os.environ,
             **spec.env,
@@ -68,10 +89,10 @@ class ProcessBackend:
             runtime.ENV_ACTION: spec.name,
             runtime.ENV_SPEC_PATH: str(spec_path),
             runtime.ENV_RESULT_PATH: str(result_path),
-            runtime.ENV_MAX_OUTPUT: str(self.max_output_bytes),
+            runtime.ENV_MAX_OUTPUT: str(action.max_payload_bytes or self.max_output_bytes),  # the tenant's own cap
         }
         cwd = spec.workdir if spec.workdir and Path(spec.workdir).is_dir() else str(workdir)
-        log_path = workdir / "output.log"
+        log_path = workdir / LOG
         try:
             proc = await self._start(spec, env, cwd, log_path)
         except OSError as exc:
@@ -83,29 +104,39 @@ class ProcessBackend:
             try:
                 code = await asyncio.wait_for(proc.wait(), timeout)
             except TimeoutError:
-                _kill_group(proc.pid)
+                await stop_tree(proc.pid)
                 await proc.wait()
                 return failure("Timeout", f"the action ran longer than {spec.timeout_seconds}s", pb.TIMED_OUT)
             except ForkServerError:
-                _kill_group(proc.pid)  # its reaper is gone: nobody could tell when it ends
+                kill_tree_now(proc.pid)  # its reaper is gone: nobody could tell when it ends
                 raise
             except asyncio.CancelledError:
-                _kill_group(proc.pid)  # aborted, leased elsewhere, or shutting down: stop it now
+                # Aborted, leased elsewhere, or shutting down: stop it now, even if cancelled again meanwhile.
+                await asyncio.shield(stop_tree(proc.pid))
                 raise
         finally:
             self._procs.discard(proc)
-        outcome = self._outcome(code, result_path, log_path, bool(spec.command))
-        if outcome.phase == pb.SUCCEEDED:
-            shutil.rmtree(workdir, ignore_errors=True)
-        return outcome
+        return await asyncio.to_thread(self._outcome, code, result_path, log_path, bool(spec.command))
+
+    async def _earlier_result(self, action: dpb.LeasedAction) -> Outcome | None:
+        """The result of an earlier attempt left unreported on disk, now this attempt's."""
+        entry = self._finished.pop(_key(action), None)
+        if entry is None or entry[0].attempt >= action.attempt:
+            return None
+        earlier, folder = entry
+        result = await asyncio.to_thread(_move_result, folder, self._work.folder(action))
+        if result is None:
+            return None
+        log.info("%s: reporting the result attempt %d left on disk", _key(action), earlier.attempt)
+        return Outcome(outcome_phase(result), result)
 
     def _outcome(self, code: int, result_path: Path, log_path: Path, explicit_command: bool) -> Outcome:
-        if result_path.exists():
-            result = pb.ActionResult.FromString(result_path.read_bytes())
-            return Outcome(pb.FAILED if result.HasField("error") else pb.SUCCEEDED, result)
+        result = read_result(result_path)
+        if result is not None:
+            return Outcome(outcome_phase(result), result)
         if explicit_command and code == 0:
             return Outcome(pb.SUCCEEDED, pb.ActionResult())
-        tail = log_path.read_bytes()[-LOG_TAIL_BYTES:].decode(errors="replace") if log_path.exists() else ""
+        tail = _tail(log_path, LOG_TAIL_BYTES).decode(errors="replace")
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
         return failure("ProcessExited", f"the action's process {how}; last output:\n{tail}")
 
@@ -147,8 +178,7 @@ class ProcessBackend:
         return server
 
     async def shutdown(self) -> None:
-        for proc in list(self._procs):
-            _kill_group(proc.pid)
+        await asyncio.gather(*(stop_tree(proc.pid) for proc in list(self._procs)))
         for proc in list(self._procs):
             with contextlib.suppress(ProcessLookupError, ForkServerError):
                 await proc.wait()
@@ -157,8 +187,30 @@ class ProcessBackend:
             if self._fork_server is not None:
                 await self._fork_server.close()
                 self._fork_server = None
+        self._work.close()
 
 
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+def _key(action: dpb.LeasedAction) -> str:
+    return f"{action.tenant}/{action.run}/{action.spec.name}"
+
+
+def _tail(path: Path, size: int) -> bytes:
+    """The last `size` bytes of a file, without reading the rest (a log may be huge)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(max(f.seek(0, os.SEEK_END) - size, 0))
+            return f.read(size)
+    except OSError:
+        return b""
+
+
+def _move_result(earlier: Path, folder: Path) -> pb.ActionResult | None:
+    """Rename an earlier attempt's folder to this attempt's, if its result is still whole."""
+    result = read_result(earlier / RESULT)
+    if result is None:
+        return None
+    try:
+        earlier.rename(folder)
+    except OSError:
+        return None
+    return result

@@ -1,7 +1,9 @@
 """Batches phase reports into few Report RPCs, retrying while the server is away.
 
 Reports are idempotent on the server (phases only move forward, one terminal
-phase), so resending a batch after an error is safe.
+phase), so resending a batch after an error is safe. Each report's future
+resolves once its call was answered (True) or rejected for good (False), so
+the dispatcher keeps an action's result on disk until then.
 """
 
 from __future__ import annotations
@@ -24,15 +26,17 @@ class Reporter:
     def __init__(self, stub: dispatch_pb2_grpc.DispatchServiceStub, metadata: tuple[tuple[str, str], ...]) -> None:
         self._stub = stub
         self._metadata = metadata
-        self._queue: asyncio.Queue[dpb.PhaseReport] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[dpb.PhaseReport, asyncio.Future[bool]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._sending = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop())
 
-    def report(self, report: dpb.PhaseReport) -> None:
-        self._queue.put_nowait(report)
+    def report(self, report: dpb.PhaseReport) -> asyncio.Future[bool]:
+        sent: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((report, sent))
+        return sent
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait until every queued report was sent (or the timeout passed)."""
@@ -50,20 +54,23 @@ class Reporter:
             await asyncio.sleep(FLUSH_SECONDS)  # let reports finishing together share a call
             while not self._queue.empty() and len(batch) < MAX_REPORTS_PER_CALL:
                 batch.append(self._queue.get_nowait())
-            await self._send(batch)
+            accepted = await self._send([report for report, _ in batch])
+            for _, sent in batch:
+                if not sent.done():
+                    sent.set_result(accepted)
             self._sending = False
 
-    async def _send(self, batch: list[dpb.PhaseReport]) -> None:
+    async def _send(self, batch: list[dpb.PhaseReport]) -> bool:
         delay = 0.1
         while True:
             try:
                 await self._stub.Report(dpb.ReportRequest(reports=batch), metadata=self._metadata, timeout=30)
-                return
+                return True
             except grpc.RpcError as exc:
                 code = exc.code()
                 if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     log.error("report rejected (%s: %s); dropping %d reports", code.name, exc.details(), len(batch))
-                    return
+                    return False
                 log.warning("control plane unavailable; retrying %d reports in %.1fs", len(batch), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
