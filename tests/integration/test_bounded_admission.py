@@ -171,6 +171,17 @@ def test_a_rejected_big_batch_charges_nothing_and_leaves_no_staging(tenant: Tena
     assert r.zcard(keys.TenantKeys(tenant.name).committed) == 0
 
 
+def test_a_dry_run_of_a_big_batch_answers_and_charges_nothing(tenant: Tenant, r: redis.Redis) -> None:
+    run = new_run(tenant)
+    before = usage(r, tenant, run)
+
+    response = tenant.client.submit_batch(run, "root", specs("c", BIG), dry_run=True)
+
+    assert (response.admitted, response.fanout_used) == (BIG, BIG + 1)
+    assert usage(r, tenant, run) == before
+    assert staging_keys(r, tenant) == []
+
+
 @pytest.mark.parametrize("n", [10, BIG], ids=["one-script", "staged"])
 def test_max_stored_bytes_rejects_the_whole_batch_with_the_figures(
     tenant: Tenant, r: redis.Redis, own_plane: ControlPlane, n: int
