@@ -133,10 +133,18 @@ class Client:
         return self.call(self.admin.CreateTenant, apb.CreateTenantRequest(tenant=tenant))
 
     def create_token(self, role: str, tenant: str = "") -> str:
-        return str(self.call(self.admin.CreateToken, apb.CreateTokenRequest(role=role, tenant=tenant)).token)
+        return self.create_token_with_id(role, tenant)[0]
 
-    def revoke_token(self, token: str) -> bool:
-        return bool(self.call(self.admin.RevokeToken, apb.RevokeTokenRequest(token=token)).revoked)
+    def create_token_with_id(self, role: str, tenant: str = "") -> tuple[str, str]:
+        """(token, id): the token is shown once; the id names it later, in list_tokens and revoke_token."""
+        created = self.call(self.admin.CreateToken, apb.CreateTokenRequest(role=role, tenant=tenant))
+        return str(created.token), str(created.token_id)
+
+    def revoke_token(self, token_id: str) -> bool:
+        return bool(self.call(self.admin.RevokeToken, apb.RevokeTokenRequest(token_id=token_id)).revoked)
+
+    def list_tokens(self, tenant: str = "") -> list[apb.TokenInfo]:
+        return list(self.call(self.admin.ListTokens, apb.ListTokensRequest(tenant=tenant)).tokens)
 
     def set_limits(self, tenant: str, reason: str, **limits: int) -> apb.TenantLimits:
         return self.call(

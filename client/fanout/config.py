@@ -8,6 +8,7 @@ arguments.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,10 @@ from fanout.errors import ConfigError
 from fanout.private_files import private_dir, write_private
 
 CONFIG_NAME = "config.yaml"
+# Variables that carry secrets. Processes that start tasks (`fanout up`,
+# `fanout dispatcher`) drop them from their environment once read, so that no
+# task inherits them.
+SECRET_VARIABLES = ("FANOUT_TOKEN", "FANOUT_REDIS_URL")
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,23 @@ def _read_file(path: Path) -> ClientConfig:
             f"config file {path}: unknown settings {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
         )
     return ClientConfig(**{k: str(v) for k, v in data.items()})
+
+
+def read_token_file(path: str) -> str:
+    """A token from a file, or from stdin for "-"."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the token file {path}: {exc.strerror}") from None
+    token = text.strip()
+    if not token or len(token.split()) != 1:
+        raise ConfigError(f"the token file {path} must hold one token")
+    return token
+
+
+def forget_secret_variables() -> None:
+    for name in SECRET_VARIABLES:
+        os.environ.pop(name, None)
 
 
 def write(path: Path, **values: str) -> None:

@@ -16,6 +16,7 @@ from fanout.client import Client
 from fanout.config import ClientConfig
 from fanout.runs import Run, start_run
 from fanout.runtime import load_task
+from fanout.server.redis_process import RedisProcess
 from fanout.v1 import actions_pb2 as pb
 from tests.conftest import TASKS_FILE
 from tests.helpers import eventually
@@ -133,10 +134,11 @@ def test_cli_admin_and_tenant_commands(tmp_path: Path) -> None:
     proc = start_up(data)
     try:
 
-        def fanout(*args: str) -> subprocess.CompletedProcess[str]:
+        def fanout(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                [FANOUT, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
-            )
+                [FANOUT, *args], env=env, cwd=tmp_path, input=stdin, capture_output=True, text=True, timeout=60,
+                check=False,
+            )  # fmt: skip
 
         changed = fanout("admin", "quota", "set", "default", "--max-fanout", "20", "--reason", "demo", "--json")
         assert changed.returncode == 0, changed.stderr
@@ -162,10 +164,21 @@ def test_cli_admin_and_tenant_commands(tmp_path: Path) -> None:
         quota = fanout("quota")
         assert quota.returncode == 0 and "max_fanout" in quota.stdout and "20" in quota.stdout
 
-        token = fanout("admin", "token", "create", "--role", "tenant", "--tenant", "default").stdout.strip()
-        assert fanout("quota", "--token", token).returncode == 0
-        assert fanout("admin", "token", "revoke", token).returncode == 0
-        refused = fanout("quota", "--token", token)
+        created = fanout("admin", "token", "create", "--role", "tenant", "--tenant", "default")
+        token = created.stdout.strip()
+        token_id = re.search(r"token id ([0-9a-f]{12})", created.stderr).group(1)  # type: ignore[union-attr]
+        token_file = tmp_path / "token"
+        token_file.write_text(token + "\n")
+        assert fanout("quota", "--token-file", str(token_file)).returncode == 0
+        assert fanout("quota", "--token-file", "-", stdin=token).returncode == 0
+        on_the_command_line = fanout("quota", "--token", token)
+        assert on_the_command_line.returncode == 2 and "--token-file" in on_the_command_line.stderr
+        listed = fanout("admin", "token", "list", "--tenant", "default")
+        assert token_id in listed.stdout and token not in listed.stdout
+        by_secret = fanout("admin", "token", "revoke", token)
+        assert by_secret.returncode == 2 and "give the token's id" in by_secret.stderr
+        assert fanout("admin", "token", "revoke", token_id).returncode == 0
+        refused = fanout("quota", "--token-file", str(token_file))
         assert refused.returncode == 1 and "invalid or revoked token" in refused.stderr
 
         missing = fanout("get", "rnothere")
@@ -241,3 +254,50 @@ def test_up_keeps_its_secrets_owner_only(tmp_path: Path) -> None:
         assert {(p.name, mode(p)) for p in written} == {(p.name, 0o700 if p.is_dir() else 0o600) for p in written}
     finally:
         stop(proc)
+
+
+def cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def test_no_secret_on_command_lines_or_in_what_actions_inherit(tmp_path: Path) -> None:
+    store = RedisProcess(tmp_path / "redis").start()  # an outside Redis, with a password
+    env = {**os.environ, "FANOUT_REDIS_URL": store.url}
+    env.pop("FANOUT_TOKEN", None)
+    proc = start_up(tmp_path / "state", env)
+    dispatcher = None
+    try:
+        # An action that dumps everything it inherited.
+        out = tmp_path / "inherited"
+        with client_for(tmp_path / "state") as c:
+            run = c.create_run(pb.ActionSpec(task_ref="module:os:getcwd", command=["sh", "-c", f"env > {out}"]))
+            eventually(lambda: c.get_run(run.name).phase == pb.SUCCEEDED)
+        assert store.password not in out.read_text()
+        assert store.password not in cmdline(proc.pid)
+
+        admin = ["--token-file", str(tmp_path / "state" / "admin-token")]
+        fanout_env = {**os.environ, "FANOUT_CONFIG": str(tmp_path / "state" / "config.yaml")}
+        fanout_env.pop("FANOUT_TOKEN", None)
+        made = subprocess.run(
+            [FANOUT, "admin", "token", "create", "--role", "dispatcher", *admin],
+            env=fanout_env, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        token = made.stdout.strip()
+        token_file = tmp_path / "dispatcher-token"
+        token_file.write_text(token)
+        endpoint = yaml.safe_load((tmp_path / "state" / "config.yaml").read_text())["endpoint"]
+        base = [FANOUT, "dispatcher", "--endpoint", endpoint, "--work-dir", str(tmp_path / "work")]
+
+        old_form = subprocess.run([*base, "--token", token], capture_output=True, text=True, timeout=60, check=False)
+        assert old_form.returncode == 2 and "--token-file" in old_form.stderr
+
+        dispatcher = subprocess.Popen([*base, "--token-file", str(token_file)], env=fanout_env)
+        eventually(lambda: "dispatcher" in cmdline(dispatcher.pid))
+        assert token not in cmdline(dispatcher.pid)
+        assert dispatcher.poll() is None
+    finally:
+        if dispatcher is not None:
+            dispatcher.terminate()
+            dispatcher.wait(30)
+        stop(proc)
+        store.stop()

@@ -14,6 +14,7 @@ import grpc
 import pytest
 import redis
 
+from fanout import errors
 from fanout.client import Client
 from fanout.config import ClientConfig
 from fanout.server.app import ControlPlane, create_server
@@ -155,3 +156,23 @@ def test_an_acl_user_in_the_redis_url_is_used(
             loop_thread.run(acl_plane.stop(grace=0))
     finally:
         redis_client.acl_deluser(user)
+
+
+def test_tokens_are_listed_and_revoked_by_id_never_by_the_secret(
+    admin_client: Client, tenant: Tenant, endpoint: str
+) -> None:
+    token, token_id = admin_client.create_token_with_id("tenant", tenant.name)
+    listed = admin_client.list_tokens(tenant.name)
+    assert [(t.id, t.role, t.tenant) for t in listed if t.id == token_id] == [(token_id, "tenant", tenant.name)]
+    assert all(t.tenant == tenant.name for t in listed)
+    assert token not in str(listed)
+
+    with pytest.raises(errors.InvalidRequest, match="id of the token"):
+        admin_client.revoke_token(token)  # the secret itself is not a handle
+    with Client(ClientConfig(endpoint=endpoint, token=token)) as holder:
+        assert holder.get_quota()
+        assert admin_client.revoke_token(token_id) is True
+        with pytest.raises(errors.AuthError, match="invalid or revoked token"):
+            holder.get_quota()
+    assert admin_client.revoke_token(token_id) is False
+    assert token_id not in {t.id for t in admin_client.list_tokens()}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import sys
 import time
 
 from fanout import config as client_config
@@ -20,13 +22,14 @@ LIMIT_HELP = {
     "retention_seconds": "how long a finished run is kept before it is dropped (applies to runs already finished)",
 }
 LIMIT_FLAGS = tuple(LIMIT_HELP)
+TOKEN_ID = re.compile(r"[0-9a-f]{12}")
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     admin = sub.add_parser(
         "admin",
         help="platform admin commands",
-        description="Uses --token, else FANOUT_TOKEN, else the admin token file named in the config "
+        description="Uses --token-file, else FANOUT_TOKEN, else the admin token file named in the config "
         "(`fanout up` writes one).",
     )
     groups = admin.add_subparsers(dest="group", required=True, metavar="{tenant,token,quota,audit}")
@@ -38,13 +41,16 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
     create.add_argument("tenant")
     create.set_defaults(handler=cmd_tenant_create)
 
-    token = groups.add_parser("token", help="mint tokens").add_subparsers(dest="verb", required=True)
-    mint = token.add_parser("create", parents=[common], help="mint a token (shown once)")
+    token = groups.add_parser("token", help="mint, list and revoke tokens").add_subparsers(dest="verb", required=True)
+    mint = token.add_parser("create", parents=[common], help="mint a token: printed once on stdout, its id on stderr")
     mint.add_argument("--role", required=True, choices=("tenant", "admin", "dispatcher"))
     mint.add_argument("--tenant", default="", help="tenant the token is scoped to (dispatcher: empty = all tenants)")
     mint.set_defaults(handler=cmd_token_create)
+    listing = token.add_parser("list", parents=[common], help="token ids, roles, tenants and ages; never the tokens")
+    listing.add_argument("--tenant", default="", help="only this tenant's tokens")
+    listing.set_defaults(handler=cmd_token_list)
     revoke = token.add_parser("revoke", parents=[common], help="revoke a token at once, on every server")
-    revoke.add_argument("revoked_token", metavar="TOKEN", help="the token to revoke")
+    revoke.add_argument("token_id", metavar="ID", help="the token's id (`fanout admin token list`), not the token")
     revoke.set_defaults(handler=cmd_token_revoke)
 
     quota = groups.add_parser("quota", help="read or change a tenant's limits").add_subparsers(
@@ -76,7 +82,7 @@ def _client(args: argparse.Namespace) -> Client:
     if not args.token and not os.environ.get("FANOUT_TOKEN"):
         admin_token = cfg.admin_token()
         if not admin_token:
-            raise ConfigError("no admin token: pass --token, set FANOUT_TOKEN, or run `fanout up` to create one")
+            raise ConfigError("no admin token: pass --token-file, set FANOUT_TOKEN, or run `fanout up` to create one")
         cfg = client_config.load(endpoint=args.endpoint, token=admin_token)
     return Client(cfg)
 
@@ -85,25 +91,46 @@ def cmd_tenant_create(args: argparse.Namespace) -> int:
     with _client(args) as client:
         created = client.create_tenant(args.tenant)
     if args.json:
-        output.emit_json({"tenant": created.tenant, "token": created.token})
+        output.emit_json({"tenant": created.tenant, "token": created.token, "token_id": created.token_id})
     else:
-        print(f"tenant {created.tenant} created; its token (shown once):\n{created.token}")
+        print(f"tenant {created.tenant} created; its token (shown once; id {created.token_id}):\n{created.token}")
     return 0
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        token = client.create_token(args.role, args.tenant)
+        token, token_id = client.create_token_with_id(args.role, args.tenant)
     if args.json:
-        output.emit_json({"role": args.role, "tenant": args.tenant, "token": token})
+        output.emit_json({"role": args.role, "tenant": args.tenant, "token": token, "token_id": token_id})
     else:
-        print(token)
+        print(token)  # alone on stdout, so TOKEN=$(fanout admin token create ...) works
+        print(f"token id {token_id} (shown once: keep the token; revoke with `fanout admin token revoke {token_id}`)",
+              file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        tokens = client.list_tokens(args.tenant)
+    if args.json:
+        output.emit_json([output.as_dict(t) for t in tokens])
+        return 0
+    for t in tokens:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t.created_at))
+        print(f"{t.id}  {t.role:<10} {t.tenant or '-':<24} {when}")
+    if not tokens:
+        print("no tokens" + (f" for {args.tenant}" if args.tenant else ""))
     return 0
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
+    if not TOKEN_ID.fullmatch(args.token_id):
+        raise ConfigError(
+            "give the token's id (12 hex digits, from `fanout admin token list` or from when it was created), "
+            "not the token: a token on the command line shows in `ps` to every local user"
+        )
     with _client(args) as client:
-        revoked = client.revoke_token(args.revoked_token)
+        revoked = client.revoke_token(args.token_id)
     if args.json:
         output.emit_json({"revoked": revoked})
     else:

@@ -11,14 +11,14 @@ import logging
 import sys
 
 from fanout import errors
-from fanout.cli import admin_cmds, server_cmds, tenant_cmds
+from fanout.cli import admin_cmds, server_cmds, tenant_cmds, token_args
 from fanout.server.errors import StartupError
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--endpoint", help="control plane address (FANOUT_ENDPOINT, else the config file)")
-    common.add_argument("--token", help="bearer token (FANOUT_TOKEN, else the config file)")
+    token_args.add_token_args(common)
     common.add_argument("--json", action="store_true", help="machine-readable output")
     parser = argparse.ArgumentParser(
         prog="fanout",
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        args.token = token_args.token_from_args(args)
         return int(args.handler(args))
     except (errors.ConfigError, StartupError) as exc:
         print(f"fanout: {exc}", file=sys.stderr)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 from pathlib import Path
+from urllib.parse import urlparse
 
 from fanout import config as client_config
+from fanout.cli.token_args import add_token_args
+from fanout.errors import ConfigError
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,7 +27,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--listen", default="127.0.0.1:50051", help="gRPC address (default: 127.0.0.1:50051; port 0 picks one)"
     )
     up.add_argument("--metrics-port", type=int, default=0, help="Prometheus port (default: a free one; -1: off)")
-    up.add_argument("--redis-url", default="", help="use this Redis instead of starting a private one")
+    up.add_argument(
+        "--redis-url", default="", help="use this Redis instead of starting a private one (FANOUT_REDIS_URL)"
+    )
     up.add_argument("--capacity", type=int, default=256, help="actions the dispatcher runs at once (default: 256)")
     up.add_argument("command", nargs=argparse.REMAINDER, help="optional: -- COMMAND [ARGS...] to run, then stop")
     up.set_defaults(handler=cmd_up)
@@ -53,22 +59,31 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     disp = sub.add_parser(
         "dispatcher",
         help="run a dispatcher with the local process backend",
-        description="Leases actions from the control plane over gRPC (FANOUT_ENDPOINT, FANOUT_TOKEN with a "
-        "dispatcher token) and runs each as a local process.",
+        description="Leases actions from the control plane over gRPC (FANOUT_ENDPOINT; a dispatcher token from "
+        "--token-file or FANOUT_TOKEN) and runs each as a local process.",
     )
     disp.add_argument("--endpoint", help="control plane address (FANOUT_ENDPOINT)")
-    disp.add_argument("--token", help="dispatcher token (FANOUT_TOKEN)")
+    add_token_args(disp, "dispatcher token")
     disp.add_argument("--capacity", type=int, default=256, help="actions run at once (default: 256)")
     disp.add_argument("--work-dir", type=Path, default=Path(".fanout/actions"), help="per-action scratch directories")
     disp.add_argument("--action-endpoint", default="", help="address actions use to reach the control plane")
     disp.set_defaults(handler=cmd_dispatcher)
 
 
+def _redis_url_flag(url: str | None) -> str | None:
+    if url and urlparse(url).password:
+        raise ConfigError(
+            "--redis-url carries a password, which `ps` shows to every local user: set FANOUT_REDIS_URL instead"
+        )
+    return url
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from fanout.server.embedded import UpOptions, up
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    options = UpOptions(args.data_dir, args.listen, args.metrics_port, args.redis_url, args.capacity, command or None)
+    redis_url = _redis_url_flag(args.redis_url) or os.environ.get("FANOUT_REDIS_URL", "")
+    options = UpOptions(args.data_dir, args.listen, args.metrics_port, redis_url, args.capacity, command or None)
     return asyncio.run(up(options))
 
 
@@ -78,7 +93,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env(
         listen=args.listen,
-        redis_url=args.redis_url,
+        redis_url=_redis_url_flag(args.redis_url),
         metrics_port=args.metrics_port,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
@@ -94,6 +109,7 @@ def cmd_dispatcher(args: argparse.Namespace) -> int:
     from fanout.server.signals import until_signalled
 
     cfg = client_config.load(endpoint=args.endpoint, token=args.token)
+    client_config.forget_secret_variables()  # the token stays in memory; the actions we start never see it
     dispatcher = Dispatcher(cfg, ProcessBackend(args.work_dir.resolve()), args.capacity, args.action_endpoint)
 
     async def main() -> int:

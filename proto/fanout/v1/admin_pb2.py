@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x66\x61nout/v1/admin.proto\x12\tfanout.v1\"\x99\x01\n\x06Limits\x12\x12\n\nmax_fanout\x18\x01 \x01(\r\x12\x17\n\x0fmax_concurrency\x18\x02 \x01(\r\x12\x12\n\nmax_queued\x18\x03 \x01(\r\x12\x19\n\x11max_payload_bytes\x18\x04 \x01(\r\x12\x18\n\x10max_stored_bytes\x18\x05 \x01(\x04\x12\x19\n\x11retention_seconds\x18\x06 \x01(\r\"%\n\x13\x43reateTenantRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"5\n\x14\x43reateTenantResponse\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"2\n\x12\x43reateTokenRequest\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"$\n\x13\x43reateTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\"#\n\x12RevokeTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\"&\n\x13RevokeTokenResponse\x12\x0f\n\x07revoked\x18\x01 \x01(\x08\"U\n\x10SetLimitsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12!\n\x06limits\x18\x02 \x01(\x0b\x32\x11.fanout.v1.Limits\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\"\n\x10GetLimitsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"g\n\x0cTenantLimits\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12!\n\x06limits\x18\x02 \x01(\x0b\x32\x11.fanout.v1.Limits\x12$\n\toverrides\x18\x03 \x01(\x0b\x32\x11.fanout.v1.Limits\"|\n\nAuditEntry\x12\n\n\x02\x61t\x18\x01 \x01(\x01\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\t\x12\x11\n\told_value\x18\x05 \x01(\x04\x12\x11\n\tnew_value\x18\x06 \x01(\x04\x12\x0e\n\x06reason\x18\x07 \x01(\t\"1\n\x10ListAuditRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\";\n\x11ListAuditResponse\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.fanout.v1.AuditEntry2\xc9\x03\n\x0c\x41\x64minService\x12O\n\x0c\x43reateTenant\x12\x1e.fanout.v1.CreateTenantRequest\x1a\x1f.fanout.v1.CreateTenantResponse\x12L\n\x0b\x43reateToken\x12\x1d.fanout.v1.CreateTokenRequest\x1a\x1e.fanout.v1.CreateTokenResponse\x12L\n\x0bRevokeToken\x12\x1d.fanout.v1.RevokeTokenRequest\x1a\x1e.fanout.v1.RevokeTokenResponse\x12\x41\n\tSetLimits\x12\x1b.fanout.v1.SetLimitsRequest\x1a\x17.fanout.v1.TenantLimits\x12\x41\n\tGetLimits\x12\x1b.fanout.v1.GetLimitsRequest\x1a\x17.fanout.v1.TenantLimits\x12\x46\n\tListAudit\x12\x1b.fanout.v1.ListAuditRequest\x1a\x1c.fanout.v1.ListAuditResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x66\x61nout/v1/admin.proto\x12\tfanout.v1\"\x99\x01\n\x06Limits\x12\x12\n\nmax_fanout\x18\x01 \x01(\r\x12\x17\n\x0fmax_concurrency\x18\x02 \x01(\r\x12\x12\n\nmax_queued\x18\x03 \x01(\r\x12\x19\n\x11max_payload_bytes\x18\x04 \x01(\r\x12\x18\n\x10max_stored_bytes\x18\x05 \x01(\x04\x12\x19\n\x11retention_seconds\x18\x06 \x01(\r\"%\n\x13\x43reateTenantRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"G\n\x14\x43reateTenantResponse\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x10\n\x08token_id\x18\x03 \x01(\t\"2\n\x12\x43reateTokenRequest\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"6\n\x13\x43reateTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\"3\n\x12RevokeTokenRequest\x12\x10\n\x08token_id\x18\x02 \x01(\tJ\x04\x08\x01\x10\x02R\x05token\"&\n\x13RevokeTokenResponse\x12\x0f\n\x07revoked\x18\x01 \x01(\x08\"#\n\x11ListTokensRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"I\n\tTokenInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x12\n\ncreated_at\x18\x04 \x01(\x01\":\n\x12ListTokensResponse\x12$\n\x06tokens\x18\x01 \x03(\x0b\x32\x14.fanout.v1.TokenInfo\"U\n\x10SetLimitsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12!\n\x06limits\x18\x02 \x01(\x0b\x32\x11.fanout.v1.Limits\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\"\n\x10GetLimitsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"g\n\x0cTenantLimits\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12!\n\x06limits\x18\x02 \x01(\x0b\x32\x11.fanout.v1.Limits\x12$\n\toverrides\x18\x03 \x01(\x0b\x32\x11.fanout.v1.Limits\"|\n\nAuditEntry\x12\n\n\x02\x61t\x18\x01 \x01(\x01\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\t\x12\x11\n\told_value\x18\x05 \x01(\x04\x12\x11\n\tnew_value\x18\x06 \x01(\x04\x12\x0e\n\x06reason\x18\x07 \x01(\t\"1\n\x10ListAuditRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\";\n\x11ListAuditResponse\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.fanout.v1.AuditEntry2\x94\x04\n\x0c\x41\x64minService\x12O\n\x0c\x43reateTenant\x12\x1e.fanout.v1.CreateTenantRequest\x1a\x1f.fanout.v1.CreateTenantResponse\x12L\n\x0b\x43reateToken\x12\x1d.fanout.v1.CreateTokenRequest\x1a\x1e.fanout.v1.CreateTokenResponse\x12L\n\x0bRevokeToken\x12\x1d.fanout.v1.RevokeTokenRequest\x1a\x1e.fanout.v1.RevokeTokenResponse\x12I\n\nListTokens\x12\x1c.fanout.v1.ListTokensRequest\x1a\x1d.fanout.v1.ListTokensResponse\x12\x41\n\tSetLimits\x12\x1b.fanout.v1.SetLimitsRequest\x1a\x17.fanout.v1.TenantLimits\x12\x41\n\tGetLimits\x12\x1b.fanout.v1.GetLimitsRequest\x1a\x17.fanout.v1.TenantLimits\x12\x46\n\tListAudit\x12\x1b.fanout.v1.ListAuditRequest\x1a\x1c.fanout.v1.ListAuditResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,27 +36,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATETENANTREQUEST']._serialized_start=192
   _globals['_CREATETENANTREQUEST']._serialized_end=229
   _globals['_CREATETENANTRESPONSE']._serialized_start=231
-  _globals['_CREATETENANTRESPONSE']._serialized_end=284
-  _globals['_CREATETOKENREQUEST']._serialized_start=286
-  _globals['_CREATETOKENREQUEST']._serialized_end=336
-  _globals['_CREATETOKENRESPONSE']._serialized_start=338
-  _globals['_CREATETOKENRESPONSE']._serialized_end=374
-  _globals['_REVOKETOKENREQUEST']._serialized_start=376
-  _globals['_REVOKETOKENREQUEST']._serialized_end=411
-  _globals['_REVOKETOKENRESPONSE']._serialized_start=413
-  _globals['_REVOKETOKENRESPONSE']._serialized_end=451
-  _globals['_SETLIMITSREQUEST']._serialized_start=453
-  _globals['_SETLIMITSREQUEST']._serialized_end=538
-  _globals['_GETLIMITSREQUEST']._serialized_start=540
-  _globals['_GETLIMITSREQUEST']._serialized_end=574
-  _globals['_TENANTLIMITS']._serialized_start=576
-  _globals['_TENANTLIMITS']._serialized_end=679
-  _globals['_AUDITENTRY']._serialized_start=681
-  _globals['_AUDITENTRY']._serialized_end=805
-  _globals['_LISTAUDITREQUEST']._serialized_start=807
-  _globals['_LISTAUDITREQUEST']._serialized_end=856
-  _globals['_LISTAUDITRESPONSE']._serialized_start=858
-  _globals['_LISTAUDITRESPONSE']._serialized_end=917
-  _globals['_ADMINSERVICE']._serialized_start=920
-  _globals['_ADMINSERVICE']._serialized_end=1377
+  _globals['_CREATETENANTRESPONSE']._serialized_end=302
+  _globals['_CREATETOKENREQUEST']._serialized_start=304
+  _globals['_CREATETOKENREQUEST']._serialized_end=354
+  _globals['_CREATETOKENRESPONSE']._serialized_start=356
+  _globals['_CREATETOKENRESPONSE']._serialized_end=410
+  _globals['_REVOKETOKENREQUEST']._serialized_start=412
+  _globals['_REVOKETOKENREQUEST']._serialized_end=463
+  _globals['_REVOKETOKENRESPONSE']._serialized_start=465
+  _globals['_REVOKETOKENRESPONSE']._serialized_end=503
+  _globals['_LISTTOKENSREQUEST']._serialized_start=505
+  _globals['_LISTTOKENSREQUEST']._serialized_end=540
+  _globals['_TOKENINFO']._serialized_start=542
+  _globals['_TOKENINFO']._serialized_end=615
+  _globals['_LISTTOKENSRESPONSE']._serialized_start=617
+  _globals['_LISTTOKENSRESPONSE']._serialized_end=675
+  _globals['_SETLIMITSREQUEST']._serialized_start=677
+  _globals['_SETLIMITSREQUEST']._serialized_end=762
+  _globals['_GETLIMITSREQUEST']._serialized_start=764
+  _globals['_GETLIMITSREQUEST']._serialized_end=798
+  _globals['_TENANTLIMITS']._serialized_start=800
+  _globals['_TENANTLIMITS']._serialized_end=903
+  _globals['_AUDITENTRY']._serialized_start=905
+  _globals['_AUDITENTRY']._serialized_end=1029
+  _globals['_LISTAUDITREQUEST']._serialized_start=1031
+  _globals['_LISTAUDITREQUEST']._serialized_end=1080
+  _globals['_LISTAUDITRESPONSE']._serialized_start=1082
+  _globals['_LISTAUDITRESPONSE']._serialized_end=1141
+  _globals['_ADMINSERVICE']._serialized_start=1144
+  _globals['_ADMINSERVICE']._serialized_end=1676
 # @@protoc_insertion_point(module_scope)

@@ -49,6 +49,11 @@ class AdminServiceStub:
                 request_serializer=fanout_dot_v1_dot_admin__pb2.RevokeTokenRequest.SerializeToString,
                 response_deserializer=fanout_dot_v1_dot_admin__pb2.RevokeTokenResponse.FromString,
                 _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/fanout.v1.AdminService/ListTokens',
+                request_serializer=fanout_dot_v1_dot_admin__pb2.ListTokensRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_admin__pb2.ListTokensResponse.FromString,
+                _registered_method=True)
         self.SetLimits = channel.unary_unary(
                 '/fanout.v1.AdminService/SetLimits',
                 request_serializer=fanout_dot_v1_dot_admin__pb2.SetLimitsRequest.SerializeToString,
@@ -88,6 +93,12 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTokens(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetLimits(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -123,6 +134,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RevokeToken,
                     request_deserializer=fanout_dot_v1_dot_admin__pb2.RevokeTokenRequest.FromString,
                     response_serializer=fanout_dot_v1_dot_admin__pb2.RevokeTokenResponse.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=fanout_dot_v1_dot_admin__pb2.ListTokensRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_admin__pb2.ListTokensResponse.SerializeToString,
             ),
             'SetLimits': grpc.unary_unary_rpc_method_handler(
                     servicer.SetLimits,
@@ -221,6 +237,33 @@ class AdminService:
             '/fanout.v1.AdminService/RevokeToken',
             fanout_dot_v1_dot_admin__pb2.RevokeTokenRequest.SerializeToString,
             fanout_dot_v1_dot_admin__pb2.RevokeTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.AdminService/ListTokens',
+            fanout_dot_v1_dot_admin__pb2.ListTokensRequest.SerializeToString,
+            fanout_dot_v1_dot_admin__pb2.ListTokensResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,5 +1,8 @@
 """API tokens: random, shown once, stored only as SHA-256 hashes.
 
+Each has a short id that is not secret: admins list and revoke tokens by id,
+so the secret never has to travel (or sit in a shell history) again.
+
 Action tokens are different: they are minted for every leased action, so they
 are HMACs over (tenant, run, action, attempt), costing no write per action.
 The signing key comes from the server's key file and is never stored in
@@ -14,7 +17,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +31,23 @@ from fanout.quota.failclosed import fail_closed
 
 ROLES = ("tenant", "admin", "dispatcher", "action")
 _ACTION_PREFIX = "fa1."
+TOKEN_ID_RE = re.compile(r"[0-9a-f]{12}")
+# Tokens read per round trip when listing: each command stays small however many there are.
+LIST_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class NewToken:
+    token: str  # the secret, shown once
+    id: str
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: str
+    role: str
+    tenant: str
+    created_at: float
 
 
 @dataclass(frozen=True)
@@ -52,22 +75,70 @@ def _digest(token: str) -> str:
 
 
 class TokenStore:
-    def __init__(self, redis: aioredis.Redis, signing_key: bytes) -> None:
+    def __init__(self, redis: aioredis.Redis, signing_key: bytes, clock: Callable[[], float] = time.time) -> None:
         # Typed loosely: redis-py types replies as str | bytes; with decode_responses off they are bytes.
         self._redis: Any = redis
         self._signing_key = signing_key
+        self._clock = clock
 
     @fail_closed
-    async def create(self, role: str, tenant: str = "") -> str:
+    async def issue(self, role: str, tenant: str = "") -> NewToken:
         if role not in ("tenant", "admin", "dispatcher"):
             raise ValueError(f"cannot mint a {role!r} token here")
-        token = f"fo_{role[0]}_{secrets.token_urlsafe(32)}"
-        await self._redis.hset(keys.token(_digest(token)), mapping={"role": role, "tenant": tenant})
-        return token
+        token, token_id = f"fo_{role[0]}_{secrets.token_urlsafe(32)}", secrets.token_hex(6)
+        digest = _digest(token)
+        record = {"role": role, "tenant": tenant, "id": token_id, "created": repr(self._clock())}
+        async with self._redis.pipeline(transaction=True) as pipe:  # both or neither
+            pipe.hset(keys.token(digest), mapping=record)
+            pipe.hset(keys.TOKEN_IDS, token_id, digest)
+            await pipe.execute()
+        return NewToken(token, token_id)
+
+    async def create(self, role: str, tenant: str = "") -> str:
+        """Just the secret, for callers that never revoke by id (bootstrap, tests)."""
+        return (await self.issue(role, tenant)).token
+
+    @fail_closed
+    async def revoke_id(self, token_id: str) -> bool:
+        digest = await self._redis.hget(keys.TOKEN_IDS, token_id)
+        return digest is not None and await self._delete(digest.decode(), token_id)
 
     @fail_closed
     async def revoke(self, token: str) -> bool:
-        return bool(await self._redis.delete(keys.token(_digest(token))))
+        digest = _digest(token)
+        token_id = await self._redis.hget(keys.token(digest), "id")
+        return await self._delete(digest, token_id.decode() if token_id else "")
+
+    async def _delete(self, digest: str, token_id: str) -> bool:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.token(digest))
+            if token_id:
+                pipe.hdel(keys.TOKEN_IDS, token_id)
+            deleted = (await pipe.execute())[0]
+        return bool(deleted)
+
+    @fail_closed
+    async def list_tokens(self, tenant: str = "") -> list[TokenInfo]:
+        """Every token with an id (of `tenant`, if given), oldest first; never the secrets."""
+        found: list[TokenInfo] = []
+        pairs = [(i.decode(), d.decode()) async for i, d in self._redis.hscan_iter(keys.TOKEN_IDS, count=LIST_CHUNK)]
+        for start in range(0, len(pairs), LIST_CHUNK):
+            chunk = pairs[start : start + LIST_CHUNK]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for _, digest in chunk:
+                    pipe.hgetall(keys.token(digest))
+                records = await pipe.execute()
+            for (token_id, _), raw in zip(chunk, records, strict=True):
+                if raw and (not tenant or raw.get(b"tenant", b"").decode() == tenant):
+                    found.append(
+                        TokenInfo(
+                            token_id,
+                            raw[b"role"].decode(),
+                            raw.get(b"tenant", b"").decode(),
+                            float(raw.get(b"created", b"0")),
+                        )
+                    )
+        return sorted(found, key=lambda t: t.created_at)
 
     @fail_closed
     async def resolve(self, token: str) -> Principal | None:

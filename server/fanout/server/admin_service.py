@@ -9,7 +9,7 @@ from grpc import aio
 
 from fanout.quota.actions import ActionStore
 from fanout.quota.limits import Limits, LimitStore
-from fanout.quota.tokens import TokenStore
+from fanout.quota.tokens import TOKEN_ID_RE, TokenStore
 from fanout.server import validation
 from fanout.server.auth import principal
 from fanout.server.status import ServiceError, invalid, not_found
@@ -37,7 +37,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             raise ServiceError(
                 grpc.StatusCode.ALREADY_EXISTS, f"tenant {tenant!r} exists; use CreateToken for another token"
             )
-        return apb.CreateTenantResponse(tenant=tenant, token=await self._tokens.create("tenant", tenant))
+        new = await self._tokens.issue("tenant", tenant)
+        return apb.CreateTenantResponse(tenant=tenant, token=new.token, token_id=new.id)
 
     async def CreateToken(
         self, request: apb.CreateTokenRequest, context: aio.ServicerContext[Any, Any]
@@ -50,14 +51,27 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             raise invalid("admin tokens are not scoped to a tenant")
         if request.tenant:
             await self._require_tenant(request.tenant)
-        return apb.CreateTokenResponse(token=await self._tokens.create(request.role, request.tenant))
+        new = await self._tokens.issue(request.role, request.tenant)
+        return apb.CreateTokenResponse(token=new.token, token_id=new.id)
 
     async def RevokeToken(
         self, request: apb.RevokeTokenRequest, context: aio.ServicerContext[Any, Any]
     ) -> apb.RevokeTokenResponse:
-        if not request.token or len(request.token) > 512:
-            raise invalid("give the token to revoke")
-        return apb.RevokeTokenResponse(revoked=await self._tokens.revoke(request.token))
+        if not TOKEN_ID_RE.fullmatch(request.token_id):
+            raise invalid("give the id of the token to revoke (12 hex digits, as ListTokens shows), not the token")
+        return apb.RevokeTokenResponse(revoked=await self._tokens.revoke_id(request.token_id))
+
+    async def ListTokens(
+        self, request: apb.ListTokensRequest, context: aio.ServicerContext[Any, Any]
+    ) -> apb.ListTokensResponse:
+        if request.tenant:
+            validation.tenant_name(request.tenant)
+        return apb.ListTokensResponse(
+            tokens=[
+                apb.TokenInfo(id=t.id, role=t.role, tenant=t.tenant, created_at=t.created_at)
+                for t in await self._tokens.list_tokens(request.tenant)
+            ]
+        )
 
     async def SetLimits(
         self, request: apb.SetLimitsRequest, context: aio.ServicerContext[Any, Any]

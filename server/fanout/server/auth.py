@@ -48,7 +48,8 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     _DISPATCH + "Lease": frozenset({"dispatcher"}),
     _DISPATCH + "Report": frozenset({"dispatcher"}),
 }
-for _method in ("CreateTenant", "CreateToken", "RevokeToken", "SetLimits", "GetLimits", "ListAudit"):
+_ADMIN_METHODS = ("CreateTenant", "CreateToken", "RevokeToken", "ListTokens", "SetLimits", "GetLimits", "ListAudit")
+for _method in _ADMIN_METHODS:
     METHOD_ROLES[_ADMIN + _method] = frozenset({"admin"})
 
 # A refused streaming call first reads what the client already sent, for at

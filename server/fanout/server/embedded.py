@@ -60,6 +60,7 @@ async def up(options: UpOptions) -> int:
     dispatcher_task = None
     try:
         settings = Settings.from_env(redis_url=redis_url, listen=options.listen, metrics_port=options.metrics_port)
+        client_config.forget_secret_variables()  # read once; the actions we start must not inherit them
         if not settings.signing_key_file:  # servers sharing an outside Redis set FANOUT_SIGNING_KEY_FILE
             settings = replace(settings, signing_key_file=str(data_dir / SIGNING_KEY_FILE))
         signing_key.create_if_missing(Path(settings.signing_key_file))
