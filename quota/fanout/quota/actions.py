@@ -126,6 +126,9 @@ class ActionStore:
         self.max_attempts = max_attempts
         self._clock = clock
         self._admitter = Admitter(self._redis, scripts, limits, clock, self._mark_ready)
+        # Reaping waits a lease period after Redis was unreachable (see reap).
+        self._lost_contact = False
+        self._reap_resumes_at = 0.0
 
     @property
     def defaults(self) -> Limits:
@@ -235,9 +238,25 @@ class ActionStore:
         waiting, cancelled = await self._scripts.heartbeat(keys=[k.slots, k.leased], args=args)
         return [leases[int(i)] for i in waiting], [leases[int(i)] for i in cancelled]
 
+    def lost_contact(self) -> None:
+        """Redis was unreachable: from when it answers again, leases get one full period before reaping."""
+        self._lost_contact = True
+
     @fail_closed
     async def reap(self, tenant: str) -> tuple[int, int]:
-        """Reclaim expired leases: (requeued, failed)."""
+        """Reclaim expired leases: (requeued, failed).
+
+        No lease could be renewed while Redis was unreachable, and the
+        dispatchers' lease streams broke with it: an outage of the control
+        plane must not count against an action's attempts. So for one lease
+        period after Redis answers again (after lost_contact()), nothing is
+        reaped, and every live dispatcher has a full period to renew.
+        """
+        if self._lost_contact:
+            self._lost_contact = False
+            self._reap_resumes_at = self._clock() + self.lease_seconds
+        if self._clock() < self._reap_resumes_at:
+            return 0, 0
         k = keys.TenantKeys(tenant)
         requeued, failed = await self._scripts.reap(
             keys=[k.slots, k.leased, k.queue, k.stats, k.closing],

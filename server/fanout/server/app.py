@@ -8,7 +8,6 @@ at once do not conflict).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,7 +158,7 @@ def _credentials(settings: Settings) -> grpc.ServerCredentials:
 async def _reap_forever(actions: ActionStore, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
-        with contextlib.suppress(StoreError):
+        try:
             for tenant in await actions.tenants():
                 requeued, failed = await actions.reap(tenant)
                 if requeued or failed:
@@ -170,3 +169,5 @@ async def _reap_forever(actions: ActionStore, interval: float) -> None:
                 await actions.finish_committed_batches(tenant)
                 await actions.close_finished_runs(tenant)
                 await actions.drop_expired_runs(tenant)
+        except StoreError:
+            actions.lost_contact()  # nobody could renew a lease meanwhile: reaping waits once Redis is back

@@ -36,6 +36,11 @@ log = logging.getLogger(__name__)
 # Heartbeats renew leases and learn which parents wait on children; often
 # enough that a waiting parent frees its capacity within about a second.
 HEARTBEAT_SECONDS = 1.0
+# Reconnecting a broken lease stream: the first wait, the longest, and how
+# long a stream must have lasted for its break to start the waits afresh.
+FIRST_RECONNECT_SECONDS = 0.2
+MAX_RECONNECT_SECONDS = 5.0
+STABLE_STREAM_SECONDS = 1.0
 # How long a starting dispatcher waits for the reports of recovered results
 # before it leases: less than a lease, so the old leases are still valid.
 RECOVERY_REPORT_SECONDS = 5.0
@@ -72,23 +77,28 @@ class Dispatcher:
         reporter = Reporter(stub, self._metadata)
         reporter.start()
         heartbeat = asyncio.create_task(self._heartbeat())
-        delay = 0.2
+        loop = asyncio.get_running_loop()
+        delay = FIRST_RECONNECT_SECONDS
         try:
             await self._recover(reporter)
             while not self._stopping.is_set():
+                opened = loop.time()
                 try:
                     await self._lease(stub, reporter)
-                    delay = 0.2
+                    delay = FIRST_RECONNECT_SECONDS
                 except grpc.RpcError as exc:
                     code = exc.code()
                     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
                         raise PermissionError(f"the control plane refused this dispatcher: {exc.details()}") from None
                     if self._stopping.is_set():
                         break
+                    if loop.time() - opened >= STABLE_STREAM_SECONDS:
+                        delay = FIRST_RECONNECT_SECONDS  # a stream that worked: this break is a new incident
                     log.warning("lease stream broke (%s); reconnecting in %.1fs", code.name, delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
-                delay = min(delay * 2, 5.0)
+                # Never wait so long between tries that the running actions' leases lapse.
+                delay = min(delay * 2, MAX_RECONNECT_SECONDS, self._lease_seconds / 4)
         finally:
             heartbeat.cancel()
             # Cancel first, then stop the backend: a process killed by the
@@ -127,6 +137,9 @@ class Dispatcher:
         outbox: asyncio.Queue[dpb.LeaseRequest | None] = asyncio.Queue()
         self._outbox = outbox
         outbox.put_nowait(dpb.LeaseRequest(hello=dpb.Hello(dispatcher_id=self.id, capacity=max(free, 0))))
+        if self._running:
+            # Renew at once: the leases went unrenewed while there was no stream.
+            outbox.put_nowait(self._heartbeat_request())
         call = stub.Lease(self._requests(outbox), metadata=self._metadata)
         stopper = asyncio.create_task(self._stopping.wait())
         try:
@@ -215,11 +228,14 @@ class Dispatcher:
         while True:
             await asyncio.sleep(min(self._lease_seconds / 3, HEARTBEAT_SECONDS))
             if self._running:
-                leases = [
-                    dpb.LeaseRef(tenant=a.tenant, run=a.run, name=a.spec.name, attempt=a.attempt)
-                    for a, _ in self._running.values()
-                ]
-                self._outbox.put_nowait(dpb.LeaseRequest(heartbeat=dpb.Heartbeat(leases=leases)))
+                self._outbox.put_nowait(self._heartbeat_request())
+
+    def _heartbeat_request(self) -> dpb.LeaseRequest:
+        leases = [
+            dpb.LeaseRef(tenant=a.tenant, run=a.run, name=a.spec.name, attempt=a.attempt)
+            for a, _ in self._running.values()
+        ]
+        return dpb.LeaseRequest(heartbeat=dpb.Heartbeat(leases=leases))
 
 
 def retry_backoff(attempt: int) -> float:
