@@ -18,6 +18,7 @@ import os
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from fanout import config as client_config
 from fanout.private_files import private_dir, write_private
@@ -58,6 +59,7 @@ async def up(options: UpOptions) -> int:
     metrics = None
     dispatcher = None
     dispatcher_task = None
+    signalled: asyncio.Future[None] | None = None
     try:
         settings = Settings.from_env(redis_url=redis_url, listen=options.listen, metrics_port=options.metrics_port)
         client_config.forget_secret_variables()  # read once; the actions we start must not inherit them
@@ -76,16 +78,20 @@ async def up(options: UpOptions) -> int:
             capacity=options.capacity,
         )
         dispatcher_task = asyncio.create_task(dispatcher.run())
+        signalled = asyncio.ensure_future(until_signalled())
+        await asyncio.sleep(0)  # its handlers are in place before anyone is told we are ready
         print(
             f"fanout is ready at {endpoint} · metrics {metrics.url} · "
             f"config {config_path} · admin token in {data_dir / ADMIN_TOKEN_FILE}",
             flush=True,
         )
         if options.command:
-            return await _run_command(options.command, config_path)
-        await until_signalled()
+            return await _run_command(options.command, config_path, signalled)
+        await signalled
         return 0
     finally:
+        if signalled is not None:
+            signalled.cancel()
         if dispatcher is not None and dispatcher_task is not None:
             dispatcher.stop()
             with contextlib.suppress(Exception):
@@ -109,7 +115,7 @@ async def _bootstrap(plane: ControlPlane, data_dir: Path, endpoint: str) -> Path
     return path
 
 
-async def _run_command(command: list[str], config_path: Path) -> int:
+async def _run_command(command: list[str], config_path: Path, signalled: asyncio.Future[Any]) -> int:
     env = {**os.environ, "FANOUT_CONFIG": str(config_path)}
     # The config file is the one source here; stale variables would override it.
     env.pop("FANOUT_ENDPOINT", None)
@@ -119,12 +125,10 @@ async def _run_command(command: list[str], config_path: Path) -> int:
     except OSError as exc:
         print(f"fanout up: cannot run {command[0]}: {exc.strerror}", file=sys.stderr)
         return 127
-    waiter = asyncio.ensure_future(proc.wait())
-    signalled = asyncio.ensure_future(until_signalled())
+    waiter: asyncio.Future[Any] = asyncio.ensure_future(proc.wait())
     await asyncio.wait({waiter, signalled}, return_when=asyncio.FIRST_COMPLETED)
     if not waiter.done():
         proc.terminate()
         await waiter
         return 130
-    signalled.cancel()
     return int(waiter.result())
