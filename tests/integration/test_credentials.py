@@ -176,3 +176,8 @@ def test_tokens_are_listed_and_revoked_by_id_never_by_the_secret(
             holder.get_quota()
     assert admin_client.revoke_token(token_id) is False
     assert token_id not in {t.id for t in admin_client.list_tokens()}
+
+
+def test_a_server_without_a_signing_key_file_refuses_to_start(loop_thread: LoopThread, settings: Settings) -> None:
+    with pytest.raises(StartupError, match="FANOUT_SIGNING_KEY_FILE"):
+        loop_thread.run(create_server(replace(settings, signing_key_file="")))
