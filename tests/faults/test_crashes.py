@@ -236,6 +236,19 @@ def test_submitters_spread_over_two_servers_never_over_admit(cluster: Cluster) -
     assert held == 1 + sum(admitted) == limit
 
 
+def output(result: pb.ActionResult) -> int:
+    return int(serialization.decode_output(result.outputs))
+
+
+def children(client: Client, run: str, parent: str) -> list[pb.ActionStatus]:
+    out: list[pb.ActionStatus] = []
+    for event in client.watch_children(run, parent):
+        if event.HasField("replay_done"):
+            return out
+        out.append(event.update)
+    return out
+
+
 def process_state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
 
@@ -255,16 +268,21 @@ def test_a_restarted_dispatcher_reports_finished_work_instead_of_running_it_agai
         eventually(lambda: process_state(first.pid) == "T", timeout=60)
         run_folder = cluster.work / cluster.tenant / run.name
 
-        def children_settled() -> list[Path]:
-            folders = [f for f in run_folder.iterdir() if not f.name.startswith("root.")]
-            assert all((f / "result.pb").exists() for f in folders), "children still running"
-            return folders
+        def unreported() -> set[int]:
+            """Children whose result is on disk, not yet reported (or reported, not yet answered)."""
+            results = [f / "result.pb" for f in run_folder.iterdir() if (f / "spec.pb").exists()]
+            return {output(pb.ActionResult.FromString(r.read_bytes())) for r in results if r.exists()}
 
-        finished = eventually(children_settled, timeout=30)
-        finished_xs = {
-            serialization.decode_output(pb.ActionResult.FromString((f / "result.pb").read_bytes()).outputs)
-            for f in finished
-        }
+        def children_settled() -> set[int]:
+            # Every child that started has finished: its result is on disk or with the server.
+            with cluster.client(cluster.servers[1]) as client:
+                reported = {output(c.result) for c in children(client, run.name, "root") if c.phase == pb.SUCCEEDED}
+            on_disk = unreported()
+            started = {int(log.name) for log in logs.iterdir()}
+            assert started <= reported | on_disk, "children still running"
+            return on_disk
+
+        finished_xs = eventually(children_settled, timeout=30)
         assert 0 in finished_xs
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -279,3 +297,36 @@ def test_a_restarted_dispatcher_reports_finished_work_instead_of_running_it_agai
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie (an orphan's zombie waits for init, which may be slow)."""
+    try:
+        return process_state(pid) not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def pids_in(path: Path, count: int) -> list[int]:
+    found = [int(pid) for pid in path.read_text().split()] if path.exists() else []
+    assert len(found) == count, found
+    return found
+
+
+def test_a_killed_dispatchers_actions_leave_no_process_behind(cluster: Cluster, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pids"
+    script = f"sleep 30 & echo $! >> {pid_file}; echo $$ >> {pid_file}; sleep 30; echo done"
+    dispatcher = cluster.dispatcher(cluster.servers[0])
+    try:
+        with cluster.client(cluster.servers[0]) as client:
+            run = client.create_run(pb.ActionSpec(task_ref="tree", command=["sh", "-c", script]))
+            started = eventually(lambda: pids_in(pid_file, 2), timeout=30)
+            dispatcher.send_signal(signal.SIGKILL)
+            dispatcher.wait()
+
+            eventually(lambda: not any(alive(pid) for pid in started), timeout=3)
+            client.abort_run(run.name)
+    finally:
+        if dispatcher.poll() is None:
+            dispatcher.kill()
+            dispatcher.wait()

@@ -23,6 +23,7 @@ from typing import Protocol
 from fanout import runtime
 from fanout.server.dispatcher.backend import Outcome, StartedCallback, failure
 from fanout.server.dispatcher.forkserver import ForkServer, ForkServerError, needs_exec
+from fanout.server.dispatcher.guard import Guard
 from fanout.server.dispatcher.process_tree import kill_tree_now, stop_tree
 from fanout.server.dispatcher.workdirs import LOG, RESULT, WorkRoot, outcome_phase, read_result
 from fanout.server.parent_death import command_dying_with_parent
@@ -49,6 +50,7 @@ class ProcessBackend:
         self.work_root = work_root
         self.max_output_bytes = max_output_bytes
         self._work = WorkRoot(work_root)
+        self._guard = Guard()  # stops the actions' trees if this process dies
         self._procs: set[Process] = set()
         self._use_fork_server = fork_server
         self._fork_server: ForkServer | None = None
@@ -99,6 +101,7 @@ class ProcessBackend:
             return failure("LaunchError", f"cannot start {spec.command[0] if spec.command else sys.executable}: {exc}")
         self._procs.add(proc)
         on_started()
+        await self._guard.watch(proc.pid)
         try:
             timeout = spec.timeout_seconds or None
             try:
@@ -116,6 +119,7 @@ class ProcessBackend:
                 raise
         finally:
             self._procs.discard(proc)
+            await asyncio.shield(self._guard.forget(proc.pid))
         return await asyncio.to_thread(self._outcome, code, result_path, log_path, bool(spec.command))
 
     async def _earlier_result(self, action: dpb.LeasedAction) -> Outcome | None:
@@ -187,6 +191,7 @@ class ProcessBackend:
             if self._fork_server is not None:
                 await self._fork_server.close()
                 self._fork_server = None
+        await self._guard.close()
         self._work.close()
 
 

@@ -131,6 +131,8 @@ class WorkRoot:
         self._enforce_cap()
 
     def discard(self, folder: Path) -> None:
+        with contextlib.suppress(OSError):
+            (folder / SPEC).unlink()  # first: a folder cut short by a crash is not taken for unreported work
         shutil.rmtree(folder, ignore_errors=True)
         for parent in (folder.parent, folder.parent.parent):  # the run's and the tenant's folders, once empty
             if parent == self.root:
