@@ -111,7 +111,8 @@ class Dispatcher:
             await asyncio.gather(*tasks, return_exceptions=True)
             await reporter.drain()
             # Outcomes whose report got no answer stay on disk for the next start.
-            await asyncio.wait(self._releases, timeout=5) if self._releases else None
+            if self._releases:
+                await asyncio.wait(self._releases, timeout=5)
             for release in self._releases:
                 release.cancel()
             await asyncio.gather(*self._releases, return_exceptions=True)
