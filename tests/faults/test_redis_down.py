@@ -10,11 +10,15 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from fanout import errors
 from fanout.client import TERMINAL_PHASES, Client
 from fanout.config import ClientConfig
 from fanout.quota import keys
+from fanout.quota.actions import ActionStore
+from fanout.quota.limits import Limits, LimitStore
+from fanout.quota.scripts import Scripts
 from fanout.server.app import ControlPlane, create_server
 from fanout.server.dispatcher.dispatcher import Dispatcher
 from fanout.server.dispatcher.process_backend import ProcessBackend
@@ -106,3 +110,33 @@ def test_redis_outages_do_not_cost_a_running_action_its_leases(
     lost = store.hget(keys.TenantKeys("outage").prefix + "lost:" + run.name, "root")
     store.close()
     assert (root.phase, root.attempt, int(lost or 0)) == (pb.SUCCEEDED, 1, 0)
+
+
+def test_the_reaper_gives_every_lease_a_full_period_after_redis_comes_back(own_redis: RedisProcess) -> None:
+    class Clock:
+        now = 1_000_000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    async def main() -> list[tuple[int, int]]:
+        client = aioredis.Redis.from_url(own_redis.url)
+        clock = Clock()
+        scripts = Scripts.register(client)
+        limits = LimitStore(client, scripts, Limits(), clock)
+        store = ActionStore(client, scripts, limits, lease_seconds=10, clock=clock)
+        try:
+            await store.register_tenant("grace")
+            await store.create_run("grace", "r1", "root", b"spec")
+            await store.lease("grace", 1)  # expires at +10
+            store.lost_contact()  # a reaper round failed: Redis was unreachable
+            reaps = []
+            for now in (12.0, 21.0, 23.0):  # back at +12: nothing is reaped until +22
+                clock.now = 1_000_000.0 + now
+                reaps.append(await store.reap("grace"))
+            return reaps
+        finally:
+            await client.aclose()
+
+    # Its dispatcher never renewed: once the grace has passed, the lease is reclaimed as usual.
+    assert asyncio.run(main()) == [(0, 0), (0, 0), (1, 0)]
