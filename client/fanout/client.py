@@ -35,12 +35,24 @@ def translate(exc: grpc.RpcError) -> errors.FanoutError:
     if code == grpc.StatusCode.NOT_FOUND:
         return errors.NotFound(message)
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS):
-        return errors.InvalidRequest(message)
+        return errors.InvalidRequest(message, _field_violations(exc))
     if code == grpc.StatusCode.UNAVAILABLE:
         return errors.Unavailable(message)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return errors.DeadlineExceeded(message)
     return errors.FanoutError(f"{code.name}: {message}")
+
+
+def _field_violations(exc: grpc.RpcError) -> list[tuple[str, str]]:
+    """The (field, description) pairs of a google.rpc.BadRequest detail, if the server sent one."""
+    status = rpc_status.from_call(exc)
+    out: list[tuple[str, str]] = []
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            out += [(v.field, v.description) for v in bad.field_violations]
+    return out
 
 
 def _quota_error(exc: grpc.RpcError, message: str) -> errors.FanoutError:
