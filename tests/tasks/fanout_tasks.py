@@ -125,7 +125,7 @@ async def logged_child(log_dir: str, x: int, seconds: float, freeze_pid: int) ->
     with (Path(log_dir) / str(x)).open("a") as log:
         log.write("ran\n")
     await asyncio.sleep(seconds)
-    if x == 0:
+    if x == 0 and freeze_pid > 0:  # never 0 or -1: kill() would reach a whole group or every process
         with contextlib.suppress(ProcessLookupError):
             os.kill(freeze_pid, signal.SIGSTOP)
     return x
