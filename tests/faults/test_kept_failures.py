@@ -48,3 +48,18 @@ def test_the_oldest_kept_failures_go_first_past_the_cap(tmp_path: Path) -> None:
     assert restarted.leftovers() == []
     assert [folder.exists() for folder in folders] == [False, False, False, True, True]
     restarted.close()
+
+
+def test_an_aborted_action_that_wrote_50_mb_keeps_only_its_logs_tail(
+    tenant: Tenant, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    marker = tmp_path / "written"
+    script = f"head -c 50000000 /dev/zero; echo still running; touch {marker}; sleep 60"
+    run = tenant.client.create_run(pb.ActionSpec(task_ref="noisy", command=["sh", "-c", script]))
+    folder = cast(ProcessBackend, dispatcher.backend).work_root / tenant.name / run.name / "root.1"
+    eventually(marker.exists, timeout=60)
+
+    tenant.client.abort_run(run.name)
+
+    eventually(lambda: size(folder) <= KEPT_LOG_BYTES + KEPT_RESULT_BYTES, timeout=10)
+    assert (folder / "output.log").read_bytes().endswith(b"still running\n")

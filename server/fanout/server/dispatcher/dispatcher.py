@@ -20,6 +20,7 @@ import logging
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -44,6 +45,8 @@ STABLE_STREAM_SECONDS = 1.0
 # How long a starting dispatcher waits for the reports of recovered results
 # before it leases: less than a lease, so the old leases are still valid.
 RECOVERY_REPORT_SECONDS = 5.0
+# What a stopped action's work is released as (never reported: the server ended it).
+STOPPED = failure("Stopped", "stopped by the control plane", pb.ABORTED)
 
 
 class Dispatcher:
@@ -176,9 +179,11 @@ class Dispatcher:
         for ref in response.cancelled:
             key = _key(ref.tenant, ref.run, ref.name)
             entry = self._running.get(key)
-            if entry is not None and entry[0].attempt == ref.attempt:
+            if entry is not None and entry[0].attempt == ref.attempt and not entry[1].done():
                 log.info("stopping %s: aborted, finished or leased elsewhere", key)
                 entry[1].cancel()
+                # The control plane has its end already: keep no more of its work than of a failure's.
+                self._release_after(entry[0], STOPPED, entry[1])
 
     def _give_credit(self) -> None:
         if not self._stopping.is_set():
@@ -213,13 +218,17 @@ class Dispatcher:
         if outcome.phase in (pb.FAILED, pb.TIMED_OUT) and action.attempt <= action.spec.retries:
             report.retry_after_seconds = retry_backoff(action.attempt)
         sent = reporter.report(report)
-        release = asyncio.create_task(self._release_when_sent(action, outcome, sent))
-        self._releases.add(release)
-        release.add_done_callback(self._releases.discard)
+        self._release_after(action, outcome, sent)
         return sent
 
-    async def _release_when_sent(self, action: dpb.LeasedAction, outcome: Outcome, sent: asyncio.Future[bool]) -> None:
-        await sent
+    def _release_after(self, action: dpb.LeasedAction, outcome: Outcome, done: asyncio.Future[Any]) -> None:
+        """Let the backend drop what it kept for `action` once `done` is (its report answered, its run stopped)."""
+        release = asyncio.create_task(self._release(action, outcome, done))
+        self._releases.add(release)
+        release.add_done_callback(self._releases.discard)
+
+    async def _release(self, action: dpb.LeasedAction, outcome: Outcome, done: asyncio.Future[Any]) -> None:
+        await asyncio.wait({done})  # whatever its result: a cancelled run must not cancel this
         try:
             await self.backend.release(action, outcome)
         except Exception:  # cleaning up must not break the dispatcher
