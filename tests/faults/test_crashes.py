@@ -321,6 +321,8 @@ def test_a_killed_dispatchers_actions_leave_no_process_behind(cluster: Cluster, 
         with cluster.client(cluster.servers[0]) as client:
             run = client.create_run(pb.ActionSpec(task_ref="tree", command=["sh", "-c", script]))
             started = eventually(lambda: pids_in(pid_file, 2), timeout=30)
+            # Reported RUNNING means the dispatcher's guard holds its pid (see process_backend.run).
+            eventually(lambda: client.get_action(run.name, run.root).phase == pb.RUNNING, timeout=30)
             dispatcher.send_signal(signal.SIGKILL)
             dispatcher.wait()
 

@@ -100,8 +100,9 @@ class ProcessBackend:
         except OSError as exc:
             return failure("LaunchError", f"cannot start {spec.command[0] if spec.command else sys.executable}: {exc}")
         self._procs.add(proc)
-        on_started()
+        # Guarded before it is reported RUNNING: from then on, a dispatcher crash cannot leave its tree behind.
         await self._guard.watch(proc.pid)
+        on_started()
         try:
             timeout = spec.timeout_seconds or None
             try:
