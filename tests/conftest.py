@@ -19,11 +19,11 @@ import redis
 
 from fanout.client import Client
 from fanout.config import ClientConfig
+from fanout.dispatch.dispatcher import Dispatcher
+from fanout.dispatch.process_backend import ProcessBackend
 from fanout.quota.limits import Limits
 from fanout.server import signing_key
 from fanout.server.app import ControlPlane, create_server
-from fanout.server.dispatcher.dispatcher import Dispatcher
-from fanout.server.dispatcher.process_backend import ProcessBackend
 from fanout.server.redis_process import RedisProcess
 from fanout.server.settings import Settings
 from tests.helpers import LoopThread

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from fanout.server.dispatcher.backend import Outcome
-from fanout.server.dispatcher.process_backend import ProcessBackend
+from fanout.dispatch.backend import Outcome
+from fanout.dispatch.process_backend import ProcessBackend
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb
 

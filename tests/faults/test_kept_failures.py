@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import cast
 
 from fanout.client import TERMINAL_PHASES
-from fanout.server.dispatcher.dispatcher import Dispatcher
-from fanout.server.dispatcher.process_backend import ProcessBackend
-from fanout.server.dispatcher.workdirs import KEPT_LOG_BYTES, KEPT_RESULT_BYTES, WorkRoot
+from fanout.dispatch.dispatcher import Dispatcher
+from fanout.dispatch.process_backend import ProcessBackend
+from fanout.dispatch.workdirs import KEPT_LOG_BYTES, KEPT_RESULT_BYTES, WorkRoot
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb
 from tests.conftest import Tenant

@@ -15,13 +15,13 @@ import redis.asyncio as aioredis
 from fanout import errors
 from fanout.client import TERMINAL_PHASES, Client
 from fanout.config import ClientConfig
+from fanout.dispatch.dispatcher import Dispatcher
+from fanout.dispatch.process_backend import ProcessBackend
 from fanout.quota import keys
 from fanout.quota.actions import ActionStore
 from fanout.quota.limits import Limits, LimitStore
 from fanout.quota.scripts import Scripts
 from fanout.server.app import ControlPlane, create_server
-from fanout.server.dispatcher.dispatcher import Dispatcher
-from fanout.server.dispatcher.process_backend import ProcessBackend
 from fanout.server.redis_process import RedisProcess
 from fanout.server.settings import Settings
 from fanout.v1 import actions_pb2 as pb

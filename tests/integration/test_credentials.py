@@ -17,8 +17,8 @@ import redis
 from fanout import errors
 from fanout.client import Client
 from fanout.config import ClientConfig
+from fanout.dispatch.dispatcher import Dispatcher
 from fanout.server.app import ControlPlane, create_server
-from fanout.server.dispatcher.dispatcher import Dispatcher
 from fanout.server.errors import StartupError
 from fanout.server.redis_process import RedisProcess
 from fanout.server.settings import Settings

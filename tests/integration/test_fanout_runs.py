@@ -11,9 +11,9 @@ from prometheus_client import REGISTRY
 
 import fanout
 from fanout.client import TERMINAL_PHASES
+from fanout.dispatch.dispatcher import Dispatcher
 from fanout.quota import keys
 from fanout.runtime import load_task
-from fanout.server.dispatcher.dispatcher import Dispatcher
 from fanout.v1 import actions_pb2 as pb
 from tests.conftest import TASKS_FILE, Tenant
 from tests.helpers import eventually

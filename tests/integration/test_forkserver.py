@@ -15,10 +15,10 @@ import pytest
 
 import fanout
 from fanout import runtime, serialization
+from fanout.dispatch.backend import Outcome
+from fanout.dispatch.forkserver import ForkServer, ForkServerError
+from fanout.dispatch.process_backend import ProcessBackend
 from fanout.runtime import load_task
-from fanout.server.dispatcher.backend import Outcome
-from fanout.server.dispatcher.forkserver import ForkServer, ForkServerError
-from fanout.server.dispatcher.process_backend import ProcessBackend
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb
 from tests.conftest import Tenant

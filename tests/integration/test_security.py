@@ -9,8 +9,8 @@ import pytest
 
 from fanout.client import Client
 from fanout.config import ClientConfig
+from fanout.dispatch.dispatcher import Dispatcher
 from fanout.server.app import ControlPlane
-from fanout.server.dispatcher.dispatcher import Dispatcher
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import actions_pb2_grpc, admin_pb2, admin_pb2_grpc
 from tests.conftest import Tenant, make_tenant

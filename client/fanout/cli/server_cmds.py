@@ -104,8 +104,8 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def cmd_dispatcher(args: argparse.Namespace) -> int:
-    from fanout.server.dispatcher.dispatcher import Dispatcher
-    from fanout.server.dispatcher.process_backend import ProcessBackend
+    from fanout.dispatch.dispatcher import Dispatcher
+    from fanout.dispatch.process_backend import ProcessBackend
     from fanout.server.signals import until_signalled
 
     cfg = client_config.load(endpoint=args.endpoint, token=args.token)

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from fanout import config as client_config
+from fanout.dispatch.dispatcher import Dispatcher
+from fanout.dispatch.process_backend import ProcessBackend
 from fanout.private_files import private_dir, write_private
 from fanout.server import signing_key
 from fanout.server.app import ControlPlane, create_server
-from fanout.server.dispatcher.dispatcher import Dispatcher
-from fanout.server.dispatcher.process_backend import ProcessBackend
 from fanout.server.metrics_http import MetricsServer
 from fanout.server.redis_process import RedisProcess
 from fanout.server.settings import Settings

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Protocol
 
 from fanout import runtime
-from fanout.server.dispatcher.backend import Outcome, StartedCallback, failure
-from fanout.server.dispatcher.forkserver import ForkServer, ForkServerError, needs_exec
-from fanout.server.dispatcher.guard import Guard
-from fanout.server.dispatcher.process_tree import kill_tree_now, stop_tree
-from fanout.server.dispatcher.workdirs import LOG, RESULT, WorkRoot, outcome_phase, read_result
+from fanout.dispatch.backend import Outcome, StartedCallback, failure
+from fanout.dispatch.forkserver import ForkServer, ForkServerError, needs_exec
+from fanout.dispatch.guard import Guard
+from fanout.dispatch.process_tree import kill_tree_now, stop_tree
+from fanout.dispatch.workdirs import LOG, RESULT, WorkRoot, outcome_phase, read_result
 from fanout.server.parent_death import command_dying_with_parent
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb

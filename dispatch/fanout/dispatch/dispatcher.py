@@ -26,8 +26,8 @@ import grpc
 
 from fanout.channel import async_channel
 from fanout.config import ClientConfig
-from fanout.server.dispatcher.backend import Backend, Outcome, failure
-from fanout.server.dispatcher.reporter import Reporter
+from fanout.dispatch.backend import Backend, Outcome, failure
+from fanout.dispatch.reporter import Reporter
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb
 from fanout.v1 import dispatch_pb2_grpc

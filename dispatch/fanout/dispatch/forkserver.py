@@ -204,7 +204,7 @@ async def _read_frame(stream: asyncio.StreamReader) -> Message:
     return message
 
 
-# ---- The zygote process: `python -m fanout.server.dispatcher.forkserver` ----
+# ---- The zygote process: `python -m fanout.dispatch.forkserver` ----
 
 
 class _Zygote:

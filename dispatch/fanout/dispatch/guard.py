@@ -19,7 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
-from fanout.server.dispatcher.process_tree import kill_tree_now
+from fanout.dispatch.process_tree import kill_tree_now
 
 log = logging.getLogger(__name__)
 
