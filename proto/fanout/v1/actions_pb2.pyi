@@ -37,7 +37,7 @@ class Resources(_message.Message):
     def __init__(self, cpu: _Optional[str] = ..., memory: _Optional[str] = ...) -> None: ...
 
 class ActionSpec(_message.Message):
-    __slots__ = ("name", "task_name", "task_ref", "image", "command", "env", "resources", "retries", "timeout_seconds", "inputs", "workdir")
+    __slots__ = ("name", "task_name", "task_ref", "image", "command", "env", "resources", "retries", "timeout_seconds", "inputs", "workdir", "environment", "reuse")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,8 @@ class ActionSpec(_message.Message):
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     WORKDIR_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    REUSE_FIELD_NUMBER: _ClassVar[int]
     name: str
     task_name: str
     task_ref: str
@@ -67,7 +69,19 @@ class ActionSpec(_message.Message):
     timeout_seconds: int
     inputs: bytes
     workdir: str
-    def __init__(self, name: _Optional[str] = ..., task_name: _Optional[str] = ..., task_ref: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., retries: _Optional[int] = ..., timeout_seconds: _Optional[int] = ..., inputs: _Optional[bytes] = ..., workdir: _Optional[str] = ...) -> None: ...
+    environment: str
+    reuse: ReusePolicy
+    def __init__(self, name: _Optional[str] = ..., task_name: _Optional[str] = ..., task_ref: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., retries: _Optional[int] = ..., timeout_seconds: _Optional[int] = ..., inputs: _Optional[bytes] = ..., workdir: _Optional[str] = ..., environment: _Optional[str] = ..., reuse: _Optional[_Union[ReusePolicy, _Mapping]] = ...) -> None: ...
+
+class ReusePolicy(_message.Message):
+    __slots__ = ("replicas", "concurrency", "idle_ttl_seconds")
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    IDLE_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    replicas: int
+    concurrency: int
+    idle_ttl_seconds: float
+    def __init__(self, replicas: _Optional[int] = ..., concurrency: _Optional[int] = ..., idle_ttl_seconds: _Optional[float] = ...) -> None: ...
 
 class ActionResult(_message.Message):
     __slots__ = ("outputs", "error")
