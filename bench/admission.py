@@ -123,3 +123,15 @@ def _submit(client: Client, r: redis.Redis, n: int) -> BatchFigure:
 
 def _memory(r: redis.Redis, key: str) -> int:
     return int(r.memory_usage(key, samples=0) or 0)
+
+
+def table(report: Admission) -> str:
+    return "\n".join(
+        f"  SubmitBatch of {b.actions:>7,}  {b.wall_s * 1000:7.1f} ms  ({b.per_action_us:.1f} µs/action; "
+        f"tries {', '.join(f'{w * 1000:.0f}' for w in b.walls_s)} ms)  {b.redis_bytes_per_action:.0f} B of Redis/action"
+        for b in report.batches
+    )
+
+
+if __name__ == "__main__":
+    print(table(run()))

@@ -4,8 +4,9 @@ Redis runs one command at a time, so one long script stalls every tenant. A batc
 one chunk (ADMIT_CHUNK_ACTIONS actions, ADMIT_CHUNK_BYTES bytes) is admitted by one script
 (admit.lua). A bigger one goes in three steps, each a short script:
 
-1. stage.lua, once per chunk: the chunk's fresh actions go to staging keys of this batch, which no
-   dispatcher or watcher reads and which expire if the submitter dies;
+1. stage.lua, once per chunk: the chunk's fresh actions are counted and kept as one value (their
+   bytes as they came, see Batch) in staging keys of this batch, which no dispatcher or watcher
+   reads and which expire if the submitter dies;
 2. commit.lua, once: the limits are checked against the batch's totals and the quota is charged,
    all or nothing; rejected, the staging is dropped and nothing is charged;
 3. move.lua, once per chunk: the staged actions become visible (state, spec, the parent's
@@ -19,10 +20,10 @@ admitting into the same run again, and in its periodic loop once its mover has s
 
 from __future__ import annotations
 
+import bisect
 import secrets
-import struct
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fanout.quota import keys
@@ -51,30 +52,118 @@ class Admission:
     fanout_limit: int
 
 
-_HEADER = struct.Struct(">HI")
+# Batches travel to the scripts as the protobuf wire form of SubmitBatchRequest.actions: the
+# request's own bytes, sliced, not re-serialized action by action (see Batch).
+_SPEC_TAG = 0x1A  # SubmitBatchRequest.actions (field 3, length-delimited)
+_NAME_TAG = 0x0A  # ActionSpec.name (field 1), or an explicit name before an opaque spec
 
 
-def pack_batch(actions: Sequence[tuple[str, bytes]]) -> bytes:
-    """Actions as one blob for the scripts: per action a u16 name length, a u32 spec length, name, spec."""
-    parts = []
-    for name, spec in actions:
-        encoded = name.encode()
-        parts += [_HEADER.pack(len(encoded), len(spec)), encoded, spec]
-    return b"".join(parts)
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
-def chunked(actions: Sequence[tuple[str, bytes]]) -> list[Sequence[tuple[str, bytes]]]:
-    """Consecutive chunks of at most ADMIT_CHUNK_ACTIONS actions and about ADMIT_CHUNK_BYTES bytes."""
-    out: list[Sequence[tuple[str, bytes]]] = []
-    start, size = 0, 0
-    for i, (name, spec) in enumerate(actions):
-        cost = _HEADER.size + len(name) + len(spec)
-        if i > start and (i - start >= ADMIT_CHUNK_ACTIONS or size + cost > ADMIT_CHUNK_BYTES):
-            out.append(actions[start:i])
-            start, size = i, 0
-        size += cost
-    out.append(actions[start:])
-    return out
+@dataclass(frozen=True)
+class Batch:
+    """Distinct actions in the scripts' format, with where each one's record ends.
+
+    A record is a 0x1A tag, a varint length and the serialized spec, whose first field is its name
+    (how SubmitBatchRequest.actions is serialized), or, for specs the caller gives as opaque bytes,
+    a 0x0A tag, a varint length and the name first. `repeats` counts names given again in the
+    batch: they are dropped here (the first one counts) and answered as already present, so the
+    scripts only ever see distinct names.
+    """
+
+    wire: bytes
+    ends: list[int]
+    repeats: int = 0
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    @classmethod
+    def from_pairs(cls, actions: Sequence[tuple[str, bytes]]) -> Batch:
+        parts: list[bytes] = []
+        ends: list[int] = []
+        seen: set[str] = set()
+        size = 0
+        for name, spec in actions:
+            if name in seen:
+                continue
+            seen.add(name)
+            encoded = name.encode()
+            record = b"".join(
+                (bytes((_NAME_TAG,)), _varint(len(encoded)), encoded, bytes((_SPEC_TAG,)), _varint(len(spec)), spec)
+            )
+            parts.append(record)
+            size += len(record)
+            ends.append(size)
+        return cls(b"".join(parts), ends, len(actions) - len(ends))
+
+    @classmethod
+    def from_wire(cls, wire: bytes, start: int, names: Sequence[str]) -> Batch | None:
+        """The batch of `names`' specs serialized in `wire` from `start` (a SubmitBatchRequest's bytes).
+
+        None when the bytes are not laid out as expected (each spec a 0x1A record starting with its
+        name) or a name repeats: the caller then builds the batch from the parsed specs instead.
+        """
+        if len(set(names)) != len(names):
+            return None
+        ends: list[int] = []
+        pos = start
+        try:
+            for _ in names:
+                if wire[pos] != _SPEC_TAG:
+                    return None
+                length = wire[pos + 1]
+                pos += 2
+                if length >= 0x80:
+                    length, pos = _read_varint(wire, pos - 1)
+                if wire[pos] != _NAME_TAG:
+                    return None
+                pos += length
+                ends.append(pos)
+        except IndexError:
+            return None
+        if pos > len(wire):
+            return None
+        return cls(wire[start:pos], [end - start for end in ends])
+
+    def sizes(self) -> list[int]:
+        """Bytes of each action's record (its spec and a few bytes of framing)."""
+        return [end - begin for begin, end in zip([0, *self.ends[:-1]], self.ends, strict=True)]
+
+    def chunks(self) -> list[bytes]:
+        """Consecutive chunks of at most ADMIT_CHUNK_ACTIONS actions and about ADMIT_CHUNK_BYTES bytes."""
+        out: list[bytes] = []
+        begin, i = 0, 0  # byte offset and index of the chunk's first action
+        while i < len(self.ends):
+            j = min(i + ADMIT_CHUNK_ACTIONS, bisect.bisect_right(self.ends, begin + ADMIT_CHUNK_BYTES, lo=i))
+            j = max(j, i + 1)  # one action always fits, however big
+            out.append(self.wire[begin : self.ends[j - 1]])
+            begin, i = self.ends[j - 1], j
+        return out
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def chunked(actions: Sequence[tuple[str, bytes]] | Batch) -> list[bytes]:
+    """The batch's chunks, each short work for one script."""
+    batch = actions if isinstance(actions, Batch) else Batch.from_pairs(actions)
+    return batch.chunks()
 
 
 class Admitter:
@@ -93,16 +182,19 @@ class Admitter:
         self._mark_ready = mark_ready
 
     async def admit(
-        self, tenant: str, run: str, parent: str, actions: Sequence[tuple[str, bytes]], mode: str
+        self, tenant: str, run: str, parent: str, actions: Sequence[tuple[str, bytes]] | Batch, mode: str
     ) -> Admission | None:
         """mode: create (None when the run exists), submit, or dry (decide, charge nothing)."""
-        parts = chunked(actions)
+        batch = actions if isinstance(actions, Batch) else Batch.from_pairs(actions)
+        parts = batch.chunks()
         if mode == "create" or len(parts) == 1:
-            admission = await self._admit_at_once(tenant, run, parent, actions, mode)
+            admission = await self._admit_at_once(tenant, run, parent, batch.wire, mode)
         else:
             admission = await self._admit_staged(tenant, run, parent, parts, dry=mode == "dry")
         if admission is not None and admission.admitted and mode != "dry":
             await self._mark_ready(tenant)
+        if admission is not None and batch.repeats:
+            admission = replace(admission, already_present=admission.already_present + batch.repeats)
         return admission
 
     async def finish_committed(self, tenant: str, run: str | None = None) -> int:
@@ -118,12 +210,9 @@ class Admitter:
             await self._move(tenant, owner, batch)
         return len(members)
 
-    async def _admit_at_once(
-        self, tenant: str, run: str, parent: str, actions: Sequence[tuple[str, bytes]], mode: str
-    ) -> Admission | None:
+    async def _admit_at_once(self, tenant: str, run: str, parent: str, wire: bytes, mode: str) -> Admission | None:
         k = keys.TenantKeys(tenant)
         d = self._limits.defaults
-        packed = pack_batch(actions)
         check_moving = 1
         while True:
             reply = await self._scripts.admit(
@@ -148,7 +237,7 @@ class Admitter:
                     d.max_stored_bytes,
                     mode,
                     check_moving,
-                    packed,
+                    wire,
                 ],
             )
             status = reply[0].decode()
@@ -162,9 +251,7 @@ class Admitter:
                 return Admission(*(int(x) for x in reply[1:5]))
             raise _refusal(status, reply, run, parent)
 
-    async def _admit_staged(
-        self, tenant: str, run: str, parent: str, parts: list[Sequence[tuple[str, bytes]]], *, dry: bool
-    ) -> Admission:
+    async def _admit_staged(self, tenant: str, run: str, parent: str, parts: list[bytes], *, dry: bool) -> Admission:
         if int(await self._redis.hget(keys.TenantKeys(tenant).run(run), "moving") or 0):
             await self.finish_committed(tenant, run)
         batch, (fresh, present, used, limit, committed) = await self.stage_and_commit(
@@ -179,7 +266,7 @@ class Admitter:
         return Admission(fresh - skipped - dropped, present + skipped, used - skipped - dropped, limit)
 
     async def stage_and_commit(
-        self, tenant: str, run: str, parent: str, parts: list[Sequence[tuple[str, bytes]]], *, dry: bool = False
+        self, tenant: str, run: str, parent: str, parts: list[bytes], *, dry: bool = False
     ) -> tuple[str, tuple[int, int, int, int, int]]:
         """Stage every chunk, then commit: (batch id, (fresh, present, used, limit, 1 if left to move)).
 
@@ -190,7 +277,7 @@ class Admitter:
         d = self._limits.defaults
         for _ in range(STAGE_TRIES):
             batch = secrets.token_hex(8)
-            staging = [k.stage_specs(run, batch), k.stage_order(run, batch), k.stage_meta(run, batch)]
+            staging = [k.stage_specs(run, batch), k.stage_meta(run, batch)]
             if not await self._stage(k, run, parent, batch, parts):
                 continue
             reply = await self._scripts.commit(
@@ -216,15 +303,13 @@ class Admitter:
             return batch, (fresh, present, used, limit, committed)
         raise Unavailable(f"the staging of a batch into run {run!r} expired twice; submit it again")
 
-    async def _stage(
-        self, k: keys.TenantKeys, run: str, parent: str, batch: str, parts: list[Sequence[tuple[str, bytes]]]
-    ) -> bool:
+    async def _stage(self, k: keys.TenantKeys, run: str, parent: str, batch: str, parts: list[bytes]) -> bool:
         """Stage every chunk; False when the staging was lost (expired) on the way."""
-        staging = [k.stage_specs(run, batch), k.stage_order(run, batch), k.stage_meta(run, batch)]
+        staging = [k.stage_specs(run, batch), k.stage_meta(run, batch)]
         for i, part in enumerate(parts):
             reply = await self._scripts.stage(
                 keys=[k.run(run), k.states(run), *staging],
-                args=[parent, keys.STAGE_TTL_SECONDS, i, pack_batch(part)],
+                args=[parent, keys.STAGE_TTL_SECONDS, i, part],
             )
             status = reply[0].decode()
             if status == "LOST":
@@ -246,7 +331,6 @@ class Admitter:
                     k.run_queue(run),
                     k.stats,
                     k.stage_specs(run, batch),
-                    k.stage_order(run, batch),
                     k.stage_meta(run, batch),
                     k.committed,
                     k.runs,
@@ -255,8 +339,6 @@ class Admitter:
                     k.prefix,
                     run,
                     self._clock(),
-                    ADMIT_CHUNK_ACTIONS,
-                    ADMIT_CHUNK_BYTES,
                     f"{run}/{batch}",
                     keys.MOVED_META_TTL_SECONDS,
                 ],

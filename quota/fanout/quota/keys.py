@@ -14,9 +14,10 @@ PREFIX = "fo"
 
 # Names users choose or see. Bounded so keys stay small and parseable: the
 # queue and lease entries join run and action names with "/".
-TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-RUN_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-ACTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
+RUN_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
+# \Z, not $: "$" also matches before a trailing newline, which would let "name\n" through.
+ACTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}\Z")
 
 # Per-run keys, as "<tenant prefix><suffix><run>":
 #   run:  hash of run metadata (root, phase, count = actions held, created)
@@ -136,15 +137,11 @@ class TenantKeys:
     # A big batch is staged in chunks before it is committed (stage.lua, commit.lua), in keys
     # no dispatcher or watcher reads, each batch under its own random id.
     def stage_specs(self, run: str, batch: str) -> str:
-        """Hash name -> spec of the batch's fresh actions."""
+        """Hash chunk index -> the chunk's fresh actions, as one value in the scripts' batch format."""
         return f"{self.prefix}stage:{run}:{batch}"
 
-    def stage_order(self, run: str, batch: str) -> str:
-        """List of the fresh names in submission order; move.lua pops it."""
-        return f"{self.prefix}stageq:{run}:{batch}"
-
     def stage_meta(self, run: str, batch: str) -> str:
-        """Hash: parent, chunks staged, fresh count and bytes, names already present, state, skipped."""
+        """Hash: parent, chunks staged and moved, fresh count and bytes, names already present, state, skipped."""
         return f"{self.prefix}stagem:{run}:{batch}"
 
     def kids(self, run: str, parent: str) -> str:
@@ -159,7 +156,11 @@ TENANTS = f"{PREFIX}:tenants"
 """Set of tenant names; the scheduler walks it to lease fairly."""
 
 READY = f"{PREFIX}:ready"
-"""Set of tenants that may have leasable work: lease streams poll these, and sweep all tenants now and then."""
+"""Set of tenants that may have leasable work: lease streams sweep these now and then, as a safety net."""
+
+WAKE_CHANNEL = f"{PREFIX}:wake"
+"""Pub/sub channel: a tenant's name is published when work of it may have become leasable (admitted,
+requeued, a retry due, a slot freed); every server subscribes and wakes its lease streams at once."""
 
 
 def token(token_hash: str) -> str:

@@ -10,6 +10,8 @@ from redis.commands.core import AsyncScript
 
 # Scripts that finish actions share the helpers in lib.lua.
 _WITH_LIB = frozenset({"report", "reap", "abort", "close_run"})
+# Scripts that read batches share the parser in batch.lua.
+_WITH_BATCH = frozenset({"admit", "stage", "move"})
 
 
 def source(name: str) -> str:
@@ -17,6 +19,8 @@ def source(name: str) -> str:
     text = resources.files("fanout.quota").joinpath(f"lua/{name}.lua").read_text()
     if name in _WITH_LIB:
         text = resources.files("fanout.quota").joinpath("lua/lib.lua").read_text() + "\n" + text
+    if name in _WITH_BATCH:
+        text = resources.files("fanout.quota").joinpath("lua/batch.lua").read_text() + "\n" + text
     return text
 
 

@@ -7,8 +7,8 @@
 -- ARGV: 1 run, 2 parent ("" for the root), 3 now, 4 default max_fanout, 5 default max_queued,
 --       6 default max_stored_bytes, 7 mode: create | submit | dry,
 --       8 1 to answer MOVING while a committed batch of the run is still being moved, else 0,
---       9 the batch packed as (u16 name length, u32 spec length, name, spec) per action:
---         one argument instead of two per action, which the client library encodes slowly
+--       9 the batch (batch.lua): one argument instead of two per action, and the request's own
+--         bytes, so the server re-serializes nothing
 local run, parent, now, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[7]
 
 if mode == 'create' then
@@ -32,15 +32,8 @@ local max_bytes = tonumber(redis.call('HGET', KEYS[6], 'max_stored_bytes') or AR
 local queued = tonumber(redis.call('HGET', KEYS[7], 'queued') or '0')
 local stored = tonumber(redis.call('HGET', KEYS[7], 'bytes') or '0')
 
-local all, specs_at = {}, {}
-local packed, pos = ARGV[9], 1
-while pos <= #packed do
-  local name_len, spec_len, start = struct.unpack('>HI4', packed, pos)
-  all[#all + 1] = string.sub(packed, start, start + name_len - 1)
-  specs_at[#specs_at + 1] = start + name_len
-  pos = start + name_len + spec_len
-  specs_at[#specs_at + 1] = pos - 1
-end
+local packed = ARGV[9]
+local all, specs_at = parse_batch(packed)
 
 -- Resubmitted names (and repeats inside the batch) are success, charged once.
 local known = redis.call('HMGET', KEYS[3], unpack(all))

@@ -3,14 +3,14 @@
 -- staging is kept until move.lua has made every action visible, and the batch is recorded
 -- in the tenant's committed set so that any server finishes moving it if this one dies.
 -- KEYS: 1 run meta, 2 states, 3 limits, 4 stats, 5 slots, 6 parents(run),
---       7 stage specs, 8 stage order, 9 stage meta, 10 the tenant's committed set
+--       7 stage chunks, 8 stage meta, 9 the tenant's committed set
 -- ARGV: 1 run, 2 parent, 3 now, 4 default max_fanout, 5 default max_queued,
 --       6 default max_stored_bytes, 7 chunks staged, 8 "run/batch" (committed set member), 9 1 for a dry run
 local run, parent = ARGV[1], ARGV[2]
-local function drop() redis.call('UNLINK', KEYS[7], KEYS[8], KEYS[9]) end
+local function drop() redis.call('UNLINK', KEYS[7], KEYS[8]) end
 
-if tonumber(redis.call('HGET', KEYS[9], 'chunks') or '-1') ~= tonumber(ARGV[7])
-  or redis.call('HGET', KEYS[9], 'state') ~= 'staging' then
+if tonumber(redis.call('HGET', KEYS[8], 'chunks') or '-1') ~= tonumber(ARGV[7])
+  or redis.call('HGET', KEYS[8], 'state') ~= 'staging' then
   return {'LOST'}
 end
 local phase = redis.call('HGET', KEYS[1], 'phase')
@@ -27,9 +27,9 @@ local max_queued = tonumber(redis.call('HGET', KEYS[3], 'max_queued') or ARGV[5]
 local max_bytes = tonumber(redis.call('HGET', KEYS[3], 'max_stored_bytes') or ARGV[6])
 local queued = tonumber(redis.call('HGET', KEYS[4], 'queued') or '0')
 local stored = tonumber(redis.call('HGET', KEYS[4], 'bytes') or '0')
-local k = tonumber(redis.call('HGET', KEYS[9], 'n'))
-local bytes = tonumber(redis.call('HGET', KEYS[9], 'bytes'))
-local present = tonumber(redis.call('HGET', KEYS[9], 'present'))
+local k = tonumber(redis.call('HGET', KEYS[8], 'n'))
+local bytes = tonumber(redis.call('HGET', KEYS[8], 'bytes'))
+local present = tonumber(redis.call('HGET', KEYS[8], 'present'))
 
 if used + k > max_fanout then drop(); return {'FANOUT', max_fanout, used, k} end
 if queued + k > max_queued then drop(); return {'QUEUED', max_queued, queued, k} end
@@ -48,9 +48,8 @@ redis.call('HINCRBY', KEYS[4], 'bytes', bytes)
 redis.call('SADD', KEYS[6], parent)
 -- A parent awaiting its children holds no concurrency slot (see admit.lua).
 if parent ~= '' then redis.call('SREM', KEYS[5], run .. '/' .. parent) end
-redis.call('HSET', KEYS[9], 'state', 'committed')
+redis.call('HSET', KEYS[8], 'state', 'committed')
 redis.call('PERSIST', KEYS[7])
 redis.call('PERSIST', KEYS[8])
-redis.call('PERSIST', KEYS[9])
-redis.call('ZADD', KEYS[10], ARGV[3], ARGV[8])
+redis.call('ZADD', KEYS[9], ARGV[3], ARGV[8])
 return {'OK', k, present, used + k, max_fanout, 1}
