@@ -24,7 +24,7 @@ from fanout.errors import (
     RunFailed,
 )
 from fanout.runs import Run, init, init_from_config, run
-from fanout.task import Resources, Task, TaskEnvironment
+from fanout.task import Resources, ReusePolicy, Task, TaskEnvironment
 
 __all__ = [
     "ActionFailed",
@@ -32,6 +32,7 @@ __all__ = [
     "FanoutLimitExceeded",
     "QuotaExceeded",
     "Resources",
+    "ReusePolicy",
     "Run",
     "RunFailed",
     "Task",

@@ -180,13 +180,26 @@ class Client:
 
 
 class AsyncClient:
-    """asyncio client, used inside actions by the controller."""
+    """asyncio client, used inside actions by the controller.
 
-    def __init__(self, config: ClientConfig) -> None:
-        self.config = config.require()
+    A worker shares one client (one channel) among the actions it runs, each
+    with its own action token: it makes the client with tokens_per_call=True
+    and passes `token=` on every call.
+    """
+
+    def __init__(self, config: ClientConfig, *, tokens_per_call: bool = False) -> None:
+        if tokens_per_call:
+            if not config.endpoint:
+                config.require()  # its error names the missing endpoint
+            self.config = config
+        else:
+            self.config = config.require()
         self._channel: aio.Channel | None = None
         self._stub: actions_pb2_grpc.ActionServiceStub | None = None
         self._metadata = (("authorization", f"Bearer {config.token}"),)
+
+    def _metadata_for(self, token: str | None) -> tuple[tuple[str, str], ...]:
+        return self._metadata if token is None else (("authorization", f"Bearer {token}"),)
 
     @property
     def actions(self) -> actions_pb2_grpc.ActionServiceStub:
@@ -197,18 +210,24 @@ class AsyncClient:
             self._stub = actions_pb2_grpc.ActionServiceStub(self._channel)
         return self._stub
 
-    async def call(self, method: Any, request: Any, timeout: float | None = 120.0) -> Any:
+    async def call(self, method: Any, request: Any, timeout: float | None = 120.0, token: str | None = None) -> Any:
         try:
-            return await method(request, metadata=self._metadata, timeout=timeout)
+            return await method(request, metadata=self._metadata_for(token), timeout=timeout)
         except grpc.RpcError as exc:
             raise translate(exc) from None
 
-    async def submit_batch(self, run: str, parent: str, actions: Sequence[pb.ActionSpec]) -> pb.SubmitBatchResponse:
-        return await self.call(self.actions.SubmitBatch, pb.SubmitBatchRequest(run=run, parent=parent, actions=actions))
+    async def submit_batch(
+        self, run: str, parent: str, actions: Sequence[pb.ActionSpec], token: str | None = None
+    ) -> pb.SubmitBatchResponse:
+        return await self.call(
+            self.actions.SubmitBatch, pb.SubmitBatchRequest(run=run, parent=parent, actions=actions), token=token
+        )
 
-    async def watch_children(self, run: str, parent: str, cursor: str = "") -> AsyncIterator[pb.WatchEvent]:
+    async def watch_children(
+        self, run: str, parent: str, cursor: str = "", token: str | None = None
+    ) -> AsyncIterator[pb.WatchEvent]:
         call = self.actions.WatchChildren(
-            pb.WatchChildrenRequest(run=run, parent=parent, cursor=cursor), metadata=self._metadata
+            pb.WatchChildrenRequest(run=run, parent=parent, cursor=cursor), metadata=self._metadata_for(token)
         )
         try:
             async for event in call:

@@ -44,11 +44,13 @@ def child_name(parent: str, task_ref: str, inputs: bytes, seq: int) -> str:
 
 
 class Controller:
-    def __init__(self, client: AsyncClient, run: str, parent: str, workdir: str = "") -> None:
+    def __init__(self, client: AsyncClient, run: str, parent: str, workdir: str = "", token: str | None = None) -> None:
         self.client = client
         self.run = run
         self.parent = parent
         self.workdir = workdir
+        # The parent action's own token, when the client is shared by a worker's actions.
+        self.token = token
         self._seq = 0
         self._pending: list[pb.ActionSpec] = []
         self._waiting: dict[str, asyncio.Future[pb.ActionStatus]] = {}
@@ -98,7 +100,7 @@ class Controller:
         delay = 0.1
         while True:
             try:
-                await self.client.submit_batch(self.run, self.parent, batch)
+                await self.client.submit_batch(self.run, self.parent, batch, token=self.token)
                 return
             except errors.FanoutLimitExceeded as exc:
                 self._fail([s.name for s in batch], exc)
@@ -141,7 +143,7 @@ class Controller:
         delay = 0.1
         while self._waiting:
             try:
-                async for event in self.client.watch_children(self.run, self.parent, cursor):
+                async for event in self.client.watch_children(self.run, self.parent, cursor, token=self.token):
                     delay = 0.1
                     if event.HasField("update"):
                         self._settle(event.update)

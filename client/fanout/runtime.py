@@ -62,7 +62,22 @@ def load_task(ref: str) -> Task[Any, Any]:
 
 async def execute(spec: pb.ActionSpec, run: str, action: str, max_output: int) -> pb.ActionResult:
     client = AsyncClient(config.load())
-    controller = Controller(client, run, action, workdir=spec.workdir)
+    try:
+        return await run_task(client, spec, run, action, max_output)
+    finally:
+        await client.close()
+
+
+async def run_task(
+    client: AsyncClient, spec: pb.ActionSpec, run: str, action: str, max_output: int, token: str | None = None
+) -> pb.ActionResult:
+    """Run one action's task in the current asyncio task; its child calls go through `client`.
+
+    A worker calls this for each of its actions, with the action's own token
+    and the client all of them share. Cancelling the asyncio task cancels the
+    action (CancelledError propagates).
+    """
+    controller = Controller(client, run, action, workdir=spec.workdir, token=token)
     try:
         task = load_task(spec.task_ref)
         args, kwargs = serialization.decode_inputs(spec.inputs)
@@ -78,7 +93,6 @@ async def execute(spec: pb.ActionSpec, run: str, action: str, max_output: int) -
         )
     finally:
         await controller.close()
-        await client.close()
 
 
 def main() -> int:

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from fanout import controller
@@ -32,12 +33,51 @@ class Resources:
     memory: str | None = None
 
 
+@dataclass(frozen=True)
+class ReusePolicy:
+    """Run the environment's actions in reusable workers (Flyte 2's `reusable=`).
+
+    Up to `replicas` worker processes, each running up to `concurrency`
+    actions at once as asyncio tasks; a worker without work for `idle_ttl`
+    seconds stops. Without a policy, every action gets a process of its own.
+    """
+
+    replicas: int | tuple[int, int] = 1
+    concurrency: int = 1
+    idle_ttl: float | timedelta = 30.0
+
+    def __post_init__(self) -> None:
+        low, high = self.replicas if isinstance(self.replicas, tuple) else (1, self.replicas)
+        if not all(isinstance(n, int) for n in (low, high)) or not 0 <= low <= high or high < 1:
+            raise ValueError(f"ReusePolicy.replicas must be an int >= 1 or (min, max), not {self.replicas!r}")
+        if not isinstance(self.concurrency, int) or self.concurrency < 1:
+            raise ValueError(f"ReusePolicy.concurrency must be an int >= 1, not {self.concurrency!r}")
+        if self.idle_ttl_seconds < 0:
+            raise ValueError(f"ReusePolicy.idle_ttl must not be negative, not {self.idle_ttl!r}")
+
+    @property
+    def max_replicas(self) -> int:
+        # Workers start on demand, so a (min, max) range is honoured by its max.
+        return self.replicas[1] if isinstance(self.replicas, tuple) else self.replicas
+
+    @property
+    def idle_ttl_seconds(self) -> float:
+        ttl = self.idle_ttl
+        return ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
+
+    def to_proto(self) -> pb.ReusePolicy:
+        return pb.ReusePolicy(
+            replicas=self.max_replicas, concurrency=self.concurrency, idle_ttl_seconds=self.idle_ttl_seconds
+        )
+
+
 @dataclass
 class TaskEnvironment:
     name: str
     image: str = ""
     resources: Resources | None = None
     env_vars: dict[str, str] = field(default_factory=dict)
+    reusable: ReusePolicy | None = None
     tasks: dict[str, Task[Any, Any]] = field(default_factory=dict, repr=False)
 
     def task(
@@ -92,7 +132,10 @@ class Task(Generic[P, R]):
             retries=self.retries,
             timeout_seconds=self.timeout,
             inputs=inputs,
+            environment=self.env.name,
         )
+        if self.env.reusable is not None:
+            s.reuse.CopyFrom(self.env.reusable.to_proto())
         if self.env.resources:
             s.resources.cpu = str(self.env.resources.cpu or "")
             s.resources.memory = self.env.resources.memory or ""

@@ -162,3 +162,124 @@ async def one_big_input(big: int) -> list[object]:
 async def one_big_output(big: int) -> list[object]:
     """Two calls in one turn, the second returning `big` bytes."""
     return _described(await asyncio.gather(text_of(1), text_of(big), return_exceptions=True))
+
+
+# ---- Reusable workers (ReusePolicy): pids and concurrency seen from inside the worker ----
+
+pool_env = fanout.TaskEnvironment(name="pool_env", reusable=fanout.ReusePolicy(replicas=2, concurrency=64, idle_ttl=1))
+narrow_env = fanout.TaskEnvironment(
+    name="narrow_env", reusable=fanout.ReusePolicy(replicas=1, concurrency=4, idle_ttl=1)
+)
+_active = 0
+_peak = 0
+
+
+async def _observe(seconds: float) -> list[int]:
+    """[this process's pid, the most tasks that ran at once in it so far]."""
+    import os
+
+    global _active, _peak
+    _active += 1
+    _peak = max(_peak, _active)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        _active -= 1
+    return [os.getpid(), _peak]
+
+
+@pool_env.task
+async def pooled_pid(x: int) -> list[int]:
+    return await _observe(0)
+
+
+@pool_env.task
+async def pooled_fan(n: int) -> list[list[int]]:
+    """Parent and children in one reusable environment: a nested fanout inside the pool."""
+    return list(await asyncio.gather(*(pooled_pid(i) for i in range(n))))
+
+
+@narrow_env.task
+async def narrow_pid(x: int, seconds: float) -> list[int]:
+    return await _observe(seconds)
+
+
+@pool_env.task
+async def narrow_fan(n: int, seconds: float) -> list[list[int]]:
+    return list(await asyncio.gather(*(narrow_pid(i, seconds) for i in range(n))))
+
+
+@env.task
+async def own_pid(x: int) -> int:
+    import os
+
+    return os.getpid()
+
+
+@pool_env.task
+async def own_pid_fan(n: int) -> list[int]:
+    """Children without a ReusePolicy, from a parent in a pool."""
+    return list(await asyncio.gather(*(own_pid(i) for i in range(n))))
+
+
+@pool_env.task
+async def environment_of_worker() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+@pool_env.task
+async def marked_sleep(marker: str, seconds: float) -> int:
+    """Sleeps; writes 'cancelled' to `marker` if its asyncio task is cancelled (the worker lives on)."""
+    import os
+    from pathlib import Path
+
+    Path(marker + ".pid").write_text(str(os.getpid()))
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        Path(marker).write_text("cancelled")
+        raise
+    return os.getpid()
+
+
+timeout_env = fanout.TaskEnvironment(
+    name="timeout_env", reusable=fanout.ReusePolicy(replicas=1, concurrency=8, idle_ttl=30)
+)
+
+
+@timeout_env.task(timeout=1)
+async def sleep_past_timeout(marker: str, seconds: float) -> int:
+    return await marked_sleep.fn(marker, seconds)
+
+
+@pool_env.task
+async def timeout_probe(marker: str) -> str:
+    try:
+        await sleep_past_timeout(marker, 30)
+    except fanout.ActionFailed as exc:
+        return f"{exc.phase}: {exc.error_type}"
+    return "no timeout"
+
+
+@pool_env.task
+async def abort_probe(marker: str) -> int:
+    return await marked_sleep(marker, 60)
+
+
+@narrow_env.task
+async def logged_pooled(log_dir: str, x: int, seconds: float) -> int:
+    """Logs each execution with its pid, then sleeps."""
+    import os
+    from pathlib import Path
+
+    with (Path(log_dir) / str(x)).open("a") as log:
+        log.write(f"{os.getpid()}\n")
+    await asyncio.sleep(seconds)
+    return x
+
+
+@pool_env.task
+async def logged_pooled_fan(log_dir: str, n: int, seconds: float) -> list[int]:
+    return list(await asyncio.gather(*(logged_pooled(log_dir, i, seconds) for i in range(n))))

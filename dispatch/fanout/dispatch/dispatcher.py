@@ -10,6 +10,11 @@ reclaims its leases and another dispatcher runs the actions again; but the
 actions that had finished are reported by the next dispatcher on the same
 work place (backend.recover) before it leases anything, so they do not run
 twice. A backend keeps an outcome until its report was answered.
+
+Actions whose environment has a ReusePolicy run in pools of reusable
+workers instead (pools.py); their results live in memory only, so after a
+crash of this process (or of a worker) they run again once their leases
+lapse: at-least-once, like any lost lease.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import logging
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,6 +33,7 @@ import grpc
 from fanout.channel import async_channel
 from fanout.config import ClientConfig
 from fanout.dispatch.backend import Backend, Outcome, failure
+from fanout.dispatch.pools import Pools, WorkerLost, reusable
 from fanout.dispatch.reporter import Reporter
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb
@@ -56,10 +63,13 @@ class Dispatcher:
         backend: Backend,
         capacity: int = 256,
         action_endpoint: str = "",
+        worker_logs: Path | None = None,
     ) -> None:
         self.config = config.require()
         self.backend = backend
+        # Leased actions held at once: running, or queued here for a pool's free slot.
         self.capacity = capacity
+        self.pools = Pools(self.config, worker_logs)
         # Where actions reach the control plane; the same address unless a
         # container network needs another one.
         self.action_endpoint = action_endpoint or config.endpoint
@@ -119,6 +129,7 @@ class Dispatcher:
             for release in self._releases:
                 release.cancel()
             await asyncio.gather(*self._releases, return_exceptions=True)
+            await self.pools.shutdown()
             await self.backend.shutdown()
             await reporter.stop()
             await channel.close()
@@ -173,17 +184,21 @@ class Dispatcher:
     def _on_heartbeat_answer(self, response: dpb.LeaseResponse) -> None:
         for ref in response.waiting:
             key = _key(ref.tenant, ref.run, ref.name)
-            if key in self._running and key not in self._waiting:
+            entry = self._running.get(key)
+            if entry is not None and key not in self._waiting:
                 self._waiting.add(key)
                 self._give_credit()
+                if reusable(entry[0].spec):
+                    self.pools.waiting(entry[0])
         for ref in response.cancelled:
             key = _key(ref.tenant, ref.run, ref.name)
             entry = self._running.get(key)
             if entry is not None and entry[0].attempt == ref.attempt and not entry[1].done():
                 log.info("stopping %s: aborted, finished or leased elsewhere", key)
                 entry[1].cancel()
-                # The control plane has its end already: keep no more of its work than of a failure's.
-                self._release_after(entry[0], STOPPED, entry[1])
+                if not reusable(entry[0].spec):
+                    # The control plane has its end already: keep no more of its work than of a failure's.
+                    self._release_after(entry[0], STOPPED, entry[1])
 
     def _give_credit(self) -> None:
         if not self._stopping.is_set():
@@ -194,17 +209,25 @@ class Dispatcher:
             reporter.report(_report(action, pb.RUNNING))
 
         key = _ref(action)
+        pooled = reusable(action.spec)
         try:
             try:
-                outcome = await self.backend.run(action, self.action_endpoint, started)
+                if pooled:
+                    outcome = await self.pools.run(action, self.action_endpoint, started)
+                else:
+                    outcome = await self.backend.run(action, self.action_endpoint, started)
             except asyncio.CancelledError:
                 # Shutting down (the lease expires and the action runs again
                 # elsewhere) or told to stop (the server already has its end).
                 raise
+            except WorkerLost as exc:
+                # No report: the lease lapses and the control plane runs it again.
+                log.warning("%s is lost with its worker (%s); it runs again after its lease", key, exc)
+                return
             except Exception as exc:  # a backend bug fails the action, not the dispatcher
                 log.exception("backend failed on %s", key)
                 outcome = failure("BackendError", f"{type(exc).__name__}: {exc}")
-            self._finish(action, outcome, reporter)
+            self._finish(action, outcome, reporter, keeps_work=not pooled)
         finally:
             self._running.pop(key, None)
             if key in self._waiting:
@@ -212,13 +235,16 @@ class Dispatcher:
             else:
                 self._give_credit()
 
-    def _finish(self, action: dpb.LeasedAction, outcome: Outcome, reporter: Reporter) -> asyncio.Future[bool]:
+    def _finish(
+        self, action: dpb.LeasedAction, outcome: Outcome, reporter: Reporter, keeps_work: bool = True
+    ) -> asyncio.Future[bool]:
         """Report a terminal outcome; the backend drops what it kept once the report was answered."""
         report = _report(action, outcome.phase, outcome)
         if outcome.phase in (pb.FAILED, pb.TIMED_OUT) and action.attempt <= action.spec.retries:
             report.retry_after_seconds = retry_backoff(action.attempt)
         sent = reporter.report(report)
-        self._release_after(action, outcome, sent)
+        if keeps_work:  # a pool keeps nothing once the outcome is here
+            self._release_after(action, outcome, sent)
         return sent
 
     def _release_after(self, action: dpb.LeasedAction, outcome: Outcome, done: asyncio.Future[Any]) -> None:

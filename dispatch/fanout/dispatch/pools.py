@@ -1,0 +1,441 @@
+"""Pools of reusable workers: the dispatcher's side of actions whose spec has a ReusePolicy.
+
+A pool serves one tenant's environment (with one image, workdir and env):
+it starts workers on demand up to `replicas`, sends each action to the
+least-loaded worker with a free slot (at most `concurrency` per worker),
+queues the rest here, stops a worker idle for `idle_ttl` seconds, and
+starts another in place of one that died. A parent that the control plane
+says waits on its children gives its slot back (it is an idle coroutine in
+the worker), so a nested fanout in one environment cannot fill its own
+pool and deadlock.
+
+What a dead worker held is lost on purpose: run() raises WorkerLost, the
+dispatcher drops those actions without a report and stops renewing their
+leases, and the control plane leases them again once the leases lapse (at
+most one lease period). The same holds when the dispatcher itself dies: a
+worker's results live only in memory, so what it finished but had not yet
+reported runs again. That is at-least-once, like any lost lease.
+
+Timeouts run here: when an action's time is up the worker is told to
+cancel it and answers TIMED_OUT; a worker that does not answer within
+TIMEOUT_GRACE_SECONDS (a task blocking its event loop) is killed, the late
+action reported TIMED_OUT and the others run again elsewhere.
+
+Workers start with a clean environment: a few essentials (PATH, HOME,
+locale, the Python path), the spec's env and the control plane's address.
+Never the dispatcher's token, never FANOUT_REDIS_URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+import sys
+from collections import deque
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fanout.config import ClientConfig
+from fanout.dispatch.backend import Outcome, StartedCallback, failure
+from fanout.dispatch.frames import frame, read_frame
+from fanout.server.parent_death import command_dying_with_parent
+from fanout.v1 import actions_pb2 as pb
+from fanout.v1 import dispatch_pb2 as dpb
+from fanout.v1 import worker_pb2 as wpb
+
+log = logging.getLogger(__name__)
+
+WORKER_COMMAND = (sys.executable, "-m", "fanout.dispatch.worker")
+START_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 10.0
+TIMEOUT_GRACE_SECONDS = 5.0
+# What a worker inherits from the dispatcher's environment: enough to run
+# Python and find the installed packages, nothing that grants anything.
+INHERITED_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+
+Key = tuple[str, str, int]  # run, action name, attempt
+
+
+class WorkerLost(RuntimeError):
+    """The worker running the action died; the action's lease will lapse and it runs again."""
+
+
+def reusable(spec: pb.ActionSpec) -> bool:
+    """Whether the action runs in a pool: a Python task whose environment has a ReusePolicy."""
+    return spec.HasField("reuse") and not spec.command
+
+
+@dataclass(eq=False)
+class _Job:
+    action: dpb.LeasedAction
+    key: Key
+    on_started: StartedCallback
+    outcome: asyncio.Future[Outcome]
+    worker: WorkerProcess | None = None
+    holds_slot: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(frozen=True)
+class PoolKey:
+    tenant: str
+    environment: str
+    image: str
+    workdir: str
+    env: tuple[tuple[str, str], ...]
+    replicas: int
+    concurrency: int
+    idle_ttl: float
+
+    @classmethod
+    def of(cls, action: dpb.LeasedAction) -> PoolKey:
+        s = action.spec
+        return cls(
+            action.tenant,
+            s.environment,
+            s.image,
+            s.workdir,
+            tuple(sorted(s.env.items())),
+            max(s.reuse.replicas, 1),
+            max(s.reuse.concurrency, 1),
+            max(s.reuse.idle_ttl_seconds, 0.0),
+        )
+
+    @property
+    def label(self) -> str:
+        digest = hashlib.sha256(repr(self).encode()).hexdigest()[:10]
+        safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in self.environment)[:40]
+        return f"{self.tenant}-{safe}-{digest}"
+
+
+class WorkerProcess:
+    """One worker process: the frames to and from it, and the jobs it runs."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.jobs: dict[Key, _Job] = {}
+        self.slots_used = 0
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._outbox = wpb.ToWorker()
+        self._flush_scheduled = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    async def start(self, env: Mapping[str, str], cwd: str, log_path: Path | None) -> None:
+        output = await asyncio.to_thread(_open_log, log_path)
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *command_dying_with_parent(list(WORKER_COMMAND)),
+                cwd=cwd,
+                env=dict(env),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=output,
+                start_new_session=True,  # its own group: stopping it stops what its tasks started
+                limit=1 << 20,
+            )
+        finally:
+            if output != asyncio.subprocess.DEVNULL:
+                os.close(output)
+        assert self._proc.stdout is not None
+        try:
+            ready = wpb.FromWorker.FromString(
+                await asyncio.wait_for(read_frame(self._proc.stdout), START_TIMEOUT_SECONDS)
+            )
+            if not ready.HasField("ready"):
+                raise ValueError("the worker's first frame is not `ready`")
+        except (TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+            self.kill()
+            await self._proc.wait()
+            raise RuntimeError(f"the worker did not start (exit code {self._proc.returncode}): {exc!r}") from None
+        self._reader = asyncio.create_task(self._read(self._proc.stdout))
+
+    def send(self, job: _Job) -> None:
+        self.jobs[job.key] = job
+        self._outbox.run.append(job.action)
+        self._schedule_flush()
+
+    def cancel(self, key: Key, timed_out: bool) -> None:
+        self._outbox.cancel.append(wpb.WorkerCancel(run=key[0], name=key[1], attempt=key[2], timed_out=timed_out))
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            # Every action routed here in this turn of the loop goes out in one frame.
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        message, self._outbox = self._outbox, wpb.ToWorker()
+        assert self._proc is not None and self._proc.stdin is not None
+        if not self._proc.stdin.is_closing():
+            self._proc.stdin.write(frame(message.SerializeToString()))
+
+    async def _read(self, stdout: asyncio.StreamReader) -> None:
+        assert self._proc is not None
+        try:
+            while True:
+                message = wpb.FromWorker.FromString(await read_frame(stdout))
+                for outcome in message.finished:
+                    self.pool.finished(self, outcome)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # it exited
+        except ValueError:
+            log.error("worker %s broke the protocol; killing it", self.pid)
+            self.kill()
+        code = await self._proc.wait()
+        self.pool.exited(self, code)
+
+    def kill(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+
+    async def stop(self) -> None:
+        """End its input (it cancels what it runs and exits); kill it if it does not."""
+        if self._proc is None:
+            return
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        try:
+            await asyncio.wait_for(self._proc.wait(), STOP_TIMEOUT_SECONDS)
+        except TimeoutError:
+            self.kill()
+            await self._proc.wait()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+
+class Pool:
+    def __init__(self, key: PoolKey, env: Mapping[str, str], cwd: str, log_path: Path | None) -> None:
+        self.key = key
+        self._env = env
+        self._cwd = cwd
+        self._log_path = log_path
+        self.workers: list[WorkerProcess] = []
+        self._starting = 0
+        self._queue: deque[_Job] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()  # starts and stops in flight
+
+    async def run(self, action: dpb.LeasedAction, on_started: StartedCallback) -> Outcome:
+        key = (action.run, action.spec.name, action.attempt)
+        job = _Job(action, key, on_started, asyncio.get_running_loop().create_future())
+        self._queue.append(job)
+        self._pump()
+        try:
+            return await asyncio.shield(job.outcome)
+        except asyncio.CancelledError:
+            # Aborted, leased elsewhere, or the dispatcher stops: take it back from wherever it is.
+            if job.worker is None:
+                with contextlib.suppress(ValueError):
+                    self._queue.remove(job)
+            elif not job.outcome.done():
+                job.worker.cancel(key, timed_out=False)
+            raise
+        finally:
+            if job.timer is not None:
+                job.timer.cancel()
+
+    def waiting(self, action: dpb.LeasedAction) -> None:
+        """The action waits on its children: its slot goes to other work (it stays in its worker)."""
+        key = (action.run, action.spec.name, action.attempt)
+        for worker in self.workers:
+            job = worker.jobs.get(key)
+            if job is not None and job.holds_slot:
+                job.holds_slot = False
+                worker.slots_used -= 1
+                self._pump()
+                return
+
+    def _pump(self) -> None:
+        """Route queued jobs to the least-loaded workers; start a worker when all are full."""
+        while self._queue:
+            free = [w for w in self.workers if w.slots_used < self.key.concurrency]
+            if not free:
+                if len(self.workers) + self._starting < self.key.replicas:
+                    self._start_worker()
+                return
+            worker = min(free, key=lambda w: w.slots_used)
+            room = self.key.concurrency - worker.slots_used
+            for _ in range(min(room, len(self._queue))):
+                self._dispatch(self._queue.popleft(), worker)
+
+    def _dispatch(self, job: _Job, worker: WorkerProcess) -> None:
+        if worker.idle_timer is not None:
+            worker.idle_timer.cancel()
+            worker.idle_timer = None
+        job.worker = worker
+        job.holds_slot = True
+        worker.slots_used += 1
+        worker.send(job)
+        timeout = job.action.spec.timeout_seconds
+        if timeout:
+            job.timer = asyncio.get_running_loop().call_later(timeout, self._time_out, job)
+        job.on_started()
+
+    def _time_out(self, job: _Job) -> None:
+        if job.outcome.done() or job.worker is None:
+            return
+        job.worker.cancel(job.key, timed_out=True)
+        job.timer = asyncio.get_running_loop().call_later(TIMEOUT_GRACE_SECONDS, self._stuck, job)
+
+    def _stuck(self, job: _Job) -> None:
+        """The worker did not answer a timeout: its event loop is blocked. Kill it; this action timed out."""
+        if job.outcome.done() or job.worker is None:
+            return
+        log.warning("worker %s did not stop %s in time; killing it", job.worker.pid, job.key)
+        _resolve(job, _timed_out(job.action))
+        job.worker.kill()
+
+    def finished(self, worker: WorkerProcess, outcome: wpb.WorkerOutcome) -> None:
+        job = worker.jobs.pop((outcome.run, outcome.name, outcome.attempt), None)
+        if job is None:
+            return
+        if job.holds_slot:
+            worker.slots_used -= 1
+        _resolve(job, Outcome(outcome.phase, outcome.result))
+        if not worker.jobs:
+            self._idle(worker)
+        self._pump()
+
+    def exited(self, worker: WorkerProcess, code: int) -> None:
+        """A worker ended: by our stop, or it died (then its actions are lost and it is replaced on demand)."""
+        if worker in self.workers:
+            self.workers.remove(worker)
+        if worker.jobs:
+            lost = len(worker.jobs)
+            log.warning("worker %s of %s exited (%s) with %d actions", worker.pid, self.key.label, code, lost)
+        for job in worker.jobs.values():
+            if not job.outcome.done():
+                job.outcome.set_exception(WorkerLost(f"worker {worker.pid} exited with code {code}"))
+        worker.jobs.clear()
+        if worker.idle_timer is not None:
+            worker.idle_timer.cancel()
+        self._pump()
+
+    def _idle(self, worker: WorkerProcess) -> None:
+        if worker.idle_timer is None:
+            ttl = self.key.idle_ttl
+            worker.idle_timer = asyncio.get_running_loop().call_later(ttl, self._stop_idle, worker)
+
+    def _stop_idle(self, worker: WorkerProcess) -> None:
+        worker.idle_timer = None
+        if worker.jobs or worker not in self.workers:
+            return
+        self.workers.remove(worker)  # no new work goes to it from now on
+        log.info("stopping idle worker %s of %s", worker.pid, self.key.label)
+        self._track(worker.stop())
+
+    def _start_worker(self) -> None:
+        self._starting += 1
+        self._track(self._start())
+
+    async def _start(self) -> None:
+        worker = WorkerProcess(self)
+        try:
+            await worker.start(self._env, self._cwd, self._log_path)
+        except (OSError, RuntimeError) as exc:
+            log.error("cannot start a worker for %s: %s", self.key.label, exc)
+            self._starting -= 1
+            # Fail what waits rather than hold it forever: a broken environment fails its actions.
+            while self._queue and not self.workers and not self._starting:
+                _resolve(self._queue.popleft(), failure("WorkerStartError", str(exc)))
+            return
+        self._starting -= 1
+        self.workers.append(worker)
+        self._pump()
+        if not worker.jobs:
+            self._idle(worker)
+
+    def _track(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        workers, self.workers = self.workers, []
+        await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
+
+
+class Pools:
+    """Every pool of one dispatcher, keyed by tenant, environment, image, workdir and env."""
+
+    def __init__(self, config: ClientConfig, log_dir: Path | None = None) -> None:
+        self._config = config
+        self._log_dir = log_dir
+        self._pools: dict[PoolKey, Pool] = {}
+        self._jobs: dict[str, Pool] = {}  # action ref -> its pool, for waiting()
+
+    async def run(self, action: dpb.LeasedAction, endpoint: str, on_started: StartedCallback) -> Outcome:
+        key = PoolKey.of(action)
+        pool = self._pools.get(key)
+        if pool is None:
+            cwd = action.spec.workdir if action.spec.workdir and Path(action.spec.workdir).is_dir() else "/"
+            log_path = self._log_dir / f"{key.label}.log" if self._log_dir else None
+            pool = self._pools[key] = Pool(key, self.worker_env(action.spec, endpoint), cwd, log_path)
+        ref = _ref(action)
+        self._jobs[ref] = pool
+        try:
+            return await pool.run(action, on_started)
+        finally:
+            self._jobs.pop(ref, None)
+
+    def waiting(self, action: dpb.LeasedAction) -> None:
+        pool = self._jobs.get(_ref(action))
+        if pool is not None:
+            pool.waiting(action)
+
+    def worker_env(self, spec: pb.ActionSpec, endpoint: str) -> dict[str, str]:
+        env = {name: os.environ[name] for name in INHERITED_VARIABLES if name in os.environ}
+        env.update(spec.env)
+        env["FANOUT_ENDPOINT"] = endpoint
+        env["FANOUT_CONFIG"] = os.devnull  # no config file: the actions' tokens come in their leases
+        for name, value in (
+            ("FANOUT_TLS_CA", self._config.tls_ca),
+            ("FANOUT_TLS_CERT", self._config.tls_cert),
+            ("FANOUT_TLS_KEY", self._config.tls_key),
+        ):
+            if value:
+                env[name] = value
+        return env
+
+    def worker_pids(self) -> list[int]:
+        return [w.pid for pool in self._pools.values() for w in pool.workers if w.pid is not None]
+
+    async def shutdown(self) -> None:
+        pools, self._pools = list(self._pools.values()), {}
+        await asyncio.gather(*(pool.shutdown() for pool in pools))
+
+
+def _resolve(job: _Job, outcome: Outcome) -> None:
+    if not job.outcome.done():
+        job.outcome.set_result(outcome)
+
+
+def _timed_out(action: dpb.LeasedAction) -> Outcome:
+    return failure("Timeout", f"the action ran longer than {action.spec.timeout_seconds}s", pb.TIMED_OUT)
+
+
+def _ref(action: dpb.LeasedAction) -> str:
+    return f"{action.tenant}/{action.run}/{action.spec.name}"
+
+
+def _open_log(path: Path | None) -> int:
+    if path is None:
+        return asyncio.subprocess.DEVNULL
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)

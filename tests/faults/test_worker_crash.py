@@ -1,0 +1,67 @@
+"""A reusable worker killed with SIGKILL loses nothing: its actions run again and each ends once.
+
+The session's dispatcher runs the pools; the test kills one worker process
+while it runs four children, the way the OOM killer or a crash would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+from pathlib import Path
+
+from fanout.client import TERMINAL_PHASES, Client
+from fanout.dispatch.dispatcher import Dispatcher
+from fanout.runs import start_run
+from fanout.runtime import load_task
+from tests.conftest import TASKS_FILE, Tenant
+from tests.helpers import eventually
+
+
+def terminal_events(client: Client, run: str, parent: str, expected: int) -> Counter[str]:
+    """Terminal events per child, read from the start of the parent's event stream."""
+    seen: Counter[str] = Counter()
+    for event in client.watch_children(run, parent, cursor="0-0", timeout=10):
+        if event.update.phase in TERMINAL_PHASES:
+            seen[event.update.name] += 1
+            if sum(seen.values()) >= expected:
+                break
+    return seen
+
+
+def test_a_killed_workers_actions_run_again_and_end_once(
+    tenant: Tenant, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    logs = tmp_path / "executions"
+    logs.mkdir()
+    fan = load_task(f"file:{TASKS_FILE}:logged_pooled_fan")
+    run = start_run(tenant.client, fan, str(logs), 8, 2.0)  # children: replicas=1, concurrency=4
+
+    def first_four_running() -> int:
+        started = [int(f.read_text().split()[0]) for f in logs.iterdir() if f.read_text()]
+        assert len(started) == 4, started
+        return started[0]
+
+    worker = eventually(first_four_running, timeout=30)
+    assert worker != os.getpid()
+    os.kill(worker, signal.SIGKILL)
+
+    assert run.wait(90).outputs() == list(range(8))
+    executions = {int(f.name): f.read_text().split() for f in logs.iterdir()}
+    killed = [x for x, pids in executions.items() if pids[0] == str(worker)]
+    assert len(killed) == 4
+    for x in killed:  # ran again, in another worker
+        assert len(executions[x]) == 2 and executions[x][1] != str(worker)
+    assert terminal_events(tenant.client, run.name, "root", 8) == Counter(
+        {name: 1 for name in _children(tenant, run.name)}
+    )
+
+
+def _children(tenant: Tenant, run: str) -> list[str]:
+    names = []
+    for event in tenant.client.watch_children(run, "root"):
+        if event.HasField("replay_done"):
+            return names
+        names.append(event.update.name)
+    return names

@@ -1,0 +1,97 @@
+"""Reusable workers: environments with a ReusePolicy run in pools of long-lived worker processes.
+
+Everything is real: the session's Redis, gRPC server and dispatcher (the
+dispatcher's pools start `python -m fanout.dispatch.worker` processes).
+The tasks report what they see from inside: their process id and the most
+tasks that ran at once in that process.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import fanout
+from fanout.dispatch.dispatcher import Dispatcher
+from fanout.runs import start_run
+from fanout.runtime import load_task
+from fanout.v1 import actions_pb2 as pb
+from tests.conftest import TASKS_FILE, Tenant
+from tests.helpers import LoopThread, eventually
+
+
+def task(name: str) -> fanout.Task[Any, Any]:
+    return load_task(f"file:{TASKS_FILE}:{name}")
+
+
+def start(tenant: Tenant, name: str, *args: object) -> fanout.Run:
+    return start_run(tenant.client, task(name), *args)
+
+
+def worker_pids(dispatcher: Dispatcher, loop_thread: LoopThread) -> list[int]:
+    async def read() -> list[int]:
+        return dispatcher.pools.worker_pids()
+
+    return loop_thread.run(read())
+
+
+def test_a_reusable_environment_runs_2000_children_on_at_most_its_replicas(
+    tenant: Tenant, dispatcher: Dispatcher
+) -> None:
+    results = start(tenant, "pooled_fan", 2000).wait(120).outputs()
+    assert len(results) == 2000
+    pids = {pid for pid, _ in results}
+    assert 1 <= len(pids) <= 2  # replicas=2
+    assert os.getpid() not in pids
+
+
+def test_a_worker_runs_no_more_than_its_concurrency_at_once(tenant: Tenant, dispatcher: Dispatcher) -> None:
+    results = start(tenant, "narrow_fan", 40, 0.05).wait(60).outputs()
+    assert len({pid for pid, _ in results}) == 1  # replicas=1
+    peak = max(seen for _, seen in results)
+    assert 2 <= peak <= 4  # concurrency=4: used, never exceeded
+
+
+def test_idle_workers_stop_after_idle_ttl(tenant: Tenant, dispatcher: Dispatcher, loop_thread: LoopThread) -> None:
+    results = start(tenant, "narrow_fan", 8, 0.0).wait(60).outputs()
+    pid = results[0][0]
+    eventually(lambda: pid not in worker_pids(dispatcher, loop_thread), timeout=15)  # idle_ttl=1
+    eventually(lambda: not Path(f"/proc/{pid}").exists(), timeout=15)
+
+
+def test_an_action_without_a_reuse_policy_runs_in_a_process_of_its_own(tenant: Tenant, dispatcher: Dispatcher) -> None:
+    pids = start(tenant, "own_pid_fan", 6).wait(60).outputs()
+    assert len(set(pids)) == 6
+
+
+def test_a_timeout_cancels_the_task_inside_its_worker(tenant: Tenant, dispatcher: Dispatcher, tmp_path: Path) -> None:
+    marker = tmp_path / "timeout"
+    assert start(tenant, "timeout_probe", str(marker)).wait(60).outputs() == "TIMED_OUT: Timeout"
+    assert marker.read_text() == "cancelled"  # the task saw CancelledError: its worker was not killed
+    assert Path(f"/proc/{marker.with_suffix('.pid').read_text()}").exists()
+
+
+def test_an_abort_cancels_the_task_inside_its_worker(tenant: Tenant, dispatcher: Dispatcher, tmp_path: Path) -> None:
+    marker = tmp_path / "abort"
+    run = start(tenant, "abort_probe", str(marker))
+    eventually(lambda: Path(str(marker) + ".pid").exists(), timeout=30)
+    tenant.client.abort_run(run.name, "test")
+    eventually(lambda: marker.exists() and marker.read_text() == "cancelled", timeout=15)
+    assert run.wait(30).phase == "ABORTED"
+    assert Path(f"/proc/{Path(str(marker) + '.pid').read_text()}").exists()  # the worker lives on
+
+
+def test_a_worker_holds_no_platform_secret(tenant: Tenant, dispatcher: Dispatcher) -> None:
+    env = start(tenant, "environment_of_worker").wait(60).outputs()
+    assert "FANOUT_TOKEN" not in env
+    assert "FANOUT_REDIS_URL" not in env
+    assert not [name for name, value in env.items() if dispatcher.config.token in value]
+    assert env["FANOUT_ENDPOINT"]
+
+
+def test_a_reuse_policy_travels_in_the_spec() -> None:
+    spec = task("pooled_pid").spec("x", b"")
+    assert spec.environment == "pool_env"
+    assert spec.reuse == pb.ReusePolicy(replicas=2, concurrency=64, idle_ttl_seconds=1)
+    assert not task("own_pid").spec("y", b"").HasField("reuse")
