@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test soak lint proto proto-check bench clean
+.PHONY: install run test soak lint proto proto-check bench bench-million clean
 
 install: $(STAMP)
 
@@ -36,8 +36,14 @@ proto: $(STAMP)
 proto-check: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py --check
 
+# Every figure but the million, printed and written to bench/results/ (a few minutes). The Ray peer
+# runs when Ray is installed: `$(BIN)/pip install -e '.[bench]'`.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
+
+# One run of 1,000,000 actions on reusable workers (many minutes).
+bench-million: $(STAMP)
+	$(BIN)/python -m bench.run_all --million
 
 clean:
 	rm -rf $(VENV) .fanout .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,7 @@
 """Run every benchmark, print a table of the figures, and write them as JSON.
 
-    python -m bench.run_all [--label NAME]     # from the repo root; `make bench`
+    python -m bench.run_all [--label NAME]     # from the repo root; `make bench` (a few minutes)
+    python -m bench.run_all --million          # only the run of 1,000,000 actions; `make bench-million`
 
 Writes bench/results/<label>-<UTC timestamp>.json and bench/results/latest.json.
 Figures are printed, never asserted.
@@ -9,6 +10,8 @@ Figures are printed, never asserted.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import os
 import platform
@@ -19,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import admission, end_to_end, slowlog
+from bench import admission, end_to_end, million, slowlog, throughput
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -68,8 +71,41 @@ def table(report: dict[str, Any]) -> str:
                 f"{s['longest_us'] / 1000:.1f} ms ({s['longest_command']}); wall {s['wall_s']:.2f} s{outcome}",
             )
         )
+    if "throughput" in report:
+        rows.extend(throughput.table(throughput_from(report["throughput"])))
+    if "latency" in report:
+        rows.extend(_latency_rows(report["latency"]))
+    return _rows(rows)
+
+
+def _rows(rows: list[tuple[str, str]]) -> str:
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
+
+
+def throughput_from(data: dict[str, Any]) -> throughput.Throughput:
+    """The dataclass back from its JSON form, for the table."""
+    figure = throughput.RunFigure
+    return throughput.Throughput(
+        **{
+            **data,
+            "headline": figure(**data["headline"]),
+            "scaling": [figure(**f) for f in data["scaling"]],
+            "per_action": figure(**data["per_action"]),
+            "ray": throughput.Peer(**data["ray"]),
+        }
+    )
+
+
+def _latency_rows(latency: dict[str, Any], prefix: str = "admission to RUNNING") -> list[tuple[str, str]]:
+    """bench/latency.py's figures, whatever their shape: one row per leaf value."""
+    rows: list[tuple[str, str]] = []
+    for key, value in latency.items():
+        if isinstance(value, dict):
+            rows.extend(_latency_rows(value, f"{prefix}, {key}"))
+        else:
+            rows.append((f"{prefix}, {key}", str(value)))
+    return rows
 
 
 def _latency(e2e: dict[str, Any]) -> str:
@@ -90,20 +126,41 @@ def write(report: dict[str, Any], label: str, stamp: str) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__.splitlines()[0])
-    parser.add_argument("--label", default="baseline", help="results file name prefix (default: baseline)")
+    parser.add_argument("--label", help="results file name prefix (default: baseline, or million)")
+    parser.add_argument("--million", action="store_true", help=f"only the run of {million.ACTIONS:,} actions (minutes)")
     args = parser.parse_args(argv)
+    label = args.label or ("million" if args.million else "baseline")
     now = datetime.now(UTC)
-    report: dict[str, Any] = {"label": args.label, "timestamp": now.isoformat(timespec="seconds"), "machine": machine()}
+    report: dict[str, Any] = {"label": label, "timestamp": now.isoformat(timespec="seconds"), "machine": machine()}
+    if args.million:
+        print(f"million: one run of {million.ACTIONS:,} no-op actions on reusable workers ...", flush=True)
+        result = million.run()
+        report["million"] = asdict(result)
+        m = report["machine"]
+        rows = [("machine", f"{m['cores']} cores, Python {m['python']}, {m['platform']}, commit {m['commit']}")]
+        print(_rows(rows + million.table(result)))
+    else:
+        _run_suite(report)
+        print(table(report))
+    for path in write(report, label, now.strftime("%Y%m%dT%H%M%SZ")):
+        print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    return 0
+
+
+def _run_suite(report: dict[str, Any]) -> None:
     print(f"admission: one SubmitBatch of {', '.join(f'{n:,}' for n in admission.SIZES)} actions ...", flush=True)
     report["admission"] = asdict(admission.run())
     print(f"end to end: a fanout of {end_to_end.TASKS} no-op tasks through `fanout up` ...", flush=True)
     report["end_to_end"] = asdict(end_to_end.run())
     print("slowlog: the longest single Redis command during a big admission, abort and lease ...", flush=True)
     report["slowlog"] = asdict(slowlog.run())
-    print(table(report))
-    for path in write(report, args.label, now.strftime("%Y%m%dT%H%M%SZ")):
-        print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
-    return 0
+    sizes = ", ".join(f"{n:,}" for n in throughput.SIZES)
+    print(f"throughput: fanouts of {sizes} no-op tasks, one worker per action, and Ray ...", flush=True)
+    report["throughput"] = asdict(throughput.run())
+    # bench/latency.py (admission to RUNNING, p50/p99) is optional: it is run when it is there.
+    if importlib.util.find_spec("bench.latency") is not None:
+        print("latency: admission to RUNNING with free capacity and during a large tenant's fanout ...", flush=True)
+        report["latency"] = importlib.import_module("bench.latency").run()
 
 
 if __name__ == "__main__":

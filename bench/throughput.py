@@ -1,0 +1,227 @@
+"""Throughput: fanouts of no-op tasks through the SDK, submit to all results, and Ray's on the same workload.
+
+How: a deployment of separate processes (bench/deploy.py: Redis, `fanout server`,
+`fanout dispatcher` with the process backend). The SDK client is this process.
+A run's root is `fan(n)` of bench/tasks.py, which gathers `noop(i)` for i < n;
+the timer covers `start_run` up to the root's outputs (run creation, the root,
+the n children and their results). Runs, in order, after an untimed warm-up:
+
+- fanouts of SIZES on reusable workers (the `reused` environment, a ReusePolicy),
+  10,000 of them REPEATS times (the median is the headline figure): time per action
+  for each N, which must not grow with N;
+- CPU seconds per process kind during each 10,000 run, from /proc (bench/procs.py);
+  the median run's are printed;
+- a fanout of PER_ACTION on the one-worker-per-action path (no ReusePolicy);
+- after the deployment has stopped, the same 10,000 on Ray (bench/ray_peer.py, its
+  own process), when Ray is installed (`pip install -e '.[bench]'`).
+
+Without ReusePolicy in the SDK, the `reused` environment has no pool: the figures
+say so ("reusable workers not available: measured one process per action") and
+the sizes that would take minutes that way are skipped, never estimated.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import tasks
+from bench.deploy import Deployment, deployment
+from bench.procs import cpu_by_kind, cpu_snapshot, self_cpu_s
+from fanout.client import Client
+from fanout.runs import start_run
+from fanout.runtime import load_task
+
+SIZES = (1_000, 10_000, 100_000)
+HEADLINE = 10_000
+REPEATS = 3
+PER_ACTION = 500
+WARMUP = 100
+# Without reusable workers an action costs a process: sizes over this would take minutes.
+MAX_PER_PROCESS = 10_000
+CAPACITY = 4_096  # actions the dispatcher holds at once
+PER_PROCESS_CONCURRENCY = 256  # processes at once on the per-action path (the default capacity of `fanout up`)
+RUN_TIMEOUT = 3_600.0  # the million run at a few thousand actions/s
+RAY_TIMEOUT = 900.0
+TASK_FILE = Path(tasks.__file__).resolve()
+NOT_REUSABLE = "reusable workers not available: measured one process per action"
+
+
+@dataclass(frozen=True)
+class RunFigure:
+    actions: int
+    wall_s: float
+    actions_per_s: float
+    per_action_us: float
+    parent_peak_rss_kb: int  # VmHWM of the process that ran fan(n)
+    runner: str  # that process's command line: a reusable worker's, or a per-action runtime's
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    version: str
+    tasks: int
+    wall_s: float | None  # the median of the tries
+    tasks_per_s: float | None
+    walls_s: list[float]
+    note: str  # why there is no figure, when there is none
+
+
+@dataclass(frozen=True)
+class Throughput:
+    mode: str
+    deployment: str
+    headline: RunFigure  # the median of REPEATS fanouts of HEADLINE
+    headline_walls_s: list[float]
+    cpu_s: dict[str, float]  # CPU seconds per process kind during the median headline run
+    scaling: list[RunFigure]
+    skipped: list[str]
+    per_action: RunFigure
+    ray: Peer
+    ratio_to_ray: float | None
+
+
+def mode() -> str:
+    if tasks.REUSE is None:
+        return NOT_REUSABLE
+    return f"reusable workers: ReusePolicy(replicas={tasks.REPLICAS}, concurrency={tasks.CONCURRENCY})"
+
+
+def run() -> Throughput:
+    reusable = tasks.REUSE is not None
+    fan = load_task(f"file:{TASK_FILE}:fan")
+    fan_per_action = load_task(f"file:{TASK_FILE}:fan_per_action")
+    with deployment(CAPACITY) as d:
+        limit = 10 * max(SIZES) if reusable else PER_PROCESS_CONCURRENCY
+        reused_cfg = d.tenant("reused", max_fanout=10 * max(SIZES), max_concurrency=limit)
+        per_action_cfg = d.tenant("per-action", max_fanout=10 * max(SIZES), max_concurrency=PER_PROCESS_CONCURRENCY)
+        with Client(reused_cfg) as reused, Client(per_action_cfg) as per_action:
+            time_run(reused, fan, WARMUP)
+            time_run(per_action, fan_per_action, WARMUP // 10)
+            scaling, skipped = [], []
+            headline: tuple[RunFigure, dict[str, float]] | None = None
+            walls: list[float] = []
+            for n in SIZES:
+                if not reusable and n > MAX_PER_PROCESS:
+                    skipped.append(f"fanout of {n:,}: {NOT_REUSABLE}, it would take minutes")
+                    continue
+                if n != HEADLINE:
+                    scaling.append(time_run(reused, fan, n))
+                    continue
+                tries = [with_cpu(d, reused, fan, n) for _ in range(REPEATS if reusable else 1)]
+                tries.sort(key=lambda t: t[0].wall_s)
+                walls = [t[0].wall_s for t in tries]
+                headline = tries[len(tries) // 2]
+                scaling.append(headline[0])
+            assert headline is not None
+            per_action_figure = time_run(per_action, fan_per_action, PER_ACTION)
+    ray = ray_peer(HEADLINE, REPEATS)
+    ratio = headline[0].actions_per_s / ray.tasks_per_s if ray.tasks_per_s else None
+    return Throughput(
+        mode(),
+        f"separate processes: Redis, `fanout server`, `fanout dispatcher --capacity {CAPACITY}` (process backend)",
+        headline[0],
+        walls,
+        headline[1],
+        scaling,
+        skipped,
+        per_action_figure,
+        ray,
+        ratio,
+    )
+
+
+def with_cpu(d: Deployment, client: Client, task: Any, n: int) -> tuple[RunFigure, dict[str, float]]:
+    roots = list(d.pids.values())
+    before, client_before = cpu_snapshot(roots), self_cpu_s()
+    figure = time_run(client, task, n)
+    after, client_after = cpu_snapshot(roots), self_cpu_s()
+    cpu = cpu_by_kind(before, after)
+    cpu["client (the benchmark)"] = round(client_after - client_before, 2)
+    return figure, cpu
+
+
+def time_run(client: Client, task: Any, n: int) -> RunFigure:
+    start = time.perf_counter()
+    result = start_run(client, task, n).wait(RUN_TIMEOUT).outputs()
+    wall = time.perf_counter() - start
+    if result.get("count") != n or result.get("sum") != n * (n - 1) // 2:
+        raise RuntimeError(f"{task.name}({n}) returned a wrong result: {result}")
+    return RunFigure(n, wall, n / wall, wall / n * 1e6, int(result["peak_rss_kb"]), str(result["runner"]))
+
+
+def ray_peer(n: int, repeats: int) -> Peer:
+    """Ray on the same workload, in its own process (bench/ray_peer.py); skipped when Ray is absent."""
+    if importlib.util.find_spec("ray") is None:
+        note = "Ray is not installed: `pip install -e '.[bench]'` installs it; skipped"
+        return Peer("ray", "", n, None, None, [], note)
+    cmd = [sys.executable, "-m", "bench.ray_peer", str(n), str(repeats)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=RAY_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        return Peer("ray", "", n, None, None, [], f"Ray did not finish within {RAY_TIMEOUT:.0f} s")
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        return Peer("ray", "", n, None, None, [], f"Ray failed (exit {done.returncode}): {done.stderr[-500:]}")
+    figure: dict[str, Any] = json.loads(lines[-1])
+    walls = sorted(float(w) for w in figure["walls_s"])
+    wall = walls[len(walls) // 2]
+    return Peer("ray", figure["version"], n, wall, n / wall, walls, "")
+
+
+def table(t: Throughput) -> list[tuple[str, str]]:
+    h = t.headline
+    rows = [
+        ("throughput mode", f"{t.mode}; the parent ran in `python {h.runner}`"),
+        ("throughput deployment", t.deployment),
+        (
+            f"fanout of {h.actions:,} (SDK, submit to results)",
+            f"{h.actions_per_s:,.0f} actions/s  ({h.wall_s:.2f} s median; tries "
+            + " / ".join(f"{w:.2f}" for w in t.headline_walls_s)
+            + " s)",
+        ),
+    ]
+    if t.ray.tasks_per_s is not None and t.ray.wall_s is not None:
+        rows.append(
+            (
+                f"Ray {t.ray.version}, {t.ray.tasks:,} no-op tasks",
+                f"{t.ray.tasks_per_s:,.0f} tasks/s  ({t.ray.wall_s:.2f} s median; tries "
+                + " / ".join(f"{w:.2f}" for w in t.ray.walls_s)
+                + " s)",
+            )
+        )
+        rows.append(("fanout ÷ Ray", f"{t.ratio_to_ray:.2f}×"))
+    else:
+        rows.append(("Ray", t.ray.note))
+    for f in t.scaling:
+        rows.append(
+            (
+                f"fanout of {f.actions:,}",
+                f"{f.per_action_us:,.0f} µs/action  ({f.actions_per_s:,.0f} actions/s, {f.wall_s:.2f} s; "
+                f"parent peak RSS {f.parent_peak_rss_kb / 1024:.0f} MiB)",
+            )
+        )
+    rows.extend(("skipped", s) for s in t.skipped)
+    p = t.per_action
+    rows.append(
+        (
+            f"one worker per action, fanout of {p.actions:,}",
+            f"{p.actions_per_s:,.0f} actions/s  ({p.wall_s:.2f} s; the parent ran in `python {p.runner}`)",
+        )
+    )
+    total = sum(t.cpu_s.values())
+    for kind, seconds in sorted(t.cpu_s.items(), key=lambda kv: -kv[1]):
+        rows.append(
+            (
+                f"CPU at {h.actions:,}: {kind}",
+                f"{seconds:.2f} s  ({seconds / h.actions * 1e6:,.0f} µs/action, {seconds / total:.0%})",
+            )
+        )
+    return rows
