@@ -12,7 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import fanout
+from fanout import errors
 from fanout.dispatch.dispatcher import Dispatcher
 from fanout.runs import start_run
 from fanout.runtime import load_task
@@ -95,3 +98,23 @@ def test_a_reuse_policy_travels_in_the_spec() -> None:
     assert spec.environment == "pool_env"
     assert spec.reuse == pb.ReusePolicy(replicas=2, concurrency=64, idle_ttl_seconds=1)
     assert not task("own_pid").spec("y", b"").HasField("reuse")
+
+
+@pytest.mark.parametrize(
+    ("policy", "field"),
+    [
+        (pb.ReusePolicy(replicas=0, concurrency=1), "reuse.replicas"),
+        (pb.ReusePolicy(replicas=1, concurrency=0), "reuse.concurrency"),
+        (pb.ReusePolicy(replicas=1000, concurrency=1), "reuse.replicas"),
+        (pb.ReusePolicy(replicas=1, concurrency=1, idle_ttl_seconds=-1), "reuse.idle_ttl_seconds"),
+        (pb.ReusePolicy(replicas=1, concurrency=1, idle_ttl_seconds=float("nan")), "reuse.idle_ttl_seconds"),
+    ],
+)
+def test_a_reuse_policy_out_of_bounds_is_refused_and_creates_nothing(
+    tenant: Tenant, policy: pb.ReusePolicy, field: str
+) -> None:
+    spec = pb.ActionSpec(task_ref="module:m:f", reuse=policy)
+    with pytest.raises(errors.InvalidRequest, match=field):
+        tenant.client.create_run(spec, run_name="bad-reuse")
+    with pytest.raises(errors.NotFound):
+        tenant.client.get_run("bad-reuse")

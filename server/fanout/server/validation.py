@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from fanout.quota import keys, phases
@@ -22,6 +23,10 @@ MAX_VIOLATIONS = 20
 # A failed action's error text is stored with its result: keep it bounded too.
 MAX_ERROR_MESSAGE = 8192
 MAX_ERROR_TRACEBACK = 65536
+# ReusePolicy bounds: workers per pool, actions at once per worker, seconds a worker may idle.
+MAX_REPLICAS = 64
+MAX_WORKER_CONCURRENCY = 10_000
+MAX_IDLE_TTL_SECONDS = 86_400
 
 
 def run_name(value: str, what: str = "run") -> str:
@@ -78,6 +83,29 @@ def spec_violations(s: pb.ActionSpec, max_payload_bytes: int) -> list[tuple[str,
         out.append(("env", f"{who}: environment is larger than {MAX_ENV_BYTES} bytes"))
     if len(s.inputs) > max_payload_bytes:
         out.append(("inputs", f"{who}: inputs are {len(s.inputs)} bytes, max_payload_bytes is {max_payload_bytes}"))
+    if len(s.environment) > MAX_TASK_NAME:
+        out.append(("environment", f"{who}: environment is {len(s.environment)} characters, cap is {MAX_TASK_NAME}"))
+    if s.HasField("reuse"):
+        out += reuse_violations(s.reuse, who)
+    return out
+
+
+def reuse_violations(r: pb.ReusePolicy, who: str) -> list[tuple[str, str]]:
+    """A ReusePolicy within what one dispatcher can hold: a few workers, bounded slots, a finite idle time."""
+    out: list[tuple[str, str]] = []
+    if not 1 <= r.replicas <= MAX_REPLICAS:
+        out.append(("reuse.replicas", f"{who}: reuse.replicas is {r.replicas}, must be 1 to {MAX_REPLICAS}"))
+    if not 1 <= r.concurrency <= MAX_WORKER_CONCURRENCY:
+        out.append(
+            ("reuse.concurrency", f"{who}: reuse.concurrency is {r.concurrency}, must be 1 to {MAX_WORKER_CONCURRENCY}")
+        )
+    if not 0 <= r.idle_ttl_seconds <= MAX_IDLE_TTL_SECONDS:  # also false for NaN
+        out.append(
+            (
+                "reuse.idle_ttl_seconds",
+                f"{who}: reuse.idle_ttl_seconds is {r.idle_ttl_seconds}, must be 0 to {MAX_IDLE_TTL_SECONDS}",
+            )
+        )
     return out
 
 
@@ -86,18 +114,27 @@ def batch(
     max_batch: int,
     max_payload_bytes: int,
     max_batch_bytes: int = Settings.max_batch_bytes,
+    sizes: Sequence[int] | None = None,
 ) -> None:
-    """The batch as a whole, then each action: every bad action is named, so a client can drop just those."""
+    """The batch as a whole, then each action: every bad action is named, so a client can drop just those.
+
+    `sizes`, when given, bounds each action's serialized size from above (admission.Batch.sizes):
+    the actions are then screened a list at a time, and only those the screen cannot clear are
+    checked one by one, with the same outcome as checking them all.
+    """
     if not actions:
         raise invalid("the batch is empty: submit at least one action")
     if len(actions) > max_batch:
         raise invalid(f"the batch holds {len(actions)} actions, cap is {max_batch}; split it")
-    size = sum(s.ByteSize() for s in actions)
-    if size > max_batch_bytes:
-        raise invalid(f"the batch is {size} bytes, max_batch_bytes is {max_batch_bytes}; split it")
+    if sizes is None or sum(sizes) > max_batch_bytes:
+        size = sum(s.ByteSize() for s in actions)
+        if size > max_batch_bytes:
+            raise invalid(f"the batch is {size} bytes, max_batch_bytes is {max_batch_bytes}; split it")
+    suspects = range(len(actions)) if sizes is None else _suspects(actions, sizes, max_payload_bytes)
     bad: list[tuple[str, str]] = []
     count = 0
-    for i, s in enumerate(actions):
+    for i in suspects:
+        s = actions[i]
         problems = spec_violations(s, max_payload_bytes)
         if problems:
             count += 1
@@ -106,6 +143,28 @@ def batch(
     if bad:
         more = f" (the first {len(bad)} are named)" if count > len(bad) else ""
         raise invalid(f"{count} of {len(actions)} actions are invalid{more}; first: {bad[0][1]}", bad)
+
+
+# Every name of a batch in one match, joined by newlines; a name holding a newline itself shows in
+# the count of newlines and is checked alone.
+_NAMES_RE = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_-]{0,127}\n)*[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+# A spec of at most this many bytes breaks no length bound above, whatever its fields hold: each
+# bound is larger (an env of 64 distinct keys or 256 arguments takes more bytes too).
+SMALL_SPEC_BYTES = 256
+
+
+def _suspects(actions: Sequence[pb.ActionSpec], sizes: Sequence[int], max_payload_bytes: int) -> list[int]:
+    """Indexes of the actions that may break a bound; every other one breaks none."""
+    small = min(SMALL_SPEC_BYTES, max_payload_bytes)
+    out = {i for i, size in enumerate(sizes) if size > small}
+    names = [s.name for s in actions]
+    joined = "\n".join(names)
+    if joined.count("\n") != len(names) - 1 or not _NAMES_RE.fullmatch(joined):
+        out.update(i for i, name in enumerate(names) if not keys.ACTION_RE.match(name))
+    refs = [s.task_ref for s in actions]
+    if not all(refs):
+        out.update(i for i, ref in enumerate(refs) if not ref)  # valid only with a command
+    return sorted(out)
 
 
 def report_violations(r: dpb.PhaseReport) -> list[tuple[str, str]]:
