@@ -8,15 +8,16 @@ names and counts, never payload contents.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
 
-from fanout.quota import keys
+from fanout.quota import keys, phases
 from fanout.quota.admission import Admission, Admitter
-from fanout.quota.errors import NotFound
+from fanout.quota.errors import NotFound, Unavailable
 from fanout.quota.failclosed import fail_closed
 from fanout.quota.limits import Limits, LimitStore
 from fanout.quota.scripts import Scripts
@@ -30,6 +31,8 @@ LEASE_CALLS = 8
 # results of about this many bytes (a child's result may be big).
 SNAPSHOT_PAGE = 1_000
 SNAPSHOT_PAGE_BYTES = 1 << 20
+# How long one read of the wake subscription waits; only bounds how soon a stopped reader notices.
+WAKE_READ_SECONDS = 1.0
 
 # Finished runs are closed (their unfinished actions aborted) and later dropped
 # in steps, one short script each, whatever the run's size: a step aborts up
@@ -196,21 +199,52 @@ class ActionStore:
         return out
 
     @fail_closed
-    async def ready_tenants(self) -> list[str]:
-        """Tenants that may have leasable work (see keys.READY)."""
-        return sorted(t.decode() for t in await self._redis.smembers(keys.READY))
+    async def wake(self, tenant: str) -> None:
+        """Mark the tenant ready and wake every server's lease streams for it (e.g. a retry fell due)."""
+        await self._mark_ready(tenant)
+
+    async def wakes(self, subscribed: Callable[[], None]) -> AsyncIterator[str]:
+        """The tenants woken on any server (see keys.WAKE_CHANNEL), as they are, until the caller stops.
+
+        Calls `subscribed` once the subscription holds: wakes published before it were missed, so
+        the caller sweeps then. Raises Unavailable when the subscription is lost.
+        """
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(keys.WAKE_CHANNEL)
+            subscribed()
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=WAKE_READ_SECONDS)
+                if message is not None:
+                    yield message["data"].decode()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise Unavailable(f"lost the wake subscription: {exc}") from exc
+        finally:
+            await pubsub.aclose()
 
     async def _mark_ready(self, tenant: str) -> None:
-        await self._redis.sadd(keys.READY, tenant)
+        # One round trip; the mark lands before the wake, so a woken stream that finds nothing
+        # to lease leaves the mark to the sweep only when the work is truly gone.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.sadd(keys.READY, tenant)
+            pipe.publish(keys.WAKE_CHANNEL, tenant)
+            await pipe.execute()
+
+    async def _wake_if_ready(self, tenant: str) -> None:
+        # A tenant keeps its ready mark while it has work waiting (lease.lua counts it), so a
+        # freed slot wakes the streams only when something can use it.
+        if await self._redis.sismember(keys.READY, tenant):
+            await self._redis.publish(keys.WAKE_CHANNEL, tenant)
 
     async def _mark_idle(self, tenant: str) -> None:
         # Admission queues first and marks ready after, so checking the queue
         # after removing the mark cannot lose a wakeup: either we see its
         # actions here, or its mark lands after our removal.
+        # No wake with that mark: whoever queued the work wakes the streams after queueing it.
         k = keys.TenantKeys(tenant)
         await self._redis.srem(keys.READY, tenant)
         if await self._redis.llen(k.queue) or await self._redis.llen(k.runs) or await self._redis.zcard(k.delayed):
-            await self._mark_ready(tenant)
+            await self._redis.sadd(keys.READY, tenant)
 
     @fail_closed
     async def report(self, tenant: str, reports: Sequence[Report]) -> int:
@@ -221,7 +255,9 @@ class ActionStore:
             args += [r.run, r.name, r.attempt, r.phase, r.result, r.retry_after]
         ignored, closed = await self._scripts.report(keys=[k.slots, k.leased, k.stats, k.delayed, k.closing], args=args)
         if any(r.retry_after for r in reports):
-            await self._mark_ready(tenant)  # the retry waits in the delayed set
+            await self._mark_ready(tenant)  # the retry waits in the delayed set; its slot is free
+        elif int(ignored) < len(reports) and any(phases.is_terminal(r.phase) for r in reports):
+            await self._wake_if_ready(tenant)  # a slot was freed: queued work may run now
         for run in closed:
             await self.close_run(tenant, run.decode(), max_steps=REPORT_CLOSE_STEPS)
         return int(ignored)

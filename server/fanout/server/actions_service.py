@@ -20,7 +20,6 @@ from fanout.server import metrics, validation
 from fanout.server.auth import principal
 from fanout.server.settings import Settings
 from fanout.server.status import denied, invalid, not_found
-from fanout.server.wakeup import Wakeup
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import actions_pb2_grpc
 
@@ -46,11 +45,10 @@ def child_status(run: str, parent: str, child: ChildState) -> pb.ActionStatus:
 
 
 class ActionService(actions_pb2_grpc.ActionServiceServicer):
-    def __init__(self, settings: Settings, store: ActionStore, limits: LimitStore, wakeup: Wakeup) -> None:
+    def __init__(self, settings: Settings, store: ActionStore, limits: LimitStore) -> None:
         self._settings = settings
         self._store = store
         self._limits = limits
-        self._wakeup = wakeup
 
     async def CreateRun(
         self, request: pb.CreateRunRequest, context: aio.ServicerContext[Any, Any]
@@ -66,7 +64,6 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         if created:
             metrics.ADMISSION_DECISIONS.labels(decision="admitted").inc()
             metrics.ACTIONS_ADMITTED.inc()
-            self._wakeup.notify()
         return pb.CreateRunResponse(run=await self._run(who.tenant, run))
 
     async def SubmitBatch(
@@ -99,8 +96,6 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
             metrics.ACTIONS_ADMITTED.inc(admission.admitted)
             if admission.admitted and admission.fanout_used >= 0.9 * admission.fanout_limit:
                 metrics.FANOUT_NEAR_LIMIT.inc()
-            if admission.admitted:
-                self._wakeup.notify()
         return pb.SubmitBatchResponse(
             admitted=admission.admitted,
             already_present=admission.already_present,

@@ -100,7 +100,7 @@ async def create_server(settings: Settings) -> ControlPlane:
         max_attempts=settings.max_attempts,
     )
     tokens = TokenStore(redis, key)
-    wakeup = Wakeup()
+    wakeup = Wakeup(actions)
 
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -112,7 +112,7 @@ async def create_server(settings: Settings) -> ControlPlane:
         ("grpc.so_reuseport", 0),
     ]
     server = aio.server(interceptors=[AuthInterceptor(tokens)], options=options)
-    actions_pb2_grpc.add_ActionServiceServicer_to_server(ActionService(settings, actions, limits, wakeup), server)
+    actions_pb2_grpc.add_ActionServiceServicer_to_server(ActionService(settings, actions, limits), server)
     dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchService(actions, limits, tokens, wakeup), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(actions, limits, tokens), server)
     health_servicer = health.aio.HealthServicer()
@@ -140,6 +140,8 @@ async def create_server(settings: Settings) -> ControlPlane:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     plane = ControlPlane(server, port, redis, actions, limits, tokens, health_servicer)
     plane._tasks.append(asyncio.create_task(_reap_forever(actions, settings.reap_interval_seconds)))
+    # Wakes from every server (admissions, requeues, freed slots) reach this server's lease streams.
+    plane._tasks.append(asyncio.create_task(wakeup.listen()))
     return plane
 
 

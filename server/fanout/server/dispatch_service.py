@@ -1,10 +1,13 @@
 """fanout.v1.DispatchService: dispatchers lease actions on a stream and report phases.
 
-Leasing is fair across tenants: each round starts at the next tenant and
-takes a bounded chunk from each, so one tenant's huge fanout cannot starve
-another's small one. Each tenant's max_concurrency bounds what is leased.
-An idle stream polls only the tenants marked ready, so its cost does not
-grow with the number of tenants.
+Leases are pushed: a stream sleeps until a tenant it can serve is woken
+(wakeup.py: admitted, requeued, a retry due or a slot freed, on any server),
+then leases from the tenants woken. Leasing is fair across tenants: each
+round starts at the next tenant and takes a bounded chunk from each, so one
+tenant's huge fanout cannot starve another's small one; a tenant that still
+had work after its chunk stays wanted for the next round. Each tenant's
+max_concurrency bounds what is leased. Now and then a stream sweeps every
+tenant, a safety net for a lost wake, never the way work is found.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -36,12 +39,10 @@ log = logging.getLogger(__name__)
 
 # Most actions leased from one tenant per round; the rest wait for the next round.
 TENANT_CHUNK = 256
-# How often an idle lease stream looks for work admitted through other servers.
-IDLE_POLL_SECONDS = 0.05
 # How long a stream with no credit sleeps between checks for heartbeat answers.
 FULL_POLL_SECONDS = 1.0
-# Rounds visit only the tenants marked ready (work admitted, requeued or due
-# for retry); now and then a round visits every tenant, as a safety net.
+# How often a stream visits every tenant whether woken or not: the safety net for a wake
+# lost with a broken subscription, or work made leasable by a raised limit.
 SWEEP_SECONDS = 2.0
 
 
@@ -60,37 +61,38 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("msg") != "hello":
             raise invalid("the first message on a lease stream must be hello")
-        stream = _Stream(first.hello.capacity)
-        self._wakeup.register(stream.nudge)
+        stream = _Stream(first.hello.capacity, who.tenant)
+        self._wakeup.register(stream)
         reader = asyncio.create_task(self._read(request_iterator, who, stream))
-        swept_at = 0.0
+        next_sweep = 0.0
         try:
             while not reader.done():
                 while stream.outbox:
                     yield stream.outbox.popleft()
                 leased: list[LeasedAction] = []
                 if stream.credit > 0:
-                    if who.tenant:
-                        tenants = [who.tenant]
-                    elif time.monotonic() - swept_at > SWEEP_SECONDS:
-                        tenants, swept_at = await self._store.tenants(), time.monotonic()
-                    else:
-                        tenants = await self._store.ready_tenants()
-                    leased = await self._lease_round(tenants, stream.credit)
+                    if time.monotonic() >= next_sweep:
+                        stream.sweep()
+                    if stream.sweep_due:
+                        stream.sweep_due = False
+                        next_sweep = time.monotonic() + SWEEP_SECONDS
+                        stream.woken.update([who.tenant] if who.tenant else await self._store.tenants())
+                    leased = await self._lease_round(stream)
                 if leased:
                     stream.credit -= len(leased)
                     yield await self._response(leased)
                     continue
                 stream.nudge.clear()
-                if not stream.outbox:
-                    with contextlib.suppress(TimeoutError):
-                        poll = IDLE_POLL_SECONDS if stream.credit > 0 else FULL_POLL_SECONDS
-                        await asyncio.wait_for(stream.nudge.wait(), poll)
+                if stream.outbox or (stream.credit > 0 and (stream.woken or stream.sweep_due)):
+                    continue  # woken while leasing: go round again at once
+                with contextlib.suppress(TimeoutError):
+                    timeout = next_sweep - time.monotonic() if stream.credit > 0 else FULL_POLL_SECONDS
+                    await asyncio.wait_for(stream.nudge.wait(), max(timeout, 0.0))
             failure = reader.exception()
             if failure is not None:
                 raise failure  # e.g. Redis down during a heartbeat: end the stream with its status
         finally:
-            self._wakeup.unregister(stream.nudge)
+            self._wakeup.unregister(stream)
             reader.cancel()
 
     async def _response(self, leased: list[LeasedAction]) -> dpb.LeaseResponse:
@@ -98,22 +100,31 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
         response = dpb.LeaseResponse(lease_seconds=self._store.lease_seconds)
         payload_caps: dict[str, int] = {}
         for action in leased:
-            metrics.DISPATCH_LATENCY.observe(max(0.0, now - action.admitted_at))
             if action.tenant not in payload_caps:  # one limits read per tenant, not per action
                 payload_caps[action.tenant] = (await self._limits.effective(action.tenant)).max_payload_bytes
-            response.actions.append(self._to_proto(action, payload_caps[action.tenant]))
+            self._add_proto(response, action, payload_caps[action.tenant])
+            metrics.DISPATCH_LATENCY.observe(max(0.0, now - action.admitted_at))
         metrics.ACTIONS_LEASED.inc(len(leased))
         return response
 
-    async def _lease_round(self, tenants: list[str], credit: int) -> list[LeasedAction]:
-        if not tenants:
+    async def _lease_round(self, stream: _Stream) -> list[LeasedAction]:
+        """Lease from the tenants the stream wants, fairly; a tenant that ran dry is wanted no more."""
+        for tenant in stream.woken:
+            stream.wanted[tenant] = None
+        stream.woken.clear()
+        if not stream.wanted:
             return []
+        tenants = list(stream.wanted)
         start = next(self._round) % len(tenants)
         out: list[LeasedAction] = []
         for tenant in tenants[start:] + tenants[:start]:
-            if len(out) >= credit:
+            if len(out) >= stream.credit:
                 break
-            out += await self._store.lease(tenant, min(TENANT_CHUNK, credit - len(out)))
+            want = min(TENANT_CHUNK, stream.credit - len(out))
+            got = await self._store.lease(tenant, want)
+            out += got
+            if len(got) < want:  # drained or at its max_concurrency: its next wake brings it back
+                del stream.wanted[tenant]
         return out
 
     async def _read(self, requests: AsyncIterator[dpb.LeaseRequest], who: Principal, stream: _Stream) -> None:
@@ -139,17 +150,17 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
             answer.cancelled.extend(_ref_proto(tenant, r) for r in cancelled)
         return answer
 
-    def _to_proto(self, action: LeasedAction, max_payload_bytes: int) -> dpb.LeasedAction:
-        return dpb.LeasedAction(
+    def _add_proto(self, response: dpb.LeaseResponse, action: LeasedAction, max_payload_bytes: int) -> None:
+        leased = response.actions.add(
             tenant=action.tenant,
             run=action.run,
-            spec=pb.ActionSpec.FromString(action.spec),
             attempt=action.attempt,
             action_token=self._tokens.mint_action_token(action.tenant, action.run, action.name, action.attempt),
             parent=action.parent,
             admitted_at=action.admitted_at,
             max_payload_bytes=max_payload_bytes,
         )
+        leased.spec.MergeFromString(action.spec)  # parsed in place: no copy of the spec
 
     async def Report(self, request: dpb.ReportRequest, context: aio.ServicerContext[Any, Any]) -> dpb.ReportResponse:
         """Apply each report on its own: one bad report never costs its siblings their results.
@@ -196,21 +207,37 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
             )
         ignored = 0
         for tenant, reports in by_tenant.items():
-            ignored += await self._store.report(tenant, reports)
-        for phase in finished:
-            metrics.ACTIONS_FINISHED.labels(phase=phases.name(phase)).inc()
+            ignored += await self._store.report(tenant, reports)  # wakes the streams if it freed a slot
+            retries = [r.retry_after for r in reports if r.retry_after]
+            if retries:
+                self._wakeup.wake_later(tenant, min(retries))
+        for phase, count in Counter(finished).items():  # one metric update per phase, not per report
+            metrics.ACTIONS_FINISHED.labels(phase=phases.name(phase)).inc(count)
         metrics.REPORTS_IGNORED.inc(ignored)
-        self._wakeup.notify()
         return dpb.ReportResponse(ignored=ignored, refused=refused)
 
 
 class _Stream:
-    """One dispatcher's lease stream: its credit and the answers waiting to be sent."""
+    """One dispatcher's lease stream: its credit, the tenants it may lease from, the answers to send."""
 
-    def __init__(self, credit: int) -> None:
+    def __init__(self, credit: int, scope: str) -> None:
         self.credit = credit
+        self.scope = scope  # a dispatcher scoped to a tenant hears of that tenant only
         self.outbox: deque[dpb.LeaseResponse] = deque()
+        # Tenants woken since the last round; tenants that had work left after it (insertion order).
+        self.woken: set[str] = set()
+        self.wanted: dict[str, None] = {}
+        self.sweep_due = True
         self.nudge = asyncio.Event()
+
+    def wake(self, tenant: str) -> None:
+        if not self.scope or tenant == self.scope:
+            self.woken.add(tenant)
+            self.nudge.set()
+
+    def sweep(self) -> None:
+        self.sweep_due = True
+        self.nudge.set()
 
 
 def _ref_proto(tenant: str, ref: LeaseRef) -> dpb.LeaseRef:
