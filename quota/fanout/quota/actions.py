@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from fanout.quota import keys, phases
-from fanout.quota.admission import Admission, Admitter
+from fanout.quota.admission import Admission, Admitter, Batch
 from fanout.quota.errors import NotFound, Unavailable
 from fanout.quota.failclosed import fail_closed
 from fanout.quota.limits import Limits, LimitStore
@@ -157,7 +157,13 @@ class ActionStore:
 
     @fail_closed
     async def admit(
-        self, tenant: str, run: str, parent: str, actions: Sequence[tuple[str, bytes]], *, dry_run: bool = False
+        self,
+        tenant: str,
+        run: str,
+        parent: str,
+        actions: Sequence[tuple[str, bytes]] | Batch,
+        *,
+        dry_run: bool = False,
     ) -> Admission:
         """Admit children of `parent` into `run`, all or nothing, in short scripts (see admission.py)."""
         outcome = await self._admitter.admit(tenant, run, parent, actions, mode="dry" if dry_run else "submit")

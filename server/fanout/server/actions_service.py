@@ -13,6 +13,7 @@ from grpc import aio
 
 from fanout.quota import phases
 from fanout.quota.actions import ActionStore, ChildState
+from fanout.quota.admission import Batch
 from fanout.quota.errors import QuotaExceeded
 from fanout.quota.limits import LimitStore
 from fanout.quota.tokens import Principal
@@ -74,18 +75,23 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         validation.action_name(request.parent, "parent")
         _check_action_scope(who, request.run, request.parent)
         limits = await self._limits.effective(who.tenant)
+        # The specs go to Redis as the request serializes them, sliced, not one by one (Batch).
+        wire = request.SerializeToString()
+        head = pb.SubmitBatchRequest(run=request.run, parent=request.parent).ByteSize()
+        names = [s.name for s in request.actions]
+        fast = Batch.from_wire(wire, head, names)
         validation.batch(
-            request.actions, self._settings.max_batch, limits.max_payload_bytes, self._settings.max_batch_bytes
+            request.actions,
+            self._settings.max_batch,
+            limits.max_payload_bytes,
+            self._settings.max_batch_bytes,
+            sizes=fast.sizes() if fast else None,
+            names=names,
         )
         metrics.BATCH_SIZE.observe(len(request.actions))
+        batch = fast or Batch.from_pairs([(s.name, s.SerializeToString()) for s in request.actions])
         try:
-            admission = await self._store.admit(
-                who.tenant,
-                request.run,
-                request.parent,
-                [(s.name, s.SerializeToString()) for s in request.actions],
-                dry_run=request.dry_run,
-            )
+            admission = await self._store.admit(who.tenant, request.run, request.parent, batch, dry_run=request.dry_run)
         except QuotaExceeded as exc:
             metrics.ADMISSION_DECISIONS.labels(decision=f"rejected_{exc.limit_name}").inc()
             raise

@@ -115,10 +115,12 @@ def batch(
     max_payload_bytes: int,
     max_batch_bytes: int = Settings.max_batch_bytes,
     sizes: Sequence[int] | None = None,
+    names: Sequence[str] | None = None,
 ) -> None:
     """The batch as a whole, then each action: every bad action is named, so a client can drop just those.
 
-    `sizes`, when given, bounds each action's serialized size from above (admission.Batch.sizes):
+    `sizes`, when given, bounds each action's serialized size from above (admission.Batch.sizes;
+    `names` are the actions' names, if the caller has them already):
     the actions are then screened a list at a time, and only those the screen cannot clear are
     checked one by one, with the same outcome as checking them all.
     """
@@ -130,7 +132,7 @@ def batch(
         size = sum(s.ByteSize() for s in actions)
         if size > max_batch_bytes:
             raise invalid(f"the batch is {size} bytes, max_batch_bytes is {max_batch_bytes}; split it")
-    suspects = range(len(actions)) if sizes is None else _suspects(actions, sizes, max_payload_bytes)
+    suspects = range(len(actions)) if sizes is None else _suspects(actions, sizes, names, max_payload_bytes)
     bad: list[tuple[str, str]] = []
     count = 0
     for i in suspects:
@@ -153,11 +155,14 @@ _NAMES_RE = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_-]{0,127}\n)*[A-Za-z0-9][A-Za-
 SMALL_SPEC_BYTES = 256
 
 
-def _suspects(actions: Sequence[pb.ActionSpec], sizes: Sequence[int], max_payload_bytes: int) -> list[int]:
+def _suspects(
+    actions: Sequence[pb.ActionSpec], sizes: Sequence[int], names: Sequence[str] | None, max_payload_bytes: int
+) -> list[int]:
     """Indexes of the actions that may break a bound; every other one breaks none."""
     small = min(SMALL_SPEC_BYTES, max_payload_bytes)
     out = {i for i, size in enumerate(sizes) if size > small}
-    names = [s.name for s in actions]
+    if names is None:
+        names = [s.name for s in actions]
     joined = "\n".join(names)
     if joined.count("\n") != len(names) - 1 or not _NAMES_RE.fullmatch(joined):
         out.update(i for i, name in enumerate(names) if not keys.ACTION_RE.match(name))
