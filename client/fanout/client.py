@@ -125,11 +125,11 @@ class Client:
         return int(self.call(self.actions.AbortRun, pb.AbortRunRequest(run=run, reason=reason)).aborted)
 
     def watch_children(
-        self, run: str, parent: str = "", cursor: str = "", timeout: float | None = None
+        self, run: str, parent: str = "", cursor: str = "", timeout: float | None = None, batched: bool = False
     ) -> Iterator[pb.WatchEvent]:
-        stream = self.actions.WatchChildren(
-            pb.WatchChildrenRequest(run=run, parent=parent, cursor=cursor), metadata=self._metadata, timeout=timeout
-        )
+        """Events of a watch; batched, each carries every change ready (`updates`), else one (`update`)."""
+        request = pb.WatchChildrenRequest(run=run, parent=parent, cursor=cursor, batched=batched)
+        stream = self.actions.WatchChildren(request, metadata=self._metadata, timeout=timeout)
         try:
             yield from stream
         except grpc.RpcError as exc:
@@ -224,11 +224,11 @@ class AsyncClient:
         )
 
     async def watch_children(
-        self, run: str, parent: str, cursor: str = "", token: str | None = None
+        self, run: str, parent: str, cursor: str = "", token: str | None = None, batched: bool = False
     ) -> AsyncIterator[pb.WatchEvent]:
-        call = self.actions.WatchChildren(
-            pb.WatchChildrenRequest(run=run, parent=parent, cursor=cursor), metadata=self._metadata_for(token)
-        )
+        """Events of a watch; batched, each carries every change ready (`updates`), else one (`update`)."""
+        request = pb.WatchChildrenRequest(run=run, parent=parent, cursor=cursor, batched=batched)
+        call = self.actions.WatchChildren(request, metadata=self._metadata_for(token))
         try:
             async for event in call:
                 yield event

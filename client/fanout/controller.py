@@ -143,10 +143,11 @@ class Controller:
         delay = 0.1
         while self._waiting:
             try:
-                async for event in self.client.watch_children(self.run, self.parent, cursor, token=self.token):
+                watch = self.client.watch_children(self.run, self.parent, cursor, token=self.token, batched=True)
+                async for event in watch:
                     delay = 0.1
-                    if event.HasField("update"):
-                        self._settle(event.update)
+                    for status in event.updates:  # every change one read returned, in one message
+                        self._settle(status)
                     if event.HasField("replay_done") or cursor:
                         cursor = event.cursor
                     if not self._waiting:

@@ -85,8 +85,9 @@ class Run:
             return self
         try:
             for event in follow(self._client, self.name, "", timeout):
-                if event.HasField("update") and event.update.phase in TERMINAL_PHASES:
-                    self._root = event.update
+                done = [status for status in event.updates if status.phase in TERMINAL_PHASES]
+                if done:
+                    self._root = done[-1]
                     break
         except errors.DeadlineExceeded:
             raise errors.DeadlineExceeded(f"run {self.name} did not finish within {timeout}s") from None
@@ -110,6 +111,8 @@ class Run:
 def follow(client: Client, run: str, parent: str = "", timeout: float | None = None) -> Iterator[pb.WatchEvent]:
     """A watch of `parent`'s children that lasts as long as the run: replay, replay_done, then live updates.
 
+    Changes come in batches: each event carries in `updates` every change the server had ready.
+
     A dropped stream is resumed from its last cursor, so nothing is missed or
     repeated and replay_done comes once. Heartbeats (events that carry only a
     cursor) prove the stream alive and are not passed on. Only a control plane
@@ -125,13 +128,13 @@ def follow(client: Client, run: str, parent: str = "", timeout: float | None = N
     while True:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            for event in client.watch_children(run, parent, cursor, timeout=remaining):
+            for event in client.watch_children(run, parent, cursor, timeout=remaining, batched=True):
                 unreachable_since = None
                 # Replay events carry the snapshot's cursor: it counts only once
                 # replay_done is seen, else a resumed stream would skip the rest.
                 if event.HasField("replay_done") or cursor:
                     cursor = event.cursor
-                if event.WhichOneof("event") is not None:
+                if event.updates or event.HasField("replay_done"):
                     yield event
             reason = "the stream ended"  # a stopping server ends streams; resume like after any drop
         except errors.Unavailable as exc:

@@ -1,4 +1,5 @@
 """Leases are pushed: work made leasable through any server wakes the lease streams of every server.
+And watch events come in batches, which the SDK settles whole.
 
 Two servers share a private Redis (no session dispatcher races the test for
 its actions); the safety sweep is set to 30 s, so an action leased within a
@@ -7,14 +8,22 @@ few seconds was pushed, not found by the sweep.
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import grpc
 import pytest
 
+from fanout import serialization
+from fanout.client import AsyncClient
+from fanout.config import ClientConfig
+from fanout.controller import Controller
+from fanout.dispatch.reporter import Reporter
+from fanout.runtime import load_task
 from fanout.server import dispatch_service
 from fanout.server.app import ControlPlane, create_server
 from fanout.server.redis_process import RedisProcess
@@ -22,7 +31,7 @@ from fanout.server.settings import Settings
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb
 from fanout.v1 import dispatch_pb2_grpc
-from tests.conftest import Tenant, make_tenant
+from tests.conftest import TASKS_FILE, Tenant, make_tenant
 from tests.helpers import LoopThread
 
 # Far longer than the waits below: an action leased in time was pushed to its stream.
@@ -89,10 +98,10 @@ class LeaseStream:
             raise AssertionError(f"nothing was leased within {timeout}s: the stream was not woken") from None
 
     def report(self, tenant: str, action: dpb.LeasedAction, phase: int) -> None:
-        report = dpb.PhaseReport(
-            tenant=tenant, run=action.run, name=action.spec.name, attempt=action.attempt, phase=phase
-        )
-        self.stub.Report(dpb.ReportRequest(reports=[report]), metadata=self.metadata, timeout=10)
+        self.report_all([report_of(tenant, action, phase)])
+
+    def report_all(self, reports: list[dpb.PhaseReport]) -> None:
+        self.stub.Report(dpb.ReportRequest(reports=reports), metadata=self.metadata, timeout=10)
 
     def close(self) -> None:
         self._outbox.put(None)
@@ -109,6 +118,13 @@ def streams(
     yield opened
     for stream in opened:
         stream.close()
+
+
+def report_of(tenant: str, action: dpb.LeasedAction, phase: int, outputs: bytes = b"") -> dpb.PhaseReport:
+    report = dpb.PhaseReport(tenant=tenant, run=action.run, name=action.spec.name, attempt=action.attempt, phase=phase)
+    if outputs:
+        report.result.outputs = outputs
+    return report
 
 
 def open_stream(loop_thread: LoopThread, plane: ControlPlane, tenant: Tenant, capacity: int = 8) -> LeaseStream:
@@ -154,3 +170,84 @@ def test_a_freed_concurrency_slot_wakes_a_waiting_action(
     on_a.report(tenant_on_a.name, held, pb.SUCCEEDED)  # through server A: frees the slot
     action = on_b.next_action(PUSHED_WITHIN)
     assert action.run == second.name
+
+
+def test_a_batched_watch_carries_several_updates_and_the_sdk_settles_them_all(
+    loop_thread: LoopThread,
+    two_planes: tuple[ControlPlane, ControlPlane],
+    tenant_on_a: Tenant,
+    streams: list[LeaseStream],
+) -> None:
+    a, _ = two_planes
+    children = 20
+    square = load_task(f"file:{TASKS_FILE}:square")
+    run = tenant_on_a.client.create_run(pb.ActionSpec(task_ref="module:x:y"))
+    stream = open_stream(loop_thread, a, tenant_on_a, capacity=children + 1)
+    streams.append(stream)
+    assert stream.next_action(PUSHED_WITHIN).spec.name == "root"
+
+    async def fan() -> list[int]:
+        client = AsyncClient(ClientConfig(endpoint=f"127.0.0.1:{a.port}", token=tenant_on_a.token))
+        controller = Controller(client, run.name, "root")
+        try:
+            return list(await asyncio.gather(*(controller.call(square, (i,), {}) for i in range(children))))
+        finally:
+            await controller.close()
+            await client.close()
+
+    outputs = asyncio.run_coroutine_threadsafe(fan(), loop_thread.loop)
+    leased = [stream.next_action(PUSHED_WITHIN) for _ in range(children)]
+    # Every child finishes in one report, so one read of the event stream returns them all.
+    # (Which child gets which square does not matter here: each caller gets the one reported.)
+    stream.report_all(
+        [
+            report_of(tenant_on_a.name, action, pb.SUCCEEDED, serialization.encode_output("square", i * i))
+            for i, action in enumerate(leased)
+        ]
+    )
+    assert sorted(outputs.result(10)) == [i * i for i in range(children)]
+
+    events = tenant_on_a.client.watch_children(run.name, "root", cursor="0-0", timeout=10, batched=True)
+    first = next(events)
+    events.close()
+    assert [u.phase for u in first.updates] == [pb.SUCCEEDED] * children
+    assert first.cursor  # the cursor after the last of them
+
+
+class CountReports(grpc.aio.UnaryUnaryClientInterceptor):
+    """Counts the Report calls a real channel makes."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        if isinstance(request, dpb.ReportRequest):
+            self.calls.append(len(request.reports))
+        return await continuation(details, request)
+
+
+def test_reports_made_in_one_turn_of_the_loop_share_one_call(
+    loop_thread: LoopThread,
+    two_planes: tuple[ControlPlane, ControlPlane],
+    tenant_on_a: Tenant,
+    streams: list[LeaseStream],
+) -> None:
+    a, _ = two_planes
+    runs = [tenant_on_a.client.create_run(pb.ActionSpec(task_ref="module:x:y")).name for _ in range(10)]
+    stream = open_stream(loop_thread, a, tenant_on_a, capacity=len(runs))
+    streams.append(stream)
+    leased = [stream.next_action(PUSHED_WITHIN) for _ in runs]
+
+    async def report_all() -> list[bool]:
+        counter = CountReports()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{a.port}", interceptors=[counter]) as channel:
+            reporter = Reporter(dispatch_pb2_grpc.DispatchServiceStub(channel), tuple(stream.metadata))
+            reporter.start()
+            try:
+                sent = [reporter.report(report_of(tenant_on_a.name, action, pb.RUNNING)) for action in leased]
+                return [*await asyncio.gather(*sent), counter.calls == [len(leased)]]
+            finally:
+                await reporter.stop()
+
+    assert all(loop_thread.run(report_all()))
+    assert {tenant_on_a.client.get_action(run, "root").phase for run in runs} == {pb.RUNNING}

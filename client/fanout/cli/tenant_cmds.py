@@ -112,13 +112,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
     with _client(args) as client:
         # follow() resumes a dropped stream from its cursor: a long watch outlives a server restart.
         for event in follow(client, args.run, args.parent):
-            if event.HasField("update"):
-                phases[event.update.name] = event.update.phase
+            for status in event.updates:
+                phases[status.name] = status.phase
                 if args.json:
-                    output.emit_json(output.status_dict(event.update))
-                elif replayed and event.update.phase in TERMINAL_PHASES and event.update.phase != pb.SUCCEEDED:
-                    outcome = output.describe_result(event.update.result)
-                    print(f"{event.update.name} {output.phase(event.update.phase)}: {outcome}")
+                    output.emit_json(output.status_dict(status))
+                elif replayed and status.phase in TERMINAL_PHASES and status.phase != pb.SUCCEEDED:
+                    print(f"{status.name} {output.phase(status.phase)}: {output.describe_result(status.result)}")
             if event.HasField("replay_done"):
                 replayed = True
             if replayed:

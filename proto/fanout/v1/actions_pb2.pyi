@@ -172,24 +172,28 @@ class SubmitBatchResponse(_message.Message):
     def __init__(self, admitted: _Optional[int] = ..., already_present: _Optional[int] = ..., fanout_used: _Optional[int] = ..., fanout_limit: _Optional[int] = ...) -> None: ...
 
 class WatchChildrenRequest(_message.Message):
-    __slots__ = ("run", "parent", "cursor")
+    __slots__ = ("run", "parent", "cursor", "batched")
     RUN_FIELD_NUMBER: _ClassVar[int]
     PARENT_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
+    BATCHED_FIELD_NUMBER: _ClassVar[int]
     run: str
     parent: str
     cursor: str
-    def __init__(self, run: _Optional[str] = ..., parent: _Optional[str] = ..., cursor: _Optional[str] = ...) -> None: ...
+    batched: bool
+    def __init__(self, run: _Optional[str] = ..., parent: _Optional[str] = ..., cursor: _Optional[str] = ..., batched: _Optional[bool] = ...) -> None: ...
 
 class WatchEvent(_message.Message):
-    __slots__ = ("update", "replay_done", "cursor")
+    __slots__ = ("update", "replay_done", "cursor", "updates")
     UPDATE_FIELD_NUMBER: _ClassVar[int]
     REPLAY_DONE_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
     update: ActionStatus
     replay_done: ReplayDone
     cursor: str
-    def __init__(self, update: _Optional[_Union[ActionStatus, _Mapping]] = ..., replay_done: _Optional[_Union[ReplayDone, _Mapping]] = ..., cursor: _Optional[str] = ...) -> None: ...
+    updates: _containers.RepeatedCompositeFieldContainer[ActionStatus]
+    def __init__(self, update: _Optional[_Union[ActionStatus, _Mapping]] = ..., replay_done: _Optional[_Union[ReplayDone, _Mapping]] = ..., cursor: _Optional[str] = ..., updates: _Optional[_Iterable[_Union[ActionStatus, _Mapping]]] = ...) -> None: ...
 
 class ReplayDone(_message.Message):
     __slots__ = ()

@@ -6,7 +6,7 @@ import logging
 import re
 import secrets
 import string
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from grpc import aio
@@ -31,6 +31,9 @@ ROOT_ACTION = "root"
 # (app.connect_redis) is derived from it and stays longer. Each read that comes
 # back empty sends a heartbeat, so a quiet watch shows it is alive this often.
 WATCH_BLOCK_MS = 2_000
+# A batched watch event holds changes of about this many bytes at most (results may be big),
+# well under the default 4 MiB a gRPC client accepts.
+WATCH_EVENT_BYTES = 1 << 20
 _RUN_ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -43,6 +46,29 @@ def child_status(run: str, parent: str, child: ChildState) -> pb.ActionStatus:
     if child.result:
         status.result.ParseFromString(child.result)
     return status
+
+
+def _watch_events(request: pb.WatchChildrenRequest, changes: list[tuple[str, ChildState]]) -> Iterator[pb.WatchEvent]:
+    """Changes as watch events, each with the cursor after it: batched (one event per
+    WATCH_EVENT_BYTES of changes) when the watcher asked for batches, else one event per change."""
+    if not request.batched:
+        for cursor, child in changes:
+            yield pb.WatchEvent(update=child_status(request.run, request.parent, child), cursor=cursor)
+        return
+    event, size = pb.WatchEvent(), 0
+    for cursor, child in changes:
+        cost = len(child.result) + len(child.name) + len(request.run) + len(request.parent) + 16
+        if size and size + cost > WATCH_EVENT_BYTES:
+            yield event
+            event, size = pb.WatchEvent(), 0
+        status = event.updates.add(
+            run=request.run, name=child.name, parent=request.parent, phase=child.phase, attempt=child.attempt
+        )
+        if child.result:
+            status.result.ParseFromString(child.result)
+        event.cursor, size = cursor, size + cost
+    if size:
+        yield event
 
 
 class ActionService(actions_pb2_grpc.ActionServiceServicer):
@@ -129,8 +155,8 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
             page = await self._store.snapshot(who.tenant, request.run, request.parent)
             cursor = page.cursor
             while True:
-                for child in page.children:
-                    yield pb.WatchEvent(update=child_status(request.run, request.parent, child), cursor=cursor)
+                for event in _watch_events(request, [(cursor, child) for child in page.children]):
+                    yield event
                 if page.next_offset is None:
                     break
                 page = await self._store.snapshot(who.tenant, request.run, request.parent, page.next_offset)
@@ -139,8 +165,10 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
             changes = await self._store.events(who.tenant, request.run, request.parent, cursor, WATCH_BLOCK_MS)
             if not changes:  # a heartbeat: neither update nor replay_done, only the cursor
                 yield pb.WatchEvent(cursor=cursor)
-            for cursor, child in changes:  # the cursor advances with each change
-                yield pb.WatchEvent(update=child_status(request.run, request.parent, child), cursor=cursor)
+                continue
+            for event in _watch_events(request, changes):
+                yield event
+            cursor = changes[-1][0]
 
     async def GetRun(self, request: pb.GetRunRequest, context: aio.ServicerContext[Any, Any]) -> pb.Run:
         who = principal()
