@@ -1,5 +1,11 @@
 """Batches phase reports into few Report RPCs, retrying while the server is away.
 
+A batch is what is ready, not what a timer collected: the reports made in
+the turn of the event loop that made the first one (say, the RUNNING of
+every action of one lease response), and then, while a call is in flight,
+all that were made meanwhile. So one lone report goes out at once, and under
+load each call carries more.
+
 Reports are idempotent on the server (phases only move forward, one terminal
 phase), so resending a batch after an error is safe. Each report's future
 resolves once its call was answered (True) or rejected for good (False), so
@@ -19,7 +25,6 @@ from fanout.v1 import dispatch_pb2_grpc
 log = logging.getLogger(__name__)
 
 MAX_REPORTS_PER_CALL = 1000
-FLUSH_SECONDS = 0.01
 
 
 class Reporter:
@@ -51,7 +56,12 @@ class Reporter:
         while True:
             batch = [await self._queue.get()]
             self._sending = True
-            await asyncio.sleep(FLUSH_SECONDS)  # let reports finishing together share a call
+            # Let the turns of the loop that are reporting end: until one reports nothing more.
+            while self._queue.qsize() + len(batch) < MAX_REPORTS_PER_CALL:
+                ready = self._queue.qsize()
+                await asyncio.sleep(0)
+                if self._queue.qsize() == ready:
+                    break
             while not self._queue.empty() and len(batch) < MAX_REPORTS_PER_CALL:
                 batch.append(self._queue.get_nowait())
             accepted = await self._send([report for report, _ in batch])
