@@ -79,6 +79,7 @@ class Dispatcher:
         self._waiting: set[str] = set()
         # Messages for the current lease stream; None ends the stream's request side.
         self._outbox: asyncio.Queue[dpb.LeaseRequest | None] = asyncio.Queue()
+        self._credit = 0  # given back in this turn of the loop, not yet sent
         self._lease_seconds = 15.0
         self._stopping = asyncio.Event()
         self._releases: set[asyncio.Task[None]] = set()
@@ -148,6 +149,7 @@ class Dispatcher:
 
     async def _lease(self, stub: dispatch_pb2_grpc.DispatchServiceStub, reporter: Reporter) -> None:
         free = self.capacity - (len(self._running) - len(self._waiting))
+        self._credit = 0  # counted in `free`: the new stream's hello carries it
         # Credit given back on an old stream is lost with it; start each stream afresh.
         outbox: asyncio.Queue[dpb.LeaseRequest | None] = asyncio.Queue()
         self._outbox = outbox
@@ -201,8 +203,15 @@ class Dispatcher:
                     self._release_after(entry[0], STOPPED, entry[1])
 
     def _give_credit(self) -> None:
-        if not self._stopping.is_set():
-            self._outbox.put_nowait(dpb.LeaseRequest(credit=1))
+        # Credit freed in one turn of the loop goes out as one message, not one per action.
+        self._credit += 1
+        if self._credit == 1:
+            asyncio.get_running_loop().call_soon(self._send_credit)
+
+    def _send_credit(self) -> None:
+        credit, self._credit = self._credit, 0
+        if credit and not self._stopping.is_set():
+            self._outbox.put_nowait(dpb.LeaseRequest(credit=credit))
 
     async def _execute(self, action: dpb.LeasedAction, reporter: Reporter) -> None:
         def started() -> None:
