@@ -39,6 +39,7 @@ class Scripts:
     close_run: AsyncScript
     drop_run: AsyncScript
     snapshot: AsyncScript
+    events: AsyncScript
     set_limits: AsyncScript
 
     @classmethod
