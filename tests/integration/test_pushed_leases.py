@@ -251,3 +251,71 @@ def test_reports_made_in_one_turn_of_the_loop_share_one_call(
 
     assert all(loop_thread.run(report_all()))
     assert {tenant_on_a.client.get_action(run, "root").phase for run in runs} == {pb.RUNNING}
+
+
+class StallTenant(grpc.aio.UnaryUnaryClientInterceptor):
+    """Holds every Report call that carries reports of one tenant until released."""
+
+    def __init__(self, tenant: str) -> None:
+        self.tenant = tenant
+        self.release = asyncio.Event()
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        if isinstance(request, dpb.ReportRequest) and any(r.tenant == self.tenant for r in request.reports):
+            await self.release.wait()
+        return await continuation(details, request)
+
+
+def test_a_tenants_reports_do_not_wait_behind_another_tenants_call(
+    loop_thread: LoopThread, two_planes: tuple[ControlPlane, ControlPlane]
+) -> None:
+    a, _ = two_planes
+    token = loop_thread.run(a.tokens.create("dispatcher"))
+
+    def running(tenant: str) -> dpb.PhaseReport:
+        return dpb.PhaseReport(tenant=tenant, run="r1", name="root", attempt=1, phase=pb.RUNNING)
+
+    async def small_goes_first() -> bool:
+        stall = StallTenant("large")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{a.port}", interceptors=[stall]) as channel:
+            reporter = Reporter(dispatch_pb2_grpc.DispatchServiceStub(channel), (("authorization", f"Bearer {token}"),))
+            reporter.start()
+            try:
+                large = reporter.report(running("large"))
+                await asyncio.sleep(0.1)  # its call is out, and held
+                small = await asyncio.wait_for(reporter.report(running("small")), PUSHED_WITHIN)
+                held = not large.done()
+                stall.release.set()
+                return small and held and await large
+            finally:
+                await reporter.stop()
+
+    assert loop_thread.run(small_goes_first())
+
+
+def test_results_bigger_than_a_page_all_reach_a_batched_watch(
+    loop_thread: LoopThread,
+    two_planes: tuple[ControlPlane, ControlPlane],
+    tenant_on_a: Tenant,
+    streams: list[LeaseStream],
+) -> None:
+    a, _ = two_planes
+    tenant_on_a.set_limits(max_payload_bytes=800_000)
+    run = tenant_on_a.client.create_run(pb.ActionSpec(task_ref="module:x:y"))
+    tenant_on_a.client.submit_batch(run.name, "root", [pb.ActionSpec(name=f"c{i}", task_ref="m:x:y") for i in range(3)])
+    stream = open_stream(loop_thread, a, tenant_on_a, capacity=4)
+    streams.append(stream)
+    leased = [stream.next_action(PUSHED_WITHIN) for _ in range(4)]
+    children = [action for action in leased if action.spec.name != "root"]
+    big = b"o" * 700_000  # each over half a page: a page (and an event) holds one
+    stream.report_all([report_of(tenant_on_a.name, action, pb.SUCCEEDED, big) for action in children])
+
+    seen: dict[str, int] = {}
+    events = tenant_on_a.client.watch_children(run.name, "root", cursor="0-0", timeout=10, batched=True)
+    for event in events:
+        assert len(event.updates) <= 1
+        seen.update((u.name, len(u.result.outputs)) for u in event.updates)
+        if len(seen) == 3:
+            break
+    events.close()
+    assert seen == {"c0": len(big), "c1": len(big), "c2": len(big)}

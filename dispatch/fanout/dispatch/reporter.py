@@ -1,10 +1,16 @@
 """Batches phase reports into few Report RPCs, retrying while the server is away.
 
 A batch is what is ready, not what a timer collected: the reports made in
-the turn of the event loop that made the first one (say, the RUNNING of
+the turns of the event loop that made the first one (say, the RUNNING of
 every action of one lease response), and then, while a call is in flight,
 all that were made meanwhile. So one lone report goes out at once, and under
 load each call carries more.
+
+Each tenant has its own lane: one call in flight at a time per tenant, so an
+action's reports reach the server in the order they were made (RUNNING
+before its end), and the lanes of different tenants send side by side (at
+most MAX_CALLS_IN_FLIGHT calls at once), so a small tenant's reports never
+queue behind the backlog of another tenant's huge fanout.
 
 Reports are idempotent on the server (phases only move forward, one terminal
 phase), so resending a batch after an error is safe. Each report's future
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 
 import grpc
 
@@ -25,50 +32,67 @@ from fanout.v1 import dispatch_pb2_grpc
 log = logging.getLogger(__name__)
 
 MAX_REPORTS_PER_CALL = 1000
+MAX_CALLS_IN_FLIGHT = 8
+
+_Pending = deque[tuple[dpb.PhaseReport, "asyncio.Future[bool]"]]
 
 
 class Reporter:
     def __init__(self, stub: dispatch_pb2_grpc.DispatchServiceStub, metadata: tuple[tuple[str, str], ...]) -> None:
         self._stub = stub
         self._metadata = metadata
-        self._queue: asyncio.Queue[tuple[dpb.PhaseReport, asyncio.Future[bool]]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._sending = False
+        self._pending: dict[str, _Pending] = {}  # by tenant, in the order reported
+        self._lanes: dict[str, asyncio.Task[None]] = {}  # the tenants whose reports are being sent
+        self._calls = asyncio.Semaphore(MAX_CALLS_IN_FLIGHT)
+        self._started = False
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
+        """Send from now on: what was reported before goes out at once."""
+        self._started = True
+        for tenant in self._pending:
+            self._open_lane(tenant)
 
     def report(self, report: dpb.PhaseReport) -> asyncio.Future[bool]:
         sent: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((report, sent))
+        self._pending.setdefault(report.tenant, deque()).append((report, sent))
+        if self._started:
+            self._open_lane(report.tenant)
         return sent
 
     async def drain(self, timeout: float = 10.0) -> None:
-        """Wait until every queued report was sent (or the timeout passed)."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not self._queue.empty() or self._sending:
-            if asyncio.get_running_loop().time() > deadline:
-                log.warning("%d reports not sent before shutdown", self._queue.qsize())
-                return
-            await asyncio.sleep(0.02)
+        """Wait until every report was sent (or the timeout passed)."""
+        if self._lanes:
+            await asyncio.wait(list(self._lanes.values()), timeout=timeout)
+        left = sum(len(pending) for pending in self._pending.values())
+        if left:
+            log.warning("%d reports not sent before shutdown", left)
 
-    async def _loop(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            self._sending = True
-            # Let the turns of the loop that are reporting end: until one reports nothing more.
-            while self._queue.qsize() + len(batch) < MAX_REPORTS_PER_CALL:
-                ready = self._queue.qsize()
-                await asyncio.sleep(0)
-                if self._queue.qsize() == ready:
-                    break
-            while not self._queue.empty() and len(batch) < MAX_REPORTS_PER_CALL:
-                batch.append(self._queue.get_nowait())
-            accepted = await self._send([report for report, _ in batch])
-            for _, sent in batch:
-                if not sent.done():
-                    sent.set_result(accepted)
-            self._sending = False
+    def _open_lane(self, tenant: str) -> None:
+        if tenant not in self._lanes:
+            self._lanes[tenant] = asyncio.create_task(self._lane(tenant))
+
+    async def _lane(self, tenant: str) -> None:
+        pending = self._pending[tenant]
+        try:
+            while pending:
+                # Let the turns of the loop that are reporting end: until one reports nothing more.
+                while len(pending) < MAX_REPORTS_PER_CALL:
+                    ready = len(pending)
+                    await asyncio.sleep(0)
+                    if len(pending) == ready:
+                        break
+                async with self._calls:
+                    # Taken once the call may go: what came while it waited for its turn rides along.
+                    batch = [pending.popleft() for _ in range(min(len(pending), MAX_REPORTS_PER_CALL))]
+                    accepted = await self._send([report for report, _ in batch])
+                for _, sent in batch:
+                    if not sent.done():
+                        sent.set_result(accepted)
+        finally:
+            # No await since the loop saw `pending` empty: a report made now opens a new lane.
+            del self._lanes[tenant]
+            if not pending:
+                del self._pending[tenant]
 
     async def _send(self, batch: list[dpb.PhaseReport]) -> bool:
         delay = 0.1
@@ -86,6 +110,7 @@ class Reporter:
                 delay = min(delay * 2, 5.0)
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        lanes = list(self._lanes.values())
+        for lane in lanes:
+            lane.cancel()
+        await asyncio.gather(*lanes, return_exceptions=True)
