@@ -83,6 +83,10 @@ class Wakeup:
                         delay = FIRST_RESUBSCRIBE_SECONDS
                         self.wake(tenant)
                 except StoreError as exc:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        # A cancel that met a read timeout came out as a timeout: stop all the same.
+                        raise asyncio.CancelledError from exc
                     log.warning("wake subscription lost (%s); subscribing again in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_RESUBSCRIBE_SECONDS)
