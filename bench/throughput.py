@@ -35,6 +35,7 @@ from bench import tasks
 from bench.deploy import Deployment, deployment
 from bench.procs import cpu_by_kind, cpu_snapshot, self_cpu_s
 from fanout.client import Client
+from fanout.errors import FanoutError
 from fanout.runs import start_run
 from fanout.runtime import load_task
 
@@ -47,7 +48,11 @@ WARMUP = 100
 MAX_PER_PROCESS = 10_000
 CAPACITY = 4_096  # actions the dispatcher holds at once
 PER_PROCESS_CONCURRENCY = 256  # processes at once on the per-action path (the default capacity of `fanout up`)
-RUN_TIMEOUT = 3_600.0  # the million run at a few thousand actions/s
+# A run is given up (and said so) after SLACK_S + N / its path's slowest expected rate, so a stuck
+# run costs minutes, not the whole benchmark.
+SLACK_S = 60.0
+MIN_RATE_REUSED = 500.0
+MIN_RATE_PER_PROCESS = 50.0
 RAY_TIMEOUT = 900.0
 TASK_FILE = Path(tasks.__file__).resolve()
 NOT_REUSABLE = "reusable workers not available: measured one process per action"
@@ -61,6 +66,7 @@ class RunFigure:
     per_action_us: float
     parent_peak_rss_kb: int  # VmHWM of the process that ran fan(n)
     runner: str  # that process's command line: a reusable worker's, or a per-action runtime's
+    error: str = ""  # how the run failed or why it was given up (then wall_s is the time until then)
 
 
 @dataclass(frozen=True)
@@ -103,8 +109,9 @@ def run() -> Throughput:
         reused_cfg = d.tenant("reused", max_fanout=10 * max(SIZES), max_concurrency=limit)
         per_action_cfg = d.tenant("per-action", max_fanout=10 * max(SIZES), max_concurrency=PER_PROCESS_CONCURRENCY)
         with Client(reused_cfg) as reused, Client(per_action_cfg) as per_action:
-            time_run(reused, fan, WARMUP)
-            time_run(per_action, fan_per_action, WARMUP // 10)
+            for warmup in (time_run(reused, fan, WARMUP), time_run(per_action, fan_per_action, WARMUP // 10)):
+                if warmup.error:
+                    raise RuntimeError(f"the warm-up fanout failed: {warmup.error}")
             scaling, skipped = [], []
             headline: tuple[RunFigure, dict[str, float]] | None = None
             walls: list[float] = []
@@ -116,14 +123,15 @@ def run() -> Throughput:
                     scaling.append(time_run(reused, fan, n))
                     continue
                 tries = [with_cpu(d, reused, fan, n) for _ in range(REPEATS if reusable else 1)]
-                tries.sort(key=lambda t: t[0].wall_s)
+                tries.sort(key=lambda t: (bool(t[0].error), t[0].wall_s))  # the median of those that finished
                 walls = [t[0].wall_s for t in tries]
-                headline = tries[len(tries) // 2]
+                done = [t for t in tries if not t[0].error] or tries
+                headline = done[len(done) // 2]
                 scaling.append(headline[0])
             assert headline is not None
             per_action_figure = time_run(per_action, fan_per_action, PER_ACTION)
     ray = ray_peer(HEADLINE, REPEATS)
-    ratio = headline[0].actions_per_s / ray.tasks_per_s if ray.tasks_per_s else None
+    ratio = headline[0].actions_per_s / ray.tasks_per_s if ray.tasks_per_s and not headline[0].error else None
     return Throughput(
         mode(),
         f"separate processes: Redis, `fanout server`, `fanout dispatcher --capacity {CAPACITY}` (process backend)",
@@ -149,11 +157,24 @@ def with_cpu(d: Deployment, client: Client, task: Any, n: int) -> tuple[RunFigur
 
 
 def time_run(client: Client, task: Any, n: int) -> RunFigure:
+    """Time `task(n)` from submit to outputs; a failed, wrong or stuck run is a figure that says so."""
+    reusable = tasks.REUSE is not None and task.env is tasks.reused
+    timeout = SLACK_S + n / (MIN_RATE_REUSED if reusable else MIN_RATE_PER_PROCESS)
+    print(f"  {task.name}({n:,}) ...", end=" ", flush=True)
+    figure = _timed(client, task, n, timeout)
+    print(f"failed: {figure.error}" if figure.error else f"{figure.wall_s:.2f} s", flush=True)
+    return figure
+
+
+def _timed(client: Client, task: Any, n: int, timeout: float) -> RunFigure:
     start = time.perf_counter()
-    result = start_run(client, task, n).wait(RUN_TIMEOUT).outputs()
+    try:
+        result = start_run(client, task, n).wait(timeout).outputs()
+    except FanoutError as exc:
+        return RunFigure(n, time.perf_counter() - start, 0.0, 0.0, 0, "", f"{type(exc).__name__}: {exc}"[:300])
     wall = time.perf_counter() - start
     if result.get("count") != n or result.get("sum") != n * (n - 1) // 2:
-        raise RuntimeError(f"{task.name}({n}) returned a wrong result: {result}")
+        return RunFigure(n, wall, 0.0, 0.0, 0, "", f"a wrong result: {str(result)[:200]}")
     return RunFigure(n, wall, n / wall, wall / n * 1e6, int(result["peak_rss_kb"]), str(result["runner"]))
 
 
@@ -178,14 +199,15 @@ def ray_peer(n: int, repeats: int) -> Peer:
 
 def table(t: Throughput) -> list[tuple[str, str]]:
     h = t.headline
+    tries = " / ".join(f"{w:.2f}" for w in t.headline_walls_s)
     rows = [
-        ("throughput mode", f"{t.mode}; the parent ran in `python {h.runner}`"),
+        ("throughput mode", f"{t.mode}; the parent ran in `python {h.runner or '?'}`"),
         ("throughput deployment", t.deployment),
         (
             f"fanout of {h.actions:,} (SDK, submit to results)",
-            f"{h.actions_per_s:,.0f} actions/s  ({h.wall_s:.2f} s median; tries "
-            + " / ".join(f"{w:.2f}" for w in t.headline_walls_s)
-            + " s)",
+            f"failed after {h.wall_s:.1f} s: {h.error}"
+            if h.error
+            else f"{h.actions_per_s:,.0f} actions/s  ({h.wall_s:.2f} s median; tries {tries} s)",
         ),
     ]
     if t.ray.tasks_per_s is not None and t.ray.wall_s is not None:
@@ -197,10 +219,13 @@ def table(t: Throughput) -> list[tuple[str, str]]:
                 + " s)",
             )
         )
-        rows.append(("fanout ÷ Ray", f"{t.ratio_to_ray:.2f}×"))
+        rows.append(("fanout ÷ Ray", f"{t.ratio_to_ray:.2f}×" if t.ratio_to_ray else "no figure: the fanout failed"))
     else:
         rows.append(("Ray", t.ray.note))
     for f in t.scaling:
+        if f.error:
+            rows.append((f"fanout of {f.actions:,}", f"failed after {f.wall_s:.1f} s: {f.error}"))
+            continue
         rows.append(
             (
                 f"fanout of {f.actions:,}",
@@ -210,13 +235,13 @@ def table(t: Throughput) -> list[tuple[str, str]]:
         )
     rows.extend(("skipped", s) for s in t.skipped)
     p = t.per_action
-    rows.append(
-        (
-            f"one worker per action, fanout of {p.actions:,}",
-            f"{p.actions_per_s:,.0f} actions/s  ({p.wall_s:.2f} s; the parent ran in `python {p.runner}`)",
-        )
+    outcome = (
+        f"failed after {p.wall_s:.1f} s: {p.error}"
+        if p.error
+        else f"{p.actions_per_s:,.0f} actions/s  ({p.wall_s:.2f} s; the parent ran in `python {p.runner}`)"
     )
-    total = sum(t.cpu_s.values())
+    rows.append((f"one worker per action, fanout of {p.actions:,}", outcome))
+    total = sum(t.cpu_s.values()) or 1.0
     for kind, seconds in sorted(t.cpu_s.items(), key=lambda kv: -kv[1]):
         rows.append(
             (
