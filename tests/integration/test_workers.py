@@ -8,6 +8,7 @@ tasks that ran at once in that process.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ import pytest
 import fanout
 from fanout import errors
 from fanout.dispatch.dispatcher import Dispatcher
+from fanout.dispatch.process_backend import ProcessBackend
 from fanout.runs import start_run
 from fanout.runtime import load_task
 from fanout.v1 import actions_pb2 as pb
+from fanout.v1 import dispatch_pb2 as dpb
 from tests.conftest import TASKS_FILE, Tenant
 from tests.helpers import LoopThread, eventually
 
@@ -118,3 +121,28 @@ def test_a_reuse_policy_out_of_bounds_is_refused_and_creates_nothing(
         tenant.client.create_run(spec, run_name="bad-reuse")
     with pytest.raises(errors.NotFound):
         tenant.client.get_run("bad-reuse")
+
+
+def test_action_processes_are_bounded_and_a_waiting_parent_gives_its_room_back(tmp_path: Path) -> None:
+    """The dispatcher's capacity is sized for pools; the process backend bounds processes apart."""
+    backend = ProcessBackend(tmp_path / "actions", max_processes=1)
+    started: list[str] = []
+
+    def leased(name: str) -> dpb.LeasedAction:
+        spec = pb.ActionSpec(name=name, command=["sleep", "0.2"])
+        return dpb.LeasedAction(tenant="t", run="r", spec=spec, attempt=1)
+
+    async def main() -> None:
+        parent, child = leased("parent"), leased("child")
+        first = asyncio.create_task(backend.run(parent, "unused:1", lambda: started.append("parent")))
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(backend.run(child, "unused:1", lambda: started.append("child")))
+        await asyncio.sleep(0.05)
+        assert started == ["parent"]  # one process at a time
+        backend.waiting(parent)  # the parent now waits on its children: its room goes to them
+        await asyncio.sleep(0.05)
+        assert started == ["parent", "child"]
+        await asyncio.gather(first, second)
+        await backend.shutdown()
+
+    asyncio.run(main())

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 from fanout import config as client_config
 from fanout.cli.token_args import add_token_args
+from fanout.dispatch.dispatcher import DEFAULT_CAPACITY
 from fanout.errors import ConfigError
 
 
@@ -30,7 +31,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     up.add_argument(
         "--redis-url", default="", help="use this Redis instead of starting a private one (FANOUT_REDIS_URL)"
     )
-    up.add_argument("--capacity", type=int, default=256, help="actions the dispatcher runs at once (default: 256)")
+    up.add_argument(
+        "--capacity",
+        type=int,
+        default=DEFAULT_CAPACITY,
+        help=f"actions the dispatcher holds at once, running or queued for a worker (default: {DEFAULT_CAPACITY}); "
+        "action processes are bounded apart",
+    )
     up.add_argument("command", nargs=argparse.REMAINDER, help="optional: -- COMMAND [ARGS...] to run, then stop")
     up.set_defaults(handler=cmd_up)
 
@@ -64,7 +71,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     disp.add_argument("--endpoint", help="control plane address (FANOUT_ENDPOINT)")
     add_token_args(disp, "dispatcher token")
-    disp.add_argument("--capacity", type=int, default=256, help="actions run at once (default: 256)")
+    disp.add_argument(
+        "--capacity",
+        type=int,
+        default=DEFAULT_CAPACITY,
+        help=f"actions held at once, running or queued for a worker (default: {DEFAULT_CAPACITY})",
+    )
     disp.add_argument("--work-dir", type=Path, default=Path(".fanout/actions"), help="per-action scratch directories")
     disp.add_argument("--action-endpoint", default="", help="address actions use to reach the control plane")
     disp.set_defaults(handler=cmd_dispatcher)
@@ -110,7 +122,10 @@ def cmd_dispatcher(args: argparse.Namespace) -> int:
 
     cfg = client_config.load(endpoint=args.endpoint, token=args.token)
     client_config.forget_secret_variables()  # the token stays in memory; the actions we start never see it
-    dispatcher = Dispatcher(cfg, ProcessBackend(args.work_dir.resolve()), args.capacity, args.action_endpoint)
+    work_dir = args.work_dir.resolve()
+    dispatcher = Dispatcher(
+        cfg, ProcessBackend(work_dir), args.capacity, args.action_endpoint, worker_logs=work_dir.parent / "workers"
+    )
 
     async def main() -> int:
         task = asyncio.create_task(dispatcher.run())

@@ -32,6 +32,10 @@ class Backend(Protocol):
         """The outcome of `action` reached the control plane: drop what was kept for it."""
         ...
 
+    def waiting(self, action: dpb.LeasedAction) -> None:
+        """`action` waits on its children: what it holds of the backend's room may go to other actions."""
+        ...
+
 
 class StartedCallback(Protocol):
     def __call__(self) -> None: ...

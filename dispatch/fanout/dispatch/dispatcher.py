@@ -52,6 +52,9 @@ STABLE_STREAM_SECONDS = 1.0
 # How long a starting dispatcher waits for the reports of recovered results
 # before it leases: less than a lease, so the old leases are still valid.
 RECOVERY_REPORT_SECONDS = 5.0
+# Leased actions a dispatcher holds at once: enough for a few full pools of
+# reusable workers (their slots are asyncio tasks); processes are bounded by the backend.
+DEFAULT_CAPACITY = 1024
 # What a stopped action's work is released as (never reported: the server ended it).
 STOPPED = failure("Stopped", "stopped by the control plane", pb.ABORTED)
 
@@ -61,7 +64,7 @@ class Dispatcher:
         self,
         config: ClientConfig,
         backend: Backend,
-        capacity: int = 256,
+        capacity: int = DEFAULT_CAPACITY,
         action_endpoint: str = "",
         worker_logs: Path | None = None,
     ) -> None:
@@ -192,6 +195,8 @@ class Dispatcher:
                 self._give_credit()
                 if reusable(entry[0].spec):
                     self.pools.waiting(entry[0])
+                else:
+                    self.backend.waiting(entry[0])
         for ref in response.cancelled:
             key = _key(ref.tenant, ref.run, ref.name)
             entry = self._running.get(key)

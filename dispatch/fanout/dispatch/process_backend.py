@@ -31,6 +31,8 @@ from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb
 
 LOG_TAIL_BYTES = 4000
+# Action processes running at once, whatever the dispatcher's capacity.
+MAX_PROCESSES = 256
 RUNTIME_COMMAND = (sys.executable, "-m", "fanout.runtime")
 
 log = logging.getLogger(__name__)
@@ -46,9 +48,20 @@ class Process(Protocol):
 
 
 class ProcessBackend:
-    def __init__(self, work_root: Path, max_output_bytes: int = 1 << 20, fork_server: bool = True) -> None:
+    def __init__(
+        self,
+        work_root: Path,
+        max_output_bytes: int = 1 << 20,
+        fork_server: bool = True,
+        max_processes: int = MAX_PROCESSES,
+    ) -> None:
         self.work_root = work_root
         self.max_output_bytes = max_output_bytes
+        # A dispatcher's capacity is sized for reusable pools (cheap asyncio slots);
+        # processes are bounded apart, and a parent waiting on its children gives
+        # its room back (as it gives back its credit), so nested fanouts cannot deadlock.
+        self._process_room = asyncio.Semaphore(max_processes)
+        self._holding_room: set[str] = set()
         self._work = WorkRoot(work_root)
         self._guard = Guard()  # stops the actions' trees if this process dies
         self._procs: set[Process] = set()
@@ -73,7 +86,24 @@ class ProcessBackend:
         self._finished.pop(_key(action), None)
         await asyncio.to_thread(self._work.release, self._work.folder(action), outcome.phase == pb.SUCCEEDED)
 
+    def waiting(self, action: dpb.LeasedAction) -> None:
+        self._give_room(_key(action))
+
+    def _give_room(self, key: str) -> None:
+        if key in self._holding_room:
+            self._holding_room.discard(key)
+            self._process_room.release()
+
     async def run(self, action: dpb.LeasedAction, endpoint: str, on_started: StartedCallback) -> Outcome:
+        key = _key(action)
+        await self._process_room.acquire()
+        self._holding_room.add(key)
+        try:
+            return await self._run(action, endpoint, on_started)
+        finally:
+            self._give_room(key)
+
+    async def _run(self, action: dpb.LeasedAction, endpoint: str, on_started: StartedCallback) -> Outcome:
         earlier = await self._earlier_result(action)
         if earlier is not None:
             return earlier

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fanout import config as client_config
-from fanout.dispatch.dispatcher import Dispatcher
+from fanout.dispatch.dispatcher import DEFAULT_CAPACITY, Dispatcher
 from fanout.dispatch.process_backend import ProcessBackend
 from fanout.private_files import private_dir, write_private
 from fanout.server import signing_key
@@ -44,7 +44,7 @@ class UpOptions:
     listen: str = "127.0.0.1:50051"
     metrics_port: int = 0
     redis_url: str = ""
-    capacity: int = 256
+    capacity: int = DEFAULT_CAPACITY
     command: list[str] | None = None
 
 
@@ -76,6 +76,7 @@ async def up(options: UpOptions) -> int:
             client_config.ClientConfig(endpoint=endpoint, token=dispatcher_token),
             ProcessBackend(data_dir / "actions", settings.max_payload_bytes),
             capacity=options.capacity,
+            worker_logs=data_dir / "workers",
         )
         dispatcher_task = asyncio.create_task(dispatcher.run())
         signalled = asyncio.ensure_future(until_signalled())
