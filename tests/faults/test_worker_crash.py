@@ -59,7 +59,7 @@ def test_a_killed_workers_actions_run_again_and_end_once(
 
 
 def _children(tenant: Tenant, run: str) -> list[str]:
-    names = []
+    names: list[str] = []
     for event in tenant.client.watch_children(run, "root"):
         if event.HasField("replay_done"):
             return names
