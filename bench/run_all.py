@@ -101,7 +101,10 @@ def _latency_rows(latency: dict[str, Any], prefix: str = "admission to RUNNING")
     """bench/latency.py's figures, whatever their shape: one row per leaf value."""
     rows: list[tuple[str, str]] = []
     for key, value in latency.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and {"p50_ms", "p99_ms"} <= value.keys():
+            quantiles = " / ".join("-" if value.get(q) is None else f"{value[q]:.1f}" for q in ("p50_ms", "p99_ms"))
+            rows.append((f"{prefix}, {key}, p50 / p99", f"{quantiles} ms  ({value.get('samples', '?')} samples)"))
+        elif isinstance(value, dict):
             rows.extend(_latency_rows(value, f"{prefix}, {key}"))
         else:
             rows.append((f"{prefix}, {key}", str(value)))

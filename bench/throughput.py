@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import time
@@ -242,6 +243,13 @@ def table(t: Throughput) -> list[tuple[str, str]]:
     )
     rows.append((f"one worker per action, fanout of {p.actions:,}", outcome))
     total = sum(t.cpu_s.values()) or 1.0
+    offered = h.wall_s * (os.cpu_count() or 1)
+    rows.append(
+        (
+            f"CPU at {h.actions:,}: all of them",
+            f"{total:.2f} s of the {offered:.2f} CPU-s its wall time offers ({total / offered:.0%})",
+        )
+    )
     for kind, seconds in sorted(t.cpu_s.items(), key=lambda kv: -kv[1]):
         rows.append(
             (
