@@ -12,6 +12,11 @@ before its end), and the lanes of different tenants send side by side (at
 most MAX_CALLS_IN_FLIGHT calls at once), so a small tenant's reports never
 queue behind the backlog of another tenant's huge fanout.
 
+A terminal report supersedes its action's RUNNING report while that one
+waits in its lane: the action moves straight to its end, and the parent's
+watch carries one event instead of two (most actions of a big fanout on
+reusable workers finish before their RUNNING report could leave).
+
 Reports are idempotent on the server (phases only move forward, one terminal
 phase), so resending a batch after an error is safe. Each report's future
 resolves once its call was answered (True) or rejected for good (False), so
@@ -26,6 +31,7 @@ from collections import deque
 
 import grpc
 
+from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb
 from fanout.v1 import dispatch_pb2_grpc
 
@@ -35,6 +41,7 @@ MAX_REPORTS_PER_CALL = 1000
 MAX_CALLS_IN_FLIGHT = 8
 
 _Pending = deque[tuple[dpb.PhaseReport, "asyncio.Future[bool]"]]
+_Key = tuple[str, str, str, int]  # tenant, run, action, attempt
 
 
 class Reporter:
@@ -45,6 +52,8 @@ class Reporter:
         self._lanes: dict[str, asyncio.Task[None]] = {}  # the tenants whose reports are being sent
         self._calls = asyncio.Semaphore(MAX_CALLS_IN_FLIGHT)
         self._started = False
+        self._unsent_running: set[_Key] = set()  # RUNNING reports still in their lane
+        self._superseded: set[_Key] = set()  # ... of which a terminal report came after
 
     def start(self) -> None:
         """Send from now on: what was reported before goes out at once."""
@@ -54,6 +63,12 @@ class Reporter:
 
     def report(self, report: dpb.PhaseReport) -> asyncio.Future[bool]:
         sent: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        key = _key(report)
+        if report.phase == pb.RUNNING:
+            self._unsent_running.add(key)
+        elif key in self._unsent_running:
+            self._unsent_running.discard(key)
+            self._superseded.add(key)
         self._pending.setdefault(report.tenant, deque()).append((report, sent))
         if self._started:
             self._open_lane(report.tenant)
@@ -83,7 +98,9 @@ class Reporter:
                         break
                 async with self._calls:
                     # Taken once the call may go: what came while it waited for its turn rides along.
-                    batch = [pending.popleft() for _ in range(min(len(pending), MAX_REPORTS_PER_CALL))]
+                    batch = self._take(pending)
+                    if not batch:
+                        continue
                     accepted = await self._send([report for report, _ in batch])
                 for _, sent in batch:
                     if not sent.done():
@@ -93,6 +110,21 @@ class Reporter:
             del self._lanes[tenant]
             if not pending:
                 del self._pending[tenant]
+
+    def _take(self, pending: _Pending) -> list[tuple[dpb.PhaseReport, asyncio.Future[bool]]]:
+        """The next call's reports, without the RUNNING reports their action's end superseded."""
+        batch: list[tuple[dpb.PhaseReport, asyncio.Future[bool]]] = []
+        while pending and len(batch) < MAX_REPORTS_PER_CALL:
+            report, sent = pending.popleft()
+            if report.phase == pb.RUNNING:
+                key = _key(report)
+                self._unsent_running.discard(key)
+                if key in self._superseded:
+                    self._superseded.discard(key)
+                    sent.set_result(True)  # its end, in this lane behind it, says more
+                    continue
+            batch.append((report, sent))
+        return batch
 
     async def _send(self, batch: list[dpb.PhaseReport]) -> bool:
         delay = 0.1
@@ -114,3 +146,7 @@ class Reporter:
         for lane in lanes:
             lane.cancel()
         await asyncio.gather(*lanes, return_exceptions=True)
+
+
+def _key(report: dpb.PhaseReport) -> _Key:
+    return (report.tenant, report.run, report.name, report.attempt)
