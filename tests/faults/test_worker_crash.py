@@ -65,3 +65,13 @@ def _children(tenant: Tenant, run: str) -> list[str]:
             return names
         names.append(event.update.name)
     return names
+
+
+def test_a_task_blocking_its_worker_past_its_timeout_times_out_and_the_worker_is_replaced(
+    tenant: Tenant, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    probe = load_task(f"file:{TASKS_FILE}:blocking_timeout_probe")
+    assert start_run(tenant.client, probe).wait(60).outputs() == "TIMED_OUT: Timeout"
+    # The worker that would not cancel it was killed; the pool starts another for the next action.
+    again = load_task(f"file:{TASKS_FILE}:timeout_probe")
+    assert start_run(tenant.client, again, str(tmp_path / "marker")).wait(60).outputs() == "TIMED_OUT: Timeout"

@@ -254,6 +254,25 @@ async def sleep_past_timeout(marker: str, seconds: float) -> int:
     return await marked_sleep.fn(marker, seconds)
 
 
+@timeout_env.task(timeout=1)
+async def block_past_timeout(seconds: float) -> int:
+    """Blocks its worker's event loop (no await): only killing the worker stops it."""
+    import os
+    import time
+
+    time.sleep(seconds)  # noqa: ASYNC251 - blocking on purpose
+    return os.getpid()
+
+
+@pool_env.task
+async def blocking_timeout_probe() -> str:
+    try:
+        await block_past_timeout(60)
+    except fanout.ActionFailed as exc:
+        return f"{exc.phase}: {exc.error_type}"
+    return "no timeout"
+
+
 @pool_env.task
 async def timeout_probe(marker: str) -> str:
     try:
