@@ -36,7 +36,7 @@ import os
 import signal
 import sys
 from collections import deque
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,8 +131,10 @@ class WorkerProcess:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    async def start(self, env: Mapping[str, str], cwd: str, log_path: Path | None) -> None:
+    async def start(self, env: Mapping[str, str], workdir: str, log_path: Path | None) -> None:
         output = await asyncio.to_thread(_open_log, log_path)
+        exists: bool = bool(workdir) and await asyncio.to_thread(os.path.isdir, workdir)
+        cwd = workdir if exists else "/"
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *command_dying_with_parent(list(WORKER_COMMAND)),
@@ -218,10 +220,9 @@ class WorkerProcess:
 
 
 class Pool:
-    def __init__(self, key: PoolKey, env: Mapping[str, str], cwd: str, log_path: Path | None) -> None:
+    def __init__(self, key: PoolKey, env: Mapping[str, str], log_path: Path | None) -> None:
         self.key = key
         self._env = env
-        self._cwd = cwd
         self._log_path = log_path
         self.workers: list[WorkerProcess] = []
         self._starting = 0
@@ -234,13 +235,13 @@ class Pool:
         self._queue.append(job)
         self._pump()
         try:
-            return await asyncio.shield(job.outcome)
+            return await job.outcome  # cancelling this task cancels the future too: _resolve skips it
         except asyncio.CancelledError:
             # Aborted, leased elsewhere, or the dispatcher stops: take it back from wherever it is.
             if job.worker is None:
                 with contextlib.suppress(ValueError):
                     self._queue.remove(job)
-            elif not job.outcome.done():
+            elif key in job.worker.jobs:  # still running there
                 job.worker.cancel(key, timed_out=False)
             raise
         finally:
@@ -344,7 +345,7 @@ class Pool:
     async def _start(self) -> None:
         worker = WorkerProcess(self)
         try:
-            await worker.start(self._env, self._cwd, self._log_path)
+            await worker.start(self._env, self.key.workdir, self._log_path)
         except (OSError, RuntimeError) as exc:
             log.error("cannot start a worker for %s: %s", self.key.label, exc)
             self._starting -= 1
@@ -378,26 +379,29 @@ class Pools:
         self._config = config
         self._log_dir = log_dir
         self._pools: dict[PoolKey, Pool] = {}
-        self._jobs: dict[str, Pool] = {}  # action ref -> its pool, for waiting()
+        # The same pools by the spec's fields as they come, a cheaper key to build per action
+        # (its env unsorted: another order of the same env only misses this cache).
+        self._by_fields: dict[tuple[Any, ...], Pool] = {}
 
-    async def run(self, action: dpb.LeasedAction, endpoint: str, on_started: StartedCallback) -> Outcome:
-        key = PoolKey.of(action)
-        pool = self._pools.get(key)
-        if pool is None:
-            cwd = action.spec.workdir if action.spec.workdir and Path(action.spec.workdir).is_dir() else "/"
-            log_path = self._log_dir / f"{key.label}.log" if self._log_dir else None
-            pool = self._pools[key] = Pool(key, self.worker_env(action.spec, endpoint), cwd, log_path)
-        ref = _ref(action)
-        self._jobs[ref] = pool
-        try:
-            return await pool.run(action, on_started)
-        finally:
-            self._jobs.pop(ref, None)
+    def run(self, action: dpb.LeasedAction, endpoint: str, on_started: StartedCallback) -> Awaitable[Outcome]:
+        return self._pool(action, endpoint).run(action, on_started)
 
     def waiting(self, action: dpb.LeasedAction) -> None:
-        pool = self._jobs.get(_ref(action))
+        pool = self._by_fields.get(_fields(action))
         if pool is not None:
             pool.waiting(action)
+
+    def _pool(self, action: dpb.LeasedAction, endpoint: str) -> Pool:
+        fields = _fields(action)
+        pool = self._by_fields.get(fields)
+        if pool is None:
+            key = PoolKey.of(action)
+            pool = self._pools.get(key)
+            if pool is None:
+                log_path = self._log_dir / f"{key.label}.log" if self._log_dir else None
+                pool = self._pools[key] = Pool(key, self.worker_env(action.spec, endpoint), log_path)
+            self._by_fields[fields] = pool
+        return pool
 
     def worker_env(self, spec: pb.ActionSpec, endpoint: str) -> dict[str, str]:
         env = {name: os.environ[name] for name in INHERITED_VARIABLES if name in os.environ}
@@ -430,8 +434,10 @@ def _timed_out(action: dpb.LeasedAction) -> Outcome:
     return failure("Timeout", f"the action ran longer than {action.spec.timeout_seconds}s", pb.TIMED_OUT)
 
 
-def _ref(action: dpb.LeasedAction) -> str:
-    return f"{action.tenant}/{action.run}/{action.spec.name}"
+def _fields(action: dpb.LeasedAction) -> tuple[Any, ...]:
+    s, r = action.spec, action.spec.reuse
+    env = tuple(s.env.items()) if s.env else ()
+    return (action.tenant, s.environment, s.image, s.workdir, r.replicas, r.concurrency, r.idle_ttl_seconds, env)
 
 
 def _open_log(path: Path | None) -> int:
