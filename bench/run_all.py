@@ -17,6 +17,8 @@ import os
 import platform
 import subprocess
 import sys
+import traceback
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,11 +48,28 @@ def _commit() -> str:
 
 
 def table(report: dict[str, Any]) -> str:
-    m, adm, e2e = report["machine"], report["admission"], report["end_to_end"]
-    rows = [
-        ("machine", f"{m['cores']} cores, Python {m['python']}, {m['platform']}, commit {m['commit']}"),
-        ("admission server", adm["server"]),
-    ]
+    m = report["machine"]
+    rows = [("machine", f"{m['cores']} cores, Python {m['python']}, {m['platform']}, commit {m['commit']}")]
+    sections = {
+        "admission": _admission_rows,
+        "end_to_end": _end_to_end_rows,
+        "slowlog": _slowlog_rows,
+        "throughput": lambda t: throughput.table(throughput_from(t)),
+        "latency": _latency_rows,
+    }
+    for name, rows_of in sections.items():
+        section = report.get(name)
+        if section is None:
+            continue
+        if set(section) == {"error"}:
+            rows.append((name, f"FAILED: {section['error']}"))
+        else:
+            rows.extend(rows_of(section))
+    return _rows(rows)
+
+
+def _admission_rows(adm: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [("admission server", adm["server"])]
     for b in adm["batches"]:
         spread = " / ".join(f"{w:.3f}" for w in b["walls_s"])
         rows.append(
@@ -61,9 +80,19 @@ def table(report: dict[str, Any]) -> str:
         )
     for b in adm["batches"]:
         rows.append((f"Redis memory ({b['actions']:,} batch)", f"{b['redis_bytes_per_action']:.0f} B/queued action"))
-    rows.append((f"end to end, fanout of {e2e['tasks']}", f"{e2e['wall_s']:.2f} s"))
-    rows.append(("dispatch latency p50 / p99", _latency(e2e)))
-    for s in report["slowlog"]["steps"]:
+    return rows
+
+
+def _end_to_end_rows(e2e: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        (f"end to end, fanout of {e2e['tasks']}", f"{e2e['wall_s']:.2f} s"),
+        ("dispatch latency p50 / p99", _latency(e2e)),
+    ]
+
+
+def _slowlog_rows(slow: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    for s in slow["steps"]:
         outcome = f"; the caller got {s['error']}" if s["error"] else ""
         rows.append(
             (
@@ -71,11 +100,7 @@ def table(report: dict[str, Any]) -> str:
                 f"{s['longest_us'] / 1000:.1f} ms ({s['longest_command']}); wall {s['wall_s']:.2f} s{outcome}",
             )
         )
-    if "throughput" in report:
-        rows.extend(throughput.table(throughput_from(report["throughput"])))
-    if "latency" in report:
-        rows.extend(_latency_rows(report["latency"]))
-    return _rows(rows)
+    return rows
 
 
 def _rows(rows: list[tuple[str, str]]) -> str:
@@ -151,19 +176,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_suite(report: dict[str, Any]) -> None:
-    print(f"admission: one SubmitBatch of {', '.join(f'{n:,}' for n in admission.SIZES)} actions ...", flush=True)
-    report["admission"] = asdict(admission.run())
-    print(f"end to end: a fanout of {end_to_end.TASKS} no-op tasks through `fanout up` ...", flush=True)
-    report["end_to_end"] = asdict(end_to_end.run())
-    print("slowlog: the longest single Redis command during a big admission, abort and lease ...", flush=True)
-    report["slowlog"] = asdict(slowlog.run())
     sizes = ", ".join(f"{n:,}" for n in throughput.SIZES)
-    print(f"throughput: fanouts of {sizes} no-op tasks, one worker per action, and Ray ...", flush=True)
-    report["throughput"] = asdict(throughput.run())
+    steps: list[tuple[str, str, Callable[[], Any]]] = [
+        ("admission", f"one SubmitBatch of {', '.join(f'{n:,}' for n in admission.SIZES)} actions", admission.run),
+        ("end_to_end", f"a fanout of {end_to_end.TASKS} no-op tasks through `fanout up`", end_to_end.run),
+        ("slowlog", "the longest single Redis command during a big admission, abort and lease", slowlog.run),
+        ("throughput", f"fanouts of {sizes} no-op tasks, one worker per action, and Ray", throughput.run),
+    ]
     # bench/latency.py (admission to RUNNING, p50/p99) is optional: it is run when it is there.
     if importlib.util.find_spec("bench.latency") is not None:
-        print("latency: admission to RUNNING with free capacity and during a large tenant's fanout ...", flush=True)
-        report["latency"] = importlib.import_module("bench.latency").run()
+        latency = importlib.import_module("bench.latency").run
+        steps.append(("latency", "admission to RUNNING, idle and during a large tenant's fanout", latency))
+    for name, what, run in steps:
+        print(f"{name}: {what} ...", flush=True)
+        try:
+            result = run()
+        except Exception as exc:  # one broken benchmark must not cost the others' figures
+            traceback.print_exc()
+            report[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+            continue
+        report[name] = result if isinstance(result, dict) else asdict(result)
 
 
 if __name__ == "__main__":
