@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -15,8 +17,11 @@ from fanout.client import TERMINAL_PHASES, Client
 from fanout.dispatch.dispatcher import Dispatcher
 from fanout.runs import start_run
 from fanout.runtime import load_task
+from fanout.server.app import ControlPlane
 from tests.conftest import TASKS_FILE, Tenant
-from tests.helpers import eventually
+from tests.helpers import LoopThread, eventually
+
+FANOUT = str(Path(sys.executable).parent / "fanout")
 
 
 def terminal_events(client: Client, run: str, parent: str, expected: int) -> Counter[str]:
@@ -75,3 +80,39 @@ def test_a_task_blocking_its_worker_past_its_timeout_times_out_and_the_worker_is
     # The worker that would not cancel it was killed; the pool starts another for the next action.
     again = load_task(f"file:{TASKS_FILE}:timeout_probe")
     assert start_run(tenant.client, again, str(tmp_path / "marker")).wait(60).outputs() == "TIMED_OUT: Timeout"
+
+
+def test_a_killed_dispatchers_workers_die_with_it(
+    tenant: Tenant, dispatcher: Dispatcher, endpoint: str, loop_thread: LoopThread, plane: ControlPlane, tmp_path: Path
+) -> None:
+    # A second dispatcher, as its own process, shares the work with the session's; it is then killed.
+    token = loop_thread.run(plane.tokens.create("dispatcher"))
+    other = subprocess.Popen(
+        [FANOUT, "dispatcher", "--endpoint", endpoint, "--work-dir", str(tmp_path / "actions")],
+        env={**os.environ, "FANOUT_TOKEN": token},  # never a secret on a command line
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        fan = load_task(f"file:{TASKS_FILE}:narrow_fan")
+        run = start_run(tenant.client, fan, 64, 1.0)
+        workers = eventually(lambda: _workers_of(other.pid), timeout=30)
+        other.kill()
+        other.wait()
+        eventually(lambda: not any(_alive(pid) for pid in workers), timeout=10)
+        assert len(run.wait(90).outputs()) == 64  # what it held ran again on the session's dispatcher
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.wait()
+
+
+def _workers_of(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children if b"fanout.dispatch.worker" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
