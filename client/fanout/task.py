@@ -65,11 +65,6 @@ class ReusePolicy:
         ttl = self.idle_ttl
         return ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
 
-    def to_proto(self) -> pb.ReusePolicy:
-        return pb.ReusePolicy(
-            replicas=self.max_replicas, concurrency=self.concurrency, idle_ttl_seconds=self.idle_ttl_seconds
-        )
-
 
 @dataclass
 class TaskEnvironment:
@@ -109,11 +104,18 @@ class Task(Generic[P, R]):
         self.timeout = timeout
         self.short_name = fn.__name__
         self.name = f"{env.name}.{fn.__name__}"
+        self._ref = ""
         functools.update_wrapper(self, fn)
 
     @property
     def ref(self) -> str:
         """Where the runtime finds this task again, in another process."""
+        # Worked out once: a parent names and specs every child with it.
+        if not self._ref:
+            self._ref = self._find_ref()
+        return self._ref
+
+    def _find_ref(self) -> str:
         module = sys.modules.get(self.fn.__module__)
         if self.fn.__module__ == "__main__" or self.fn.__module__.startswith(FILE_MODULE_PREFIX):
             path = getattr(module, "__file__", None)
@@ -134,8 +136,11 @@ class Task(Generic[P, R]):
             inputs=inputs,
             environment=self.env.name,
         )
-        if self.env.reusable is not None:
-            s.reuse.CopyFrom(self.env.reusable.to_proto())
+        policy = self.env.reusable
+        if policy is not None:
+            s.reuse.replicas = policy.max_replicas
+            s.reuse.concurrency = policy.concurrency
+            s.reuse.idle_ttl_seconds = policy.idle_ttl_seconds
         if self.env.resources:
             s.resources.cpu = str(self.env.resources.cpu or "")
             s.resources.memory = self.env.resources.memory or ""
