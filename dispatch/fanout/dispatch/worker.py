@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import sys
 import traceback
@@ -44,7 +45,7 @@ class Worker:
     def __init__(self, client: AsyncClient, writer: asyncio.StreamWriter) -> None:
         self._client = client
         self._writer = writer
-        self._tasks: dict[Key, asyncio.Task[None]] = {}
+        self._tasks: dict[Key, asyncio.Task[pb.ActionResult]] = {}
         self._timed_out: set[Key] = set()
         self._finished: list[wpb.WorkerOutcome] = []
         self._flush_scheduled = False
@@ -53,36 +54,42 @@ class Worker:
         for action in message.run:
             key = (action.run, action.spec.name, action.attempt)
             if key not in self._tasks:  # a repeated frame must not run an action twice
-                self._tasks[key] = asyncio.create_task(self._run(action, key))
+                task = asyncio.create_task(self._run(action))
+                # A callback, not a `finally` in _run: a task cancelled before its first step runs none of it.
+                task.add_done_callback(functools.partial(self._done, key, action.spec.timeout_seconds))
+                self._tasks[key] = task
         for cancel in message.cancel:
             key = (cancel.run, cancel.name, cancel.attempt)
-            task = self._tasks.get(key)
-            if task is not None:
+            running = self._tasks.get(key)
+            if running is not None:
                 if cancel.timed_out:
                     self._timed_out.add(key)
-                task.cancel()
+                running.cancel()
 
-    async def _run(self, action: dpb.LeasedAction, key: Key) -> None:
+    async def _run(self, action: dpb.LeasedAction) -> pb.ActionResult:
         spec = action.spec
         if spec.workdir and spec.workdir not in sys.path:
             sys.path.insert(0, spec.workdir)  # what `python -m fanout.runtime` started there would see
         max_output = action.max_payload_bytes or DEFAULT_MAX_OUTPUT
-        try:
-            result = await runtime.run_task(
-                self._client, spec, action.run, spec.name, max_output, token=action.action_token
-            )
-            phase = pb.FAILED if result.HasField("error") else pb.SUCCEEDED
-        except asyncio.CancelledError:
-            result, phase = pb.ActionResult(), pb.ABORTED
-        except BaseException as exc:  # SystemExit or KeyboardInterrupt in a task fails it, not the worker
-            error = pb.ActionError(type=type(exc).__name__, message=str(exc), traceback=traceback.format_exc())
-            result, phase = pb.ActionResult(error=error), pb.FAILED
-        finally:
-            del self._tasks[key]
+        return await runtime.run_task(self._client, spec, action.run, spec.name, max_output, token=action.action_token)
+
+    def _done(self, key: Key, timeout: int, task: asyncio.Task[pb.ActionResult]) -> None:
+        del self._tasks[key]
         if key in self._timed_out:
             self._timed_out.discard(key)
-            message = f"the action ran longer than {spec.timeout_seconds}s"
-            result, phase = pb.ActionResult(error=pb.ActionError(type="Timeout", message=message)), pb.TIMED_OUT
+            error = pb.ActionError(type="Timeout", message=f"the action ran longer than {timeout}s")
+            result, phase = pb.ActionResult(error=error), pb.TIMED_OUT
+        elif task.cancelled():
+            result, phase = pb.ActionResult(), pb.ABORTED
+        elif (exc := task.exception()) is not None:  # SystemExit or KeyboardInterrupt fails the task, not the worker
+            tb = "".join(traceback.format_exception(exc))
+            result, phase = (
+                pb.ActionResult(error=pb.ActionError(type=type(exc).__name__, message=str(exc), traceback=tb)),
+                pb.FAILED,
+            )
+        else:
+            result = task.result()
+            phase = pb.FAILED if result.HasField("error") else pb.SUCCEEDED
         self._finished.append(wpb.WorkerOutcome(run=key[0], name=key[1], attempt=key[2], phase=phase, result=result))
         if not self._flush_scheduled:
             self._flush_scheduled = True
