@@ -24,7 +24,7 @@ from fanout.runtime import load_task
 ACTIONS = 1_000_000
 LIMITS = {
     "max_fanout": 2 * ACTIONS,
-    "max_concurrency": 2 * ACTIONS,
+    "max_concurrency": ACTIONS,  # the ceiling an admin may set
     "max_queued": 2 * ACTIONS,
     "max_stored_bytes": 4 << 30,
 }

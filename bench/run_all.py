@@ -3,7 +3,7 @@
     python -m bench.run_all [--label NAME]     # from the repo root; `make bench` (a few minutes)
     python -m bench.run_all --million          # only the run of 1,000,000 actions; `make bench-million`
 
-Writes bench/results/<label>-<UTC timestamp>.json and bench/results/latest.json.
+Writes bench/results/<label>-<UTC timestamp>.json and bench/results/latest.json (latest-million.json).
 Figures are printed, never asserted.
 """
 
@@ -146,7 +146,9 @@ def _latency(e2e: dict[str, Any]) -> str:
 def write(report: dict[str, Any], label: str, stamp: str) -> list[Path]:
     RESULTS.mkdir(exist_ok=True)
     text = json.dumps(report, indent=2) + "\n"
-    paths = [RESULTS / f"{label}-{stamp}.json", RESULTS / "latest.json"]
+    # The million run has its own latest file, so it never hides the suite's.
+    latest = "latest-million.json" if "million" in report else "latest.json"
+    paths = [RESULTS / f"{label}-{stamp}.json", RESULTS / latest]
     for path in paths:
         path.write_text(text)
     return paths
