@@ -2,19 +2,19 @@
 
 Leases are pushed: a stream sleeps until a tenant it can serve is woken
 (wakeup.py: admitted, requeued, a retry due or a slot freed, on any server),
-then leases from the tenants woken. Leasing is fair across tenants: each
-round starts at the next tenant and takes a bounded chunk from each, so one
-tenant's huge fanout cannot starve another's small one; a tenant that still
-had work after its chunk stays wanted for the next round. Each tenant's
-max_concurrency bounds what is leased. Now and then a stream sweeps every
-tenant, a safety net for a lost wake, never the way work is found.
+then leases from the tenants woken, a chunk (one response) at a time.
+Leasing is fair across tenants: round robin, a bounded chunk each, and a
+tenant just woken goes first, so one tenant's huge fanout cannot hold up
+another's small one; a tenant that still had work after its chunk goes to
+the back. Each tenant's max_concurrency bounds what is leased. Now and then
+a stream sweeps every tenant, a safety net for a lost wake, never the way
+work is found.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from collections import Counter, defaultdict, deque
@@ -52,7 +52,6 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
         self._limits = limits
         self._tokens = tokens
         self._wakeup = wakeup
-        self._round = itertools.count()
 
     async def Lease(
         self, request_iterator: AsyncIterator[dpb.LeaseRequest], context: aio.ServicerContext[Any, Any]
@@ -69,7 +68,6 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
             while not reader.done():
                 while stream.outbox:
                     yield stream.outbox.popleft()
-                leased: list[LeasedAction] = []
                 if stream.credit > 0:
                     if time.monotonic() >= next_sweep:
                         stream.sweep()
@@ -77,11 +75,12 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
                         stream.sweep_due = False
                         next_sweep = time.monotonic() + SWEEP_SECONDS
                         stream.woken.update([who.tenant] if who.tenant else await self._store.tenants())
-                    leased = await self._lease_round(stream)
-                if leased:
-                    stream.credit -= len(leased)
-                    yield await self._response(leased)
-                    continue
+                    tenant = stream.next_tenant()
+                    if tenant is not None:
+                        response = await self._lease(stream, tenant)
+                        if response is not None:
+                            yield response
+                        continue
                 stream.nudge.clear()
                 if stream.outbox or (stream.credit > 0 and (stream.woken or stream.sweep_due)):
                     continue  # woken while leasing: go round again at once
@@ -95,37 +94,25 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
             self._wakeup.unregister(stream)
             reader.cancel()
 
-    async def _response(self, leased: list[LeasedAction]) -> dpb.LeaseResponse:
+    async def _lease(self, stream: _Stream, tenant: str) -> dpb.LeaseResponse | None:
+        """Lease a chunk of `tenant`'s work: its own response, sent as soon as it is leased.
+
+        The tenant's limits are read alongside the lease, not after it: one wait, not two.
+        """
+        want = min(TENANT_CHUNK, stream.credit)
+        leased, limits = await asyncio.gather(self._store.lease(tenant, want), self._limits.effective(tenant))
+        if len(leased) == want:
+            stream.wanted[tenant] = None  # more may wait: its next chunk after the other tenants'
+        if not leased:
+            return None
+        stream.credit -= len(leased)
         now = time.time()
         response = dpb.LeaseResponse(lease_seconds=self._store.lease_seconds)
-        payload_caps: dict[str, int] = {}
         for action in leased:
-            if action.tenant not in payload_caps:  # one limits read per tenant, not per action
-                payload_caps[action.tenant] = (await self._limits.effective(action.tenant)).max_payload_bytes
-            self._add_proto(response, action, payload_caps[action.tenant])
+            self._add_proto(response, action, limits.max_payload_bytes)
             metrics.DISPATCH_LATENCY.observe(max(0.0, now - action.admitted_at))
         metrics.ACTIONS_LEASED.inc(len(leased))
         return response
-
-    async def _lease_round(self, stream: _Stream) -> list[LeasedAction]:
-        """Lease from the tenants the stream wants, fairly; a tenant that ran dry is wanted no more."""
-        for tenant in stream.woken:
-            stream.wanted[tenant] = None
-        stream.woken.clear()
-        if not stream.wanted:
-            return []
-        tenants = list(stream.wanted)
-        start = next(self._round) % len(tenants)
-        out: list[LeasedAction] = []
-        for tenant in tenants[start:] + tenants[:start]:
-            if len(out) >= stream.credit:
-                break
-            want = min(TENANT_CHUNK, stream.credit - len(out))
-            got = await self._store.lease(tenant, want)
-            out += got
-            if len(got) < want:  # drained or at its max_concurrency: its next wake brings it back
-                del stream.wanted[tenant]
-        return out
 
     async def _read(self, requests: AsyncIterator[dpb.LeaseRequest], who: Principal, stream: _Stream) -> None:
         async for msg in requests:
@@ -238,6 +225,22 @@ class _Stream:
     def sweep(self) -> None:
         self.sweep_due = True
         self.nudge.set()
+
+    def next_tenant(self) -> str | None:
+        """The tenant to lease from next: one just woken first, else the longest waiting.
+
+        A tenant leased from goes to the back while it has work left (round robin, a chunk
+        each); one just woken goes to the front: a small tenant's first action does not wait
+        for the chunks of the tenants already busy.
+        """
+        fresh = [tenant for tenant in self.woken if tenant not in self.wanted]
+        self.woken.clear()
+        if fresh:
+            self.wanted = {**dict.fromkeys(fresh), **self.wanted}
+        for tenant in self.wanted:
+            del self.wanted[tenant]
+            return tenant
+        return None
 
 
 def _ref_proto(tenant: str, ref: LeaseRef) -> dpb.LeaseRef:
