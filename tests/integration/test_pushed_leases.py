@@ -319,3 +319,23 @@ def test_results_bigger_than_a_page_all_reach_a_batched_watch(
             break
     events.close()
     assert seen == {"c0": len(big), "c1": len(big), "c2": len(big)}
+
+
+def test_a_retry_falling_due_wakes_a_stream_on_another_server(
+    loop_thread: LoopThread,
+    two_planes: tuple[ControlPlane, ControlPlane],
+    tenant_on_a: Tenant,
+    streams: list[LeaseStream],
+) -> None:
+    a, b = two_planes
+    run = tenant_on_a.client.create_run(pb.ActionSpec(task_ref="module:x:y", retries=1))
+    on_b = open_stream(loop_thread, b, tenant_on_a)
+    streams.append(on_b)
+    first = on_b.next_action(PUSHED_WITHIN)
+    reporter = open_stream(loop_thread, a, tenant_on_a, capacity=0)  # reports through server A
+    streams.append(reporter)
+    failed = report_of(tenant_on_a.name, first, pb.FAILED)
+    failed.retry_after_seconds = 0.5
+    reporter.report_all([failed])
+    again = on_b.next_action(PUSHED_WITHIN)
+    assert (again.run, again.attempt) == (run.name, 2)
