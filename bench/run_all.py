@@ -132,7 +132,7 @@ def _latency_rows(latency: dict[str, Any], prefix: str = "admission to RUNNING")
         elif isinstance(value, dict):
             rows.extend(_latency_rows(value, f"{prefix}, {key}"))
         else:
-            rows.append((f"{prefix}, {key}", str(value)))
+            rows.append((f"{prefix}, {key}", f"{value:.2f}" if isinstance(value, float) else str(value)))
     return rows
 
 
