@@ -34,6 +34,8 @@ SNAPSHOT_PAGE_BYTES = 1 << 20
 # A watch reads at most this many changes, and results of about this many bytes, per script.
 EVENTS_PAGE = 1_000
 EVENTS_PAGE_BYTES = 1 << 20
+# What events.lua answers when the stream was trimmed past a watch's cursor.
+_TRIMMED = b"!trimmed"
 # How long one read of the wake subscription waits; only bounds how soon a stopped reader notices.
 WAKE_READ_SECONDS = 1.0
 
@@ -113,6 +115,14 @@ class RunInfo:
     created_at: float
 
 
+class EventsTrimmed(Exception):
+    """A watch fell so far behind that its parent's event stream was trimmed past its cursor.
+
+    Changes may have been lost with the trimmed entries, so the watch must replay
+    current state again instead of following from its cursor.
+    """
+
+
 class ActionStore:
     def __init__(
         self,
@@ -122,6 +132,7 @@ class ActionStore:
         *,
         lease_seconds: float = 15.0,
         max_attempts: int = 3,
+        events_maxlen: int = keys.EVENTS_MAXLEN,
         clock: Callable[[], float] = time.time,
     ) -> None:
         # Typed loosely: redis-py types replies as str | bytes; with decode_responses off they are bytes.
@@ -130,6 +141,7 @@ class ActionStore:
         self._limits = limits
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
+        self.events_maxlen = events_maxlen
         self._clock = clock
         self._admitter = Admitter(self._redis, scripts, limits, clock, self._mark_ready)
         # Reaping waits a lease period after Redis was unreachable (see reap).
@@ -259,7 +271,7 @@ class ActionStore:
     async def report(self, tenant: str, reports: Sequence[Report]) -> int:
         """Apply phase reports; returns how many were ignored (stale or duplicate)."""
         k = keys.TenantKeys(tenant)
-        args: list[str | bytes | int | float] = [k.prefix, self._clock(), keys.EVENTS_MAXLEN]
+        args: list[str | bytes | int | float] = [k.prefix, self._clock(), self.events_maxlen]
         for r in reports:
             args += [r.run, r.name, r.attempt, r.phase, r.result, r.retry_after]
         ignored, closed = await self._scripts.report(keys=[k.slots, k.leased, k.stats, k.delayed, k.closing], args=args)
@@ -305,7 +317,7 @@ class ActionStore:
         k = keys.TenantKeys(tenant)
         requeued, failed = await self._scripts.reap(
             keys=[k.slots, k.leased, k.queue, k.stats, k.closing],
-            args=[k.prefix, self._clock(), keys.EVENTS_MAXLEN, self.max_attempts, LEASE_LOST_RESULT],
+            args=[k.prefix, self._clock(), self.events_maxlen, self.max_attempts, LEASE_LOST_RESULT],
         )
         if requeued:
             await self._mark_ready(tenant)
@@ -328,7 +340,7 @@ class ActionStore:
         began = int(
             await self._scripts.abort(
                 keys=[k.run(run), k.slots, k.leased, k.stats, k.closing],
-                args=[k.prefix, self._clock(), keys.EVENTS_MAXLEN, ABORTED_RESULT, run],
+                args=[k.prefix, self._clock(), self.events_maxlen, ABORTED_RESULT, run],
             )
         )
         if began < 0:
@@ -346,7 +358,7 @@ class ActionStore:
                 args=[
                     k.prefix,
                     self._clock(),
-                    keys.EVENTS_MAXLEN,
+                    self.events_maxlen,
                     ABORTED_RESULT,
                     run,
                     CLOSE_STEP_ABORTS,
@@ -448,13 +460,16 @@ class ActionStore:
 
         Read by a script that packs them (events.lua): a stream entry parsed field by field costs
         the server more than anything else a big fanout asks of it. Only an idle watch blocks,
-        on a read of one entry, and then reads what came.
+        on a read of one entry, and then reads what came. Raises EventsTrimmed when changes
+        after `cursor` may have been trimmed away (the stream is capped at events_maxlen).
         """
         stream = keys.TenantKeys(tenant).events(run, parent)
-        args = [cursor, count, EVENTS_PAGE_BYTES]
+        args = [cursor, count, EVENTS_PAGE_BYTES, self.events_maxlen]
         reply = await self._scripts.events(keys=[stream], args=args)
-        if not reply[0] and await self._redis.xread({stream: cursor}, count=1, block=block_ms):
+        if not reply[0] and len(reply) == 1 and await self._redis.xread({stream: cursor}, count=1, block=block_ms):
             reply = await self._scripts.events(keys=[stream], args=args)
+        if reply[0] == _TRIMMED:
+            raise EventsTrimmed(f"events of {run}/{parent} after {cursor} were trimmed")
         out: list[tuple[str, ChildState]] = []
         for head in reply[0].split(b"\n") if reply[0] else []:
             entry_id, phase, attempt, index, name = head.split(b" ", 4)

@@ -12,7 +12,7 @@ from typing import Any
 from grpc import aio
 
 from fanout.quota import phases
-from fanout.quota.actions import ActionStore, ChildState
+from fanout.quota.actions import ActionStore, ChildState, EventsTrimmed
 from fanout.quota.admission import Batch
 from fanout.quota.errors import QuotaExceeded
 from fanout.quota.limits import LimitStore
@@ -146,29 +146,44 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         if not await self._store.exists(who.tenant, request.run):
             raise not_found(f"run {request.run!r} not found")
         cursor = request.cursor
-        if cursor:
-            if not _valid_cursor(cursor):
-                raise invalid(f"cursor {cursor[:40]!r} is not a cursor this server handed out")
-        else:
-            # The replay pages through the children, a short script per page (a parent may have
-            # millions); live events follow from the first page's cursor, so none is missed.
-            page = await self._store.snapshot(who.tenant, request.run, request.parent)
-            cursor = page.cursor
-            while True:
-                for event in _watch_events(request, [(cursor, child) for child in page.children]):
-                    yield event
-                if page.next_offset is None:
-                    break
-                page = await self._store.snapshot(who.tenant, request.run, request.parent, page.next_offset)
-            yield pb.WatchEvent(replay_done=pb.ReplayDone(), cursor=cursor)
+        if cursor and not _valid_cursor(cursor):
+            raise invalid(f"cursor {cursor[:40]!r} is not a cursor this server handed out")
+        if not cursor:
+            async for event in self._replay(who.tenant, request):
+                yield event
+                cursor = event.cursor
         while True:
-            changes = await self._store.events(who.tenant, request.run, request.parent, cursor, WATCH_BLOCK_MS)
+            try:
+                changes = await self._store.events(who.tenant, request.run, request.parent, cursor, WATCH_BLOCK_MS)
+            except EventsTrimmed:
+                # The watch fell behind its parent's capped event stream: what was trimmed may
+                # hold changes it never saw, so it gets current state again (repeats are harmless).
+                async for event in self._replay(who.tenant, request):
+                    yield event
+                    cursor = event.cursor
+                continue
             if not changes:  # a heartbeat: neither update nor replay_done, only the cursor
                 yield pb.WatchEvent(cursor=cursor)
                 continue
             for event in _watch_events(request, changes):
                 yield event
             cursor = changes[-1][0]
+
+    async def _replay(self, tenant: str, request: pb.WatchChildrenRequest) -> AsyncIterator[pb.WatchEvent]:
+        """Current state of the children, then replay_done; every event carries the cursor to follow from.
+
+        The replay pages through the children, a short script per page (a parent may have
+        millions); live events follow from the first page's cursor, so none is missed.
+        """
+        page = await self._store.snapshot(tenant, request.run, request.parent)
+        cursor = page.cursor
+        while True:
+            for event in _watch_events(request, [(cursor, child) for child in page.children]):
+                yield event
+            if page.next_offset is None:
+                break
+            page = await self._store.snapshot(tenant, request.run, request.parent, page.next_offset)
+        yield pb.WatchEvent(replay_done=pb.ReplayDone(), cursor=cursor)
 
     async def GetRun(self, request: pb.GetRunRequest, context: aio.ServicerContext[Any, Any]) -> pb.Run:
         who = principal()

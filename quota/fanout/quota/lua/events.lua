@@ -3,10 +3,23 @@
 -- entry's ten fields. Bounded: at most ARGV[2] entries and about ARGV[3] bytes of results
 -- (one entry always fits).
 -- KEYS: 1 events(run, parent)
--- ARGV: 1 cursor (changes after it), 2 most entries, 3 most result bytes
+-- ARGV: 1 cursor (changes after it), 2 most entries, 3 most result bytes, 4 the stream's MAXLEN
 -- Returns {headers, results...}: headers joins "<id> <phase> <attempt> <result index> <name>" per
 -- change with "\n"; the result index is 0 for none, else the position of its result after headers.
+-- Returns {'!trimmed'} when changes after the cursor may have been trimmed away: the watch must
+-- replay current state instead of following on from the cursor.
 if ARGV[1] == '18446744073709551615-18446744073709551615' then return {''} end  -- nothing can follow it
+
+-- Trimming (XADD MAXLEN ~) never leaves a stream shorter than its cap, and nothing else
+-- shortens it, so a stream shorter than the cap has lost nothing. A longer one has lost
+-- whatever came before its first entry: a cursor older than that entry may have missed some.
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[4]) then
+  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1][1]
+  local fms, fseq = string.match(first, '^(%d+)-(%d+)$')
+  local cms, cseq = string.match(ARGV[1], '^(%d+)-(%d+)$')
+  fms, fseq, cms, cseq = tonumber(fms), tonumber(fseq), tonumber(cms), tonumber(cseq)
+  if cms < fms or (cms == fms and cseq < fseq - 1) then return {'!trimmed'} end
+end
 local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
 local most_bytes = tonumber(ARGV[3])
 local heads, out, bytes = {}, {''}, 0

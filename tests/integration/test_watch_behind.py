@@ -1,0 +1,59 @@
+"""A watch that falls behind its parent's capped event stream still learns every change.
+
+Each parent's event stream is capped (keys.EVENTS_MAXLEN, approximately), so a
+watcher that lags by more than the cap would resume from a cursor whose
+following entries were trimmed away, and wait forever for children that had
+long finished. The server must notice and replay current state instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from fanout.server.app import ControlPlane
+from fanout.v1 import actions_pb2 as pb
+from tests.conftest import Tenant
+from tests.helpers import eventually
+
+CHILDREN = 250  # a few hundred events: enough for approximate trimming to drop whole stream nodes
+
+
+@pytest.mark.usefixtures("dispatcher")
+def test_a_watch_resumed_from_a_cursor_the_stream_trimmed_past_gets_every_child(
+    tenant: Tenant, plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(plane.actions, "events_maxlen", 20)
+    run = tenant.client.create_run(pb.ActionSpec(task_ref="sleeper", command=["sleep", "60"]))
+    try:
+        children = [pb.ActionSpec(name=f"c{i}", task_ref="true", command=["true"]) for i in range(CHILDREN)]
+        tenant.client.submit_batch(run.name, run.root, children)
+        replay = tenant.client.watch_children(run.name, run.root, timeout=30)
+        cursor = next(e.cursor for e in replay if e.HasField("replay_done"))
+        replay.close()
+
+        def all_done() -> bool:
+            watch = tenant.client.watch_children(run.name, run.root, timeout=30)
+            done = sum(1 for e in _until_replay_done(watch) if e.update.phase == pb.SUCCEEDED)
+            return done == CHILDREN
+
+        eventually(all_done, timeout=60, interval=0.5)
+
+        # Resume from the old cursor: every child's end must arrive before the watch goes quiet.
+        seen: set[str] = set()
+        for event in tenant.client.watch_children(run.name, run.root, cursor=cursor, timeout=30):
+            if event.HasField("update") and event.update.phase == pb.SUCCEEDED:
+                seen.add(event.update.name)
+            if not event.HasField("update") and not event.HasField("replay_done"):
+                break  # a heartbeat: nothing more is coming
+        assert seen == {c.name for c in children}
+    finally:
+        tenant.client.abort_run(run.name)
+
+
+def _until_replay_done(events: Iterator[pb.WatchEvent]) -> Iterator[pb.WatchEvent]:
+    for event in events:
+        if event.HasField("replay_done"):
+            return
+        yield event
