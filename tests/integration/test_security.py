@@ -125,7 +125,9 @@ def test_malformed_requests_are_invalid_and_change_nothing(
     tenant: Tenant, stub: actions_pb2_grpc.ActionServiceStub, request_: pb.SubmitBatchRequest, message: str
 ) -> None:
     tenant.set_limits(max_payload_bytes=1000)
-    run = tenant.client.create_run(pb.ActionSpec(task_ref="module:x:y"), run_name="r1")
+    # A root that keeps running: one that ended (leases are pushed, so a dispatcher may take
+    # and fail it at once) would end the run, which then refuses new actions.
+    run = tenant.client.create_run(pb.ActionSpec(task_ref="module:x:y", command=["sleep", "30"]), run_name="r1")
 
     with pytest.raises(grpc.RpcError) as info:
         stub.SubmitBatch(request_, metadata=bearer(tenant.token))
@@ -136,6 +138,7 @@ def test_malformed_requests_are_invalid_and_change_nothing(
     assert tenant.queued() == 1
     # ...and the server keeps serving.
     assert tenant.client.submit_batch("r1", "root", [pb.ActionSpec(name="ok", task_ref="m:x:y")]).admitted == 1
+    tenant.client.abort_run(run.name)
 
 
 def test_an_action_token_reaches_only_its_own_run_and_children(
