@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -133,5 +133,37 @@ def tenant(loop_thread: LoopThread, plane: ControlPlane, endpoint: str) -> Itera
 def admin_client(loop_thread: LoopThread, plane: ControlPlane, endpoint: str) -> Iterator[Client]:
     token = loop_thread.run(plane.tokens.create("admin"))
     client = Client(ClientConfig(endpoint=endpoint, token=token))
+    yield client
+    client.close()
+
+
+# A Redis and a control plane of the test module's own, with no dispatcher and no
+# persistence: for tests that read every command Redis ran (SLOWLOG) or must see
+# queued work stay queued. A module changes the server's settings by overriding
+# own_settings.
+
+
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    proc = RedisProcess(tmp_path_factory.mktemp("own-redis"), appendonly=False).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def own_settings(settings: Settings, own_redis: RedisProcess) -> Settings:
+    return replace(settings, redis_url=own_redis.url)
+
+
+@pytest.fixture(scope="module")
+def own_plane(loop_thread: LoopThread, own_settings: Settings) -> Iterator[ControlPlane]:
+    plane = loop_thread.run(create_server(own_settings))
+    yield plane
+    loop_thread.run(plane.stop(grace=1))
+
+
+@pytest.fixture(scope="module")
+def own_redis_client(own_redis: RedisProcess) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(own_redis.url)
     yield client
     client.close()

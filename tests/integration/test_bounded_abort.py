@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -16,9 +15,7 @@ import redis
 
 from fanout.quota.actions import LeaseRef
 from fanout.quota.phases import ABORTED
-from fanout.server.app import ControlPlane, create_server
-from fanout.server.redis_process import RedisProcess
-from fanout.server.settings import Settings
+from fanout.server.app import ControlPlane
 from fanout.v1 import actions_pb2 as pb
 from tests.conftest import Tenant, make_tenant
 from tests.helpers import LoopThread, eventually
@@ -26,27 +23,6 @@ from tests.helpers import LoopThread, eventually
 # Generous against a busy 2-core machine; the chunks aim at a few milliseconds each.
 SCRIPT_BOUND_US = 50_000
 BATCH = 10_000
-
-
-@pytest.fixture(scope="module")
-def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    proc = RedisProcess(tmp_path_factory.mktemp("abort-redis"), appendonly=False).start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
-def own_plane(loop_thread: LoopThread, own_redis: RedisProcess, settings: Settings) -> Iterator[ControlPlane]:
-    plane = loop_thread.run(create_server(replace(settings, redis_url=own_redis.url)))
-    yield plane
-    loop_thread.run(plane.stop(grace=1))
-
-
-@pytest.fixture(scope="module")
-def own_client(own_redis: RedisProcess) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(own_redis.url)
-    yield client
-    client.close()
 
 
 @pytest.fixture
@@ -82,26 +58,26 @@ def phases_of(client: redis.Redis, tenant: Tenant, run: str) -> set[int]:
 
 
 def test_a_large_abort_runs_in_short_scripts_and_counts_every_action(
-    own_tenant: Tenant, own_client: redis.Redis
+    own_tenant: Tenant, own_redis_client: redis.Redis
 ) -> None:
     run = big_run(own_tenant, 30_000)
-    own_client.config_set("slowlog-log-slower-than", SCRIPT_BOUND_US)
-    own_client.config_set("slowlog-max-len", 1000)
-    own_client.slowlog_reset()
+    own_redis_client.config_set("slowlog-log-slower-than", SCRIPT_BOUND_US)
+    own_redis_client.config_set("slowlog-max-len", 1000)
+    own_redis_client.slowlog_reset()
 
     aborted = own_tenant.client.abort_run(run, reason="test")
 
-    slow = slow_scripts(own_client)
+    slow = slow_scripts(own_redis_client)
     assert slow == [], f"{len(slow)} scripts over {SCRIPT_BOUND_US} us, the longest {max(slow)}"
     assert aborted == 30_001
     assert own_tenant.client.get_run(run).phase == pb.ABORTED
-    assert phases_of(own_client, own_tenant, run) == {ABORTED}
+    assert phases_of(own_redis_client, own_tenant, run) == {ABORTED}
     assert own_tenant.queued() == 0
     assert own_tenant.client.abort_run(run) == 0
 
 
 def test_an_abort_cut_short_is_finished_by_the_servers_loop_once(
-    own_tenant: Tenant, own_client: redis.Redis, own_plane: ControlPlane, loop_thread: LoopThread
+    own_tenant: Tenant, own_redis_client: redis.Redis, own_plane: ControlPlane, loop_thread: LoopThread
 ) -> None:
     run = big_run(own_tenant, 3_000)
     store = own_plane.actions
@@ -112,8 +88,8 @@ def test_an_abort_cut_short_is_finished_by_the_servers_loop_once(
     loop_thread.run(store.close_run(own_tenant.name, run, max_steps=1))
 
     eventually(lambda: own_tenant.queued() == 0)
-    assert phases_of(own_client, own_tenant, run) == {ABORTED}
-    assert own_client.hget(f"fo:{{{own_tenant.name}}}:run:{run}", "aborted") == b"3001"
+    assert phases_of(own_redis_client, own_tenant, run) == {ABORTED}
+    assert own_redis_client.hget(f"fo:{{{own_tenant.name}}}:run:{run}", "aborted") == b"3001"
     assert own_tenant.client.abort_run(run) == 0
 
 

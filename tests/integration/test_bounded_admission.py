@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 
 import grpc
 import pytest
@@ -25,9 +24,7 @@ from fanout.quota.actions import ActionStore
 from fanout.quota.admission import ADMIT_CHUNK_ACTIONS, STALLED_MOVE_SECONDS, chunked
 from fanout.quota.errors import FailedPrecondition, QuotaExceeded
 from fanout.quota.scripts import Scripts
-from fanout.server.app import ControlPlane, create_server
-from fanout.server.redis_process import RedisProcess
-from fanout.server.settings import Settings
+from fanout.server.app import ControlPlane
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import actions_pb2_grpc
 from tests.conftest import Tenant, make_tenant
@@ -40,24 +37,8 @@ BIG = 20_000
 
 
 @pytest.fixture(scope="module")
-def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    proc = RedisProcess(tmp_path_factory.mktemp("admission-redis"), appendonly=False).start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
-def own_plane(loop_thread: LoopThread, own_redis: RedisProcess, settings: Settings) -> Iterator[ControlPlane]:
-    plane = loop_thread.run(create_server(replace(settings, redis_url=own_redis.url)))
-    yield plane
-    loop_thread.run(plane.stop(grace=1))
-
-
-@pytest.fixture(scope="module")
-def r(own_redis: RedisProcess) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(own_redis.url)
-    yield client
-    client.close()
+def r(own_redis_client: redis.Redis) -> redis.Redis:
+    return own_redis_client
 
 
 @pytest.fixture

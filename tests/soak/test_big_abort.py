@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
 import redis
 
-from fanout.server.app import ControlPlane, create_server
+from fanout.server.app import ControlPlane
 from fanout.server.redis_process import RedisProcess
 from fanout.server.settings import Settings
 from fanout.v1 import actions_pb2 as pb
@@ -29,17 +28,8 @@ pytestmark = pytest.mark.soak
 
 
 @pytest.fixture(scope="module")
-def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    proc = RedisProcess(tmp_path_factory.mktemp("big-abort-redis"), appendonly=False).start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
-def own_plane(loop_thread: LoopThread, own_redis: RedisProcess, settings: Settings) -> Iterator[ControlPlane]:
-    plane = loop_thread.run(create_server(replace(settings, redis_url=own_redis.url, max_fanout=CHILDREN + 1)))
-    yield plane
-    loop_thread.run(plane.stop(grace=1))
+def own_settings(settings: Settings, own_redis: RedisProcess) -> Settings:
+    return replace(settings, redis_url=own_redis.url, max_fanout=CHILDREN + 1)
 
 
 def test_aborting_300001_actions_runs_in_short_scripts(

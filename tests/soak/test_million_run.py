@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
 import redis
 
-from fanout.server.app import ControlPlane, create_server
+from fanout.server.app import ControlPlane
 from fanout.server.redis_process import RedisProcess
-from fanout.server.settings import Settings
 from fanout.v1 import actions_pb2 as pb
 from tests.conftest import Tenant, make_tenant
 from tests.helpers import LoopThread
@@ -28,20 +26,6 @@ CHILDREN = 1_000_000
 BATCH = 100_000
 # Generous against a busy 2-core machine; bench/slowlog.py prints the exact figures.
 SCRIPT_BOUND_US = 50_000
-
-
-@pytest.fixture(scope="module")
-def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    proc = RedisProcess(tmp_path_factory.mktemp("million-redis"), appendonly=False).start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
-def own_plane(loop_thread: LoopThread, own_redis: RedisProcess, settings: Settings) -> Iterator[ControlPlane]:
-    plane = loop_thread.run(create_server(replace(settings, redis_url=own_redis.url)))
-    yield plane
-    loop_thread.run(plane.stop(grace=1))
 
 
 @pytest.fixture
