@@ -15,18 +15,15 @@ count the server's input buffer, which holds the whole request for a while.)
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import redis
 
-from bench.procs import clean_env, fanout_cmd, running
+from bench.lone_server import SERVER_MODE, lone_server
 from fanout.client import Client
 from fanout.config import ClientConfig
 from fanout.quota import keys
-from fanout.server.redis_process import RedisProcess
 from fanout.v1 import actions_pb2 as pb
 
 SIZES = (10_000, 100_000)
@@ -34,7 +31,6 @@ SIZES = (10_000, 100_000)
 REPEATS = 3
 WARMUP = 100
 TENANT = "bench"
-SERVER_MODE = "subprocess (`fanout server`)"
 
 
 @dataclass(frozen=True)
@@ -58,44 +54,14 @@ def specs(n: int) -> list[pb.ActionSpec]:
 
 
 def run() -> Admission:
-    with tempfile.TemporaryDirectory(prefix="fanout-bench-admission-") as tmp:
-        root = Path(tmp)
-        store = RedisProcess(root / "redis").start()
-        try:
-            return _bench(root, store)
-        finally:
-            store.stop()
-
-
-def _bench(root: Path, store: RedisProcess) -> Admission:
-    admin_file = root / "admin-token"
-    cmd = fanout_cmd(
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--metrics-port",
-        "-1",
-        "--admin-token-file",
-        str(admin_file),
-    )
-    # The Redis URL carries its password: in the environment, never on a command line `ps` shows.
-    env = clean_env(
-        FANOUT_MAX_FANOUT=str(1_000_000),
-        FANOUT_REDIS_URL=store.url,
-        FANOUT_SIGNING_KEY_FILE=str(root / "signing-key"),
-    )
-    with running(cmd, root / "server", r"listening on (\S+)", env) as ready:
-        endpoint = ready.group(1)
-        token = _tenant_token(endpoint, admin_file.read_text().strip())
-        with Client(ClientConfig(endpoint=endpoint, token=token)) as client, redis.Redis.from_url(store.url) as r:
+    with lone_server("fanout-bench-admission-") as server:
+        token = server.tenant_token(TENANT)
+        with (
+            Client(ClientConfig(endpoint=server.endpoint, token=token)) as client,
+            redis.Redis.from_url(server.redis_url) as r,
+        ):
             _submit(client, r, WARMUP)
             return Admission(SERVER_MODE, [_median(client, r, n) for n in SIZES])
-
-
-def _tenant_token(endpoint: str, admin_token: str) -> str:
-    with Client(ClientConfig(endpoint=endpoint, token=admin_token)) as admin:
-        admin.create_tenant(TENANT)
-        return admin.create_token("tenant", TENANT)
 
 
 def _median(client: Client, r: redis.Redis, n: int) -> BatchFigure:

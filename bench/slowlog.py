@@ -20,23 +20,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import redis
 import redis.asyncio as aioredis
 
-from bench.procs import clean_env, fanout_cmd, running
+from bench.lone_server import SERVER_MODE, lone_server
 from fanout.client import Client
 from fanout.config import ClientConfig
 from fanout.errors import FanoutError
 from fanout.quota.actions import ActionStore
 from fanout.quota.limits import Limits, LimitStore
 from fanout.quota.scripts import Scripts, source
-from fanout.server.redis_process import RedisProcess
 from fanout.v1 import actions_pb2 as pb
 
 ADMISSION = 100_000
@@ -45,7 +42,6 @@ LEASE_WANT = 64
 LEASE_MAX_CALLS = 10_000  # a bound on the lease loop, far above what it needs
 THRESHOLD_US = 1_000
 SLOWLOG_MAX_LEN = 100_000
-SERVER_MODE = "subprocess (`fanout server`)"
 
 
 @dataclass(frozen=True)
@@ -70,57 +66,23 @@ def specs(prefix: str, n: int) -> list[pb.ActionSpec]:
 
 
 def run() -> Slowlog:
-    with tempfile.TemporaryDirectory(prefix="fanout-bench-slowlog-") as tmp:
-        root = Path(tmp)
-        store = RedisProcess(root / "redis").start()
-        try:
-            return _bench(root, store)
-        finally:
-            store.stop()
-
-
-def _bench(root: Path, store: RedisProcess) -> Slowlog:
-    admin_file = root / "admin-token"
-    cmd = fanout_cmd(
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--metrics-port",
-        "-1",
-        "--admin-token-file",
-        str(admin_file),
-    )
-    # The Redis URL carries its password: in the environment, never on a command line `ps` shows.
-    env = clean_env(
-        FANOUT_MAX_FANOUT=str(1_000_000),
-        FANOUT_REDIS_URL=store.url,
-        FANOUT_SIGNING_KEY_FILE=str(root / "signing-key"),
-    )
-    with running(cmd, root / "server", r"listening on (\S+)", env) as ready, redis.Redis.from_url(store.url) as r:
-        endpoint = ready.group(1)
-        admin_token = admin_file.read_text().strip()
+    with lone_server("fanout-bench-slowlog-") as server, redis.Redis.from_url(server.redis_url) as r:
         steps = []
-        with Client(ClientConfig(endpoint=endpoint, token=_tenant_token(endpoint, admin_token, "admit"))) as client:
+        with Client(ClientConfig(endpoint=server.endpoint, token=server.tenant_token("admit"))) as client:
             run = client.create_run(pb.ActionSpec(name="root", task_ref="module:x:y"))
             batch = specs("c", ADMISSION)
             steps.append(
                 _measure(r, f"SubmitBatch of {ADMISSION:,}", lambda: client.submit_batch(run.name, "root", batch))
             )
-        with Client(ClientConfig(endpoint=endpoint, token=_tenant_token(endpoint, admin_token, "abort"))) as client:
+        with Client(ClientConfig(endpoint=server.endpoint, token=server.tenant_token("abort"))) as client:
             run = client.create_run(pb.ActionSpec(name="root", task_ref="module:x:y"))
             for b in range(ABORT_BATCHES):
                 client.submit_batch(run.name, "root", specs(f"b{b}x", ADMISSION))
             total = 1 + ABORT_BATCHES * ADMISSION
             steps.append(_measure(r, f"AbortRun of {total:,} actions", lambda: client.abort_run(run.name, "bench")))
-        asyncio.run(_lease_all(store.url, "warmup"))  # loads lease.lua, so SCRIPT LOAD is not measured
-        steps.append(_measure(r, "lease after the abort", lambda: asyncio.run(_lease_all(store.url, "abort"))))
+        asyncio.run(_lease_all(server.redis_url, "warmup"))  # loads lease.lua, so SCRIPT LOAD is not measured
+        steps.append(_measure(r, "lease after the abort", lambda: asyncio.run(_lease_all(server.redis_url, "abort"))))
         return Slowlog(SERVER_MODE, steps)
-
-
-def _tenant_token(endpoint: str, admin_token: str, tenant: str) -> str:
-    with Client(ClientConfig(endpoint=endpoint, token=admin_token)) as admin:
-        admin.create_tenant(tenant)
-        return admin.create_token("tenant", tenant)
 
 
 async def _lease_all(url: str, tenant: str) -> int:
