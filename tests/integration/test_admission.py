@@ -1,8 +1,14 @@
-"""Admission over a real gRPC channel: all or nothing, exactly once, never past a limit."""
+"""Admission over a real gRPC channel: all or nothing, exactly once, never past a limit.
+
+These tests read usage as admission left it, so they run on a control plane of
+their own with no dispatcher: leases are pushed, and the session's dispatcher
+would otherwise take (and fail) their actions the moment they are admitted.
+"""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -12,9 +18,23 @@ from grpc_status import rpc_status
 from fanout import errors
 from fanout.client import Client
 from fanout.config import ClientConfig
+from fanout.server.app import ControlPlane
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import actions_pb2_grpc
-from tests.conftest import Tenant
+from tests.conftest import Tenant, make_tenant
+from tests.helpers import LoopThread
+
+
+@pytest.fixture
+def endpoint(own_plane: ControlPlane) -> str:
+    return f"127.0.0.1:{own_plane.port}"
+
+
+@pytest.fixture
+def tenant(loop_thread: LoopThread, own_plane: ControlPlane, endpoint: str) -> Iterator[Tenant]:
+    t = make_tenant(loop_thread, own_plane, endpoint)
+    yield t
+    t.client.close()
 
 
 def specs(prefix: str, n: int) -> list[pb.ActionSpec]:

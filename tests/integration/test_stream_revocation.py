@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
+from fanout.client import Client
+from fanout.config import ClientConfig
 from fanout.server.app import ControlPlane
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import actions_pb2_grpc, dispatch_pb2_grpc
@@ -72,7 +74,8 @@ def test_a_revoked_dispatcher_tokens_lease_stream_ends_unauthenticated(
 def test_a_revoked_tenant_tokens_watch_ends_unauthenticated(
     tenant: Tenant, loop_thread: LoopThread, plane: ControlPlane, channel: grpc.Channel
 ) -> None:
-    run = tenant.client.create_run(pb.ActionSpec(task_ref="module:x:y"))
+    # A root that keeps running (a dispatcher could fail a bogus one at once, ending the run).
+    run = tenant.client.create_run(pb.ActionSpec(task_ref="module:x:y", command=["sleep", "30"]))
     other_token = loop_thread.run(plane.tokens.create("tenant", tenant.name))
     stub = actions_pb2_grpc.ActionServiceStub(channel)
     watch = stub.WatchChildren(
@@ -90,3 +93,5 @@ def test_a_revoked_tenant_tokens_watch_ends_unauthenticated(
 
     assert code == grpc.StatusCode.UNAUTHENTICATED, (code, took, delivered)
     assert took < REACH_SECONDS
+    with Client(ClientConfig(endpoint=tenant.client.config.endpoint, token=other_token)) as other:
+        other.abort_run(run.name)
