@@ -167,3 +167,21 @@ def own_redis_client(own_redis: RedisProcess) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(own_redis.url)
     yield client
     client.close()
+
+
+# Per test: a Redis a test may stop, kill or restart (outages), with persistence
+# so a restart finds what was there, and a control plane on it.
+
+
+@pytest.fixture
+def killable_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    store = RedisProcess(tmp_path / "redis").start()
+    yield store
+    store.stop()
+
+
+@pytest.fixture
+def killable_plane(loop_thread: LoopThread, settings: Settings, killable_redis: RedisProcess) -> Iterator[ControlPlane]:
+    plane = loop_thread.run(create_server(replace(settings, redis_url=killable_redis.url)))
+    yield plane
+    loop_thread.run(plane.stop(grace=1))

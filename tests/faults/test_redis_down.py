@@ -28,43 +28,31 @@ from fanout.v1 import actions_pb2 as pb
 from tests.helpers import LoopThread, eventually
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    store = RedisProcess(tmp_path / "redis").start()
-    yield store
-    store.stop()
-
-
-@pytest.fixture
-def own_plane(loop_thread: LoopThread, settings: Settings, own_redis: RedisProcess) -> Iterator[ControlPlane]:
-    plane = loop_thread.run(create_server(replace(settings, redis_url=own_redis.url)))
-    yield plane
-    loop_thread.run(plane.stop(grace=1))
-
-
 def test_requests_fail_unavailable_while_redis_is_down_and_nothing_is_admitted(
-    loop_thread: LoopThread, own_plane: ControlPlane, own_redis: RedisProcess
+    loop_thread: LoopThread, killable_plane: ControlPlane, killable_redis: RedisProcess
 ) -> None:
-    loop_thread.run(own_plane.actions.register_tenant("down"))
-    token = loop_thread.run(own_plane.tokens.create("tenant", "down"))
+    loop_thread.run(killable_plane.actions.register_tenant("down"))
+    token = loop_thread.run(killable_plane.tokens.create("tenant", "down"))
     children = [pb.ActionSpec(name=f"c{i}", task_ref="m:x:y") for i in range(5)]
-    with Client(ClientConfig(endpoint=f"127.0.0.1:{own_plane.port}", token=token)) as client:
+    with Client(ClientConfig(endpoint=f"127.0.0.1:{killable_plane.port}", token=token)) as client:
         run = client.create_run(pb.ActionSpec(task_ref="m:x:y"))
 
-        own_redis.kill()
+        killable_redis.kill()
         with pytest.raises(errors.Unavailable, match="state store unreachable"):
             client.submit_batch(run.name, "root", children)
         with pytest.raises(errors.Unavailable):
             client.get_run(run.name)
 
-        own_redis.start()  # same port and append-only file
+        killable_redis.start()  # same port and append-only file
         eventually(lambda: client.get_run(run.name).action_count == 1, timeout=15, retry_on=(errors.Unavailable,))
         assert client.submit_batch(run.name, "root", children).admitted == 5
 
 
 @pytest.fixture
-def short_lease_plane(loop_thread: LoopThread, settings: Settings, own_redis: RedisProcess) -> Iterator[ControlPlane]:
-    quick = replace(settings, redis_url=own_redis.url, lease_seconds=3.0, reap_interval_seconds=0.3)
+def short_lease_plane(
+    loop_thread: LoopThread, settings: Settings, killable_redis: RedisProcess
+) -> Iterator[ControlPlane]:
+    quick = replace(settings, redis_url=killable_redis.url, lease_seconds=3.0, reap_interval_seconds=0.3)
     plane = loop_thread.run(create_server(quick))
     yield plane
     loop_thread.run(plane.stop(grace=1))
@@ -84,22 +72,22 @@ def own_dispatcher(loop_thread: LoopThread, short_lease_plane: ControlPlane, tmp
 def test_redis_outages_do_not_cost_a_running_action_its_leases(
     loop_thread: LoopThread,
     short_lease_plane: ControlPlane,
-    own_redis: RedisProcess,
+    killable_redis: RedisProcess,
     own_dispatcher: Dispatcher,
 ) -> None:
     plane = short_lease_plane
     loop_thread.run(plane.actions.register_tenant("outage"))
     token = loop_thread.run(plane.tokens.create("tenant", "outage"))
-    store = redis.Redis.from_url(own_redis.url)
+    store = redis.Redis.from_url(killable_redis.url)
     with Client(ClientConfig(endpoint=f"127.0.0.1:{plane.port}", token=token)) as client:
         run = client.create_run(pb.ActionSpec(task_ref="sleeper", command=["sleep", "14"]))
         eventually(lambda: client.get_action(run.name, "root").phase == pb.RUNNING, timeout=30)
 
         # Each outage is shorter than a lease (3 s); heartbeats cannot renew while it lasts.
         for _ in range(3):
-            own_redis.kill()
+            killable_redis.kill()
             time.sleep(2.0)
-            own_redis.start()  # same port and append-only file
+            killable_redis.start()  # same port and append-only file
             eventually(lambda: client.get_action(run.name, "root").phase == pb.RUNNING, timeout=10,
                        retry_on=(AssertionError, errors.Unavailable))  # fmt: skip
             time.sleep(1.0)
@@ -112,7 +100,7 @@ def test_redis_outages_do_not_cost_a_running_action_its_leases(
     assert (root.phase, root.attempt, int(lost or 0)) == (pb.SUCCEEDED, 1, 0)
 
 
-def test_the_reaper_gives_every_lease_a_full_period_after_redis_comes_back(own_redis: RedisProcess) -> None:
+def test_the_reaper_gives_every_lease_a_full_period_after_redis_comes_back(killable_redis: RedisProcess) -> None:
     class Clock:
         now = 1_000_000.0
 
@@ -120,7 +108,7 @@ def test_the_reaper_gives_every_lease_a_full_period_after_redis_comes_back(own_r
             return self.now
 
     async def main() -> list[tuple[int, int]]:
-        client = aioredis.Redis.from_url(own_redis.url)
+        client = aioredis.Redis.from_url(killable_redis.url)
         clock = Clock()
         scripts = Scripts.register(client)
         limits = LimitStore(client, scripts, Limits(), clock)

@@ -14,8 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,7 @@ from fanout.client import Client
 from fanout.config import ClientConfig
 from fanout.runtime import load_task
 from fanout.server.actions_service import WATCH_BLOCK_MS
-from fanout.server.app import REDIS_SOCKET_TIMEOUT_SECONDS, ControlPlane, connect_redis, create_server
+from fanout.server.app import REDIS_SOCKET_TIMEOUT_SECONDS, ControlPlane, connect_redis
 from fanout.server.redis_process import RedisProcess
 from fanout.server.settings import Settings
 from fanout.v1 import actions_pb2 as pb
@@ -101,38 +99,24 @@ def test_run_wait_never_counts_a_quiet_stream_as_unreachable(tenant: Tenant, mon
     assert run.outputs() == 7
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    store = RedisProcess(tmp_path / "redis").start()
-    yield store
-    store.stop()
-
-
-@pytest.fixture
-def own_plane(loop_thread: LoopThread, settings: Settings, own_redis: RedisProcess) -> Iterator[ControlPlane]:
-    plane = loop_thread.run(create_server(replace(settings, redis_url=own_redis.url)))
-    yield plane
-    loop_thread.run(plane.stop(grace=1))
-
-
 def test_run_wait_restarts_its_reconnect_budget_after_each_outage(
-    loop_thread: LoopThread, own_plane: ControlPlane, own_redis: RedisProcess, monkeypatch: pytest.MonkeyPatch
+    loop_thread: LoopThread, killable_plane: ControlPlane, killable_redis: RedisProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two short outages, each within the budget, together longer than it: the wait rides out both."""
     monkeypatch.setattr(runs, "RECONNECT_SECONDS", 5.0)
     outage = 1.5
-    loop_thread.run(own_plane.actions.register_tenant("outages"))
-    token = loop_thread.run(own_plane.tokens.create("tenant", "outages"))
-    with Client(ClientConfig(endpoint=f"127.0.0.1:{own_plane.port}", token=token)) as client:
+    loop_thread.run(killable_plane.actions.register_tenant("outages"))
+    token = loop_thread.run(killable_plane.tokens.create("tenant", "outages"))
+    with Client(ClientConfig(endpoint=f"127.0.0.1:{killable_plane.port}", token=token)) as client:
         # No dispatcher serves this plane: the root stays queued and the watch stays quiet.
         run = runs.Run(client, client.create_run(pb.ActionSpec(task_ref="module:os:getcwd", command=["true"])))
 
         def two_outages() -> None:
             for _ in range(2):
                 time.sleep(1.0)
-                own_redis.kill()
+                killable_redis.kill()
                 time.sleep(outage)
-                own_redis.start()  # same port and append-only file
+                killable_redis.start()  # same port and append-only file
                 time.sleep(4.0)
 
         outages = threading.Thread(target=two_outages)
@@ -145,14 +129,14 @@ def test_run_wait_restarts_its_reconnect_budget_after_each_outage(
 
 
 def test_a_stalled_redis_still_fails_a_call_within_the_socket_timeout(
-    loop_thread: LoopThread, own_plane: ControlPlane, own_redis: RedisProcess
+    loop_thread: LoopThread, killable_plane: ControlPlane, killable_redis: RedisProcess
 ) -> None:
     """Fail closed holds with the longer socket timeout: a Redis that stops answering is UNAVAILABLE, not a hang."""
-    loop_thread.run(own_plane.actions.register_tenant("stalled"))
-    token = loop_thread.run(own_plane.tokens.create("tenant", "stalled"))
-    assert own_redis._proc is not None
-    pid = own_redis._proc.pid
-    with Client(ClientConfig(endpoint=f"127.0.0.1:{own_plane.port}", token=token)) as client:
+    loop_thread.run(killable_plane.actions.register_tenant("stalled"))
+    token = loop_thread.run(killable_plane.tokens.create("tenant", "stalled"))
+    assert killable_redis._proc is not None
+    pid = killable_redis._proc.pid
+    with Client(ClientConfig(endpoint=f"127.0.0.1:{killable_plane.port}", token=token)) as client:
         client.get_quota()
         os.kill(pid, signal.SIGSTOP)  # the socket stays open, nothing answers
         try:
