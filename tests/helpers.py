@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import io
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -20,7 +22,27 @@ class LoopThread:
         self._thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            stacks = self._stacks()
+            raise TimeoutError(f"{coro!r} took over {timeout} s; the loop's tasks:\n{stacks}") from None
+
+    def _stacks(self) -> str:
+        """Where every task on the loop is waiting, to tell which await hung (read on the loop itself)."""
+
+        async def dump() -> str:
+            out = io.StringIO()
+            for task in asyncio.all_tasks():
+                task.print_stack(limit=12, file=out)
+            return out.getvalue()
+
+        try:
+            return asyncio.run_coroutine_threadsafe(dump(), self.loop).result(5)
+        except concurrent.futures.TimeoutError:
+            return "(the loop itself is blocked: no task could be read)"
 
     def close(self) -> None:
         """Shut down as asyncio.run does: cancel what is left, finish async generators, close."""

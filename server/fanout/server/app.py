@@ -8,9 +8,11 @@ at once do not conflict).
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import redis.asyncio as aioredis
@@ -52,16 +54,41 @@ class ControlPlane:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self, grace: float | None = 5.0) -> None:
+        """Stop serving within about `grace` + STOP_MARGIN_SECONDS, whatever a task or an RPC does.
+
+        An orchestrator kills a server that overstays its termination grace, so a stuck
+        task or RPC handler must not hold the stop: it is named in the log (with where it
+        waits) and left behind.
+        """
         await self.health.enter_graceful_shutdown()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.server.stop(grace)
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_MARGIN_SECONDS)
+            for task in stuck:
+                log.error("server task %s ignored its cancel for %.0f s; stopping without it:\n%s",
+                          task.get_name(), STOP_MARGIN_SECONDS, _stack(task))  # fmt: skip
+        try:
+            await asyncio.wait_for(self.server.stop(grace), (grace or 0) + STOP_MARGIN_SECONDS)
+        except TimeoutError:
+            running = "\n".join(_stack(t) for t in asyncio.all_tasks() if t is not asyncio.current_task())
+            log.error("the gRPC server had not stopped %.0f s after its grace; tasks still running:\n%s",
+                      STOP_MARGIN_SECONDS, running)  # fmt: skip
         # stop() cancels the RPCs still running but does not wait for them to
         # unwind; one that hands its Redis connection back after the pool is
         # closed would leave that connection open. Let them finish first.
         await asyncio.sleep(0.1)
         await self.redis.aclose()
+
+
+# How long past its grace a stopping server waits for its own tasks and RPCs.
+STOP_MARGIN_SECONDS = 5.0
+
+
+def _stack(task: asyncio.Task[Any]) -> str:
+    out = io.StringIO()
+    task.print_stack(limit=12, file=out)
+    return out.getvalue()
 
 
 # Every Redis timeout is set here, never left to redis-py's defaults, which changed
@@ -139,9 +166,9 @@ async def create_server(settings: Settings) -> ControlPlane:
     for name in ["", *services]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     plane = ControlPlane(server, port, redis, actions, limits, tokens, health_servicer)
-    plane._tasks.append(asyncio.create_task(_reap_forever(actions, settings.reap_interval_seconds)))
+    plane._tasks.append(asyncio.create_task(_reap_forever(actions, settings.reap_interval_seconds), name="reaper"))
     # Wakes from every server (admissions, requeues, freed slots) reach this server's lease streams.
-    plane._tasks.append(asyncio.create_task(wakeup.listen()))
+    plane._tasks.append(asyncio.create_task(wakeup.listen(), name="wakeup"))
     return plane
 
 
