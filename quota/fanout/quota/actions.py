@@ -18,7 +18,7 @@ import redis.exceptions
 from fanout.quota import keys, phases
 from fanout.quota.admission import Admission, Admitter, Batch
 from fanout.quota.errors import NotFound, Unavailable
-from fanout.quota.failclosed import fail_closed
+from fanout.quota.failclosed import fail_closed, raise_if_cancelling
 from fanout.quota.limits import Limits, LimitStore
 from fanout.quota.scripts import Scripts
 from fanout.v1 import actions_pb2 as pb
@@ -238,9 +238,12 @@ class ActionStore:
             subscribed()
             while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=WAKE_READ_SECONDS)
-                if message is not None:
+                if message is None:
+                    raise_if_cancelling()  # the read may have taken our cancel for its own timeout
+                else:
                     yield message["data"].decode()
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise_if_cancelling(exc)
             raise Unavailable(f"lost the wake subscription: {exc}") from exc
         finally:
             await pubsub.aclose()

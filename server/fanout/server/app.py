@@ -24,6 +24,7 @@ from redis.backoff import NoBackoff
 
 from fanout.quota.actions import ActionStore
 from fanout.quota.errors import StoreError
+from fanout.quota.failclosed import raise_if_cancelling
 from fanout.quota.limits import LimitStore
 from fanout.quota.scripts import Scripts
 from fanout.quota.tokens import TokenStore
@@ -186,6 +187,8 @@ def _credentials(settings: Settings) -> grpc.ServerCredentials:
 
 async def _reap_forever(actions: ActionStore, interval: float) -> None:
     while True:
+        # A cancel swallowed inside a Redis call (see raise_if_cancelling) must still end the loop.
+        raise_if_cancelling()
         await asyncio.sleep(interval)
         try:
             for tenant in await actions.tenants():

@@ -82,11 +82,7 @@ class Wakeup:
                     async for tenant in self._store.wakes(subscribed=self.sweep):
                         delay = FIRST_RESUBSCRIBE_SECONDS
                         self.wake(tenant)
-                except StoreError as exc:
-                    task = asyncio.current_task()
-                    if task is not None and task.cancelling():
-                        # A cancel that met a read timeout came out as a timeout: stop all the same.
-                        raise asyncio.CancelledError from exc
+                except StoreError as exc:  # a cancel that met a read timeout is a cancel still (raise_if_cancelling)
                     log.warning("wake subscription lost (%s); subscribing again in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_RESUBSCRIBE_SECONDS)
