@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 import pytest
 
 import fanout
-from fanout import runtime, serialization
+from fanout import serialization
+from fanout.dispatch import worker
 from fanout.dispatch.backend import Outcome
 from fanout.dispatch.forkserver import ForkServer, ForkServerError
 from fanout.dispatch.process_backend import ProcessBackend
@@ -114,10 +115,10 @@ def runtime_env(tmp_path: Path, spec: pb.ActionSpec, **extra: str) -> dict[str, 
         "FANOUT_ENDPOINT": UNUSED_ENDPOINT,
         "FANOUT_TOKEN": "unused",
         "FANOUT_CONFIG": os.devnull,
-        runtime.ENV_RUN: "run",
-        runtime.ENV_ACTION: spec.name,
-        runtime.ENV_SPEC_PATH: str(spec_path),
-        runtime.ENV_RESULT_PATH: str(result_path(tmp_path, spec)),
+        worker.ENV_RUN: "run",
+        worker.ENV_ACTION: spec.name,
+        worker.ENV_SPEC_PATH: str(spec_path),
+        worker.ENV_RESULT_PATH: str(result_path(tmp_path, spec)),
         **extra,
     }
 
