@@ -59,6 +59,12 @@ TASKS = textwrap.dedent(
 
 
     @env.task
+    def environment() -> dict:
+        with open("/proc/self/environ", "rb") as f:
+            return {"variables": dict(os.environ), "at_start": f.read().decode(errors="replace")}
+
+
+    @env.task
     async def leave(code: int | str) -> None:
         sys.exit(code)
 
@@ -300,6 +306,24 @@ def test_which_python_actions_are_forked(
     [outcome] = run_actions(backend, spec_for(tasks_file, "whoami", env=env))
 
     assert (output(outcome.result)["ppid"] != os.getpid()) == forked
+
+
+@pytest.mark.parametrize("fork_server", [True, False])
+def test_a_one_shot_worker_sees_none_of_the_dispatchers_environment(
+    tmp_path: Path, tasks_file: Path, fork_server: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FANOUT_TOKEN", "the-dispatchers-token")
+    monkeypatch.setenv("FANOUT_REDIS_URL", "redis://:the-redis-password@127.0.0.1:1")
+    backend = ProcessBackend(tmp_path / "actions", fork_server=fork_server)
+
+    [outcome] = run_actions(backend, spec_for(tasks_file, "environment"))
+
+    seen = output(outcome.result)
+    assert seen["variables"]["FANOUT_TOKEN"] == "unused"  # its own action's token (see leased())
+    assert "FANOUT_REDIS_URL" not in seen["variables"]
+    # Nor in what the process started with (a forked worker's is the fork server's).
+    assert "the-dispatchers-token" not in seen["at_start"]
+    assert "the-redis-password" not in seen["at_start"]
 
 
 def test_an_explicit_command_still_runs_as_a_new_process(tmp_path: Path) -> None:

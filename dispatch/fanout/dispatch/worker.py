@@ -196,7 +196,7 @@ def run_one_shot() -> int:
         action_token=os.environ.get("FANOUT_TOKEN", ""),
         max_payload_bytes=int(os.environ.get(ENV_MAX_OUTPUT, DEFAULT_MAX_OUTPUT)),
     )
-    keep_log_bounded()
+    line_buffered_output()
     outcome = asyncio.run(_one_shot(action))
     if isinstance(outcome, SystemExit):
         raise outcome
@@ -209,7 +209,10 @@ def run_one_shot() -> int:
 
 async def _one_shot(action: dpb.LeasedAction) -> wpb.WorkerOutcome | SystemExit:
     client = AsyncClient(config.load(), tokens_per_call=True)
-    finished: asyncio.Future[wpb.WorkerOutcome] = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    # Most one-shot actions are over sooner: they pay nothing for the keeper.
+    loop.call_later(LOG_CHECK_SECONDS, start_log_keeper)
+    finished: asyncio.Future[wpb.WorkerOutcome] = loop.create_future()
     worker = Worker(client, lambda done: finished.set_result(done[0]))
     try:
         worker.handle(wpb.ToWorker(run=[action]))
@@ -222,12 +225,15 @@ async def _one_shot(action: dpb.LeasedAction) -> wpb.WorkerOutcome | SystemExit:
         await client.close()
 
 
-def keep_log_bounded() -> None:
-    """Line-buffered output, and the keeper thread if stderr is a regular file (the log): see the module doc."""
-    # A task's prints reach the log in order with its errors, and are there if the process is killed.
+def line_buffered_output() -> None:
+    """A task's prints reach the log in order with its errors, and are there if the process is killed."""
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(line_buffering=True)
+
+
+def start_log_keeper() -> None:
+    """Start the keeper thread if stderr is a regular file (the log): see the module doc."""
     try:
         if not stat.S_ISREG(os.fstat(2).st_mode):
             return
@@ -275,7 +281,8 @@ def main() -> None:
     os.dup2(devnull, 0)
     os.dup2(2, 1)
     os.close(devnull)
-    keep_log_bounded()
+    line_buffered_output()
+    start_log_keeper()
     asyncio.run(_serve_with_threads(requests, replies))
 
 
