@@ -7,7 +7,7 @@ Loaded by file (`load_task("file:...")`), so the workers find it by path.
 A fanout returns a summary, not its N results (a million results would be
 over the payload limit): how many came back, their sum (which checks them),
 the peak RSS (VmHWM) of the process that ran the parent, read inside it, and
-that process's command line (a reusable worker's or a per-action runtime's).
+that process's command line (a reusable worker's or a one-shot worker's).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def peak_rss_kb() -> int:
 
 
 def runner() -> str:
-    """What runs this action: `-m fanout.dispatch.worker` (a reusable worker) or the per-action runtime."""
+    """What runs this action: `-m fanout.dispatch.worker` (reusable), `... --one-shot` or the fork server's child."""
     argv = Path("/proc/self/cmdline").read_bytes().split(b"\0")
     return " ".join(a.decode(errors="replace") for a in argv[1:3])
 

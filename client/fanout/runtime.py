@@ -1,37 +1,24 @@
-"""The in-container entry point: `python -m fanout.runtime`.
+"""Running one action's task inside a worker (fanout.dispatch.worker).
 
-A backend starts it with the action's spec in a file and its identity in
-the environment. It imports the task, runs it with a controller that turns
-task calls into child actions, and writes an ActionResult file that the
-dispatcher reports. The exit code says only whether that file was written.
+It imports the task, runs it with a controller that turns task calls into
+child actions, and turns what it returned or raised into an ActionResult.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import importlib
 import importlib.util
-import os
 import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
-from fanout import config, errors, serialization
+from fanout import errors, serialization
 from fanout.client import AsyncClient
 from fanout.controller import Controller
 from fanout.task import FILE_MODULE_PREFIX, Task
 from fanout.v1 import actions_pb2 as pb
-
-# Environment a backend sets for the runtime.
-ENV_RUN = "FANOUT_RUN"
-ENV_ACTION = "FANOUT_ACTION"
-ENV_SPEC_PATH = "FANOUT_SPEC_PATH"
-ENV_RESULT_PATH = "FANOUT_RESULT_PATH"
-# The tenant's max_payload_bytes, from the lease: a bigger result fails the
-# action here, with a clear error, instead of being refused on report.
-ENV_MAX_OUTPUT = "FANOUT_MAX_OUTPUT_BYTES"
 
 
 def load_task(ref: str) -> Task[Any, Any]:
@@ -60,14 +47,6 @@ def load_task(ref: str) -> Task[Any, Any]:
     return obj
 
 
-async def execute(spec: pb.ActionSpec, run: str, action: str, max_output: int) -> pb.ActionResult:
-    client = AsyncClient(config.load())
-    try:
-        return await run_task(client, spec, run, action, max_output)
-    finally:
-        await client.close()
-
-
 async def run_task(
     client: AsyncClient, spec: pb.ActionSpec, run: str, action: str, max_output: int, token: str | None = None
 ) -> pb.ActionResult:
@@ -82,7 +61,7 @@ async def run_task(
         task = load_task(spec.task_ref)
         args, kwargs = serialization.decode_inputs(spec.inputs)
         controller.activate()
-        value = await task.fn(*args, **kwargs)
+        value = await task.invoke(*args, **kwargs)
         outputs = serialization.encode_output(task.name, value)
         if len(outputs) > max_output:
             raise errors.OutputTooLarge(f"the result is {len(outputs)} bytes, max_payload_bytes is {max_output}")
@@ -93,21 +72,3 @@ async def run_task(
         )
     finally:
         await controller.close()
-
-
-def main() -> int:
-    spec = pb.ActionSpec.FromString(Path(os.environ[ENV_SPEC_PATH]).read_bytes())
-    if spec.workdir and spec.workdir not in sys.path:
-        sys.path.insert(0, spec.workdir)
-    result = asyncio.run(
-        execute(spec, os.environ[ENV_RUN], os.environ[ENV_ACTION], int(os.environ.get(ENV_MAX_OUTPUT, 1 << 20)))
-    )
-    out = Path(os.environ[ENV_RESULT_PATH])
-    tmp = out.with_suffix(".tmp")
-    tmp.write_bytes(result.SerializeToString())
-    tmp.replace(out)  # atomic: the dispatcher never reads half a result
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

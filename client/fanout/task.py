@@ -3,10 +3,18 @@
 Shaped like the Flyte 2 SDK, so `import fanout as flyte` runs code written
 for it. Calling a task inside a running action submits a child action (see
 controller.py); calling it anywhere else just runs the function here.
+
+A task is an `async def` function or a plain `def` one. A worker runs a
+plain one in its thread pool (see Task.invoke), so a blocking task never
+stalls the event loop the worker's other actions share. Called from an
+async parent, either kind is awaited; called from a plain task (in its
+thread), a task call blocks that thread until the child action finished.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import functools
 import inspect
 import os
@@ -25,6 +33,13 @@ R = TypeVar("R")
 # Modules loaded from a file by the runtime get this name prefix; their tasks
 # are referred to by file path, like tasks in a script run as __main__.
 FILE_MODULE_PREFIX = "__fanout_file__"
+
+# The event loop of the action a plain task's thread runs for: its child calls are submitted there.
+_ACTION_LOOP: contextvars.ContextVar[asyncio.AbstractEventLoop | None] = contextvars.ContextVar(
+    "fanout_action_loop", default=None
+)
+
+TaskFunction = Callable[P, Coroutine[Any, Any, R]] | Callable[P, R]
 
 
 @dataclass(frozen=True)
@@ -77,14 +92,14 @@ class TaskEnvironment:
 
     def task(
         self,
-        fn: Callable[P, Coroutine[Any, Any, R]] | None = None,
+        fn: TaskFunction[P, R] | None = None,
         *,
         retries: int = 0,
         timeout: int = 0,
     ) -> Any:
-        """Decorate an async function as a task of this environment."""
+        """Decorate a function (`async def` or plain `def`) as a task of this environment."""
 
-        def wrap(f: Callable[P, Coroutine[Any, Any, R]]) -> Task[P, R]:
+        def wrap(f: TaskFunction[P, R]) -> Task[P, R]:
             t = Task(self, f, retries=retries, timeout=timeout)
             self.tasks[t.short_name] = t
             return t
@@ -93,12 +108,11 @@ class TaskEnvironment:
 
 
 class Task(Generic[P, R]):
-    def __init__(
-        self, env: TaskEnvironment, fn: Callable[P, Coroutine[Any, Any, R]], retries: int = 0, timeout: int = 0
-    ) -> None:
-        if not inspect.iscoroutinefunction(fn):
-            raise TypeError(f"task {fn.__qualname__} must be an async function (async def)")
+    def __init__(self, env: TaskEnvironment, fn: TaskFunction[P, R], retries: int = 0, timeout: int = 0) -> None:
+        if not callable(fn) or inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+            raise TypeError(f"task {getattr(fn, '__qualname__', fn)!r} must be a function (async def or def)")
         self.env = env
+        self.is_async = inspect.iscoroutinefunction(fn)
         self.fn = fn
         self.retries = retries
         self.timeout = timeout
@@ -146,11 +160,32 @@ class Task(Generic[P, R]):
             s.resources.memory = self.env.resources.memory or ""
         return s
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+    async def invoke(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function as an action's body: a plain one in the loop's thread pool, never on the loop."""
+        if self.is_async:
+            return await self.fn(*args, **kwargs)  # type: ignore[misc]
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()  # the action's controller goes along into the thread
+        context.run(_ACTION_LOOP.set, loop)
+        fn: Callable[P, R] = self.fn  # type: ignore[assignment]
+        return await loop.run_in_executor(None, functools.partial(context.run, fn, *args, **kwargs))
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         active = controller.current()
         if active is None:
             return self.fn(*args, **kwargs)
+        loop = _ACTION_LOOP.get()
+        if loop is not None and not _on_loop(loop):
+            # A plain task, in its thread: the child goes out on the action's loop, this thread waits.
+            return asyncio.run_coroutine_threadsafe(active.call(self, args, kwargs), loop).result()
         return active.call(self, args, kwargs)
 
     def __repr__(self) -> str:
         return f"Task({self.name})"
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

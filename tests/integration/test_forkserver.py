@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 import pytest
 
 import fanout
-from fanout import runtime, serialization
+from fanout import serialization
+from fanout.dispatch import worker
 from fanout.dispatch.backend import Outcome
 from fanout.dispatch.forkserver import ForkServer, ForkServerError
 from fanout.dispatch.process_backend import ProcessBackend
@@ -55,6 +56,12 @@ TASKS = textwrap.dedent(
             "has_path": "PATH" in os.environ,
             "sigchld_default": signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL,
         }
+
+
+    @env.task
+    def environment() -> dict:
+        with open("/proc/self/environ", "rb") as f:
+            return {"variables": dict(os.environ), "at_start": f.read().decode(errors="replace")}
 
 
     @env.task
@@ -114,10 +121,10 @@ def runtime_env(tmp_path: Path, spec: pb.ActionSpec, **extra: str) -> dict[str, 
         "FANOUT_ENDPOINT": UNUSED_ENDPOINT,
         "FANOUT_TOKEN": "unused",
         "FANOUT_CONFIG": os.devnull,
-        runtime.ENV_RUN: "run",
-        runtime.ENV_ACTION: spec.name,
-        runtime.ENV_SPEC_PATH: str(spec_path),
-        runtime.ENV_RESULT_PATH: str(result_path(tmp_path, spec)),
+        worker.ENV_RUN: "run",
+        worker.ENV_ACTION: spec.name,
+        worker.ENV_SPEC_PATH: str(spec_path),
+        worker.ENV_RESULT_PATH: str(result_path(tmp_path, spec)),
         **extra,
     }
 
@@ -299,6 +306,24 @@ def test_which_python_actions_are_forked(
     [outcome] = run_actions(backend, spec_for(tasks_file, "whoami", env=env))
 
     assert (output(outcome.result)["ppid"] != os.getpid()) == forked
+
+
+@pytest.mark.parametrize("fork_server", [True, False])
+def test_a_one_shot_worker_sees_none_of_the_dispatchers_environment(
+    tmp_path: Path, tasks_file: Path, fork_server: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FANOUT_TOKEN", "the-dispatchers-token")
+    monkeypatch.setenv("FANOUT_REDIS_URL", "redis://:the-redis-password@127.0.0.1:1")
+    backend = ProcessBackend(tmp_path / "actions", fork_server=fork_server)
+
+    [outcome] = run_actions(backend, spec_for(tasks_file, "environment"))
+
+    seen = output(outcome.result)
+    assert seen["variables"]["FANOUT_TOKEN"] == "unused"  # its own action's token (see leased())
+    assert "FANOUT_REDIS_URL" not in seen["variables"]
+    # Nor in what the process started with (a forked worker's is the fork server's).
+    assert "the-dispatchers-token" not in seen["at_start"]
+    assert "the-redis-password" not in seen["at_start"]
 
 
 def test_an_explicit_command_still_runs_as_a_new_process(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import fanout
+import fanout.serialization
 from fanout import errors
 from fanout.client import TERMINAL_PHASES
 from fanout.dispatch.dispatcher import Dispatcher
@@ -160,3 +161,68 @@ def test_an_action_that_ends_before_its_running_report_left_skips_it(tenant: Ten
             break
     # Without supersession every child has both events; how many are saved depends on timing.
     assert phases.count(pb.RUNNING) < 500
+
+
+SYNC_TASKS_FILE = Path(__file__).parent.parent / "tasks" / "sync_tasks.py"
+
+
+def sync_task(name: str) -> fanout.Task[Any, Any]:
+    return load_task(f"file:{SYNC_TASKS_FILE}:{name}")
+
+
+def test_a_worker_runs_as_many_plain_def_tasks_at_once_as_its_concurrency(
+    tenant: Tenant, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    # 8 (the pool's concurrency) blocking tasks that each return only once all 8 are running: more than
+    # the 6 threads Python's default pool would have on this 2-core machine.
+    pids = start_run(tenant.client, sync_task("meet_fan"), str(tmp_path), 8).wait(90).outputs()
+    assert len(pids) == 8
+    assert len(set(pids)) == 1  # one worker (replicas=1), eight threads
+
+
+def test_a_blocking_plain_task_does_not_stall_the_async_tasks_of_its_worker(
+    tenant: Tenant, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    # block_until waits for a file that only release, an async task of the same worker, creates.
+    blocked, released = start_run(tenant.client, sync_task("block_and_release"), str(tmp_path / "m")).wait(90).outputs()
+    assert blocked == released
+
+
+def test_plain_def_tasks_run_as_actions_of_their_own_and_may_call_tasks(tenant: Tenant, dispatcher: Dispatcher) -> None:
+    assert start_run(tenant.client, sync_task("double_each"), 4).wait(90).outputs() == [0, 2, 4, 6]
+
+
+def test_a_plain_def_task_called_outside_an_action_runs_here() -> None:
+    assert sync_task("double")(21) == 42
+
+
+def test_a_reusable_workers_log_keeps_a_bounded_tail_however_much_its_tasks_print(tmp_path: Path) -> None:
+    from fanout.config import ClientConfig
+    from fanout.dispatch.pools import Pools
+    from fanout.dispatch.worker import LOG_KEEP_BYTES, LOG_LIMIT_BYTES
+
+    task = sync_task("chatter")
+    pools = Pools(ClientConfig(endpoint="127.0.0.1:1", token="unused"), log_dir=tmp_path / "logs")
+
+    def leased(n: int) -> dpb.LeasedAction:
+        spec = task.spec(f"chatter-{n}", fanout.serialization.encode_inputs("chatter", (30_000,), {}))
+        return dpb.LeasedAction(tenant="t", run="r", spec=spec, attempt=1, action_token="unused")
+
+    async def main() -> list[int]:
+        try:
+            # Two actions one after the other in one long-lived worker: 2 x 2.7 MB printed.
+            sizes = []
+            for n in range(2):
+                outcome = await pools.run(leased(n), "127.0.0.1:1", lambda: None)
+                assert outcome.phase == pb.SUCCEEDED, outcome.result.error
+                sizes.append(int(fanout.serialization.decode_output(outcome.result.outputs)))
+            return sizes
+        finally:
+            await pools.shutdown()
+
+    sizes = asyncio.run(main())
+    assert all(size <= LOG_LIMIT_BYTES for size in sizes), sizes
+    [log_file] = (tmp_path / "logs").iterdir()
+    text = log_file.read_text()
+    assert LOG_KEEP_BYTES // 2 <= len(text) <= LOG_LIMIT_BYTES
+    assert text.endswith("line 00029999 " + "x" * 80 + "\nthe last line\n")  # the tail is what is kept

@@ -1,23 +1,24 @@
-"""A fork server ("zygote") that starts Python-task actions without a new interpreter.
+"""A fork server ("zygote") that starts one-shot workers without a new interpreter.
 
-Starting `python -m fanout.runtime` costs about 0.2 s of CPU, nearly all of it
-importing grpc, protobuf and fanout. The zygote imports `fanout.runtime` once
-and then forks one child per action. It never creates a gRPC channel or an
-event loop, so the children inherit no gRPC state and build their own, as a
-fresh process would (importing grpc alone starts no threads and opens no
-files). The zygote keeps the dispatcher's environment as it is, including
-GRPC_ENABLE_FORK_SUPPORT: with no channel before the fork, children reach the
-server whether it is unset, 0 or 1.
+Starting `python -m fanout.dispatch.worker --one-shot` costs about 0.2 s of
+CPU, nearly all of it importing grpc, protobuf and fanout. The zygote imports
+the worker once and then forks one child per action. It never creates a gRPC
+channel or an event loop, so the children inherit no gRPC state and build
+their own, as a fresh process would (importing grpc alone starts no threads
+and opens no files). The zygote starts with a worker's essentials only
+(worker_env.base_env): nothing of the dispatcher's environment, its token
+above all, is in a child's memory or its /proc/self/environ.
 
-A child is what `python -m fanout.runtime` would be if started with the
-requested cwd, environment and log file: the leader of its own session and
-process group (so a timeout or shutdown can killpg it), stdin from
-/dev/null, stdout and stderr to the log, no other open files, the signal
-handlers of a fresh interpreter. It leaves with `os._exit(main())`: 1 and
-a traceback in the log if main() raises, the code of a SystemExit. Unlike a
-fresh interpreter it does not wait for non-daemon threads or run exit
-handlers, and anything read at start-up keeps the zygote's value; actions
-whose environment changes such variables must be exec'd (see needs_exec).
+A child is what `python -m fanout.dispatch.worker --one-shot` would be if
+started with the requested cwd, environment and log file: the leader of its
+own session and process group (so a timeout or shutdown can killpg it),
+stdin from /dev/null, stdout and stderr appended to the log, no other open
+files, the signal handlers of a fresh interpreter. It leaves with
+`os._exit(run_one_shot())`: 1 and a traceback in the log if that raises, the
+code of a SystemExit. Unlike a fresh interpreter it does not wait for
+non-daemon threads or run exit handlers, and anything read at start-up keeps
+the zygote's value; actions whose environment changes such variables must
+be exec'd (see needs_exec).
 
 Protocol, on the zygote's stdin and stdout: frames of a 4-byte big-endian
 length and a JSON object.
@@ -47,7 +48,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
-from fanout import runtime
+from fanout.dispatch import worker
+from fanout.dispatch.worker_env import base_env
 from fanout.server.parent_death import die_with_parent
 
 START_TIMEOUT = 60.0
@@ -106,6 +108,7 @@ class ForkServer:
             __name__,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            env=base_env(),
             start_new_session=True,  # out of the dispatcher's group: a terminal's Ctrl-C is the dispatcher's to handle
         )
         assert self._proc.stdout is not None
@@ -119,7 +122,7 @@ class ForkServer:
         self._reader = asyncio.create_task(self._read(self._proc.stdout))
 
     async def spawn(self, env: Mapping[str, str], cwd: str | Path, log_path: str | Path) -> ForkedProcess:
-        """Fork a child running fanout.runtime.main(); OSError if the fork fails."""
+        """Fork a child running worker.run_one_shot(); OSError if the fork fails."""
         if not self.alive:
             raise ForkServerError("the fork server is not running")
         assert self._proc is not None and self._proc.stdin is not None
@@ -271,7 +274,7 @@ class _Zygote:
             os.chdir(request["cwd"])
             os.environ.clear()
             os.environ.update(request["env"])
-            code = _run_runtime()
+            code = _run_worker()
         except BaseException:
             traceback.print_exc()
         finally:
@@ -294,7 +297,8 @@ def _frames(pending: bytearray) -> Iterator[Message]:
 
 def _redirect(log_path: str) -> None:
     stdin = os.open(os.devnull, os.O_RDONLY)
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    # Appended: the worker's log keeper may cut the file while output goes on.
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o666)
     os.dup2(stdin, 0)
     os.dup2(log, 1)
     os.dup2(log, 2)
@@ -302,13 +306,13 @@ def _redirect(log_path: str) -> None:
     os.close(log)
 
 
-def _run_runtime() -> int:
-    # What `python -m fanout.runtime` sets up: the start directory first on the path, the module as argv[0].
+def _run_worker() -> int:
+    # What `python -m fanout.dispatch.worker --one-shot` sets up: the start directory first on the path, argv.
     if not sys.flags.safe_path:
         sys.path[0] = os.getcwd()
-    sys.argv = [str(runtime.__file__)]
+    sys.argv = [str(worker.__file__), "--one-shot"]
     try:
-        return runtime.main()
+        return worker.run_one_shot()
     except SystemExit as exc:  # sys.exit() in a task ends the process as it would in `python -m`
         return _exit_code(exc)
 

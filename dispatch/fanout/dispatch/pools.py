@@ -44,6 +44,8 @@ from typing import Any
 from fanout.config import ClientConfig
 from fanout.dispatch.backend import Outcome, StartedCallback, failure
 from fanout.dispatch.frames import frame, read_frame
+from fanout.dispatch.worker import ENV_CONCURRENCY
+from fanout.dispatch.worker_env import worker_env
 from fanout.server.parent_death import command_dying_with_parent
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb
@@ -55,9 +57,6 @@ WORKER_COMMAND = (sys.executable, "-m", "fanout.dispatch.worker")
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
 TIMEOUT_GRACE_SECONDS = 5.0
-# What a worker inherits from the dispatcher's environment: enough to run
-# Python and find the installed packages, nothing that grants anything.
-INHERITED_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
 
 Key = tuple[str, str, int]  # run, action name, attempt
 
@@ -121,6 +120,7 @@ class WorkerProcess:
         self.pool = pool
         self.jobs: dict[Key, _Job] = {}
         self.slots_used = 0
+        self.log_slot = 0
         self.idle_timer: asyncio.TimerHandle | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -220,10 +220,11 @@ class WorkerProcess:
 
 
 class Pool:
-    def __init__(self, key: PoolKey, env: Mapping[str, str], log_path: Path | None) -> None:
+    def __init__(self, key: PoolKey, env: Mapping[str, str], log_dir: Path | None) -> None:
         self.key = key
         self._env = env
-        self._log_path = log_path
+        self._log_dir = log_dir
+        self._log_slots: set[int] = set()
         self.workers: list[WorkerProcess] = []
         self._starting = 0
         self._queue: deque[_Job] = deque()
@@ -314,6 +315,7 @@ class Pool:
         """A worker ended: by our stop, or it died (then its actions are lost and it is replaced on demand)."""
         if worker in self.workers:
             self.workers.remove(worker)
+        self._log_slots.discard(worker.log_slot)
         if worker.jobs:
             lost = len(worker.jobs)
             log.warning("worker %s of %s exited (%s) with %d actions", worker.pid, self.key.label, code, lost)
@@ -344,10 +346,15 @@ class Pool:
 
     async def _start(self) -> None:
         worker = WorkerProcess(self)
+        # A log file per slot, not per worker: a pool's logs stay as many as its replicas however often they restart.
+        worker.log_slot = min(set(range(len(self._log_slots) + 1)) - self._log_slots)
+        self._log_slots.add(worker.log_slot)
+        log_path = self._log_dir / f"{self.key.label}.{worker.log_slot}.log" if self._log_dir else None
         try:
-            await worker.start(self._env, self.key.workdir, self._log_path)
+            await worker.start(self._env, self.key.workdir, log_path)
         except (OSError, RuntimeError) as exc:
             log.error("cannot start a worker for %s: %s", self.key.label, exc)
+            self._log_slots.discard(worker.log_slot)
             self._starting -= 1
             # Fail what waits rather than hold it forever: a broken environment fails its actions.
             while self._queue and not self.workers and not self._starting:
@@ -398,23 +405,16 @@ class Pools:
             key = PoolKey.of(action)
             pool = self._pools.get(key)
             if pool is None:
-                log_path = self._log_dir / f"{key.label}.log" if self._log_dir else None
-                pool = self._pools[key] = Pool(key, self.worker_env(action.spec, endpoint), log_path)
+                pool = self._pools[key] = Pool(key, self.worker_env(action, endpoint), self._log_dir)
             self._by_fields[fields] = pool
         return pool
 
-    def worker_env(self, spec: pb.ActionSpec, endpoint: str) -> dict[str, str]:
-        env = {name: os.environ[name] for name in INHERITED_VARIABLES if name in os.environ}
-        env.update(spec.env)
-        env["FANOUT_ENDPOINT"] = endpoint
-        env["FANOUT_CONFIG"] = os.devnull  # no config file: the actions' tokens come in their leases
-        for name, value in (
-            ("FANOUT_TLS_CA", self._config.tls_ca),
-            ("FANOUT_TLS_CERT", self._config.tls_cert),
-            ("FANOUT_TLS_KEY", self._config.tls_key),
-        ):
-            if value:
-                env[name] = value
+    def worker_env(self, action: dpb.LeasedAction, endpoint: str) -> dict[str, str]:
+        c = self._config
+        tls = {"FANOUT_TLS_CA": c.tls_ca or "", "FANOUT_TLS_CERT": c.tls_cert or "", "FANOUT_TLS_KEY": c.tls_key or ""}
+        env = worker_env(action.spec, endpoint, tls)
+        # Sizes the worker's thread pool for plain `def` tasks (see worker.py).
+        env[ENV_CONCURRENCY] = str(max(action.spec.reuse.concurrency, 1))
         return env
 
     def worker_pids(self) -> list[int]:

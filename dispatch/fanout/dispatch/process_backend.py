@@ -1,12 +1,15 @@
-"""Local process backend: each action is a child process (its "container").
+"""Local process backend: each action without a ReusePolicy gets a worker of its own (its "container").
 
-Python tasks run `python -m fanout.runtime`, by default as children of a fork
-server that has imported it already (see forkserver.py); actions with an
-explicit command run that command. Each action gets a folder with its spec,
-its result and its log (see workdirs.py): it stays until the outcome was
-reported, so a restarted dispatcher reports finished work instead of running
-it again; then it is removed after success, or cut down to its log's tail
-after a failure. File work runs on threads, never on the event loop.
+A Python task runs in a one-shot worker (worker.py: the same worker code as
+a pool's, concurrency 1, exiting after its action), by default a child of a
+fork server that has imported it already (see forkserver.py); actions with
+an explicit command run that command. Both start with a worker's scrubbed
+environment (worker_env.py). Each action gets a folder with its spec, its
+result and its log (see workdirs.py): the worker writes the result there
+before it exits, and the folder stays until the outcome was reported, so a
+restarted dispatcher reports finished work instead of running it again;
+then it is removed after success, or cut down to its log's tail after a
+failure. File work runs on threads, never on the event loop.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-from fanout import runtime
+from fanout.dispatch import worker
 from fanout.dispatch.backend import Outcome, StartedCallback, failure
 from fanout.dispatch.forkserver import ForkServer, ForkServerError, needs_exec
 from fanout.dispatch.guard import Guard
 from fanout.dispatch.process_tree import kill_tree_now, stop_tree
 from fanout.dispatch.workdirs import LOG, RESULT, WorkRoot, outcome_phase, read_result
+from fanout.dispatch.worker_env import TLS_VARIABLES, worker_env
 from fanout.server.parent_death import command_dying_with_parent
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb
@@ -33,7 +37,7 @@ from fanout.v1 import dispatch_pb2 as dpb
 LOG_TAIL_BYTES = 4000
 # Action processes running at once, whatever the dispatcher's capacity.
 MAX_PROCESSES = 256
-RUNTIME_COMMAND = (sys.executable, "-m", "fanout.runtime")
+ONE_SHOT_COMMAND = (sys.executable, "-m", "fanout.dispatch.worker", "--one-shot")
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,8 @@ class ProcessBackend:
         self._work = WorkRoot(work_root)
         self._guard = Guard()  # stops the actions' trees if this process dies
         self._procs: set[Process] = set()
+        # The dispatcher's TLS files, for the workers' channels (their only inheritance from its environment).
+        self._tls = {name: os.environ[name] for name in TLS_VARIABLES if name in os.environ}
         self._use_fork_server = fork_server
         self._fork_server: ForkServer | None = None
         self._fork_server_lock = asyncio.Lock()  # one (re)start at a time, however many actions arrive
@@ -112,16 +118,14 @@ class ProcessBackend:
         spec_path = workdir / "spec.pb"
         result_path = workdir / RESULT
         env = {
-            **os.environ,
-            **spec.env,
-            "FANOUT_ENDPOINT": endpoint,
-            "FANOUT_TOKEN": action.action_token,
-            "FANOUT_CONFIG": os.devnull,  # the action's identity comes from the variables, never a file
-            runtime.ENV_RUN: action.run,
-            runtime.ENV_ACTION: spec.name,
-            runtime.ENV_SPEC_PATH: str(spec_path),
-            runtime.ENV_RESULT_PATH: str(result_path),
-            runtime.ENV_MAX_OUTPUT: str(action.max_payload_bytes or self.max_output_bytes),  # the tenant's own cap
+            **worker_env(spec, endpoint, self._tls),
+            "FANOUT_TOKEN": action.action_token,  # its own action's token only
+            worker.ENV_RUN: action.run,
+            worker.ENV_ACTION: spec.name,
+            worker.ENV_ATTEMPT: str(action.attempt),
+            worker.ENV_SPEC_PATH: str(spec_path),
+            worker.ENV_RESULT_PATH: str(result_path),
+            worker.ENV_MAX_OUTPUT: str(action.max_payload_bytes or self.max_output_bytes),  # the tenant's own cap
         }
         cwd = spec.workdir if spec.workdir and Path(spec.workdir).is_dir() else str(workdir)
         log_path = workdir / LOG
@@ -181,9 +185,11 @@ class ProcessBackend:
             if server is not None:
                 with contextlib.suppress(ForkServerError):  # it died just now: a new process this time
                     return await server.spawn(env, cwd, log_path)
-        with log_path.open("wb") as output:
+        # Appended: a one-shot worker's log keeper may cut the file while output goes on.
+        output = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o666)
+        try:
             return await asyncio.create_subprocess_exec(
-                *command_dying_with_parent(list(spec.command) or list(RUNTIME_COMMAND)),
+                *command_dying_with_parent(list(spec.command) or list(ONE_SHOT_COMMAND)),
                 cwd=cwd,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -191,6 +197,8 @@ class ProcessBackend:
                 stderr=output,
                 start_new_session=True,  # own process group: a timeout or shutdown kills its children too
             )
+        finally:
+            os.close(output)
 
     async def _running_fork_server(self) -> ForkServer | None:
         """The fork server, restarted if it died; None if it is off or failed to start."""

@@ -1,11 +1,27 @@
-"""A reusable worker: `python -m fanout.dispatch.worker`, one long-lived process running many actions.
+"""A worker: `python -m fanout.dispatch.worker`, the process that runs actions of one task environment.
 
-A dispatcher starts it for one pool (a tenant's environment with a
-ReusePolicy) and sends it actions; it runs each as an asyncio task, all on
-one gRPC channel (one AsyncClient shared by every action's controller, each
-call carrying that action's own token). It never holds a token of its own:
-the dispatcher starts it with a clean environment, and each action's token
+Reusable: a dispatcher starts it for one pool (a tenant's environment with a
+ReusePolicy) and sends it actions; it runs each as an asyncio task (a plain
+`def` task in the worker's thread pool, see Task.invoke), all on one gRPC
+channel (one AsyncClient shared by every action's controller, each call
+carrying that action's own token). It never holds a token of its own: the
+dispatcher starts it with a clean environment, and each action's token
 reaches only that action's controller.
+
+One-shot (`--one-shot`, or `run_one_shot()` in a child of the fork server):
+the process backend's worker for one action of an environment without a
+ReusePolicy. The action comes in the environment (ENV_*: its spec in a file,
+its token in FANOUT_TOKEN); the worker runs it the same way, writes its
+ActionResult to the result file (whole or absent: a temporary file renamed)
+and exits. The file is what the dispatcher reports, and what a restarted
+dispatcher finds if it died before reporting (see workdirs.py). Timeouts and
+aborts are the dispatcher's: it stops the process tree.
+
+Output: stdout and stderr (fd 1 and 2, shared by every action and whatever
+they start) go to the log file the dispatcher opened, appended. A keeper
+thread bounds it: past LOG_LIMIT_BYTES it is cut to its last LOG_KEEP_BYTES
+(a few bytes written during the cut may be lost), so a long-lived worker's
+log never grows without limit.
 
 Protocol: fanout.v1 ToWorker frames on stdin, FromWorker frames on stdout
 (see worker.proto and frames.py). The first frame out says it is ready.
@@ -25,9 +41,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import io
 import os
+import stat
 import sys
+import threading
 import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from fanout import config, runtime
 from fanout.client import AsyncClient
@@ -37,14 +59,32 @@ from fanout.v1 import dispatch_pb2 as dpb
 from fanout.v1 import worker_pb2 as wpb
 
 DEFAULT_MAX_OUTPUT = 1 << 20
+# What a dispatcher sets for a worker: how many actions it may send at once (sizes the thread pool).
+ENV_CONCURRENCY = "FANOUT_WORKER_CONCURRENCY"
+# Threads beyond the concurrency: plain tasks blocked on their children hold a thread but give their slot back.
+SPARE_THREADS = 32
+# A one-shot worker's action, set by the process backend.
+ENV_RUN = "FANOUT_RUN"
+ENV_ACTION = "FANOUT_ACTION"
+ENV_ATTEMPT = "FANOUT_ATTEMPT"
+ENV_SPEC_PATH = "FANOUT_SPEC_PATH"
+ENV_RESULT_PATH = "FANOUT_RESULT_PATH"
+# The tenant's max_payload_bytes, from the lease: a bigger result fails the
+# action here, with a clear error, instead of being refused on report.
+ENV_MAX_OUTPUT = "FANOUT_MAX_OUTPUT_BYTES"
+# The log bound: cut to the last LOG_KEEP_BYTES once past LOG_LIMIT_BYTES, checked every LOG_CHECK_SECONDS.
+LOG_KEEP_BYTES = 64 * 1024
+LOG_LIMIT_BYTES = 2 * LOG_KEEP_BYTES
+LOG_CHECK_SECONDS = 0.2
 
 Key = tuple[str, str, int]  # run, action name, attempt
+Send = Callable[[list[wpb.WorkerOutcome]], None]
 
 
 class Worker:
-    def __init__(self, client: AsyncClient, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, client: AsyncClient, send: Send) -> None:
         self._client = client
-        self._writer = writer
+        self._send = send
         self._tasks: dict[Key, asyncio.Task[pb.ActionResult]] = {}
         self._timed_out: set[Key] = set()
         self._finished: list[wpb.WorkerOutcome] = []
@@ -99,8 +139,11 @@ class Worker:
     def _flush(self) -> None:
         self._flush_scheduled = False
         done, self._finished = self._finished, []
-        if done and not self._writer.is_closing():
-            self._writer.write(frame(wpb.FromWorker(finished=done).SerializeToString()))
+        if done:
+            self._send(done)
+
+    def task(self, key: Key) -> asyncio.Task[pb.ActionResult] | None:
+        return self._tasks.get(key)
 
     async def stop(self) -> None:
         """Cancel what still runs, unreported: the dispatcher is gone or stopped us."""
@@ -118,7 +161,12 @@ async def serve(requests: int, replies: int) -> None:
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
     # Tokens per call: this process has none of its own (FANOUT_CONFIG is /dev/null, no FANOUT_TOKEN).
     client = AsyncClient(config.load(), tokens_per_call=True)
-    worker = Worker(client, writer)
+
+    def send(done: list[wpb.WorkerOutcome]) -> None:
+        if not writer.is_closing():
+            writer.write(frame(wpb.FromWorker(finished=done).SerializeToString()))
+
+    worker = Worker(client, send)
     writer.write(frame(wpb.FromWorker(ready=wpb.WorkerReady(pid=os.getpid())).SerializeToString()))
     try:
         while True:
@@ -134,14 +182,108 @@ async def serve(requests: int, replies: int) -> None:
         await client.close()
 
 
+def run_one_shot() -> int:
+    """Run the one action the environment names, write its result file; the process's exit code.
+
+    A task that calls sys.exit() ends the process with that code and writes
+    no result, as a process of its own would.
+    """
+    spec = pb.ActionSpec.FromString(Path(os.environ[ENV_SPEC_PATH]).read_bytes())
+    action = dpb.LeasedAction(
+        run=os.environ[ENV_RUN],
+        spec=spec,
+        attempt=int(os.environ.get(ENV_ATTEMPT, "1")),
+        action_token=os.environ.get("FANOUT_TOKEN", ""),
+        max_payload_bytes=int(os.environ.get(ENV_MAX_OUTPUT, DEFAULT_MAX_OUTPUT)),
+    )
+    line_buffered_output()
+    outcome = asyncio.run(_one_shot(action))
+    if isinstance(outcome, SystemExit):
+        raise outcome
+    out = Path(os.environ[ENV_RESULT_PATH])
+    tmp = out.with_suffix(".tmp")
+    tmp.write_bytes(outcome.result.SerializeToString())
+    tmp.replace(out)  # atomic: the dispatcher never reads half a result
+    return 0
+
+
+async def _one_shot(action: dpb.LeasedAction) -> wpb.WorkerOutcome | SystemExit:
+    client = AsyncClient(config.load(), tokens_per_call=True)
+    loop = asyncio.get_running_loop()
+    # Most one-shot actions are over sooner: they pay nothing for the keeper.
+    loop.call_later(LOG_CHECK_SECONDS, start_log_keeper)
+    finished: asyncio.Future[wpb.WorkerOutcome] = loop.create_future()
+    worker = Worker(client, lambda done: finished.set_result(done[0]))
+    try:
+        worker.handle(wpb.ToWorker(run=[action]))
+        task = worker.task((action.run, action.spec.name, action.attempt))
+        outcome = await finished
+        assert task is not None
+        exc = task.exception()
+        return exc if isinstance(exc, SystemExit) else outcome
+    finally:
+        await client.close()
+
+
+def line_buffered_output() -> None:
+    """A task's prints reach the log in order with its errors, and are there if the process is killed."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(line_buffering=True)
+
+
+def start_log_keeper() -> None:
+    """Start the keeper thread if stderr is a regular file (the log): see the module doc."""
+    try:
+        if not stat.S_ISREG(os.fstat(2).st_mode):
+            return
+        # A description of our own, without O_APPEND: pwrite at offset 0 must not append.
+        fd = os.open(f"/proc/self/fd/{2}", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return
+    threading.Thread(target=_keep_log, args=(fd,), name="fanout-log-keeper", daemon=True).start()
+
+
+def _keep_log(fd: int) -> None:
+    stop = threading.Event()
+    while not stop.wait(LOG_CHECK_SECONDS):
+        with contextlib.suppress(OSError):
+            cut_to_tail(fd, LOG_LIMIT_BYTES, LOG_KEEP_BYTES)
+
+
+def cut_to_tail(fd: int, limit: int, keep: int) -> None:
+    """If the file is over `limit` bytes, leave only its last `keep` (writers appending go on at its end)."""
+    size = os.fstat(fd).st_size
+    if size <= limit:
+        return
+    tail = os.pread(fd, keep, size - keep)
+    os.pwrite(fd, tail, 0)
+    os.ftruncate(fd, len(tail))
+
+
+def _worker_threads() -> ThreadPoolExecutor:
+    concurrency = int(os.environ.get(ENV_CONCURRENCY, "1") or 1)
+    # Threads start as plain tasks need them: a large bound costs nothing until used.
+    return ThreadPoolExecutor(max_workers=concurrency + SPARE_THREADS, thread_name_prefix="fanout-task")
+
+
+async def _serve_with_threads(requests: int, replies: int) -> None:
+    asyncio.get_running_loop().set_default_executor(_worker_threads())
+    await serve(requests, replies)
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--one-shot"]:
+        sys.exit(run_one_shot())
     # Keep the protocol off fds 0 and 1, so a task's print or input() cannot corrupt it.
     requests, replies = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(2, 1)
     os.close(devnull)
-    asyncio.run(serve(requests, replies))
+    line_buffered_output()
+    start_log_keeper()
+    asyncio.run(_serve_with_threads(requests, replies))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,32 @@
+"""The environment a worker starts with: a few essentials, the spec's env and the control plane's address.
+
+Never the dispatcher's token, never FANOUT_REDIS_URL: a worker (reusable or
+one-shot) holds only the tokens of its actions. The fork server starts with
+the same essentials (base_env), so its forked workers inherit nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from fanout.v1 import actions_pb2 as pb
+
+# What a worker inherits from the dispatcher's environment: enough to run
+# Python and find the installed packages, nothing that grants anything.
+INHERITED_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+TLS_VARIABLES = ("FANOUT_TLS_CA", "FANOUT_TLS_CERT", "FANOUT_TLS_KEY")
+
+
+def base_env() -> dict[str, str]:
+    return {name: os.environ[name] for name in INHERITED_VARIABLES if name in os.environ}
+
+
+def worker_env(spec: pb.ActionSpec, endpoint: str, tls: Mapping[str, str]) -> dict[str, str]:
+    """`tls`: FANOUT_TLS_* variables (file paths) for the worker's channel, empty values left out."""
+    env = base_env()
+    env.update(spec.env)
+    env["FANOUT_ENDPOINT"] = endpoint
+    env["FANOUT_CONFIG"] = os.devnull  # no config file: the actions' tokens come in their leases
+    env.update({name: value for name, value in tls.items() if value})
+    return env
