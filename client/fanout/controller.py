@@ -204,4 +204,6 @@ def _outcome(status: pb.ActionStatus) -> Any:
     if status.phase == pb.SUCCEEDED:
         return serialization.decode_output(status.result.outputs)
     err = status.result.error
-    raise errors.ActionFailed(status.name, pb.Phase.Name(status.phase), err.type or "Error", err.message, err.traceback)
+    raise errors.action_failed(
+        status.name, pb.Phase.Name(status.phase), err.type or "Error", err.message, err.traceback
+    )

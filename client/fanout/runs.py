@@ -53,6 +53,9 @@ def run(task: Task[Any, Any], *args: Any, **kwargs: Any) -> Run:
 
 
 def start_run(c: Client, task: Task[Any, Any], *args: Any, **kwargs: Any) -> Run:
+    if not isinstance(task, Task):
+        raise TypeError(f"run() needs a task made with @env.task, not {type(task).__name__}")
+    task.check_arguments(args, kwargs)  # a wrong call creates nothing
     spec = task.spec("root", serialization.encode_inputs(task.name, args, kwargs))
     spec.workdir = os.getcwd()
     return Run(c, c.create_run(spec))
@@ -100,9 +103,8 @@ class Run:
         if self._root.phase == pb.SUCCEEDED:
             return serialization.decode_output(self._root.result.outputs)
         err = self._root.result.error
-        raise errors.RunFailed(
-            self.name, pb.Phase.Name(self._root.phase), err.type or "Error", err.message, err.traceback
-        )
+        phase = pb.Phase.Name(self._root.phase)
+        raise errors.action_failed(self.name, phase, err.type or "Error", err.message, err.traceback, run=True)
 
     def __repr__(self) -> str:
         return f"Run(name={self.name!r}, url={self.url!r})"
