@@ -132,3 +132,21 @@ def test_run_checks_arguments_before_creating_anything(tenant: Tenant, redis_cli
     with pytest.raises(TypeError, match="seconds"):
         fanout.run(task, 1, secs=2)
     assert list(redis_client.scan_iter(match=keys.TenantKeys(tenant.name).run("*"), count=1000)) == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        (pb.ActionSpec(backoff=pb.RetryBackoff(base_seconds=-1, factor=1)), "backoff.base_seconds"),
+        (pb.ActionSpec(backoff=pb.RetryBackoff(base_seconds=float("nan"), factor=1)), "backoff.base_seconds"),
+        (pb.ActionSpec(backoff=pb.RetryBackoff(base_seconds=1, factor=0.5)), "backoff.factor"),
+        (pb.ActionSpec(backoff=pb.RetryBackoff(base_seconds=1, factor=2, cap_seconds=1e9)), "backoff.cap_seconds"),
+        (pb.ActionSpec(group="g" * 300), "group"),
+    ],
+)
+def test_a_bad_backoff_or_group_is_refused_and_creates_nothing(tenant: Tenant, spec: pb.ActionSpec, field: str) -> None:
+    spec.task_ref = "module:m:f"
+    with pytest.raises(errors.InvalidRequest, match=field):
+        tenant.client.create_run(spec, run_name="bad-policy")
+    with pytest.raises(errors.NotFound):
+        tenant.client.get_run("bad-policy")
