@@ -3,6 +3,7 @@ error classes, NonRecoverableError, retries with backoff, timeouts, map's bound,
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import redis
 
 import fanout
 from fanout import errors
+from fanout.cli.main import main as cli_main
 from fanout.quota import keys
 from fanout.runtime import load_task
 from fanout.v1 import actions_pb2 as pb
@@ -112,7 +114,9 @@ def test_map_with_return_exceptions_yields_errors_in_place(tenant: Tenant) -> No
     assert start(tenant, "map_raising", 6).outputs() == "odd 1"
 
 
-def test_groups_are_stored_with_the_actions_they_label(tenant: Tenant, redis_client: redis.Redis) -> None:
+def test_groups_are_stored_with_the_actions_they_label(
+    tenant: Tenant, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     run = start(tenant, "grouped")
     assert run.outputs() == [1, 2, 3, 4]
     stored = redis_client.hgetall(keys.TenantKeys(tenant.name).specs(run.name))
@@ -122,6 +126,20 @@ def test_groups_are_stored_with_the_actions_they_label(tenant: Tenant, redis_cli
         if spec.task_name == "flyte_api.nap":
             by_input[spec.name] = spec.group
     assert sorted(by_input.values()) == ["", "outer", "outer", "outer/inner"]
+    inner = next(name for name, g in by_input.items() if g == "outer/inner")
+    assert tenant.client.get_action(run.name, inner).group == "outer/inner"
+    monkeypatch.setenv("FANOUT_ENDPOINT", tenant.client.config.endpoint)
+    monkeypatch.setenv("FANOUT_TOKEN", tenant.token)
+    shown = cli(capsys, "get", run.name, inner)
+    assert "group   outer/inner" in shown
+    data = json.loads(cli(capsys, "get", run.name, inner, "--json"))
+    assert data["action"]["group"] == "outer/inner"
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    capsys.readouterr()
+    assert cli_main(list(argv)) == 0
+    return capsys.readouterr().out
 
 
 def test_run_checks_arguments_before_creating_anything(tenant: Tenant, redis_client: redis.Redis) -> None:

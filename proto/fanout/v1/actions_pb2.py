@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x61nout/v1/actions.proto\x12\tfanout.v1\"(\n\tResources\x12\x0b\n\x03\x63pu\x18\x01 \x01(\t\x12\x0e\n\x06memory\x18\x02 \x01(\t\"\xbd\x03\n\nActionSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\ttask_name\x18\x02 \x01(\t\x12\x10\n\x08task_ref\x18\x03 \x01(\t\x12\r\n\x05image\x18\x04 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x05 \x03(\t\x12+\n\x03\x65nv\x18\x06 \x03(\x0b\x32\x1e.fanout.v1.ActionSpec.EnvEntry\x12\'\n\tresources\x18\x07 \x01(\x0b\x32\x14.fanout.v1.Resources\x12\x0f\n\x07retries\x18\x08 \x01(\r\x12\x17\n\x0ftimeout_seconds\x18\t \x01(\r\x12\x0e\n\x06inputs\x18\n \x01(\x0c\x12\x0f\n\x07workdir\x18\x0b \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x0c \x01(\t\x12%\n\x05reuse\x18\r \x01(\x0b\x32\x16.fanout.v1.ReusePolicy\x12(\n\x07\x62\x61\x63koff\x18\x0e \x01(\x0b\x32\x17.fanout.v1.RetryBackoff\x12\x1a\n\x12max_queued_seconds\x18\x0f \x01(\r\x12\r\n\x05group\x18\x10 \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"I\n\x0cRetryBackoff\x12\x14\n\x0c\x62\x61se_seconds\x18\x01 \x01(\x01\x12\x0e\n\x06\x66\x61\x63tor\x18\x02 \x01(\x01\x12\x13\n\x0b\x63\x61p_seconds\x18\x03 \x01(\x01\"N\n\x0bReusePolicy\x12\x10\n\x08replicas\x18\x01 \x01(\r\x12\x13\n\x0b\x63oncurrency\x18\x02 \x01(\r\x12\x18\n\x10idle_ttl_seconds\x18\x03 \x01(\x01\"F\n\x0c\x41\x63tionResult\x12\x0f\n\x07outputs\x18\x01 \x01(\x0c\x12%\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.fanout.v1.ActionError\"X\n\x0b\x41\x63tionError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\x12\x17\n\x0fnon_recoverable\x18\x04 \x01(\x08\"\xa7\x01\n\x0c\x41\x63tionStatus\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06parent\x18\x03 \x01(\t\x12\x11\n\ttask_name\x18\x04 \x01(\t\x12\x1f\n\x05phase\x18\x05 \x01(\x0e\x32\x10.fanout.v1.Phase\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\r\x12\'\n\x06result\x18\x07 \x01(\x0b\x32\x17.fanout.v1.ActionResult\"l\n\x03Run\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04root\x18\x02 \x01(\t\x12\x1f\n\x05phase\x18\x03 \x01(\x0e\x32\x10.fanout.v1.Phase\x12\x14\n\x0c\x61\x63tion_count\x18\x04 \x01(\r\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\"I\n\x10\x43reateRunRequest\x12\x10\n\x08run_name\x18\x01 \x01(\t\x12#\n\x04root\x18\x02 \x01(\x0b\x32\x15.fanout.v1.ActionSpec\"0\n\x11\x43reateRunResponse\x12\x1b\n\x03run\x18\x01 \x01(\x0b\x32\x0e.fanout.v1.Run\"j\n\x12SubmitBatchRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0e\n\x06parent\x18\x02 \x01(\t\x12&\n\x07\x61\x63tions\x18\x03 \x03(\x0b\x32\x15.fanout.v1.ActionSpec\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\"k\n\x13SubmitBatchResponse\x12\x10\n\x08\x61\x64mitted\x18\x01 \x01(\r\x12\x17\n\x0f\x61lready_present\x18\x02 \x01(\r\x12\x13\n\x0b\x66\x61nout_used\x18\x03 \x01(\r\x12\x14\n\x0c\x66\x61nout_limit\x18\x04 \x01(\r\"T\n\x14WatchChildrenRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0e\n\x06parent\x18\x02 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61tched\x18\x04 \x01(\x08\"\xa8\x01\n\nWatchEvent\x12)\n\x06update\x18\x01 \x01(\x0b\x32\x17.fanout.v1.ActionStatusH\x00\x12,\n\x0breplay_done\x18\x02 \x01(\x0b\x32\x15.fanout.v1.ReplayDoneH\x00\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\x12(\n\x07updates\x18\x04 \x03(\x0b\x32\x17.fanout.v1.ActionStatusB\x07\n\x05\x65vent\"\x0c\n\nReplayDone\"\x1c\n\rGetRunRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\"-\n\x10GetActionRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\".\n\x0f\x41\x62ortRunRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"#\n\x10\x41\x62ortRunResponse\x12\x0f\n\x07\x61\x62orted\x18\x01 \x01(\r\"\x11\n\x0fGetQuotaRequest\"\xdf\x01\n\x05Quota\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nmax_fanout\x18\x02 \x01(\r\x12\x17\n\x0fmax_concurrency\x18\x03 \x01(\r\x12\x12\n\nmax_queued\x18\x04 \x01(\r\x12\x19\n\x11max_payload_bytes\x18\x05 \x01(\r\x12\x0f\n\x07running\x18\x06 \x01(\r\x12\x0e\n\x06queued\x18\x07 \x01(\r\x12\x14\n\x0cstored_bytes\x18\x08 \x01(\x04\x12\x18\n\x10max_stored_bytes\x18\t \x01(\x04\x12\x19\n\x11retention_seconds\x18\n \x01(\r*\x9b\x01\n\x05Phase\x12\x15\n\x11PHASE_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x19\n\x15WAITING_FOR_RESOURCES\x10\x02\x12\x10\n\x0cINITIALIZING\x10\x03\x12\x0b\n\x07RUNNING\x10\x04\x12\r\n\tSUCCEEDED\x10\x05\x12\n\n\x06\x46\x41ILED\x10\x06\x12\x0b\n\x07\x41\x42ORTED\x10\x07\x12\r\n\tTIMED_OUT\x10\x08\x32\xe6\x03\n\rActionService\x12\x46\n\tCreateRun\x12\x1b.fanout.v1.CreateRunRequest\x1a\x1c.fanout.v1.CreateRunResponse\x12L\n\x0bSubmitBatch\x12\x1d.fanout.v1.SubmitBatchRequest\x1a\x1e.fanout.v1.SubmitBatchResponse\x12I\n\rWatchChildren\x12\x1f.fanout.v1.WatchChildrenRequest\x1a\x15.fanout.v1.WatchEvent0\x01\x12\x32\n\x06GetRun\x12\x18.fanout.v1.GetRunRequest\x1a\x0e.fanout.v1.Run\x12\x41\n\tGetAction\x12\x1b.fanout.v1.GetActionRequest\x1a\x17.fanout.v1.ActionStatus\x12\x38\n\x08GetQuota\x12\x1a.fanout.v1.GetQuotaRequest\x1a\x10.fanout.v1.Quota\x12\x43\n\x08\x41\x62ortRun\x12\x1a.fanout.v1.AbortRunRequest\x1a\x1b.fanout.v1.AbortRunResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x61nout/v1/actions.proto\x12\tfanout.v1\"(\n\tResources\x12\x0b\n\x03\x63pu\x18\x01 \x01(\t\x12\x0e\n\x06memory\x18\x02 \x01(\t\"\xbd\x03\n\nActionSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\ttask_name\x18\x02 \x01(\t\x12\x10\n\x08task_ref\x18\x03 \x01(\t\x12\r\n\x05image\x18\x04 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x05 \x03(\t\x12+\n\x03\x65nv\x18\x06 \x03(\x0b\x32\x1e.fanout.v1.ActionSpec.EnvEntry\x12\'\n\tresources\x18\x07 \x01(\x0b\x32\x14.fanout.v1.Resources\x12\x0f\n\x07retries\x18\x08 \x01(\r\x12\x17\n\x0ftimeout_seconds\x18\t \x01(\r\x12\x0e\n\x06inputs\x18\n \x01(\x0c\x12\x0f\n\x07workdir\x18\x0b \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x0c \x01(\t\x12%\n\x05reuse\x18\r \x01(\x0b\x32\x16.fanout.v1.ReusePolicy\x12(\n\x07\x62\x61\x63koff\x18\x0e \x01(\x0b\x32\x17.fanout.v1.RetryBackoff\x12\x1a\n\x12max_queued_seconds\x18\x0f \x01(\r\x12\r\n\x05group\x18\x10 \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"I\n\x0cRetryBackoff\x12\x14\n\x0c\x62\x61se_seconds\x18\x01 \x01(\x01\x12\x0e\n\x06\x66\x61\x63tor\x18\x02 \x01(\x01\x12\x13\n\x0b\x63\x61p_seconds\x18\x03 \x01(\x01\"N\n\x0bReusePolicy\x12\x10\n\x08replicas\x18\x01 \x01(\r\x12\x13\n\x0b\x63oncurrency\x18\x02 \x01(\r\x12\x18\n\x10idle_ttl_seconds\x18\x03 \x01(\x01\"F\n\x0c\x41\x63tionResult\x12\x0f\n\x07outputs\x18\x01 \x01(\x0c\x12%\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.fanout.v1.ActionError\"X\n\x0b\x41\x63tionError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\x12\x17\n\x0fnon_recoverable\x18\x04 \x01(\x08\"\xb6\x01\n\x0c\x41\x63tionStatus\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06parent\x18\x03 \x01(\t\x12\x11\n\ttask_name\x18\x04 \x01(\t\x12\x1f\n\x05phase\x18\x05 \x01(\x0e\x32\x10.fanout.v1.Phase\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\r\x12\'\n\x06result\x18\x07 \x01(\x0b\x32\x17.fanout.v1.ActionResult\x12\r\n\x05group\x18\x08 \x01(\t\"l\n\x03Run\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04root\x18\x02 \x01(\t\x12\x1f\n\x05phase\x18\x03 \x01(\x0e\x32\x10.fanout.v1.Phase\x12\x14\n\x0c\x61\x63tion_count\x18\x04 \x01(\r\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\"I\n\x10\x43reateRunRequest\x12\x10\n\x08run_name\x18\x01 \x01(\t\x12#\n\x04root\x18\x02 \x01(\x0b\x32\x15.fanout.v1.ActionSpec\"0\n\x11\x43reateRunResponse\x12\x1b\n\x03run\x18\x01 \x01(\x0b\x32\x0e.fanout.v1.Run\"j\n\x12SubmitBatchRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0e\n\x06parent\x18\x02 \x01(\t\x12&\n\x07\x61\x63tions\x18\x03 \x03(\x0b\x32\x15.fanout.v1.ActionSpec\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\"k\n\x13SubmitBatchResponse\x12\x10\n\x08\x61\x64mitted\x18\x01 \x01(\r\x12\x17\n\x0f\x61lready_present\x18\x02 \x01(\r\x12\x13\n\x0b\x66\x61nout_used\x18\x03 \x01(\r\x12\x14\n\x0c\x66\x61nout_limit\x18\x04 \x01(\r\"T\n\x14WatchChildrenRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0e\n\x06parent\x18\x02 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61tched\x18\x04 \x01(\x08\"\xa8\x01\n\nWatchEvent\x12)\n\x06update\x18\x01 \x01(\x0b\x32\x17.fanout.v1.ActionStatusH\x00\x12,\n\x0breplay_done\x18\x02 \x01(\x0b\x32\x15.fanout.v1.ReplayDoneH\x00\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\x12(\n\x07updates\x18\x04 \x03(\x0b\x32\x17.fanout.v1.ActionStatusB\x07\n\x05\x65vent\"\x0c\n\nReplayDone\"\x1c\n\rGetRunRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\"-\n\x10GetActionRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\".\n\x0f\x41\x62ortRunRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"#\n\x10\x41\x62ortRunResponse\x12\x0f\n\x07\x61\x62orted\x18\x01 \x01(\r\"\x11\n\x0fGetQuotaRequest\"\xdf\x01\n\x05Quota\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nmax_fanout\x18\x02 \x01(\r\x12\x17\n\x0fmax_concurrency\x18\x03 \x01(\r\x12\x12\n\nmax_queued\x18\x04 \x01(\r\x12\x19\n\x11max_payload_bytes\x18\x05 \x01(\r\x12\x0f\n\x07running\x18\x06 \x01(\r\x12\x0e\n\x06queued\x18\x07 \x01(\r\x12\x14\n\x0cstored_bytes\x18\x08 \x01(\x04\x12\x18\n\x10max_stored_bytes\x18\t \x01(\x04\x12\x19\n\x11retention_seconds\x18\n \x01(\r*\x9b\x01\n\x05Phase\x12\x15\n\x11PHASE_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x19\n\x15WAITING_FOR_RESOURCES\x10\x02\x12\x10\n\x0cINITIALIZING\x10\x03\x12\x0b\n\x07RUNNING\x10\x04\x12\r\n\tSUCCEEDED\x10\x05\x12\n\n\x06\x46\x41ILED\x10\x06\x12\x0b\n\x07\x41\x42ORTED\x10\x07\x12\r\n\tTIMED_OUT\x10\x08\x32\xe6\x03\n\rActionService\x12\x46\n\tCreateRun\x12\x1b.fanout.v1.CreateRunRequest\x1a\x1c.fanout.v1.CreateRunResponse\x12L\n\x0bSubmitBatch\x12\x1d.fanout.v1.SubmitBatchRequest\x1a\x1e.fanout.v1.SubmitBatchResponse\x12I\n\rWatchChildren\x12\x1f.fanout.v1.WatchChildrenRequest\x1a\x15.fanout.v1.WatchEvent0\x01\x12\x32\n\x06GetRun\x12\x18.fanout.v1.GetRunRequest\x1a\x0e.fanout.v1.Run\x12\x41\n\tGetAction\x12\x1b.fanout.v1.GetActionRequest\x1a\x17.fanout.v1.ActionStatus\x12\x38\n\x08GetQuota\x12\x1a.fanout.v1.GetQuotaRequest\x1a\x10.fanout.v1.Quota\x12\x43\n\x08\x41\x62ortRun\x12\x1a.fanout.v1.AbortRunRequest\x1a\x1b.fanout.v1.AbortRunResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ACTIONSPEC_ENVENTRY']._loaded_options = None
   _globals['_ACTIONSPEC_ENVENTRY']._serialized_options = b'8\001'
-  _globals['_PHASE']._serialized_start=2146
-  _globals['_PHASE']._serialized_end=2301
+  _globals['_PHASE']._serialized_start=2161
+  _globals['_PHASE']._serialized_end=2316
   _globals['_RESOURCES']._serialized_start=38
   _globals['_RESOURCES']._serialized_end=78
   _globals['_ACTIONSPEC']._serialized_start=81
@@ -50,35 +50,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACTIONERROR']._serialized_start=755
   _globals['_ACTIONERROR']._serialized_end=843
   _globals['_ACTIONSTATUS']._serialized_start=846
-  _globals['_ACTIONSTATUS']._serialized_end=1013
-  _globals['_RUN']._serialized_start=1015
-  _globals['_RUN']._serialized_end=1123
-  _globals['_CREATERUNREQUEST']._serialized_start=1125
-  _globals['_CREATERUNREQUEST']._serialized_end=1198
-  _globals['_CREATERUNRESPONSE']._serialized_start=1200
-  _globals['_CREATERUNRESPONSE']._serialized_end=1248
-  _globals['_SUBMITBATCHREQUEST']._serialized_start=1250
-  _globals['_SUBMITBATCHREQUEST']._serialized_end=1356
-  _globals['_SUBMITBATCHRESPONSE']._serialized_start=1358
-  _globals['_SUBMITBATCHRESPONSE']._serialized_end=1465
-  _globals['_WATCHCHILDRENREQUEST']._serialized_start=1467
-  _globals['_WATCHCHILDRENREQUEST']._serialized_end=1551
-  _globals['_WATCHEVENT']._serialized_start=1554
-  _globals['_WATCHEVENT']._serialized_end=1722
-  _globals['_REPLAYDONE']._serialized_start=1724
-  _globals['_REPLAYDONE']._serialized_end=1736
-  _globals['_GETRUNREQUEST']._serialized_start=1738
-  _globals['_GETRUNREQUEST']._serialized_end=1766
-  _globals['_GETACTIONREQUEST']._serialized_start=1768
-  _globals['_GETACTIONREQUEST']._serialized_end=1813
-  _globals['_ABORTRUNREQUEST']._serialized_start=1815
-  _globals['_ABORTRUNREQUEST']._serialized_end=1861
-  _globals['_ABORTRUNRESPONSE']._serialized_start=1863
-  _globals['_ABORTRUNRESPONSE']._serialized_end=1898
-  _globals['_GETQUOTAREQUEST']._serialized_start=1900
-  _globals['_GETQUOTAREQUEST']._serialized_end=1917
-  _globals['_QUOTA']._serialized_start=1920
-  _globals['_QUOTA']._serialized_end=2143
-  _globals['_ACTIONSERVICE']._serialized_start=2304
-  _globals['_ACTIONSERVICE']._serialized_end=2790
+  _globals['_ACTIONSTATUS']._serialized_end=1028
+  _globals['_RUN']._serialized_start=1030
+  _globals['_RUN']._serialized_end=1138
+  _globals['_CREATERUNREQUEST']._serialized_start=1140
+  _globals['_CREATERUNREQUEST']._serialized_end=1213
+  _globals['_CREATERUNRESPONSE']._serialized_start=1215
+  _globals['_CREATERUNRESPONSE']._serialized_end=1263
+  _globals['_SUBMITBATCHREQUEST']._serialized_start=1265
+  _globals['_SUBMITBATCHREQUEST']._serialized_end=1371
+  _globals['_SUBMITBATCHRESPONSE']._serialized_start=1373
+  _globals['_SUBMITBATCHRESPONSE']._serialized_end=1480
+  _globals['_WATCHCHILDRENREQUEST']._serialized_start=1482
+  _globals['_WATCHCHILDRENREQUEST']._serialized_end=1566
+  _globals['_WATCHEVENT']._serialized_start=1569
+  _globals['_WATCHEVENT']._serialized_end=1737
+  _globals['_REPLAYDONE']._serialized_start=1739
+  _globals['_REPLAYDONE']._serialized_end=1751
+  _globals['_GETRUNREQUEST']._serialized_start=1753
+  _globals['_GETRUNREQUEST']._serialized_end=1781
+  _globals['_GETACTIONREQUEST']._serialized_start=1783
+  _globals['_GETACTIONREQUEST']._serialized_end=1828
+  _globals['_ABORTRUNREQUEST']._serialized_start=1830
+  _globals['_ABORTRUNREQUEST']._serialized_end=1876
+  _globals['_ABORTRUNRESPONSE']._serialized_start=1878
+  _globals['_ABORTRUNRESPONSE']._serialized_end=1913
+  _globals['_GETQUOTAREQUEST']._serialized_start=1915
+  _globals['_GETQUOTAREQUEST']._serialized_end=1932
+  _globals['_QUOTA']._serialized_start=1935
+  _globals['_QUOTA']._serialized_end=2158
+  _globals['_ACTIONSERVICE']._serialized_start=2319
+  _globals['_ACTIONSERVICE']._serialized_end=2805
 # @@protoc_insertion_point(module_scope)

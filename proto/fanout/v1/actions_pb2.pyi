@@ -120,7 +120,7 @@ class ActionError(_message.Message):
     def __init__(self, type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ..., non_recoverable: _Optional[bool] = ...) -> None: ...
 
 class ActionStatus(_message.Message):
-    __slots__ = ("run", "name", "parent", "task_name", "phase", "attempt", "result")
+    __slots__ = ("run", "name", "parent", "task_name", "phase", "attempt", "result", "group")
     RUN_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PARENT_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +128,7 @@ class ActionStatus(_message.Message):
     PHASE_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
     run: str
     name: str
     parent: str
@@ -135,7 +136,8 @@ class ActionStatus(_message.Message):
     phase: Phase
     attempt: int
     result: ActionResult
-    def __init__(self, run: _Optional[str] = ..., name: _Optional[str] = ..., parent: _Optional[str] = ..., task_name: _Optional[str] = ..., phase: _Optional[_Union[Phase, str]] = ..., attempt: _Optional[int] = ..., result: _Optional[_Union[ActionResult, _Mapping]] = ...) -> None: ...
+    group: str
+    def __init__(self, run: _Optional[str] = ..., name: _Optional[str] = ..., parent: _Optional[str] = ..., task_name: _Optional[str] = ..., phase: _Optional[_Union[Phase, str]] = ..., attempt: _Optional[int] = ..., result: _Optional[_Union[ActionResult, _Mapping]] = ..., group: _Optional[str] = ...) -> None: ...
 
 class Run(_message.Message):
     __slots__ = ("name", "root", "phase", "action_count", "created_at")
