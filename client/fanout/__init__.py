@@ -27,7 +27,7 @@ from fanout.errors import (
 from fanout.groups import group
 from fanout.mapping import map
 from fanout.policies import Backoff, RetryStrategy, Timeout
-from fanout.runs import Run, init, init_from_config, run
+from fanout.runs import Run, RunContext, init, init_from_config, run, with_runcontext
 from fanout.task import Resources, ReusePolicy, Task, TaskEnvironment
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "RetryStrategy",
     "ReusePolicy",
     "Run",
+    "RunContext",
     "RunFailed",
     "Task",
     "TaskEnvironment",
@@ -50,4 +51,5 @@ __all__ = [
     "init_from_config",
     "map",
     "run",
+    "with_runcontext",
 ]

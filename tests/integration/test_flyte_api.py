@@ -3,6 +3,7 @@ error classes, NonRecoverableError, retries with backoff, timeouts, map's bound,
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -168,3 +169,23 @@ def test_a_bad_backoff_or_group_is_refused_and_creates_nothing(tenant: Tenant, s
         tenant.client.create_run(spec, run_name="bad-policy")
     with pytest.raises(errors.NotFound):
         tenant.client.get_run("bad-policy")
+
+
+def test_with_runcontext_names_the_run_and_sets_its_env(tenant: Tenant) -> None:
+    fanout.init(endpoint=tenant.client.config.endpoint, token=tenant.token)
+    task = load_task(f"file:{TASKS}:read_env")
+    context = fanout.with_runcontext(name="named-run", env_vars={"GREETING": "hello"}, labels={"team": "a"})
+    run = context.run(task, "GREETING")
+    assert run.name == "named-run"
+    assert run.outputs() == "hello"
+    assert context.run(task, "GREETING").name == "named-run"  # the same name is the same run
+    with pytest.raises(ValueError, match="mode='local' is not available"):
+        fanout.with_runcontext(mode="local")
+
+
+def test_run_aio_for_async_callers(tenant: Tenant) -> None:
+    async def start() -> fanout.Run:
+        await fanout.init.aio(endpoint=tenant.client.config.endpoint, token=tenant.token)  # type: ignore[attr-defined]
+        return await fanout.run.aio(load_task(f"file:{TASKS}:nap"), 5, 0.0)  # type: ignore[attr-defined,no-any-return]
+
+    assert asyncio.run(start()).outputs() == 5

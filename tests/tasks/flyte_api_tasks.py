@@ -2,6 +2,7 @@
 
 import asyncio
 import functools
+import os
 
 import fanout
 from fanout import errors
@@ -83,3 +84,8 @@ async def grouped() -> list[int]:
             first = await nap(1, 0)
         rest = await asyncio.gather(nap(2, 0), nap(3, 0))
     return [first, *rest, await nap(4, 0)]
+
+
+@env.task
+async def read_env(name: str) -> str:
+    return os.environ.get(name, "")
