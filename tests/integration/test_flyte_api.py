@@ -185,7 +185,7 @@ def test_with_runcontext_names_the_run_and_sets_its_env(tenant: Tenant) -> None:
 
 def test_run_aio_for_async_callers(tenant: Tenant) -> None:
     async def start() -> fanout.Run:
-        await fanout.init.aio(endpoint=tenant.client.config.endpoint, token=tenant.token)  # type: ignore[attr-defined]
-        return await fanout.run.aio(load_task(f"file:{TASKS}:nap"), 5, 0.0)  # type: ignore[attr-defined,no-any-return]
+        await fanout.init.aio(endpoint=tenant.client.config.endpoint, token=tenant.token)
+        return await fanout.run.aio(load_task(f"file:{TASKS}:nap"), 5, 0.0)
 
     assert asyncio.run(start()).outputs() == 5
