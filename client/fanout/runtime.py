@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from fanout import config, errors, serialization
+from fanout import config, errors, memory, serialization
 from fanout.client import AsyncClient
 from fanout.controller import Controller
 from fanout.task import FILE_MODULE_PREFIX, Task
@@ -102,6 +102,7 @@ async def run_task(
 
 def main() -> int:
     spec = pb.ActionSpec.FromString(Path(os.environ[ENV_SPEC_PATH]).read_bytes())
+    memory.limit_this_process(spec.resources.memory)  # past it, the task gets MemoryError (OOMError upstream)
     if spec.workdir and spec.workdir not in sys.path:
         sys.path.insert(0, spec.workdir)
     result = asyncio.run(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Generic, ParamSpec, TypeVar
 
-from fanout import controller, groups, policies
+from fanout import controller, groups, memory, policies
 from fanout.policies import RetryStrategy, Timeout
 from fanout.v1 import actions_pb2 as pb
 
@@ -33,10 +33,14 @@ class Resources:
     """What one action may use. `gpu`, `disk` and `shm` are accepted for Flyte code; no backend here uses them."""
 
     cpu: str | int | float | None = None
-    memory: str | None = None
+    memory: str | int | None = None
     gpu: str | int | None = None
     disk: str | None = None
     shm: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.memory is not None:
+            memory.to_bytes(self.memory)  # a bad quantity fails where it is written
 
 
 @dataclass(frozen=True)
@@ -242,7 +246,7 @@ class Task(Generic[P, R]):
             s.reuse.idle_ttl_seconds = policy.idle_ttl_seconds
         if self.resources:
             s.resources.cpu = str(self.resources.cpu or "")
-            s.resources.memory = self.resources.memory or ""
+            s.resources.memory = str(self.resources.memory or "")
         return s
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:

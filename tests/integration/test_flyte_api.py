@@ -189,3 +189,8 @@ def test_run_aio_for_async_callers(tenant: Tenant) -> None:
         return await fanout.run.aio(load_task(f"file:{TASKS}:nap"), 5, 0.0)
 
     assert asyncio.run(start()).outputs() == 5
+
+
+def test_a_real_memory_limit_raises_oom_and_override_gives_more(tenant: Tenant) -> None:
+    assert start(tenant, "oom_then_more_memory", 400).outputs() == ["OOMError", "MemoryError", 400]
+    assert start(tenant, "allocate", 50).outputs() == 50  # under the limit it runs as usual

@@ -89,3 +89,22 @@ async def grouped() -> list[int]:
 @env.task
 async def read_env(name: str) -> str:
     return os.environ.get(name, "")
+
+
+small = fanout.TaskEnvironment(name="flyte_api_small", resources=fanout.Resources(memory="200Mi"))
+
+
+@small.task
+async def allocate(mib: int) -> int:
+    block = bytearray(mib << 20)
+    return len(block) >> 20
+
+
+@env.task
+async def oom_then_more_memory(mib: int) -> list[object]:
+    """Flyte's OOM pattern: the first try hits its memory limit; the retry asks for more."""
+    try:
+        return [await allocate(mib)]
+    except errors.OOMError as exc:
+        bigger = allocate.override(resources=fanout.Resources(memory=f"{mib + 300}Mi"))
+        return [type(exc).__name__, exc.code, await bigger(mib)]

@@ -157,3 +157,13 @@ def test_environment_shapes_and_clone_with() -> None:
 
 def test_task_aio_awaits_the_call() -> None:
     assert asyncio.run(double.aio(21)) == 42
+
+
+def test_memory_quantities() -> None:
+    from fanout.memory import to_bytes
+
+    assert [to_bytes(q) for q in ("256Mi", "1Gi", "500M", 128 << 20)] == [256 << 20, 1 << 30, 500 * 10**6, 128 << 20]
+    with pytest.raises(ValueError, match="not a quantity"):
+        fanout.Resources(memory="lots")
+    with pytest.raises(ValueError, match="too little"):
+        fanout.Resources(memory="1Mi")
