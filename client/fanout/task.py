@@ -28,6 +28,31 @@ R = TypeVar("R")
 FILE_MODULE_PREFIX = "__fanout_file__"
 
 
+# Options Flyte's @env.task and task.override() take that this platform accepts and does not act on.
+FLYTE_TASK_OPTIONS = frozenset(
+    {"docs", "report", "pod_template", "interruptible", "max_inline_io_bytes", "queue", "triggers", "links"}
+)
+FLYTE_OVERRIDE_OPTIONS = frozenset(
+    {
+        "cache",
+        "env_vars",
+        "secrets",
+        "reusable",
+        "pod_template",
+        "interruptible",
+        "max_inline_io_bytes",
+        "queue",
+        "links",
+    }
+)
+
+
+def _only_flyte_options(where: str, given: dict[str, Any], known: frozenset[str]) -> None:
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise TypeError(f"{where}() got unexpected keyword arguments: {', '.join(unknown)}")
+
+
 @dataclass(frozen=True)
 class Resources:
     """What one action may use. `gpu`, `disk` and `shm` are accepted for Flyte code; no backend here uses them."""
@@ -122,6 +147,7 @@ class TaskEnvironment:
         `retries` and `timeout` are checked here: a wrong type is a TypeError now,
         not at run. Other Flyte options (docs, report, pod_template, ...) are accepted.
         """
+        _only_flyte_options("task", flyte_options, FLYTE_TASK_OPTIONS)
         strategy = policies.retry_strategy(retries)
         limit = policies.timeout_policy(timeout)
 
@@ -184,6 +210,7 @@ class Task(Generic[P, R]):
         The copy keeps this task's reference, so a worker finds the same function.
         Other Flyte options (cache, env_vars, ...) are accepted and not acted on.
         """
+        _only_flyte_options("override", flyte_options, FLYTE_OVERRIDE_OPTIONS)
         copy = Task(
             self.env,
             self.fn,

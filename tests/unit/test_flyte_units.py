@@ -167,3 +167,12 @@ def test_memory_quantities() -> None:
         fanout.Resources(memory="lots")
     with pytest.raises(ValueError, match="too little"):
         fanout.Resources(memory="1Mi")
+
+
+def test_unknown_task_options_are_refused_and_flyte_ones_accepted() -> None:
+    with pytest.raises(TypeError, match="unexpected keyword arguments: retrys"):
+        env.task(retrys=3)
+    with pytest.raises(TypeError, match="unexpected keyword arguments: colour"):
+        double.override(colour="red")
+    assert env.task(report=True, queue="gpu", docs=None)(double.fn).name == "units.double"
+    assert double.override(cache="auto", env_vars={"A": "1"}).retries == 0
