@@ -194,3 +194,8 @@ def test_run_aio_for_async_callers(tenant: Tenant) -> None:
 def test_a_real_memory_limit_raises_oom_and_override_gives_more(tenant: Tenant) -> None:
     assert start(tenant, "oom_then_more_memory", 400).outputs() == ["OOMError", "MemoryError", 400]
     assert start(tenant, "allocate", 50).outputs() == 50  # under the limit it runs as usual
+
+
+def test_a_long_map_keeps_no_status_of_children_it_has_consumed(tenant: Tenant) -> None:
+    # Before: every finished child's status stayed in the controller, so the parent grew with the input.
+    assert start(tenant, "map_leaves_nothing_behind", 300, 10).outputs() == [300, 0]

@@ -108,3 +108,16 @@ async def oom_then_more_memory(mib: int) -> list[object]:
     except errors.OOMError as exc:
         bigger = allocate.override(resources=fanout.Resources(memory=f"{mib + 300}Mi"))
         return [type(exc).__name__, exc.code, await bigger(mib)]
+
+
+@env.task
+async def map_leaves_nothing_behind(n: int, concurrency: int) -> list[int]:
+    """How many child statuses the parent still holds after mapping over n inputs (its memory's share)."""
+    from fanout import controller
+
+    count = 0
+    async for _ in fanout.map.aio(functools.partial(nap, seconds=0.0), range(n), concurrency=concurrency):
+        count += 1
+    active = controller.current()
+    assert active is not None
+    return [count, len(active._finished)]
