@@ -21,6 +21,10 @@ class ConfigError(FanoutError):
     """No endpoint or token, or an unreadable config file."""
 
 
+# Flyte's name for it: the SDK used before init() / init_from_config().
+InitializationError = ConfigError
+
+
 class AuthError(FanoutError):
     """The token is missing, wrong, revoked, or not allowed to do this."""
 

@@ -176,3 +176,11 @@ def test_unknown_task_options_are_refused_and_flyte_ones_accepted() -> None:
         double.override(colour="red")
     assert env.task(report=True, queue="gpu", docs=None)(double.fn).name == "units.double"
     assert double.override(cache="auto", env_vars={"A": "1"}).retries == 0
+
+
+def test_run_before_init_is_flytes_initialization_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fanout import runs
+
+    monkeypatch.setattr(runs, "_client", None)
+    with pytest.raises(errors.InitializationError, match="init"):
+        fanout.run(double, 1)
