@@ -199,3 +199,11 @@ def test_a_real_memory_limit_raises_oom_and_override_gives_more(tenant: Tenant) 
 def test_a_long_map_keeps_no_status_of_children_it_has_consumed(tenant: Tenant) -> None:
     # Before: every finished child's status stayed in the controller, so the parent grew with the input.
     assert start(tenant, "map_leaves_nothing_behind", 300, 10).outputs() == [300, 0]
+
+
+def test_map_group_name_labels_its_children_inside_the_open_group(tenant: Tenant, redis_client: redis.Redis) -> None:
+    run = start(tenant, "map_in_group", 4)
+    assert run.outputs() == [0, 1, 2, 3]
+    stored = redis_client.hgetall(keys.TenantKeys(tenant.name).specs(run.name))
+    groups = [pb.ActionSpec.FromString(body).group for body in stored.values()]
+    assert sorted(groups) == ["", "outer/batch", "outer/batch", "outer/batch", "outer/batch"]  # the root, then 4

@@ -121,3 +121,10 @@ async def map_leaves_nothing_behind(n: int, concurrency: int) -> list[int]:
     active = controller.current()
     assert active is not None
     return [count, len(active._finished)]
+
+
+@env.task
+async def map_in_group(n: int) -> list[int]:
+    with fanout.group("outer"):
+        naps = functools.partial(nap, seconds=0.0)
+        return [x async for x in fanout.map.aio(naps, range(n), group_name="batch", concurrency=2)]
