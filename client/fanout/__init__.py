@@ -16,6 +16,7 @@ fanout.init_from_config()
 print(fanout.run(main, 10).outputs())
 """
 
+from fanout import errors
 from fanout.errors import (
     ActionFailed,
     FanoutError,
@@ -23,21 +24,32 @@ from fanout.errors import (
     QuotaExceeded,
     RunFailed,
 )
-from fanout.runs import Run, init, init_from_config, run
+from fanout.groups import group
+from fanout.mapping import map
+from fanout.policies import Backoff, RetryStrategy, Timeout
+from fanout.runs import Run, RunContext, init, init_from_config, run, with_runcontext
 from fanout.task import Resources, ReusePolicy, Task, TaskEnvironment
 
 __all__ = [
     "ActionFailed",
+    "Backoff",
     "FanoutError",
     "FanoutLimitExceeded",
     "QuotaExceeded",
     "Resources",
+    "RetryStrategy",
     "ReusePolicy",
     "Run",
+    "RunContext",
     "RunFailed",
     "Task",
     "TaskEnvironment",
+    "Timeout",
+    "errors",
+    "group",
     "init",
     "init_from_config",
+    "map",
     "run",
+    "with_runcontext",
 ]

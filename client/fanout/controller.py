@@ -55,6 +55,7 @@ class Controller:
         self._pending: list[pb.ActionSpec] = []
         self._waiting: dict[str, asyncio.Future[pb.ActionStatus]] = {}
         self._finished: dict[str, pb.ActionStatus] = {}
+        self._cursor = ""
         self._watch: asyncio.Task[None] | None = None
         self._flush_scheduled = False
         self._submissions: set[asyncio.Future[None]] = set()
@@ -66,8 +67,10 @@ class Controller:
         self._seq += 1
         inputs = serialization.encode_inputs(task.name, args, kwargs)
         name = child_name(self.parent, task.ref, inputs, self._seq)
-        if name in self._finished:
-            status = self._finished[name]
+        # A status the watch brought before this call (a rerun parent's replay) is used once, then dropped.
+        status_or_none = self._finished.pop(name, None)
+        if status_or_none is not None:
+            status = status_or_none
         else:
             future = self._waiting.get(name)
             if future is None:
@@ -139,17 +142,18 @@ class Controller:
             self._watch = asyncio.ensure_future(self._follow())
 
     async def _follow(self) -> None:
-        cursor = ""
         delay = 0.1
         while self._waiting:
             try:
-                watch = self.client.watch_children(self.run, self.parent, cursor, token=self.token, batched=True)
+                # A watch restarted after a lull resumes from the last cursor: only the first one
+                # replays (for a rerun parent), so a long map costs no replay of every child per lull.
+                watch = self.client.watch_children(self.run, self.parent, self._cursor, token=self.token, batched=True)
                 async for event in watch:
                     delay = 0.1
                     for status in event.updates:  # every change one read returned, in one message
                         self._settle(status)
-                    if event.HasField("replay_done") or cursor:
-                        cursor = event.cursor
+                    if event.HasField("replay_done") or self._cursor:
+                        self._cursor = event.cursor
                     if not self._waiting:
                         return
             except errors.Unavailable as exc:
@@ -165,10 +169,13 @@ class Controller:
     def _settle(self, status: pb.ActionStatus) -> None:
         if status.phase not in TERMINAL_PHASES:
             return
-        self._finished[status.name] = status
         future = self._waiting.pop(status.name, None)
         if future is not None and not future.done():
             future.set_result(status)
+        else:
+            # Kept only until its call comes: memory follows the children not yet awaited, so a
+            # bounded fanout.map over a long input stays bounded.
+            self._finished[status.name] = status
 
     async def close(self) -> None:
         if self._watch is not None:
@@ -204,4 +211,6 @@ def _outcome(status: pb.ActionStatus) -> Any:
     if status.phase == pb.SUCCEEDED:
         return serialization.decode_output(status.result.outputs)
     err = status.result.error
-    raise errors.ActionFailed(status.name, pb.Phase.Name(status.phase), err.type or "Error", err.message, err.traceback)
+    raise errors.action_failed(
+        status.name, pb.Phase.Name(status.phase), err.type or "Error", err.message, err.traceback
+    )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from fanout import config as config_mod
@@ -53,9 +55,70 @@ def run(task: Task[Any, Any], *args: Any, **kwargs: Any) -> Run:
 
 
 def start_run(c: Client, task: Task[Any, Any], *args: Any, **kwargs: Any) -> Run:
+    return _start(c, task, args, kwargs)
+
+
+def _start(
+    c: Client,
+    task: Task[Any, Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    run_name: str = "",
+    env_vars: Mapping[str, str] | None = None,
+) -> Run:
+    if not isinstance(task, Task):
+        raise TypeError(f"run() needs a task made with @env.task, not {type(task).__name__}")
+    task.check_arguments(args, kwargs)  # a wrong call creates nothing
     spec = task.spec("root", serialization.encode_inputs(task.name, args, kwargs))
     spec.workdir = os.getcwd()
-    return Run(c, c.create_run(spec))
+    spec.env.update(env_vars or {})
+    return Run(c, c.create_run(spec, run_name=run_name))
+
+
+async def _run_async(task: Task[Any, Any], *args: Any, **kwargs: Any) -> Run:
+    """`run` for async callers: the blocking calls go to a thread."""
+    return await asyncio.to_thread(run, task, *args, **kwargs)
+
+
+async def _init_async(endpoint: str | None = None, token: str | None = None, **tls: str) -> None:
+    await asyncio.to_thread(init, endpoint, token, **tls)
+
+
+async def _init_from_config_async(path: str | None = None) -> None:
+    await asyncio.to_thread(init_from_config, path)
+
+
+# Flyte's spelling of the async forms: `await flyte.run.aio(...)`, `await flyte.init_from_config.aio()`.
+run.aio = _run_async  # type: ignore[attr-defined]
+init.aio = _init_async  # type: ignore[attr-defined]
+init_from_config.aio = _init_from_config_async  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What `with_runcontext(...)` sets for the runs started through it.
+
+    `name` names the run (reusing a name returns that run); `env_vars` are set for the root action.
+    `labels`, `annotations`, `overwrite_cache`, `project`, `domain` and the like are accepted for Flyte
+    code and not acted on. Only remote mode exists: `mode="local"` is refused, not faked.
+    """
+
+    name: str = ""
+    env_vars: Mapping[str, str] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def run(self, task: Task[Any, Any], *args: Any, **kwargs: Any) -> Run:
+        return _start(client(), task, args, kwargs, run_name=self.name, env_vars=self.env_vars)
+
+
+def with_runcontext(
+    mode: str | None = None, *, name: str | None = None, env_vars: Mapping[str, str] | None = None, **options: Any
+) -> RunContext:
+    if mode not in (None, "remote"):
+        raise ValueError(f"mode={mode!r} is not available: runs go to the control plane (mode='remote')")
+    if env_vars is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()):
+        raise TypeError("env_vars must map str to str")
+    return RunContext(name or "", dict(env_vars or {}), options)
 
 
 class Run:
@@ -100,9 +163,8 @@ class Run:
         if self._root.phase == pb.SUCCEEDED:
             return serialization.decode_output(self._root.result.outputs)
         err = self._root.result.error
-        raise errors.RunFailed(
-            self.name, pb.Phase.Name(self._root.phase), err.type or "Error", err.message, err.traceback
-        )
+        phase = pb.Phase.Name(self._root.phase)
+        raise errors.action_failed(self.name, phase, err.type or "Error", err.message, err.traceback, run=True)
 
     def __repr__(self) -> str:
         return f"Run(name={self.name!r}, url={self.url!r})"

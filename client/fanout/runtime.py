@@ -68,7 +68,12 @@ async def run_task(
         return pb.ActionResult(outputs=outputs)
     except Exception as exc:
         return pb.ActionResult(
-            error=pb.ActionError(type=type(exc).__name__, message=str(exc), traceback=traceback.format_exc())
+            error=pb.ActionError(
+                type=type(exc).__name__,
+                message=str(exc),
+                traceback=traceback.format_exc(),
+                non_recoverable=isinstance(exc, errors.NonRecoverableError),
+            )
         )
     finally:
         await controller.close()

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Generic, ParamSpec, TypeVar
 
-from fanout import controller
+from fanout import controller, groups, memory, policies
+from fanout.policies import RetryStrategy, Timeout
 from fanout.v1 import actions_pb2 as pb
 
 P = ParamSpec("P")
@@ -42,10 +43,44 @@ _ACTION_LOOP: contextvars.ContextVar[asyncio.AbstractEventLoop | None] = context
 TaskFunction = Callable[P, Coroutine[Any, Any, R]] | Callable[P, R]
 
 
+# Options Flyte's @env.task and task.override() take that this platform accepts and does not act on.
+FLYTE_TASK_OPTIONS = frozenset(
+    {"docs", "report", "pod_template", "interruptible", "max_inline_io_bytes", "queue", "triggers", "links"}
+)
+FLYTE_OVERRIDE_OPTIONS = frozenset(
+    {
+        "cache",
+        "env_vars",
+        "secrets",
+        "reusable",
+        "pod_template",
+        "interruptible",
+        "max_inline_io_bytes",
+        "queue",
+        "links",
+    }
+)
+
+
+def _only_flyte_options(where: str, given: dict[str, Any], known: frozenset[str]) -> None:
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise TypeError(f"{where}() got unexpected keyword arguments: {', '.join(unknown)}")
+
+
 @dataclass(frozen=True)
 class Resources:
+    """What one action may use. `gpu`, `disk` and `shm` are accepted for Flyte code; no backend here uses them."""
+
     cpu: str | int | float | None = None
-    memory: str | None = None
+    memory: str | int | None = None
+    gpu: str | int | None = None
+    disk: str | None = None
+    shm: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.memory is not None:
+            memory.to_bytes(self.memory)  # a bad quantity fails where it is written
 
 
 @dataclass(frozen=True)
@@ -83,43 +118,136 @@ class ReusePolicy:
 
 @dataclass
 class TaskEnvironment:
+    """Where and how a set of tasks runs (Flyte 2's `TaskEnvironment`).
+
+    `secrets`, `depends_on`, `description`, `cache`, `interruptible` and
+    `queue` are accepted so Flyte code runs; this platform does not act on them.
+    """
+
     name: str
     image: str = ""
     resources: Resources | None = None
     env_vars: dict[str, str] = field(default_factory=dict)
     reusable: ReusePolicy | None = None
+    secrets: Any = None
+    depends_on: list[TaskEnvironment] = field(default_factory=list)
+    description: str | None = None
+    cache: Any = None
+    interruptible: bool = False
+    queue: str | None = None
     tasks: dict[str, Task[Any, Any]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"a TaskEnvironment needs a non-empty name, not {self.name!r}")
+        if self.resources is not None and not isinstance(self.resources, Resources):
+            raise TypeError(f"resources must be a Resources, not {type(self.resources).__name__}")
+        if self.reusable is not None and not isinstance(self.reusable, ReusePolicy):
+            raise TypeError(f"reusable must be a ReusePolicy, not {type(self.reusable).__name__}")
+        self.env_vars = dict(self.env_vars or {})
+        self.depends_on = list(self.depends_on or [])
 
     def task(
         self,
         fn: TaskFunction[P, R] | None = None,
         *,
-        retries: int = 0,
-        timeout: int = 0,
+        short_name: str | None = None,
+        retries: int | RetryStrategy = 0,
+        timeout: float | timedelta | Timeout | None = None,
+        cache: Any = None,
+        **flyte_options: Any,
     ) -> Any:
-        """Decorate a function (`async def` or plain `def`) as a task of this environment."""
+        """Decorate a function (`async def` or plain `def`) as a task of this environment.
+
+        `retries` and `timeout` are checked here: a wrong type is a TypeError now,
+        not at run. Other Flyte options (docs, report, pod_template, ...) are accepted.
+        """
+        _only_flyte_options("task", flyte_options, FLYTE_TASK_OPTIONS)
+        strategy = policies.retry_strategy(retries)
+        limit = policies.timeout_policy(timeout)
 
         def wrap(f: TaskFunction[P, R]) -> Task[P, R]:
-            t = Task(self, f, retries=retries, timeout=timeout)
+            t = Task(self, f, retries=strategy, timeout=limit, short_name=short_name)
             self.tasks[t.short_name] = t
             return t
 
         return wrap(fn) if fn is not None else wrap
 
+    def clone_with(self, name: str, **changes: Any) -> TaskEnvironment:
+        """A new environment like this one, with `name` and the given fields changed; it has no tasks yet."""
+        unknown = set(changes) - {f for f in self.__dataclass_fields__ if f not in ("name", "tasks")}
+        if unknown:
+            raise TypeError(f"clone_with() got unknown fields: {', '.join(sorted(unknown))}")
+        fields = {f: getattr(self, f) for f in self.__dataclass_fields__ if f not in ("name", "tasks")}
+        fields.update({k: v for k, v in changes.items() if v is not None})
+        return TaskEnvironment(name=name, **fields)
+
 
 class Task(Generic[P, R]):
-    def __init__(self, env: TaskEnvironment, fn: TaskFunction[P, R], retries: int = 0, timeout: int = 0) -> None:
+    def __init__(
+        self,
+        env: TaskEnvironment,
+        fn: TaskFunction[P, R],
+        retries: int | RetryStrategy = 0,
+        timeout: float | timedelta | Timeout | None = None,
+        short_name: str | None = None,
+        resources: Resources | None = None,
+    ) -> None:
         if not callable(fn) or inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
             raise TypeError(f"task {getattr(fn, '__qualname__', fn)!r} must be a function (async def or def)")
         self.env = env
         self.is_async = inspect.iscoroutinefunction(fn)
         self.fn = fn
-        self.retries = retries
-        self.timeout = timeout
-        self.short_name = fn.__name__
-        self.name = f"{env.name}.{fn.__name__}"
+        self.retry_strategy = policies.retry_strategy(retries)
+        self.timeout = policies.timeout_policy(timeout)
+        if resources is not None and not isinstance(resources, Resources):
+            raise TypeError(f"resources must be a Resources, not {type(resources).__name__}")
+        self.resources = resources or env.resources
+        self.short_name = short_name or fn.__name__
+        self.name = f"{env.name}.{self.short_name}"
         self._ref = ""
         functools.update_wrapper(self, fn)
+
+    @property
+    def retries(self) -> int:
+        return self.retry_strategy.count
+
+    def override(
+        self,
+        *,
+        retries: int | RetryStrategy | None = None,
+        timeout: float | timedelta | Timeout | None = None,
+        resources: Resources | None = None,
+        short_name: str | None = None,
+        **flyte_options: Any,
+    ) -> Task[P, R]:
+        """This task with other retries, timeout or resources, for the calls made through the copy.
+
+        The copy keeps this task's reference, so a worker finds the same function.
+        Other Flyte options (cache, env_vars, ...) are accepted and not acted on.
+        """
+        _only_flyte_options("override", flyte_options, FLYTE_OVERRIDE_OPTIONS)
+        copy = Task(
+            self.env,
+            self.fn,
+            retries=self.retry_strategy if retries is None else retries,
+            timeout=self.timeout if timeout is None else timeout,
+            short_name=short_name or self.short_name,
+            resources=resources or self.resources,
+        )
+        copy._ref = self._ref
+        return copy
+
+    async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Flyte's awaitable form of a call, for async callers."""
+        return await self(*args, **kwargs)
+
+    def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """A TypeError naming the task when the arguments do not fit its signature."""
+        try:
+            inspect.signature(self.fn).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"task {self.name}: {exc}") from None
 
     @property
     def ref(self) -> str:
@@ -145,19 +273,23 @@ class Task(Generic[P, R]):
             task_ref=self.ref,
             image=self.env.image,
             env=self.env.env_vars,
-            retries=self.retries,
-            timeout_seconds=self.timeout,
+            retries=self.retry_strategy.count,
+            timeout_seconds=self.timeout.runtime_seconds if self.timeout else 0,
+            max_queued_seconds=self.timeout.queued_seconds if self.timeout else 0,
             inputs=inputs,
             environment=self.env.name,
+            group=groups.current(),
         )
+        if self.retry_strategy.backoff is not None:
+            s.backoff.CopyFrom(self.retry_strategy.backoff.to_proto())
         policy = self.env.reusable
         if policy is not None:
             s.reuse.replicas = policy.max_replicas
             s.reuse.concurrency = policy.concurrency
             s.reuse.idle_ttl_seconds = policy.idle_ttl_seconds
-        if self.env.resources:
-            s.resources.cpu = str(self.env.resources.cpu or "")
-            s.resources.memory = self.env.resources.memory or ""
+        if self.resources:
+            s.resources.cpu = str(self.resources.cpu or "")
+            s.resources.memory = str(self.resources.memory or "")
         return s
 
     async def invoke(self, *args: P.args, **kwargs: P.kwargs) -> R:

@@ -99,6 +99,8 @@ def cmd_get(args: argparse.Namespace) -> int:
     print(f"run     {run.name}  {output.phase(run.phase)}  ({run.action_count} actions)")
     print(f"created {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(run.created_at))}")
     print(f"action  {status.name}  {status.task_name}  {output.phase(status.phase)}  attempt {status.attempt}")
+    if status.group:
+        print(f"group   {status.group}")
     if status.HasField("result"):
         print(f"        {output.describe_result(status.result)}")
     return 0

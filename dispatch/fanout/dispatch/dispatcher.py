@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -56,6 +57,8 @@ RECOVERY_REPORT_SECONDS = 5.0
 # reusable workers (their slots are asyncio tasks); processes are bounded by the backend.
 DEFAULT_CAPACITY = 1024
 # What a stopped action's work is released as (never reported: the server ended it).
+# The shortest wait before a retry: a report reads 0 as "no retry".
+MIN_RETRY_SECONDS = 0.001
 STOPPED = failure("Stopped", "stopped by the control plane", pb.ABORTED)
 
 
@@ -254,8 +257,9 @@ class Dispatcher:
     ) -> asyncio.Future[bool]:
         """Report a terminal outcome; the backend drops what it kept once the report was answered."""
         report = _report(action, outcome.phase, outcome)
-        if outcome.phase in (pb.FAILED, pb.TIMED_OUT) and action.attempt <= action.spec.retries:
-            report.retry_after_seconds = retry_backoff(action.attempt)
+        retryable = not outcome.result.error.non_recoverable  # a NonRecoverableError spends no retries
+        if outcome.phase in (pb.FAILED, pb.TIMED_OUT) and retryable and action.attempt <= action.spec.retries:
+            report.retry_after_seconds = retry_backoff(action.attempt, action.spec)
         sent = reporter.report(report)
         if keeps_work:  # a pool keeps nothing once the outcome is here
             self._release_after(action, outcome, sent)
@@ -288,8 +292,22 @@ class Dispatcher:
         return dpb.LeaseRequest(heartbeat=dpb.Heartbeat(leases=leases))
 
 
-def retry_backoff(attempt: int) -> float:
-    """Seconds before retry number `attempt`: 1, 2, 4, ... capped at a minute."""
+def retry_backoff(attempt: int, spec: pb.ActionSpec) -> float:
+    """Seconds before the retry that follows failed attempt `attempt` (1-based).
+
+    With the spec's backoff (Flyte's Backoff): min(base * factor^n, cap) for
+    retry n = attempt - 1. Without it: 1, 2, 4, ... capped at a minute. Never
+    0, which the report would read as "no retry".
+    """
+    if spec.HasField("backoff"):
+        b = spec.backoff
+        try:
+            delay = b.base_seconds * max(b.factor, 1.0) ** (attempt - 1)
+        except OverflowError:  # many retries of a growing backoff: the server caps the wait anyway
+            delay = math.inf
+        if b.cap_seconds > 0:
+            delay = min(delay, b.cap_seconds)
+        return max(delay, MIN_RETRY_SECONDS)
     return float(min(2 ** (attempt - 1), 60))
 
 

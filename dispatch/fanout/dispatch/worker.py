@@ -51,7 +51,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fanout import config, runtime
+from fanout import config, memory, runtime
 from fanout.client import AsyncClient
 from fanout.dispatch.frames import frame, read_frame
 from fanout.v1 import actions_pb2 as pb
@@ -189,6 +189,7 @@ def run_one_shot() -> int:
     no result, as a process of its own would.
     """
     spec = pb.ActionSpec.FromString(Path(os.environ[ENV_SPEC_PATH]).read_bytes())
+    memory.limit_this_process(spec.resources.memory)  # past it, the task gets MemoryError (OOMError upstream)
     action = dpb.LeasedAction(
         run=os.environ[ENV_RUN],
         spec=spec,

@@ -37,7 +37,7 @@ class Resources(_message.Message):
     def __init__(self, cpu: _Optional[str] = ..., memory: _Optional[str] = ...) -> None: ...
 
 class ActionSpec(_message.Message):
-    __slots__ = ("name", "task_name", "task_ref", "image", "command", "env", "resources", "retries", "timeout_seconds", "inputs", "workdir", "environment", "reuse")
+    __slots__ = ("name", "task_name", "task_ref", "image", "command", "env", "resources", "retries", "timeout_seconds", "inputs", "workdir", "environment", "reuse", "backoff", "max_queued_seconds", "group")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,9 @@ class ActionSpec(_message.Message):
     WORKDIR_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     REUSE_FIELD_NUMBER: _ClassVar[int]
+    BACKOFF_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
     name: str
     task_name: str
     task_ref: str
@@ -71,7 +74,20 @@ class ActionSpec(_message.Message):
     workdir: str
     environment: str
     reuse: ReusePolicy
-    def __init__(self, name: _Optional[str] = ..., task_name: _Optional[str] = ..., task_ref: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., retries: _Optional[int] = ..., timeout_seconds: _Optional[int] = ..., inputs: _Optional[bytes] = ..., workdir: _Optional[str] = ..., environment: _Optional[str] = ..., reuse: _Optional[_Union[ReusePolicy, _Mapping]] = ...) -> None: ...
+    backoff: RetryBackoff
+    max_queued_seconds: int
+    group: str
+    def __init__(self, name: _Optional[str] = ..., task_name: _Optional[str] = ..., task_ref: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., retries: _Optional[int] = ..., timeout_seconds: _Optional[int] = ..., inputs: _Optional[bytes] = ..., workdir: _Optional[str] = ..., environment: _Optional[str] = ..., reuse: _Optional[_Union[ReusePolicy, _Mapping]] = ..., backoff: _Optional[_Union[RetryBackoff, _Mapping]] = ..., max_queued_seconds: _Optional[int] = ..., group: _Optional[str] = ...) -> None: ...
+
+class RetryBackoff(_message.Message):
+    __slots__ = ("base_seconds", "factor", "cap_seconds")
+    BASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FACTOR_FIELD_NUMBER: _ClassVar[int]
+    CAP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    base_seconds: float
+    factor: float
+    cap_seconds: float
+    def __init__(self, base_seconds: _Optional[float] = ..., factor: _Optional[float] = ..., cap_seconds: _Optional[float] = ...) -> None: ...
 
 class ReusePolicy(_message.Message):
     __slots__ = ("replicas", "concurrency", "idle_ttl_seconds")
@@ -92,17 +108,19 @@ class ActionResult(_message.Message):
     def __init__(self, outputs: _Optional[bytes] = ..., error: _Optional[_Union[ActionError, _Mapping]] = ...) -> None: ...
 
 class ActionError(_message.Message):
-    __slots__ = ("type", "message", "traceback")
+    __slots__ = ("type", "message", "traceback", "non_recoverable")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     TRACEBACK_FIELD_NUMBER: _ClassVar[int]
+    NON_RECOVERABLE_FIELD_NUMBER: _ClassVar[int]
     type: str
     message: str
     traceback: str
-    def __init__(self, type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ...) -> None: ...
+    non_recoverable: bool
+    def __init__(self, type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ..., non_recoverable: _Optional[bool] = ...) -> None: ...
 
 class ActionStatus(_message.Message):
-    __slots__ = ("run", "name", "parent", "task_name", "phase", "attempt", "result")
+    __slots__ = ("run", "name", "parent", "task_name", "phase", "attempt", "result", "group")
     RUN_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PARENT_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +128,7 @@ class ActionStatus(_message.Message):
     PHASE_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
     run: str
     name: str
     parent: str
@@ -117,7 +136,8 @@ class ActionStatus(_message.Message):
     phase: Phase
     attempt: int
     result: ActionResult
-    def __init__(self, run: _Optional[str] = ..., name: _Optional[str] = ..., parent: _Optional[str] = ..., task_name: _Optional[str] = ..., phase: _Optional[_Union[Phase, str]] = ..., attempt: _Optional[int] = ..., result: _Optional[_Union[ActionResult, _Mapping]] = ...) -> None: ...
+    group: str
+    def __init__(self, run: _Optional[str] = ..., name: _Optional[str] = ..., parent: _Optional[str] = ..., task_name: _Optional[str] = ..., phase: _Optional[_Union[Phase, str]] = ..., attempt: _Optional[int] = ..., result: _Optional[_Union[ActionResult, _Mapping]] = ..., group: _Optional[str] = ...) -> None: ...
 
 class Run(_message.Message):
     __slots__ = ("name", "root", "phase", "action_count", "created_at")

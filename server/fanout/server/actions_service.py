@@ -205,6 +205,7 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
             task_name=spec.task_name,
             phase=phase,
             attempt=attempt,
+            group=spec.group,
         )
         if phases.is_terminal(phase) and result:
             status.result.ParseFromString(result)

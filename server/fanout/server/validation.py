@@ -27,6 +27,9 @@ MAX_ERROR_TRACEBACK = 65536
 MAX_REPLICAS = 64
 MAX_WORKER_CONCURRENCY = 10_000
 MAX_IDLE_TTL_SECONDS = 86_400
+# Retry backoff bounds: the server waits at most an hour before a retry whatever the backoff says.
+MAX_BACKOFF_SECONDS = 3600.0
+MAX_BACKOFF_FACTOR = 100.0
 
 
 def run_name(value: str, what: str = "run") -> str:
@@ -85,8 +88,23 @@ def spec_violations(s: pb.ActionSpec, max_payload_bytes: int) -> list[tuple[str,
         out.append(("inputs", f"{who}: inputs are {len(s.inputs)} bytes, max_payload_bytes is {max_payload_bytes}"))
     if len(s.environment) > MAX_TASK_NAME:
         out.append(("environment", f"{who}: environment is {len(s.environment)} characters, cap is {MAX_TASK_NAME}"))
+    if len(s.group) > MAX_TASK_NAME:
+        out.append(("group", f"{who}: group is {len(s.group)} characters, cap is {MAX_TASK_NAME}"))
     if s.HasField("reuse"):
         out += reuse_violations(s.reuse, who)
+    if s.HasField("backoff"):
+        out += backoff_violations(s.backoff, who)
+    return out
+
+
+def backoff_violations(b: pb.RetryBackoff, who: str) -> list[tuple[str, str]]:
+    """Finite, non-negative waits and a factor of at least 1 (the comparisons are also false for NaN)."""
+    out: list[tuple[str, str]] = []
+    for name, value in (("base_seconds", b.base_seconds), ("cap_seconds", b.cap_seconds)):
+        if not 0 <= value <= MAX_BACKOFF_SECONDS:
+            out.append((f"backoff.{name}", f"{who}: backoff.{name} is {value}, must be 0 to {MAX_BACKOFF_SECONDS:.0f}"))
+    if not 1 <= b.factor <= MAX_BACKOFF_FACTOR:
+        out.append(("backoff.factor", f"{who}: backoff.factor is {b.factor}, must be 1 to {MAX_BACKOFF_FACTOR:.0f}"))
     return out
 
 
