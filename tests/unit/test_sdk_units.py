@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,12 +49,17 @@ def test_calling_a_task_outside_a_run_runs_it_here() -> None:
     assert asyncio.run(task(7)) == 49
 
 
-def test_sync_functions_are_refused_as_tasks() -> None:
+def test_generators_are_refused_as_tasks() -> None:
+    """Plain `def` and `async def` functions are tasks; a generator has no single result to report."""
     import fanout
 
     env = fanout.TaskEnvironment("e")
-    with pytest.raises(TypeError, match="must be an async function"):
-        env.task(lambda: 1)
+
+    def numbers() -> Iterator[int]:
+        yield 1
+
+    with pytest.raises(TypeError, match=r"must be a function \(async def or def\)"):
+        env.task(numbers)
 
 
 def test_config_file_then_environment_then_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
