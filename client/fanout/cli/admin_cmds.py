@@ -215,14 +215,14 @@ def _print_new_token(args: argparse.Namespace, new: apb.CreateTokenResponse) -> 
         output.emit_json({"token": new.token, "token_id": new.token_id, "name": new.name})
     else:
         print(new.token)  # alone on stdout, so TOKEN=$(fanout admin token create ...) works
-        print(f"token {new.name} (id {new.token_id}); shown once: keep it; revoke with "
-              f"`fanout admin token revoke {new.name}`", file=sys.stderr)  # fmt: skip
+        print(f"token id {new.token_id}, name {new.name} (shown once: keep the token; revoke with "
+              f"`fanout admin token revoke {new.name}`)", file=sys.stderr)  # fmt: skip
 
 
 def _token_ref(ref: str) -> dict[str, str]:
     if ref.startswith("fo_") or len(ref) > 63:
         raise ConfigError(
-            "give the token's name or id (from `fanout admin token list`), not the token: "
+            "give the token's id or name (from `fanout admin token list`), not the token: "
             "a token on the command line shows in `ps` to every local user"
         )
     return {"token_id": ref} if TOKEN_ID.fullmatch(ref) else {"name": ref}
