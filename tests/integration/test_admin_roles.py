@@ -49,10 +49,7 @@ class World:
     def __init__(self, loop: LoopThread, plane: ControlPlane, endpoint: str, tenant: Tenant, other: Tenant) -> None:
         spec = pb.ActionSpec(task_ref="module:x:y", command=["sleep", "30"])
         self.runs = [tenant.client.create_run(spec).name for _ in range(2)]
-        attempts = [
-            eventually(lambda r=run: (a := tenant.client.get_action(r, "root")).phase == pb.RUNNING and a).attempt
-            for run in self.runs
-        ]
+        attempts = [self._running_attempt(tenant, run) for run in self.runs]
         self.tenant = tenant
         self.channel = grpc.insecure_channel(endpoint)
         self.tokens = {
@@ -66,6 +63,12 @@ class World:
         }
         # A throwaway token for RotateToken, so the admin's rotation changes no token the matrix uses.
         self.rotatable = loop.run(plane.tokens.issue("tenant", tenant.name, name=f"rot-{tenant.name}")).name
+
+    @staticmethod
+    def _running_attempt(tenant: Tenant, run: str) -> int:
+        """Action tokens live as long as their attempt, so the root must really be running."""
+        root = eventually(lambda: (a := tenant.client.get_action(run, "root")).phase == pb.RUNNING and a)
+        return root.attempt
 
     def call(self, role: str, method: str, request: Any) -> grpc.StatusCode:
         service = admin_pb2_grpc.QuotaServiceStub if method in TENANT_RPCS else admin_pb2_grpc.AdminServiceStub
