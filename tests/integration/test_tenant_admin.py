@@ -17,6 +17,7 @@ import redis
 
 from fanout.client import Client
 from fanout.config import ClientConfig
+from fanout.dispatch.dispatcher import Dispatcher
 from fanout.quota import keys
 from fanout.quota.limits import LimitStore
 from fanout.quota.scripts import Scripts
@@ -185,6 +186,7 @@ def test_delete_refuses_while_actions_are_unfinished_unless_forced(
     tenant = own_tenant.name
     rpc(admin, "SetLimits", apb.SetLimitsRequest(tenant=tenant, limits=apb.Limits(max_fanout=5), reason="audited"))
     own_tenant.client.create_run(pb.ActionSpec(task_ref="module:os:getcwd", command=["true"]))  # stays QUEUED
+    asked = rpc(own_tenant.client, "RequestLimit", apb.RequestLimitRequest(limits=apb.Limits(max_fanout=9), reason="r"))
     assert code(raw(admin, "DeleteTenant"), apb.DeleteTenantRequest(tenant=tenant)) == (
         grpc.StatusCode.FAILED_PRECONDITION
     )
@@ -198,7 +200,8 @@ def test_delete_refuses_while_actions_are_unfinished_unless_forced(
     assert code(raw(own_tenant.client, "CheckFanout"), apb.CheckFanoutRequest(fanout=1)) == (
         grpc.StatusCode.UNAUTHENTICATED
     )
-    left = [k.decode() for k in own_redis_client.scan_iter(match=keys.tenant_prefix(tenant) + "*")]
+    assert own_redis_client.zscore(keys.PENDING_REQUESTS, asked.id) is None
+    left = [k.decode() for k in own_redis_client.scan_iter(match=keys.TenantKeys(tenant).every_key)]
     assert left == [keys.TenantKeys(tenant).audit]  # the audit trail outlives the tenant
     platform = rpc(admin, "ListAudit", apb.ListAuditRequest(actor=admin.token_name)).entries
     assert [(e.action, e.subject, e.reason) for e in platform][:1] == [("delete_tenant", tenant, "offboarded (forced)")]
@@ -265,3 +268,19 @@ def test_a_request_approved_applies_at_once_and_is_audited_with_both_names(
     entry = next(e for e in trail if e.action == "approve_request")
     assert (entry.actor, entry.subject, entry.old_value, entry.new_value) == (admin.token_name, filed.id, 2, 10)
     assert "tenant-" in entry.reason and "ok for the backfill" in entry.reason  # the requester's token name
+
+
+def test_a_forced_delete_of_a_tenant_with_a_running_action_leaves_nothing_behind(
+    tenant: Tenant, dispatcher: Dispatcher, admin_client: Client, redis_client: redis.Redis
+) -> None:
+    """On the session's control plane, whose dispatcher really runs the root: the abort reaches it, and its late
+    report or lease renewal recreates none of the tenant's keys."""
+    run = tenant.client.create_run(pb.ActionSpec(task_ref="module:x:y", command=["sleep", "30"]))
+    eventually(lambda: tenant.client.get_action(run.name, "root").phase == pb.RUNNING)
+    rpc(admin_client, "DeleteTenant", apb.DeleteTenantRequest(tenant=tenant.name, force=True, reason="gone"))
+    pattern = keys.TenantKeys(tenant.name).every_key
+    audit = keys.TenantKeys(tenant.name).audit
+    deadline = time.monotonic() + 3 * 1.0  # a few of the dispatcher's report and heartbeat rounds
+    while time.monotonic() < deadline:
+        assert {k.decode() for k in redis_client.scan_iter(match=pattern)} <= {audit}
+        time.sleep(0.1)

@@ -126,6 +126,19 @@ class TenantKeys:
         """List of JSON audit entries, newest first, capped at AUDIT_MAX."""
         return self.prefix + "audit"
 
+    # Patterns for SCAN, walked only by admin work (deleting a tenant), never on a hot path.
+    @property
+    def every_key(self) -> str:
+        return self.prefix + "*"
+
+    @property
+    def every_run(self) -> str:
+        """Matches the run meta keys; `run_name` gives a run's name back from one."""
+        return self.prefix + "run:*"
+
+    def run_name(self, run_key: str) -> str:
+        return run_key.removeprefix(self.prefix + "run:")
+
     # Per-run keys.
     def run(self, run: str) -> str:
         return f"{self.prefix}run:{run}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,13 +51,13 @@ class TenantStore:
         return bool(await self._redis.sismember(keys.TENANTS, tenant))
 
     @fail_closed
-    async def page(self, after: str, limit: int) -> tuple[list[str], str]:
-        """Up to `limit` tenant names after `after`, sorted, and the cursor for the next page ("" at the end).
+    async def names(self) -> list[str]:
+        """Every tenant, sorted; read with SSCAN in chunks, so no single command is big however many there are."""
+        return sorted([t.decode() async for t in self._redis.sscan_iter(keys.TENANTS, count=CHUNK)])
 
-        Read with SSCAN in chunks, so no single command is big whatever the number of tenants.
-        """
-        names = sorted([t.decode() async for t in self._redis.sscan_iter(keys.TENANTS, count=CHUNK)])
-        names = [n for n in names if n > after]
+    async def page(self, after: str, limit: int) -> tuple[list[str], str]:
+        """Up to `limit` tenant names after `after`, sorted, and the cursor for the next page ("" at the end)."""
+        names = [n for n in await self.names() if n > after]
         page = names[:limit]
         return page, page[-1] if len(names) > limit else ""
 
@@ -81,9 +82,11 @@ class TenantStore:
 
     @fail_closed
     async def delete(self, tenant: str, force: bool) -> tuple[int, int]:
-        """Revoke the tenant's tokens and drop its keys (its audit trail stays); (tokens revoked, keys deleted).
+        """Revoke the tenant's tokens, abort its runs and drop its keys (its audit trail stays);
+        (tokens revoked, keys deleted).
 
-        Refused while actions of the tenant are admitted and unfinished, unless `force`.
+        Refused while actions of the tenant are admitted and unfinished, unless `force`. Tenant names
+        hold no glob characters (keys.TENANT_RE), so the SCAN patterns match this tenant's keys only.
         """
         if not await self.exists(tenant):
             raise NotFound(f"tenant {tenant!r} not found")
@@ -92,16 +95,23 @@ class TenantStore:
             raise FailedPrecondition(
                 f"tenant {tenant!r} has {unfinished} unfinished actions; abort its runs first, or pass --force"
             )
+        k = keys.TenantKeys(tenant)
         # Out of the set first: leasing and the periodic loop stop visiting it, and no new token is minted for it.
         await self._redis.srem(keys.TENANTS, tenant)
         revoked = 0
         for token in await self._tokens.list_tokens(tenant):
             revoked += await self._tokens.revoke_id(token.id)
-        audit = keys.TenantKeys(tenant).audit
+        if unfinished:
+            # Aborted first (each abort a bounded walk), so dispatchers are told to stop what they run.
+            async for key in self._redis.scan_iter(match=k.every_run, count=CHUNK):
+                with contextlib.suppress(NotFound):  # dropped meanwhile by retention
+                    await self._actions.abort_run(tenant, k.run_name(key.decode()))
+        async for request_id, _ in self._redis.zscan_iter(keys.PENDING_REQUESTS, match=f"{tenant}.*", count=CHUNK):
+            await self._redis.zrem(keys.PENDING_REQUESTS, request_id)
         deleted = 0
         batch: list[bytes] = []
-        async for key in self._redis.scan_iter(match=keys.tenant_prefix(tenant) + "*", count=CHUNK):
-            if key.decode() != audit:
+        async for key in self._redis.scan_iter(match=k.every_key, count=CHUNK):
+            if key.decode() != k.audit:
                 batch.append(key)
             if len(batch) >= CHUNK:
                 deleted += await self._redis.unlink(*batch)

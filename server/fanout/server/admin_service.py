@@ -115,7 +115,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def ListTenants(
         self, request: apb.ListTenantsRequest, context: aio.ServicerContext[Any, Any]
     ) -> apb.ListTenantsResponse:
-        return apb.ListTenantsResponse(tenants=await self._store.tenants())
+        return apb.ListTenantsResponse(tenants=await self._tenants.names())
 
     async def GetTenant(self, request: apb.GetTenantRequest, context: aio.ServicerContext[Any, Any]) -> apb.TenantUsage:
         await self._require_tenant(request.tenant)
@@ -228,7 +228,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             # A deleted tenant's trail stays readable: validate the name, not its existence.
             trails = [validation.tenant_name(request.tenant)]
         else:
-            trails = ["", *await self._store.tenants()]
+            trails = ["", *await self._tenants.names()]
         if len(request.actor) > 100:
             raise invalid("an actor is a token name, at most 63 characters")
         entries = await self._audit.query(
@@ -249,7 +249,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             found = await self._requests.pending()
         else:
             found = []
-            for tenant in await self._store.tenants():
+            for tenant in await self._tenants.names():
                 found += await self._requests.of_tenant(tenant, request.state)
             found.sort(key=lambda r: r.created_at, reverse=True)
         return apb.ListLimitRequestsResponse(requests=[request_proto(r) for r in found])
