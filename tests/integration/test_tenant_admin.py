@@ -19,7 +19,9 @@ from fanout.client import Client
 from fanout.config import ClientConfig
 from fanout.dispatch.dispatcher import Dispatcher
 from fanout.quota import keys
+from fanout.quota.errors import FailedPrecondition
 from fanout.quota.limits import LimitStore
+from fanout.quota.requests import RequestStore
 from fanout.quota.scripts import Scripts
 from fanout.server.app import ControlPlane
 from fanout.v1 import actions_pb2 as pb
@@ -284,3 +286,22 @@ def test_a_forced_delete_of_a_tenant_with_a_running_action_leaves_nothing_behind
     while time.monotonic() < deadline:
         assert {k.decode() for k in redis_client.scan_iter(match=pattern)} <= {audit}
         time.sleep(0.1)
+
+
+def test_requests_kept_per_tenant_are_capped_the_oldest_decided_forgotten_first(
+    loop_thread: LoopThread, own_plane: ControlPlane, own_tenant: Tenant
+) -> None:
+    store = RequestStore(own_plane.redis, own_plane.limits)
+
+    async def fill() -> list[str]:
+        return [(await store.file(own_tenant.name, "t", {"max_fanout": 5}, "r")).id for _ in range(keys.REQUESTS_MAX)]
+
+    ids = loop_thread.run(fill())
+    with pytest.raises(FailedPrecondition, match="pending"):
+        loop_thread.run(store.file(own_tenant.name, "t", {"max_fanout": 5}, "one too many"))
+    for request_id in ids[:4]:
+        loop_thread.run(store.decide(request_id, False, "admin", "no"))
+    newest = loop_thread.run(store.file(own_tenant.name, "t", {"max_fanout": 5}, "room again"))
+    kept = {r.id: r.state for r in loop_thread.run(store.of_tenant(own_tenant.name))}
+    assert newest.id in kept and len(kept) <= keys.REQUESTS_MAX
+    assert [i for i in ids[:4] if i in kept] == ids[3:4]  # the older half of the decided ones (3 of 4) went

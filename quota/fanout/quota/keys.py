@@ -212,7 +212,8 @@ PENDING_REQUESTS = f"{PREFIX}:requests-pending"
 without walking every tenant."""
 
 REQUESTS_MAX = 200
-"""Limit requests kept per tenant; filing more while this many are pending is refused."""
+"""Limit requests kept per tenant: at the cap, filing one forgets the older half of the decided ones
+(their decisions stay in the audit trail); with this many pending it is refused."""
 
 STAGE_TTL_SECONDS = 600
 """Staged batches not committed within this long expire: a submitter that died leaves no garbage."""

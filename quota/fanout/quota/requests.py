@@ -70,7 +70,9 @@ class RequestStore:
             raise InvalidArgument(f"give a reason (1 to {REASON_MAX} characters): an admin decides on it")
         k = keys.TenantKeys(tenant)
         if await self._redis.hlen(k.requests) >= keys.REQUESTS_MAX:
-            raise FailedPrecondition(f"{keys.REQUESTS_MAX} requests are kept per tenant; ask an admin to clear some")
+            await self._forget_oldest_decided(tenant)
+            if await self._redis.hlen(k.requests) >= keys.REQUESTS_MAX:
+                raise FailedPrecondition(f"{keys.REQUESTS_MAX} requests are pending; wait for an admin to decide some")
         request = LimitRequest(
             id=f"{tenant}.{secrets.token_hex(4)}",
             tenant=tenant,
@@ -85,6 +87,12 @@ class RequestStore:
             pipe.zadd(keys.PENDING_REQUESTS, {request.id: request.created_at})
             await pipe.execute()
         return request
+
+    async def _forget_oldest_decided(self, tenant: str) -> None:
+        """Make room: the older half of the decided requests goes (their decisions stay in the audit trail)."""
+        decided = sorted((r for r in await self.of_tenant(tenant) if r.state != "pending"), key=lambda r: r.created_at)
+        if decided:
+            await self._redis.hdel(keys.TenantKeys(tenant).requests, *[r.id for r in decided[: len(decided) // 2 + 1]])
 
     @fail_closed
     async def of_tenant(self, tenant: str, state: str = "") -> list[LimitRequest]:

@@ -121,16 +121,23 @@ class TokenStore:
             raise InvalidArgument("the owner is at most 200 characters")
         token, token_id = _new_secret(role), secrets.token_hex(6)
         name = name or f"{role}-{token_id}"
-        if not await self._redis.hsetnx(keys.TOKEN_NAMES, name, token_id):
-            raise AlreadyExists(f"a token named {name!r} exists; rotate it or choose another name")
         digest = _digest(token)
         record = {
             "role": role, "tenant": tenant, "id": token_id, "created": repr(self._clock()), "name": name, "owner": owner
         }  # fmt: skip
-        async with self._redis.pipeline(transaction=True) as pipe:  # both or neither
+        async with self._redis.pipeline(transaction=True) as pipe:
+            # All three or none, and only while the name is free: a name taken meanwhile fails the EXEC.
+            await pipe.watch(keys.TOKEN_NAMES)
+            if await pipe.hexists(keys.TOKEN_NAMES, name):
+                raise AlreadyExists(f"a token named {name!r} exists; rotate it or choose another name")
+            pipe.multi()
+            pipe.hset(keys.TOKEN_NAMES, name, token_id)
             pipe.hset(keys.token(digest), mapping=record)
             pipe.hset(keys.TOKEN_IDS, token_id, digest)
-            await pipe.execute()
+            try:
+                await pipe.execute()
+            except aioredis.WatchError:
+                raise AlreadyExists(f"a token named {name!r} was just created; choose another name") from None
         return NewToken(token, token_id, name)
 
     @fail_closed
