@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fanout import config as client_config
 from fanout.cli import admin_cmds, output
+from fanout.cli.common import common_options
 from fanout.client import TERMINAL_PHASES, Client
 from fanout.errors import ConfigError
 from fanout.runs import follow, start_run
@@ -61,6 +62,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
     )
     quota.set_defaults(handler=cmd_quota)
     verbs = quota.add_subparsers(dest="verb", metavar="{request,requests,check}")
+    common = common_options(argparse.SUPPRESS)
     ask = verbs.add_parser(
         "request",
         parents=[common],
