@@ -19,6 +19,7 @@ from fanout.client import Client
 from fanout.config import ClientConfig
 from fanout.dispatch.dispatcher import Dispatcher
 from fanout.quota import keys
+from fanout.quota.audit import AuditLog
 from fanout.quota.errors import FailedPrecondition
 from fanout.quota.limits import LimitStore
 from fanout.quota.requests import RequestStore
@@ -305,3 +306,23 @@ def test_requests_kept_per_tenant_are_capped_the_oldest_decided_forgotten_first(
     kept = {r.id: r.state for r in loop_thread.run(store.of_tenant(own_tenant.name))}
     assert newest.id in kept and len(kept) <= keys.REQUESTS_MAX
     assert [i for i in ids[:4] if i in kept] == ids[3:4]  # the older half of the decided ones (3 of 4) went
+
+
+def test_the_audit_filter_reads_past_pages_of_other_actors_and_stops_at_since(
+    loop_thread: LoopThread, own_plane: ControlPlane, own_tenant: Tenant
+) -> None:
+    now = iter(range(1, 10_000))
+    log = AuditLog(own_plane.redis, clock=lambda: float(next(now)))
+
+    async def write() -> None:
+        for _ in range(10):
+            await log.record(own_tenant.name, "set_limit", "rare")
+        for _ in range(2 * 500 + 7):  # more than two pages of someone else's entries, newer
+            await log.record(own_tenant.name, "set_limit", "busy")
+
+    loop_thread.run(write(), timeout=60)
+    rare = loop_thread.run(log.query(["", own_tenant.name], limit=5, actor="rare"))
+    assert [e.at for e in rare] == [10.0, 9.0, 8.0, 7.0, 6.0]
+    assert loop_thread.run(log.query([own_tenant.name], limit=50, actor="rare", since=11.0)) == []
+    busy = loop_thread.run(log.query([own_tenant.name], limit=3))
+    assert [(e.actor, e.at) for e in busy] == [("busy", 1017.0), ("busy", 1016.0), ("busy", 1015.0)]

@@ -57,19 +57,29 @@ class AuditLog:
     async def query(self, tenants: list[str], limit: int, actor: str = "", since: float = 0.0) -> list[AuditEntry]:
         """Newest first, over the given trails ("" is the platform's); at most `limit` entries.
 
-        Each trail is read in pages from its newest entry and stops at the first entry older than
-        `since`, so a filtered read costs what it returns plus one page per trail.
+        The newest `limit` entries of every trail are read in one pipelined round trip per chunk of
+        trails; only a trail whose filtered entries fall short reads on, page by page, and every trail
+        stops at its first entry older than `since`.
         """
         found: list[AuditEntry] = []
-        for tenant in tenants:
-            matched = 0
-            for start in range(0, keys.AUDIT_MAX, PAGE):
-                raw = await self._redis.lrange(_key(tenant), start, start + PAGE - 1)
-                entries = [AuditEntry(**json.loads(item)) for item in raw]
-                fresh = [e for e in entries if e.at >= since]
-                picked = [e for e in fresh if not actor or e.actor == actor]
-                found += picked
-                matched += len(picked)
-                if len(raw) < PAGE or len(fresh) < len(entries) or matched >= limit:
-                    break
+        first = min(limit, PAGE)
+        for start in range(0, len(tenants), PAGE):
+            chunk = tenants[start : start + PAGE]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for tenant in chunk:
+                    pipe.lrange(_key(tenant), 0, first - 1)
+                pages = await pipe.execute()
+            for tenant, raw in zip(chunk, pages, strict=True):
+                offset, matched = 0, 0
+                while True:
+                    entries = [AuditEntry(**json.loads(item)) for item in raw]
+                    fresh = [e for e in entries if e.at >= since]
+                    picked = [e for e in fresh if not actor or e.actor == actor]
+                    found += picked
+                    matched += len(picked)
+                    offset += len(raw)
+                    done = len(raw) < (first if offset == len(raw) else PAGE) or len(fresh) < len(entries)
+                    if done or matched >= limit or offset >= keys.AUDIT_MAX:
+                        break
+                    raw = await self._redis.lrange(_key(tenant), offset, offset + PAGE - 1)
         return sorted(found, key=lambda e: e.at, reverse=True)[:limit]
