@@ -1,7 +1,8 @@
 """API tokens: random, shown once, stored only as SHA-256 hashes.
 
-Each has a short id that is not secret: admins list and revoke tokens by id,
-so the secret never has to travel (or sit in a shell history) again.
+Each has a short id and a unique name, neither secret: admins list, rotate
+and revoke tokens by either, so the secret never has to travel (or sit in a
+shell history) again, and the audit trail names the acting token's name.
 
 Action tokens are different: they are minted for every leased action, so they
 are HMACs over (tenant, run, action, attempt), costing no write per action.
@@ -184,8 +185,14 @@ class TokenStore:
 
     @fail_closed
     async def revoke_id(self, token_id: str) -> bool:
-        digest = await self._redis.hget(keys.TOKEN_IDS, token_id)
-        return digest is not None and await self._delete(digest.decode())
+        # A rotation between reading the digest and deleting it leaves a new digest: look again.
+        for _ in range(3):
+            digest = await self._redis.hget(keys.TOKEN_IDS, token_id)
+            if digest is None:
+                return False
+            if await self._delete(digest.decode()):
+                return True
+        return False
 
     @fail_closed
     async def revoke(self, token: str) -> bool:
@@ -197,7 +204,7 @@ class TokenStore:
             pipe.delete(keys.token(digest))
             if token_id:
                 pipe.hdel(keys.TOKEN_IDS, token_id)
-            if name:  # the name was given to this token alone (HSETNX), so it is free again
+            if name:  # the name was reserved for this token alone when it was minted, so it is free again
                 pipe.hdel(keys.TOKEN_NAMES, name)
             deleted = (await pipe.execute())[0]
         return bool(deleted)
