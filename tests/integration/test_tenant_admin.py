@@ -326,3 +326,22 @@ def test_the_audit_filter_reads_past_pages_of_other_actors_and_stops_at_since(
     assert loop_thread.run(log.query([own_tenant.name], limit=50, actor="rare", since=11.0)) == []
     busy = loop_thread.run(log.query([own_tenant.name], limit=3))
     assert [(e.actor, e.at) for e in busy] == [("busy", 1017.0), ("busy", 1016.0), ("busy", 1015.0)]
+
+
+def test_a_second_temporary_value_keeps_the_first_ones_restore_point_and_its_own_expiry(
+    loop_thread: LoopThread, own_plane: ControlPlane, own_tenant: Tenant
+) -> None:
+    clock = [time.time() + 10_000]  # far past what the real periodic loop sees, so only this store restores
+    store = LimitStore(own_plane.redis, Scripts.register(own_plane.redis), own_plane.limits.defaults, lambda: clock[0])
+    tenant = own_tenant.name
+    loop_thread.run(store.set(tenant, {"max_fanout": 30}, actor="t", reason="base"))
+    loop_thread.run(store.set(tenant, {"max_fanout": 100}, actor="t", reason="first", until=clock[0] + 10))
+    loop_thread.run(store.set(tenant, {"max_fanout": 200}, actor="t", reason="second", until=clock[0] + 20))
+
+    clock[0] += 15  # the first expiry's time: it was replaced, so nothing comes back yet
+    assert loop_thread.run(store.expire_due()) == 0
+    assert loop_thread.run(store.effective(tenant)).max_fanout == 200
+    clock[0] += 10
+    assert loop_thread.run(store.expire_due()) == 1
+    assert loop_thread.run(store.effective(tenant)).max_fanout == 30  # the value before any temporary one
+    assert loop_thread.run(store.temporary(tenant)) == []
