@@ -261,6 +261,10 @@ def test_a_request_approved_applies_at_once_and_is_audited_with_both_names(
     approved = rpc(admin, "ApproveLimitRequest", decide)
     assert (approved.state, approved.decided_by) == ("approved", admin.token_name)
     assert code(raw(admin, "DenyLimitRequest"), decide) == grpc.StatusCode.FAILED_PRECONDITION  # decided once
+    every_tenant = rpc(admin, "ListLimitRequests", apb.ListLimitRequestsRequest(state="approved")).requests
+    assert filed.id in [r.id for r in every_tenant]
+    assert filed.id not in [r.id for r in rpc(admin, "ListLimitRequests", apb.ListLimitRequestsRequest()).requests
+                            if r.state == "pending"]  # fmt: skip
     assert own_tenant.client.submit_batch(root.name, "root", kids).admitted == 3
     check = rpc(own_tenant.client, "CheckFanout", apb.CheckFanoutRequest(fanout=4))
     assert (check.admitted, check.headroom) == (True, 6)

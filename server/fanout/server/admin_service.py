@@ -248,10 +248,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         elif request.state == "pending":
             found = await self._requests.pending()
         else:
-            found = []
-            for tenant in await self._tenants.names():
-                found += await self._requests.of_tenant(tenant, request.state)
-            found.sort(key=lambda r: r.created_at, reverse=True)
+            found = await self._requests.of_tenants(await self._tenants.names(), request.state)
         return apb.ListLimitRequestsResponse(requests=[request_proto(r) for r in found])
 
     async def ApproveLimitRequest(
