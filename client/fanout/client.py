@@ -95,6 +95,7 @@ class Client:
         self._metadata = (("authorization", f"Bearer {config.token}"),)
         self.actions = actions_pb2_grpc.ActionServiceStub(self._channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(self._channel)
+        self.quota = admin_pb2_grpc.QuotaServiceStub(self._channel)
 
     def call(self, method: Any, request: Any, timeout: float | None = 60.0) -> Any:
         try:

@@ -12,14 +12,12 @@ import sys
 
 from fanout import errors
 from fanout.cli import admin_cmds, server_cmds, tenant_cmds, token_args
+from fanout.cli.common import common_options
 from fanout.server.errors import StartupError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--endpoint", help="control plane address (FANOUT_ENDPOINT, else the config file)")
-    token_args.add_token_args(common)
-    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common = common_options()
     parser = argparse.ArgumentParser(
         prog="fanout",
         description="Fanout: a control plane for massive task fanouts. Start with `fanout up`.",

@@ -10,11 +10,14 @@ from collections import Counter
 from pathlib import Path
 
 from fanout import config as client_config
-from fanout.cli import output
+from fanout.cli import admin_cmds, output
+from fanout.cli.common import common_options
 from fanout.client import TERMINAL_PHASES, Client
+from fanout.errors import ConfigError
 from fanout.runs import follow, start_run
 from fanout.runtime import load_task
 from fanout.v1 import actions_pb2 as pb
+from fanout.v1 import admin_pb2 as apb
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
@@ -54,8 +57,29 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
     abort.add_argument("--reason", default="", help="why; logged by the server")
     abort.set_defaults(handler=cmd_abort)
 
-    quota = sub.add_parser("quota", parents=[common], help="your limits and how much of them is in use")
+    quota = sub.add_parser(
+        "quota", parents=[common], help="your limits and their use; ask for more, check a fanout before running it"
+    )
     quota.set_defaults(handler=cmd_quota)
+    verbs = quota.add_subparsers(dest="verb", metavar="{request,requests,check}")
+    common = common_options(argparse.SUPPRESS)
+    ask = verbs.add_parser(
+        "request",
+        parents=[common],
+        help="ask an admin for a higher limit",
+        epilog="example: fanout quota request --max-fanout 50000 --reason 'nightly backfill of 40k files'",
+    )
+    for flag in ("max_fanout", "max_concurrency", "max_queued", "max_stored_bytes"):
+        ask.add_argument("--" + flag.replace("_", "-"), type=int, dest=flag, metavar="N")
+    ask.add_argument("--reason", required=True, help="why you need it; the admin decides on it")
+    ask.set_defaults(handler=cmd_quota_request)
+    mine = verbs.add_parser("requests", parents=[common], help="your requests and what became of them")
+    mine.set_defaults(handler=cmd_quota_requests)
+    check = verbs.add_parser(
+        "check", parents=[common], help="would a run of N actions be admitted now, and how much room is left"
+    )
+    check.add_argument("--fanout", type=int, required=True, metavar="N", help="actions of the run, root included")
+    check.set_defaults(handler=cmd_quota_check)
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -164,3 +188,46 @@ def cmd_quota(args: argparse.Namespace) -> int:
     print(f"  stored_bytes       {quota.stored_bytes:>12,} of max_stored_bytes {quota.max_stored_bytes:,}")
     print(f"  retention_seconds  {quota.retention_seconds:>12,} a finished run is kept, then dropped")
     return 0
+
+
+def cmd_quota_request(args: argparse.Namespace) -> int:
+    asked = {n: getattr(args, n) for n in ("max_fanout", "max_concurrency", "max_queued", "max_stored_bytes")}
+    asked = {n: v for n, v in asked.items() if v is not None}
+    if not asked:
+        raise ConfigError("ask for at least one limit, e.g. --max-fanout 50000")
+    with _client(args) as client:
+        filed = client.call(
+            client.quota.RequestLimit, apb.RequestLimitRequest(limits=apb.Limits(**asked), reason=args.reason)
+        )
+    if args.json:
+        output.emit_json(output.as_dict(filed))
+    else:
+        print(f"request {filed.id} filed; an admin will approve or deny it (see `fanout quota requests`)")
+    return 0
+
+
+def cmd_quota_requests(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        found = client.call(client.quota.ListMyLimitRequests, apb.ListLimitRequestsRequest())
+    admin_cmds.print_requests(list(found.requests), args.json)
+    return 0
+
+
+def cmd_quota_check(args: argparse.Namespace) -> int:
+    """Exit 0 when the fanout would be admitted now, 1 when not."""
+    with _client(args) as client:
+        check = client.call(client.quota.CheckFanout, apb.CheckFanoutRequest(fanout=args.fanout))
+    if args.json:
+        output.emit_json({**output.as_dict(check), "admitted": check.admitted})
+    elif check.admitted:
+        print(
+            f"a run of {args.fanout:,} actions would be admitted now; room for {check.headroom:,} more "
+            f"(max_fanout {check.max_fanout:,}; {check.queued:,} of max_queued {check.max_queued:,} in use)"
+        )
+    else:
+        hint = (
+            " (ask for more: fanout quota request --max-fanout N --reason TEXT)" if check.limit == "max_fanout" else ""
+        )
+        print(f"a run of {args.fanout:,} actions would be refused now by {check.limit}: max_fanout "
+              f"{check.max_fanout:,}; {check.queued:,} of max_queued {check.max_queued:,} in use{hint}")  # fmt: skip
+    return 0 if check.admitted else 1

@@ -69,6 +69,46 @@ class AdminServiceStub:
                 request_serializer=fanout_dot_v1_dot_admin__pb2.ListAuditRequest.SerializeToString,
                 response_deserializer=fanout_dot_v1_dot_admin__pb2.ListAuditResponse.FromString,
                 _registered_method=True)
+        self.RotateToken = channel.unary_unary(
+                '/fanout.v1.AdminService/RotateToken',
+                request_serializer=fanout_dot_v1_dot_admin__pb2.RotateTokenRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_admin__pb2.CreateTokenResponse.FromString,
+                _registered_method=True)
+        self.ListTenants = channel.unary_unary(
+                '/fanout.v1.AdminService/ListTenants',
+                request_serializer=fanout_dot_v1_dot_admin__pb2.ListTenantsRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_admin__pb2.ListTenantsResponse.FromString,
+                _registered_method=True)
+        self.GetTenant = channel.unary_unary(
+                '/fanout.v1.AdminService/GetTenant',
+                request_serializer=fanout_dot_v1_dot_admin__pb2.GetTenantRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_admin__pb2.TenantUsage.FromString,
+                _registered_method=True)
+        self.DeleteTenant = channel.unary_unary(
+                '/fanout.v1.AdminService/DeleteTenant',
+                request_serializer=fanout_dot_v1_dot_admin__pb2.DeleteTenantRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_admin__pb2.DeleteTenantResponse.FromString,
+                _registered_method=True)
+        self.ListQuotas = channel.unary_unary(
+                '/fanout.v1.AdminService/ListQuotas',
+                request_serializer=fanout_dot_v1_dot_admin__pb2.ListQuotasRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_admin__pb2.ListQuotasResponse.FromString,
+                _registered_method=True)
+        self.ListLimitRequests = channel.unary_unary(
+                '/fanout.v1.AdminService/ListLimitRequests',
+                request_serializer=fanout_dot_v1_dot_admin__pb2.ListLimitRequestsRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_admin__pb2.ListLimitRequestsResponse.FromString,
+                _registered_method=True)
+        self.ApproveLimitRequest = channel.unary_unary(
+                '/fanout.v1.AdminService/ApproveLimitRequest',
+                request_serializer=fanout_dot_v1_dot_admin__pb2.DecideLimitRequestRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_admin__pb2.LimitRequest.FromString,
+                _registered_method=True)
+        self.DenyLimitRequest = channel.unary_unary(
+                '/fanout.v1.AdminService/DenyLimitRequest',
+                request_serializer=fanout_dot_v1_dot_admin__pb2.DecideLimitRequestRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_admin__pb2.LimitRequest.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -117,6 +157,56 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTenants(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTenant(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteTenant(self, request, context):
+        """Refused (FAILED_PRECONDITION) while the tenant has unfinished actions, unless `force`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListQuotas(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLimitRequests(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveLimitRequest(self, request, context):
+        """Applies the requested limits at once on every server; audited with requester and approver.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DenyLimitRequest(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -154,6 +244,46 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListAudit,
                     request_deserializer=fanout_dot_v1_dot_admin__pb2.ListAuditRequest.FromString,
                     response_serializer=fanout_dot_v1_dot_admin__pb2.ListAuditResponse.SerializeToString,
+            ),
+            'RotateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateToken,
+                    request_deserializer=fanout_dot_v1_dot_admin__pb2.RotateTokenRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_admin__pb2.CreateTokenResponse.SerializeToString,
+            ),
+            'ListTenants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTenants,
+                    request_deserializer=fanout_dot_v1_dot_admin__pb2.ListTenantsRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_admin__pb2.ListTenantsResponse.SerializeToString,
+            ),
+            'GetTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTenant,
+                    request_deserializer=fanout_dot_v1_dot_admin__pb2.GetTenantRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_admin__pb2.TenantUsage.SerializeToString,
+            ),
+            'DeleteTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTenant,
+                    request_deserializer=fanout_dot_v1_dot_admin__pb2.DeleteTenantRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_admin__pb2.DeleteTenantResponse.SerializeToString,
+            ),
+            'ListQuotas': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQuotas,
+                    request_deserializer=fanout_dot_v1_dot_admin__pb2.ListQuotasRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_admin__pb2.ListQuotasResponse.SerializeToString,
+            ),
+            'ListLimitRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLimitRequests,
+                    request_deserializer=fanout_dot_v1_dot_admin__pb2.ListLimitRequestsRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_admin__pb2.ListLimitRequestsResponse.SerializeToString,
+            ),
+            'ApproveLimitRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveLimitRequest,
+                    request_deserializer=fanout_dot_v1_dot_admin__pb2.DecideLimitRequestRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_admin__pb2.LimitRequest.SerializeToString,
+            ),
+            'DenyLimitRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.DenyLimitRequest,
+                    request_deserializer=fanout_dot_v1_dot_admin__pb2.DecideLimitRequestRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_admin__pb2.LimitRequest.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -345,6 +475,384 @@ class AdminService:
             '/fanout.v1.AdminService/ListAudit',
             fanout_dot_v1_dot_admin__pb2.ListAuditRequest.SerializeToString,
             fanout_dot_v1_dot_admin__pb2.ListAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.AdminService/RotateToken',
+            fanout_dot_v1_dot_admin__pb2.RotateTokenRequest.SerializeToString,
+            fanout_dot_v1_dot_admin__pb2.CreateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTenants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.AdminService/ListTenants',
+            fanout_dot_v1_dot_admin__pb2.ListTenantsRequest.SerializeToString,
+            fanout_dot_v1_dot_admin__pb2.ListTenantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.AdminService/GetTenant',
+            fanout_dot_v1_dot_admin__pb2.GetTenantRequest.SerializeToString,
+            fanout_dot_v1_dot_admin__pb2.TenantUsage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.AdminService/DeleteTenant',
+            fanout_dot_v1_dot_admin__pb2.DeleteTenantRequest.SerializeToString,
+            fanout_dot_v1_dot_admin__pb2.DeleteTenantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQuotas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.AdminService/ListQuotas',
+            fanout_dot_v1_dot_admin__pb2.ListQuotasRequest.SerializeToString,
+            fanout_dot_v1_dot_admin__pb2.ListQuotasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLimitRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.AdminService/ListLimitRequests',
+            fanout_dot_v1_dot_admin__pb2.ListLimitRequestsRequest.SerializeToString,
+            fanout_dot_v1_dot_admin__pb2.ListLimitRequestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveLimitRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.AdminService/ApproveLimitRequest',
+            fanout_dot_v1_dot_admin__pb2.DecideLimitRequestRequest.SerializeToString,
+            fanout_dot_v1_dot_admin__pb2.LimitRequest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DenyLimitRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.AdminService/DenyLimitRequest',
+            fanout_dot_v1_dot_admin__pb2.DecideLimitRequestRequest.SerializeToString,
+            fanout_dot_v1_dot_admin__pb2.LimitRequest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class QuotaServiceStub:
+    """What a tenant asks about its own limits (tenant tokens; the tenant comes from the token).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.RequestLimit = channel.unary_unary(
+                '/fanout.v1.QuotaService/RequestLimit',
+                request_serializer=fanout_dot_v1_dot_admin__pb2.RequestLimitRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_admin__pb2.LimitRequest.FromString,
+                _registered_method=True)
+        self.ListMyLimitRequests = channel.unary_unary(
+                '/fanout.v1.QuotaService/ListMyLimitRequests',
+                request_serializer=fanout_dot_v1_dot_admin__pb2.ListLimitRequestsRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_admin__pb2.ListLimitRequestsResponse.FromString,
+                _registered_method=True)
+        self.CheckFanout = channel.unary_unary(
+                '/fanout.v1.QuotaService/CheckFanout',
+                request_serializer=fanout_dot_v1_dot_admin__pb2.CheckFanoutRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_admin__pb2.CheckFanoutResponse.FromString,
+                _registered_method=True)
+
+
+class QuotaServiceServicer:
+    """What a tenant asks about its own limits (tenant tokens; the tenant comes from the token).
+    """
+
+    def RequestLimit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMyLimitRequests(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckFanout(self, request, context):
+        """Would a new run of `fanout` actions be admitted now, and how much room is left; charges nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_QuotaServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'RequestLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestLimit,
+                    request_deserializer=fanout_dot_v1_dot_admin__pb2.RequestLimitRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_admin__pb2.LimitRequest.SerializeToString,
+            ),
+            'ListMyLimitRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMyLimitRequests,
+                    request_deserializer=fanout_dot_v1_dot_admin__pb2.ListLimitRequestsRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_admin__pb2.ListLimitRequestsResponse.SerializeToString,
+            ),
+            'CheckFanout': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckFanout,
+                    request_deserializer=fanout_dot_v1_dot_admin__pb2.CheckFanoutRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_admin__pb2.CheckFanoutResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'fanout.v1.QuotaService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('fanout.v1.QuotaService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class QuotaService:
+    """What a tenant asks about its own limits (tenant tokens; the tenant comes from the token).
+    """
+
+    @staticmethod
+    def RequestLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.QuotaService/RequestLimit',
+            fanout_dot_v1_dot_admin__pb2.RequestLimitRequest.SerializeToString,
+            fanout_dot_v1_dot_admin__pb2.LimitRequest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMyLimitRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.QuotaService/ListMyLimitRequests',
+            fanout_dot_v1_dot_admin__pb2.ListLimitRequestsRequest.SerializeToString,
+            fanout_dot_v1_dot_admin__pb2.ListLimitRequestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckFanout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.QuotaService/CheckFanout',
+            fanout_dot_v1_dot_admin__pb2.CheckFanoutRequest.SerializeToString,
+            fanout_dot_v1_dot_admin__pb2.CheckFanoutResponse.FromString,
             options,
             channel_credentials,
             insecure,

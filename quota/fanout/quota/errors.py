@@ -19,6 +19,10 @@ class FailedPrecondition(StoreError):
     pass
 
 
+class AlreadyExists(StoreError):
+    pass
+
+
 class Unavailable(StoreError):
     """Redis cannot be reached: fail closed, admit nothing."""
 

@@ -111,9 +111,33 @@ class TenantKeys:
         return self.prefix + "finished"
 
     @property
+    def limit_expiry(self) -> str:
+        """Hash limit -> JSON {value, restores, expires} of limits set with an expiry; `restores` is the
+        override that comes back when `expires` passes (-1: none, the server default)."""
+        return self.prefix + "limits-until"
+
+    @property
+    def requests(self) -> str:
+        """Hash request id -> JSON of the tenant's limit requests (requests.py), capped at REQUESTS_MAX."""
+        return self.prefix + "requests"
+
+    @property
     def audit(self) -> str:
         """List of JSON audit entries, newest first, capped at AUDIT_MAX."""
         return self.prefix + "audit"
+
+    # Patterns for SCAN, walked only by admin work (deleting a tenant), never on a hot path.
+    @property
+    def every_key(self) -> str:
+        return self.prefix + "*"
+
+    @property
+    def every_run(self) -> str:
+        """Matches the run meta keys; `run_name` gives a run's name back from one."""
+        return self.prefix + "run:*"
+
+    def run_name(self, run_key: str) -> str:
+        return run_key.removeprefix(self.prefix + "run:")
 
     # Per-run keys.
     def run(self, run: str) -> str:
@@ -171,6 +195,25 @@ def token(token_hash: str) -> str:
 TOKEN_IDS = f"{PREFIX}:token-ids"
 """Hash token id -> the token's SHA-256: ids are what admins list and revoke, never the secret."""
 
+TOKEN_NAMES = f"{PREFIX}:token-names"
+"""Hash token name -> token id: names are unique, and name the actor in the audit trail."""
+
+ADMIN_AUDIT = f"{PREFIX}:audit"
+"""List of JSON audit entries of admin actions on no single tenant (admin tokens, platform dispatchers),
+newest first, capped at AUDIT_MAX; a tenant's own entries are in its `audit` list."""
+
+
+LIMIT_EXPIRIES = f"{PREFIX}:limits-until"
+"""Sorted set "tenant/limit/until" -> until, one member per limit set with an expiry: the servers' periodic
+loop reads the due ones (a bounded page) and restores each tenant's previous values (expire_limits.lua)."""
+
+PENDING_REQUESTS = f"{PREFIX}:requests-pending"
+"""Sorted set request id -> when filed, of limit requests awaiting a decision, so admins list them
+without walking every tenant."""
+
+REQUESTS_MAX = 200
+"""Limit requests kept per tenant: at the cap, filing one forgets the older half of the decided ones
+(their decisions stay in the audit trail); with this many pending it is refused."""
 
 STAGE_TTL_SECONDS = 600
 """Staged batches not committed within this long expire: a submitter that died leaves no garbage."""

@@ -1,4 +1,9 @@
-"""Per-tenant limits: server-wide defaults, overrides in Redis, audited changes."""
+"""Per-tenant limits: server-wide defaults, overrides in Redis, audited changes.
+
+A limit may be set until a given time: the value it replaced is kept beside
+it, and when the time passes the servers' periodic loop puts it back, audited
+(expire_limits.lua).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import redis.asyncio as aioredis
 from fanout.quota import keys
 from fanout.quota.errors import InvalidArgument
 from fanout.quota.failclosed import fail_closed
-from fanout.quota.scripts import Scripts
+from fanout.quota.scripts import Scripts, source
 
 
 @dataclass(frozen=True)
@@ -44,14 +49,15 @@ LIMIT_CEILING = {
 
 
 @dataclass(frozen=True)
-class AuditEntry:
-    at: float
-    actor: str
-    tenant: str
+class TemporaryLimit:
     limit: str
-    old: int
-    new: int
-    reason: str
+    value: int
+    restores: int  # -1: the server default comes back
+    expires: float
+
+
+# Due expiries the periodic loop handles per pass: one bounded read, one short script per tenant.
+EXPIRY_PAGE = 100
 
 
 class LimitStore:
@@ -63,6 +69,7 @@ class LimitStore:
         self._scripts = scripts
         self.defaults = defaults
         self._clock = clock
+        self._expire = redis.register_script(source("expire_limits"))
 
     @fail_closed
     async def overrides(self, tenant: str) -> dict[str, int]:
@@ -73,7 +80,16 @@ class LimitStore:
         return Limits(**{**asdict(self.defaults), **await self.overrides(tenant)})
 
     @fail_closed
-    async def set(self, tenant: str, changes: dict[str, int], actor: str, reason: str) -> Limits:
+    async def temporary(self, tenant: str) -> list[TemporaryLimit]:
+        raw = await self._redis.hgetall(keys.TenantKeys(tenant).limit_expiry)
+        return sorted(
+            (TemporaryLimit(name.decode(), **json.loads(value)) for name, value in raw.items()),
+            key=lambda t: t.limit,
+        )
+
+    @fail_closed
+    async def set(self, tenant: str, changes: dict[str, int], actor: str, reason: str, until: float = 0.0) -> Limits:
+        """Change limits, audited. With `until`, the values before this change come back at that time."""
         if not changes:
             raise InvalidArgument("no limit to change: give at least one of " + ", ".join(Limits.names()))
         for name, value in changes.items():
@@ -81,14 +97,34 @@ class LimitStore:
                 raise InvalidArgument(f"unknown limit {name!r}; known: {', '.join(Limits.names())}")
             if not 1 <= value <= LIMIT_CEILING[name]:
                 raise InvalidArgument(f"{name} must be between 1 and {LIMIT_CEILING[name]}, got {value}")
+        now = self._clock()
+        if until and until <= now:
+            raise InvalidArgument(f"the expiry must be in the future, got {until} (now {now:.0f})")
         k = keys.TenantKeys(tenant)
-        args: list[str | int | float] = [actor, self._clock(), reason, tenant, keys.AUDIT_MAX]
+        if until:
+            # Indexed before the change: a failure between the two leaves an entry that finds nothing due.
+            await self._redis.zadd(keys.LIMIT_EXPIRIES, {f"{tenant}/{name}/{until!r}": until for name in changes})
+        args: list[str | int | float] = [actor, now, reason, tenant, keys.AUDIT_MAX, until]
         for name, value in changes.items():
             args += [name, value, getattr(self.defaults, name)]
-        await self._scripts.set_limits(keys=[k.limits, k.audit], args=args)
+        await self._scripts.set_limits(keys=[k.limits, k.audit, k.limit_expiry], args=args)
         return await self.effective(tenant)
 
     @fail_closed
-    async def audit(self, tenant: str, limit: int = 100) -> list[AuditEntry]:
-        raw = await self._redis.lrange(keys.TenantKeys(tenant).audit, 0, max(0, limit - 1))
-        return [AuditEntry(**json.loads(item)) for item in raw]
+    async def expire_due(self) -> int:
+        """Restore the values that limits set with an expiry replaced, for the due ones; how many were restored.
+
+        Two servers at once restore each at most once: the script restores only the entries still
+        stored and due, and removes each as it restores it.
+        """
+        now = self._clock()
+        due = await self._redis.zrangebyscore(keys.LIMIT_EXPIRIES, "-inf", now, start=0, num=EXPIRY_PAGE)
+        restored = 0
+        for member in due:
+            tenant = member.decode().split("/", 1)[0]
+            k = keys.TenantKeys(tenant)
+            restored += int(
+                await self._expire(keys=[k.limits, k.audit, k.limit_expiry], args=[now, tenant, keys.AUDIT_MAX])
+            )
+            await self._redis.zrem(keys.LIMIT_EXPIRIES, member)
+        return restored

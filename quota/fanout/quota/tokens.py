@@ -1,7 +1,8 @@
 """API tokens: random, shown once, stored only as SHA-256 hashes.
 
-Each has a short id that is not secret: admins list and revoke tokens by id,
-so the secret never has to travel (or sit in a shell history) again.
+Each has a short id and a unique name, neither secret: admins list, rotate
+and revoke tokens by either, so the secret never has to travel (or sit in a
+shell history) again, and the audit trail names the acting token's name.
 
 Action tokens are different: they are minted for every leased action, so they
 are HMACs over (tenant, run, action, attempt), costing no write per action.
@@ -27,11 +28,14 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from fanout.quota import keys, phases
+from fanout.quota.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from fanout.quota.failclosed import fail_closed
 
 ROLES = ("tenant", "admin", "dispatcher", "action")
 _ACTION_PREFIX = "fa1."
 TOKEN_ID_RE = re.compile(r"[0-9a-f]{12}")
+# Names are what the audit trail shows as the actor; never 12 hex digits, so a name is never mistaken for an id.
+TOKEN_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._@-]{0,62}")
 # Tokens read per round trip when listing: each command stays small however many there are.
 LIST_CHUNK = 500
 
@@ -40,6 +44,7 @@ LIST_CHUNK = 500
 class NewToken:
     token: str  # the secret, shown once
     id: str
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,8 @@ class TokenInfo:
     role: str
     tenant: str
     created_at: float
+    name: str = ""
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,16 +65,37 @@ class Principal:
     tenant: str = ""
     run: str = ""
     action: str = ""
+    # The token's name (admin, tenant and dispatcher tokens): the actor the audit trail shows.
+    name: str = ""
 
     @property
     def label(self) -> str:
         return f"{self.role}:{self.tenant}" if self.tenant else self.role
+
+    @property
+    def actor(self) -> str:
+        return self.name or self.label
 
 
 def _holds_lease(state: bytes, attempt: str) -> bool:
     """True while `attempt` is the current one and leased: past QUEUED, not yet terminal."""
     phase, current, _ = state.split(b":", 2)
     return current.decode() == attempt and phases.QUEUED < int(phase) and not phases.is_terminal(int(phase))
+
+
+def _new_secret(role: str) -> str:
+    return f"fo_{role[0]}_{secrets.token_urlsafe(32)}"
+
+
+def _info(token_id: str, raw: dict[bytes, bytes]) -> TokenInfo:
+    return TokenInfo(
+        token_id,
+        raw[b"role"].decode(),
+        raw.get(b"tenant", b"").decode(),
+        float(raw.get(b"created", b"0")),
+        raw.get(b"name", b"").decode(),
+        raw.get(b"owner", b"").decode(),
+    )
 
 
 def _digest(token: str) -> str:
@@ -82,17 +110,74 @@ class TokenStore:
         self._clock = clock
 
     @fail_closed
-    async def issue(self, role: str, tenant: str = "") -> NewToken:
+    async def issue(self, role: str, tenant: str = "", name: str = "", owner: str = "") -> NewToken:
+        """Mint a token. Without a name it is named "<role>-<id>"; a name already taken is refused."""
         if role not in ("tenant", "admin", "dispatcher"):
             raise ValueError(f"cannot mint a {role!r} token here")
-        token, token_id = f"fo_{role[0]}_{secrets.token_urlsafe(32)}", secrets.token_hex(6)
+        if name and (not TOKEN_NAME_RE.fullmatch(name) or TOKEN_ID_RE.fullmatch(name)):
+            raise InvalidArgument(
+                f"token name {name!r}: 1-63 of a-z 0-9 . _ @ -, starting with a letter or digit, not 12 hex digits"
+            )
+        if len(owner) > 200:
+            raise InvalidArgument("the owner is at most 200 characters")
+        token, token_id = _new_secret(role), secrets.token_hex(6)
+        name = name or f"{role}-{token_id}"
         digest = _digest(token)
-        record = {"role": role, "tenant": tenant, "id": token_id, "created": repr(self._clock())}
-        async with self._redis.pipeline(transaction=True) as pipe:  # both or neither
+        record = {
+            "role": role, "tenant": tenant, "id": token_id, "created": repr(self._clock()), "name": name, "owner": owner
+        }  # fmt: skip
+        async with self._redis.pipeline(transaction=True) as pipe:
+            # All three or none, and only while the name is free: a name taken meanwhile fails the EXEC.
+            await pipe.watch(keys.TOKEN_NAMES)
+            if await pipe.hexists(keys.TOKEN_NAMES, name):
+                raise AlreadyExists(f"a token named {name!r} exists; rotate it or choose another name")
+            pipe.multi()
+            pipe.hset(keys.TOKEN_NAMES, name, token_id)
             pipe.hset(keys.token(digest), mapping=record)
             pipe.hset(keys.TOKEN_IDS, token_id, digest)
-            await pipe.execute()
-        return NewToken(token, token_id)
+            try:
+                await pipe.execute()
+            except aioredis.WatchError:
+                raise AlreadyExists(f"a token named {name!r} was just created; choose another name") from None
+        return NewToken(token, token_id, name)
+
+    @fail_closed
+    async def find_id(self, name_or_id: str) -> str | None:
+        """The id of the token with this id or name, None if there is none."""
+        if TOKEN_ID_RE.fullmatch(name_or_id):
+            return name_or_id if await self._redis.hexists(keys.TOKEN_IDS, name_or_id) else None
+        found = await self._redis.hget(keys.TOKEN_NAMES, name_or_id)
+        return found.decode() if found else None
+
+    @fail_closed
+    async def info(self, token_id: str) -> TokenInfo | None:
+        digest = await self._redis.hget(keys.TOKEN_IDS, token_id)
+        raw = await self._redis.hgetall(keys.token(digest.decode())) if digest else None
+        return _info(token_id, raw) if raw else None
+
+    @fail_closed
+    async def rotate(self, token_id: str) -> NewToken | None:
+        """A new secret for the same id, name, owner and scope; the old secret stops working at once."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            # Optimistic: a rotate or revoke of the same token meanwhile makes this one retry or see it gone.
+            for _ in range(5):
+                try:
+                    await pipe.watch(keys.TOKEN_IDS)
+                    old = await pipe.hget(keys.TOKEN_IDS, token_id)
+                    record = await pipe.hgetall(keys.token(old.decode())) if old else None
+                    if not record:
+                        return None
+                    fields = {k.decode(): v.decode() for k, v in record.items()}
+                    token = _new_secret(fields["role"])
+                    pipe.multi()
+                    pipe.delete(keys.token(old.decode()))
+                    pipe.hset(keys.token(_digest(token)), mapping=fields)
+                    pipe.hset(keys.TOKEN_IDS, token_id, _digest(token))
+                    await pipe.execute()
+                    return NewToken(token, token_id, fields.get("name", ""))
+                except aioredis.WatchError:
+                    continue
+        raise FailedPrecondition("the token changed during five attempts to rotate it; try again")
 
     async def create(self, role: str, tenant: str = "") -> str:
         """Just the secret, for callers that never revoke by id (bootstrap, tests)."""
@@ -100,20 +185,27 @@ class TokenStore:
 
     @fail_closed
     async def revoke_id(self, token_id: str) -> bool:
-        digest = await self._redis.hget(keys.TOKEN_IDS, token_id)
-        return digest is not None and await self._delete(digest.decode(), token_id)
+        # A rotation between reading the digest and deleting it leaves a new digest: look again.
+        for _ in range(3):
+            digest = await self._redis.hget(keys.TOKEN_IDS, token_id)
+            if digest is None:
+                return False
+            if await self._delete(digest.decode()):
+                return True
+        return False
 
     @fail_closed
     async def revoke(self, token: str) -> bool:
-        digest = _digest(token)
-        token_id = await self._redis.hget(keys.token(digest), "id")
-        return await self._delete(digest, token_id.decode() if token_id else "")
+        return await self._delete(_digest(token))
 
-    async def _delete(self, digest: str, token_id: str) -> bool:
+    async def _delete(self, digest: str) -> bool:
+        token_id, name = await self._redis.hmget(keys.token(digest), ["id", "name"])
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(keys.token(digest))
             if token_id:
                 pipe.hdel(keys.TOKEN_IDS, token_id)
+            if name:  # the name was reserved for this token alone when it was minted, so it is free again
+                pipe.hdel(keys.TOKEN_NAMES, name)
             deleted = (await pipe.execute())[0]
         return bool(deleted)
 
@@ -130,14 +222,7 @@ class TokenStore:
                 records = await pipe.execute()
             for (token_id, _), raw in zip(chunk, records, strict=True):
                 if raw and (not tenant or raw.get(b"tenant", b"").decode() == tenant):
-                    found.append(
-                        TokenInfo(
-                            token_id,
-                            raw[b"role"].decode(),
-                            raw.get(b"tenant", b"").decode(),
-                            float(raw.get(b"created", b"0")),
-                        )
-                    )
+                    found.append(_info(token_id, raw))
         return sorted(found, key=lambda t: t.created_at)
 
     @fail_closed
@@ -147,7 +232,9 @@ class TokenStore:
         raw = await self._redis.hgetall(keys.token(_digest(token)))
         if not raw:
             return None
-        return Principal(role=raw[b"role"].decode(), tenant=raw.get(b"tenant", b"").decode())
+        return Principal(
+            role=raw[b"role"].decode(), tenant=raw.get(b"tenant", b"").decode(), name=raw.get(b"name", b"").decode()
+        )
 
     def mint_action_token(self, tenant: str, run: str, action: str, attempt: int) -> str:
         body = f"{tenant}.{run}.{action}.{attempt}"

@@ -23,10 +23,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from fanout.quota.actions import ActionStore
+from fanout.quota.audit import AuditLog
 from fanout.quota.errors import StoreError
 from fanout.quota.failclosed import raise_if_cancelling
 from fanout.quota.limits import LimitStore
+from fanout.quota.requests import RequestStore
 from fanout.quota.scripts import Scripts
+from fanout.quota.tenants import TenantStore
 from fanout.quota.tokens import TokenStore
 from fanout.server import metrics, signing_key
 from fanout.server.actions_service import WATCH_BLOCK_MS, ActionService
@@ -34,6 +37,7 @@ from fanout.server.admin_service import AdminService
 from fanout.server.auth import AuthInterceptor
 from fanout.server.dispatch_service import DispatchService
 from fanout.server.errors import StartupError
+from fanout.server.quota_service import QuotaService
 from fanout.server.settings import Settings
 from fanout.server.wakeup import Wakeup
 from fanout.v1 import actions_pb2, actions_pb2_grpc, admin_pb2, admin_pb2_grpc, dispatch_pb2, dispatch_pb2_grpc
@@ -142,13 +146,20 @@ async def create_server(settings: Settings) -> ControlPlane:
     server = aio.server(interceptors=[AuthInterceptor(tokens)], options=options)
     actions_pb2_grpc.add_ActionServiceServicer_to_server(ActionService(settings, actions, limits), server)
     dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchService(actions, limits, tokens, wakeup), server)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(actions, limits, tokens), server)
+    audit = AuditLog(redis)
+    requests = RequestStore(redis, limits)
+    tenants = TenantStore(redis, actions, limits, tokens)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(
+        AdminService(actions, limits, tokens, tenants, requests, audit), server
+    )
+    admin_pb2_grpc.add_QuotaServiceServicer_to_server(QuotaService(actions, limits, requests, audit), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = [
         actions_pb2.DESCRIPTOR.services_by_name["ActionService"].full_name,
         dispatch_pb2.DESCRIPTOR.services_by_name["DispatchService"].full_name,
         admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+        admin_pb2.DESCRIPTOR.services_by_name["QuotaService"].full_name,
     ]
     reflection.enable_server_reflection([*services, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
 
@@ -167,7 +178,9 @@ async def create_server(settings: Settings) -> ControlPlane:
     for name in ["", *services]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     plane = ControlPlane(server, port, redis, actions, limits, tokens, health_servicer)
-    plane._tasks.append(asyncio.create_task(_reap_forever(actions, settings.reap_interval_seconds), name="reaper"))
+    plane._tasks.append(
+        asyncio.create_task(_reap_forever(actions, limits, settings.reap_interval_seconds), name="reaper")
+    )
     # Wakes from every server (admissions, requeues, freed slots) reach this server's lease streams.
     plane._tasks.append(asyncio.create_task(wakeup.listen(), name="wakeup"))
     return plane
@@ -185,12 +198,14 @@ def _credentials(settings: Settings) -> grpc.ServerCredentials:
     )
 
 
-async def _reap_forever(actions: ActionStore, interval: float) -> None:
+async def _reap_forever(actions: ActionStore, limits: LimitStore, interval: float) -> None:
     while True:
         # A cancel swallowed inside a Redis call (see raise_if_cancelling) must still end the loop.
         raise_if_cancelling()
         await asyncio.sleep(interval)
         try:
+            if restored := await limits.expire_due():
+                log.info("restored %d limits whose temporary values expired", restored)
             for tenant in await actions.tenants():
                 requeued, failed = await actions.reap(tenant)
                 if requeued or failed:

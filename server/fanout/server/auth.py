@@ -48,9 +48,16 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     _DISPATCH + "Lease": frozenset({"dispatcher"}),
     _DISPATCH + "Report": frozenset({"dispatcher"}),
 }
-_ADMIN_METHODS = ("CreateTenant", "CreateToken", "RevokeToken", "ListTokens", "SetLimits", "GetLimits", "ListAudit")
+_ADMIN_METHODS = (
+    "CreateTenant", "CreateToken", "RevokeToken", "RotateToken", "ListTokens", "SetLimits", "GetLimits",
+    "ListAudit", "ListTenants", "GetTenant", "DeleteTenant", "ListQuotas", "ListLimitRequests",
+    "ApproveLimitRequest", "DenyLimitRequest",
+)  # fmt: skip
 for _method in _ADMIN_METHODS:
     METHOD_ROLES[_ADMIN + _method] = frozenset({"admin"})
+_QUOTA = "/fanout.v1.QuotaService/"
+for _method in ("RequestLimit", "ListMyLimitRequests", "CheckFanout"):
+    METHOD_ROLES[_QUOTA + _method] = frozenset({"tenant"})
 
 # A refused streaming call first reads what the client already sent, for at
 # most this long: ending the call while the client is still writing makes

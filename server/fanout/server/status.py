@@ -42,6 +42,7 @@ _SIMPLE: dict[type[errors.StoreError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
@@ -74,6 +75,10 @@ def _bad_request(exc: ServiceError) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
+# Refusals a tenant can ask an admin to lift (`fanout quota request`); max_queued is a wait, not a wall.
+ASKABLE_LIMITS = frozenset({"max_fanout", "max_stored_bytes"})
+
+
 def _quota_exceeded(exc: errors.QuotaExceeded) -> grpc.Status:
     failure = error_details_pb2.QuotaFailure(
         violations=[
@@ -89,7 +94,11 @@ def _quota_exceeded(exc: errors.QuotaExceeded) -> grpc.Status:
         domain="fanout",
         metadata={"limit": str(exc.limit), "used": str(exc.used), "requested": str(exc.requested)},
     )
-    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=str(exc))
+    message = str(exc)
+    if exc.limit_name in ASKABLE_LIMITS:
+        flag = "--" + exc.limit_name.replace("_", "-")
+        message += f"; to ask for more, run: fanout quota request {flag} N --reason TEXT"
+    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message)
     status.details.add().Pack(failure)
     status.details.add().Pack(info)
     if exc.retry_after is not None:

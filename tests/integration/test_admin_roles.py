@@ -1,0 +1,163 @@
+"""Who may call the admin and quota-request RPCs: every RPC against every role, with the status expected.
+
+Roles: admin; tenant; another tenant; dispatcher scoped to the tenant and unscoped; the action token of
+a running action of this run and of another run. A foreign object answers NOT_FOUND exactly like a
+missing one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+
+from fanout.dispatch.dispatcher import Dispatcher
+from fanout.server.app import ControlPlane
+from fanout.server.auth import METHOD_ROLES
+from fanout.v1 import actions_pb2 as pb
+from fanout.v1 import admin_pb2 as apb
+from fanout.v1 import admin_pb2_grpc
+from tests.conftest import Tenant, make_tenant
+from tests.helpers import LoopThread, eventually
+
+OK, DENIED, NOT_FOUND = grpc.StatusCode.OK, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND
+ROLES = (
+    "admin",
+    "tenant",
+    "other_tenant",
+    "dispatcher_scoped",
+    "dispatcher_all",
+    "action_this_run",
+    "action_other_run",
+)
+TENANT_RPCS = ("RequestLimit", "ListMyLimitRequests", "CheckFanout")
+
+
+def admin_only(admin: grpc.StatusCode = OK) -> dict[str, grpc.StatusCode]:
+    return {role: admin if role == "admin" else DENIED for role in ROLES}
+
+
+def tenants_only() -> dict[str, grpc.StatusCode]:
+    return {role: OK if role in ("tenant", "other_tenant") else DENIED for role in ROLES}
+
+
+class World:
+    """The tokens of every role, over one tenant with two running runs."""
+
+    def __init__(self, loop: LoopThread, plane: ControlPlane, endpoint: str, tenant: Tenant, other: Tenant) -> None:
+        spec = pb.ActionSpec(task_ref="module:x:y", command=["sleep", "30"])
+        self.runs = [tenant.client.create_run(spec).name for _ in range(2)]
+        attempts = [self._running_attempt(tenant, run) for run in self.runs]
+        self.tenant = tenant
+        self.channel = grpc.insecure_channel(endpoint)
+        self.tokens = {
+            "admin": loop.run(plane.tokens.create("admin")),
+            "tenant": tenant.token,
+            "other_tenant": other.token,
+            "dispatcher_scoped": loop.run(plane.tokens.create("dispatcher", tenant.name)),
+            "dispatcher_all": loop.run(plane.tokens.create("dispatcher")),
+            "action_this_run": plane.tokens.mint_action_token(tenant.name, self.runs[0], "root", attempts[0]),
+            "action_other_run": plane.tokens.mint_action_token(tenant.name, self.runs[1], "root", attempts[1]),
+        }
+        # A throwaway token for RotateToken, so the admin's rotation changes no token the matrix uses.
+        self.rotatable = loop.run(plane.tokens.issue("tenant", tenant.name, name=f"rot-{tenant.name}")).name
+
+    @staticmethod
+    def _running_attempt(tenant: Tenant, run: str) -> int:
+        """Action tokens live as long as their attempt, so the root must really be running."""
+        root = eventually(lambda: (a := tenant.client.get_action(run, "root")).phase == pb.RUNNING and a)
+        return root.attempt
+
+    def call(self, role: str, method: str, request: Any) -> grpc.StatusCode:
+        service = admin_pb2_grpc.QuotaServiceStub if method in TENANT_RPCS else admin_pb2_grpc.AdminServiceStub
+        try:
+            getattr(service(self.channel), method)(
+                request, metadata=[("authorization", f"Bearer {self.tokens[role]}")], timeout=10
+            )
+            return OK
+        except grpc.RpcError as exc:
+            return exc.code()
+
+
+@pytest.fixture
+def world(
+    loop_thread: LoopThread, plane: ControlPlane, endpoint: str, tenant: Tenant, dispatcher: Dispatcher
+) -> Iterator[World]:
+    other = make_tenant(loop_thread, plane, endpoint, prefix="other")
+    w = World(loop_thread, plane, endpoint, tenant, other)
+    yield w
+    for run in w.runs:
+        tenant.client.abort_run(run)
+    w.channel.close()
+    other.client.close()
+
+
+def cases(t: str, rotatable: str) -> dict[str, tuple[Any, dict[str, grpc.StatusCode]]]:
+    limits = apb.Limits(max_fanout=9)
+    return {
+        "CreateTenant": (apb.CreateTenantRequest(tenant=f"{t}-new"), admin_only()),
+        "CreateToken": (apb.CreateTokenRequest(role="dispatcher", tenant=t), admin_only()),
+        "RevokeToken": (apb.RevokeTokenRequest(name="no-such-token"), admin_only()),
+        "RotateToken": (apb.RotateTokenRequest(name=rotatable), admin_only()),
+        "ListTokens": (apb.ListTokensRequest(tenant=t), admin_only()),
+        "SetLimits": (apb.SetLimitsRequest(tenant=t, limits=limits, reason="matrix"), admin_only()),
+        "GetLimits": (apb.GetLimitsRequest(tenant=t), admin_only()),
+        "ListAudit": (apb.ListAuditRequest(tenant=t), admin_only()),
+        "ListTenants": (apb.ListTenantsRequest(), admin_only()),
+        "GetTenant": (apb.GetTenantRequest(tenant=t), admin_only()),
+        # Its actions are running: refused without --force.
+        "DeleteTenant": (apb.DeleteTenantRequest(tenant=t), admin_only(grpc.StatusCode.FAILED_PRECONDITION)),
+        "ListQuotas": (apb.ListQuotasRequest(limit=10), admin_only()),
+        "ListLimitRequests": (apb.ListLimitRequestsRequest(tenant=t), admin_only()),
+        "ApproveLimitRequest": (apb.DecideLimitRequestRequest(id=f"{t}.00000000", reason="r"), admin_only(NOT_FOUND)),
+        "DenyLimitRequest": (apb.DecideLimitRequestRequest(id=f"{t}.00000000", reason="r"), admin_only(NOT_FOUND)),
+        "RequestLimit": (apb.RequestLimitRequest(limits=limits, reason="matrix"), tenants_only()),
+        "ListMyLimitRequests": (apb.ListLimitRequestsRequest(tenant=t), tenants_only()),
+        "CheckFanout": (apb.CheckFanoutRequest(fanout=3), tenants_only()),
+    }
+
+
+def test_every_admin_and_quota_request_rpc_against_every_role(world: World) -> None:
+    table = cases(world.tenant.name, world.rotatable)
+    covered = {
+        m.rsplit("/", 1)[1]
+        for m in METHOD_ROLES
+        if m.startswith(("/fanout.v1.AdminService/", "/fanout.v1.QuotaService/"))
+    }
+    assert covered == set(table), "every AdminService and QuotaService RPC is in the matrix"
+    got = {
+        (method, role): world.call(role, method, request) for method, (request, _) in table.items() for role in ROLES
+    }
+    want = {(method, role): status for method, (_, by_role) in table.items() for role, status in by_role.items()}
+    assert got == want
+
+
+def test_foreign_objects_are_not_found_exactly_like_missing_ones(world: World) -> None:
+    t = world.tenant.name
+    filed = admin_pb2_grpc.QuotaServiceStub(world.channel).RequestLimit(
+        apb.RequestLimitRequest(limits=apb.Limits(max_fanout=9), reason="mine"),
+        metadata=[("authorization", f"Bearer {world.tokens['tenant']}")],
+        timeout=10,
+    )
+    # The other tenant asking for the first one's requests by name sees only its own (none).
+    stub = admin_pb2_grpc.QuotaServiceStub(world.channel)
+    theirs = stub.ListMyLimitRequests(
+        apb.ListLimitRequestsRequest(tenant=t), metadata=[("authorization", f"Bearer {world.tokens['other_tenant']}")]
+    )
+    assert list(theirs.requests) == []
+    mine = stub.ListMyLimitRequests(
+        apb.ListLimitRequestsRequest(), metadata=[("authorization", f"Bearer {world.tokens['tenant']}")]
+    )
+    assert [r.id for r in mine.requests] == [filed.id]
+    # For admins a missing tenant or request is NOT_FOUND, whatever its shape.
+    for method, request in {
+        "GetTenant": apb.GetTenantRequest(tenant=f"{t}-gone"),
+        "GetLimits": apb.GetLimitsRequest(tenant=f"{t}-gone"),
+        "DeleteTenant": apb.DeleteTenantRequest(tenant=f"{t}-gone"),
+        "ApproveLimitRequest": apb.DecideLimitRequestRequest(id="nosuchtenant.1234abcd", reason="r"),
+        "DenyLimitRequest": apb.DecideLimitRequestRequest(id="NOT A TENANT.x", reason="r"),
+        "RotateToken": apb.RotateTokenRequest(token_id="0123456789ab"),
+    }.items():
+        assert world.call("admin", method, request) == NOT_FOUND, method
