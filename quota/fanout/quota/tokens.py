@@ -167,5 +167,6 @@ class TokenStore:
         return Principal(role="action", tenant=tenant, run=run, action=action)
 
     def _sign(self, body: str) -> str:
-        mac = hmac.new(self._signing_key, body.encode(), hashlib.sha256).digest()
+        # hmac.digest: the one-shot C HMAC, several times cheaper than an hmac.new object per token.
+        mac = hmac.digest(self._signing_key, body.encode(), "sha256")
         return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
