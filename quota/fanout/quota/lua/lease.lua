@@ -24,7 +24,7 @@ end
 local limit = tonumber(redis.call('HGET', KEYS[4], 'max_concurrency') or ARGV[2])
 local want = math.min(tonumber(ARGV[3]), limit - redis.call('SCARD', KEYS[2]))
 local expiry = tonumber(now) + tonumber(ARGV[5])
-local heads, specs, work = {}, {}, 0
+local heads, specs, refs, work = {}, {}, {}, 0
 
 local live = {}
 local function run_live(run)
@@ -42,9 +42,7 @@ local function take(run, name, admitted)
   if tonumber(phase) > 2 then return end  -- aborted, finished or leased since it was queued
   attempt = tonumber(attempt) + 1
   redis.call('HSET', stkey, name, '3:' .. attempt .. ':' .. parent)
-  local ref = run .. '/' .. name
-  redis.call('SADD', KEYS[2], ref)
-  redis.call('ZADD', KEYS[3], expiry, ref)
+  refs[#refs + 1] = run .. '/' .. name
   local spec = redis.call('HGET', prefix .. 'spec:' .. run, name) or ''
   heads[#heads + 1] = run .. ' ' .. name .. ' ' .. attempt .. ' ' .. admitted .. ' ' .. #spec .. ' ' .. parent
   specs[#specs + 1] = spec
@@ -79,6 +77,18 @@ while #heads < want and work < budget do
   else
     redis.call('LMOVE', KEYS[6], KEYS[6], 'LEFT', 'RIGHT')  -- the next call serves the next run
   end
+end
+
+-- Slots and leases in a command per group of actions, not two per action.
+for i = 1, #refs, 1000 do
+  local last = math.min(i + 999, #refs)
+  local scored = {}
+  for j = i, last do
+    scored[#scored + 1] = expiry
+    scored[#scored + 1] = refs[j]
+  end
+  redis.call('SADD', KEYS[2], unpack(refs, i, last))
+  redis.call('ZADD', KEYS[3], unpack(scored))
 end
 
 local waiting = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[5]) + redis.call('LLEN', KEYS[6])

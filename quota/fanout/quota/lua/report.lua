@@ -42,4 +42,5 @@ for run, name, attempt, phase, size, retry_after in string.gmatch(ARGV[4], '(%S+
     ignored = ignored + 1
   end
 end
+flush(ctx)
 return {ignored, closed}
