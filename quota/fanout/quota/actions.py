@@ -91,8 +91,7 @@ class LeaseRef:
     attempt: int
 
 
-@dataclass(frozen=True)
-class ChildState:
+class ChildState(NamedTuple):  # a tuple, as LeasedAction: a watch builds one per change
     name: str
     phase: int
     attempt: int
