@@ -40,7 +40,7 @@ def test_missing_or_wrong_tokens_are_unauthenticated(stub: actions_pb2_grpc.Acti
 
     assert code_of(lambda: stub.GetRun(request)) == grpc.StatusCode.UNAUTHENTICATED
     assert code_of(lambda: stub.GetRun(request, metadata=bearer("fo_t_made-up"))) == grpc.StatusCode.UNAUTHENTICATED
-    assert code_of(lambda: stub.GetRun(request, metadata=bearer("fa1.t.r.a.forged"))) == grpc.StatusCode.UNAUTHENTICATED
+    assert code_of(lambda: stub.GetRun(request, metadata=bearer("fa2.t.r.a.forged"))) == grpc.StatusCode.UNAUTHENTICATED
     assert (
         code_of(lambda: stub.GetRun(request, metadata=[("authorization", "Basic abc")]))
         == grpc.StatusCode.UNAUTHENTICATED

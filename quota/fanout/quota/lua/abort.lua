@@ -17,5 +17,6 @@ if phase >= 5 then
 else
   finish(ctx, run, root, attempt, '', 7, ARGV[4])
   redis.call('HINCRBY', KEYS[1], 'aborted', 1)
+  flush(ctx)
 end
 return 1

@@ -28,6 +28,7 @@ repeat
   end
   read = read + #entries / 2
 until cursor == '0' or aborted >= most_aborted or read >= most_read
+flush(ctx)
 if aborted > 0 then redis.call('HINCRBY', KEYS[1], 'aborted', aborted) end
 if cursor ~= '0' then
   redis.call('HSET', KEYS[1], 'cursor', cursor)

@@ -6,7 +6,11 @@
 -- an ended run's whole queue is unlinked at once (freed in the background), not popped.
 -- KEYS: 1 queue, 2 slots, 3 leased, 4 limits, 5 delayed, 6 runs with queued actions
 -- ARGV: 1 tenant prefix, 2 default max_concurrency, 3 want, 4 now, 5 lease seconds, 6 most work
--- Returns {leased rows, actions or runs still waiting, 1 when the work bound stopped it else 0}.
+-- Returns {heads, specs, actions or runs still waiting, 1 when the work bound stopped it else 0}:
+-- packed so that the reply costs the caller two strings to parse, not seven values per action.
+-- heads joins "<run> <name> <attempt> <admitted at> <spec bytes> <parent>" per action with "\n"
+-- (names hold no space or newline; the parent comes last, "" for a root); specs is every leased
+-- action's spec, concatenated in the same order.
 local prefix, now = ARGV[1], ARGV[4]
 local budget = tonumber(ARGV[6])
 
@@ -20,7 +24,7 @@ end
 local limit = tonumber(redis.call('HGET', KEYS[4], 'max_concurrency') or ARGV[2])
 local want = math.min(tonumber(ARGV[3]), limit - redis.call('SCARD', KEYS[2]))
 local expiry = tonumber(now) + tonumber(ARGV[5])
-local out, work = {}, 0
+local heads, specs, refs, work = {}, {}, {}, 0
 
 local live = {}
 local function run_live(run)
@@ -38,14 +42,13 @@ local function take(run, name, admitted)
   if tonumber(phase) > 2 then return end  -- aborted, finished or leased since it was queued
   attempt = tonumber(attempt) + 1
   redis.call('HSET', stkey, name, '3:' .. attempt .. ':' .. parent)
-  local ref = run .. '/' .. name
-  redis.call('SADD', KEYS[2], ref)
-  redis.call('ZADD', KEYS[3], expiry, ref)
-  local spec = redis.call('HGET', prefix .. 'spec:' .. run, name)
-  out[#out + 1] = {run, name, parent, attempt, spec, admitted}
+  refs[#refs + 1] = run .. '/' .. name
+  local spec = redis.call('HGET', prefix .. 'spec:' .. run, name) or ''
+  heads[#heads + 1] = run .. ' ' .. name .. ' ' .. attempt .. ' ' .. admitted .. ' ' .. #spec .. ' ' .. parent
+  specs[#specs + 1] = spec
 end
 
-while #out < want and work < budget do
+while #heads < want and work < budget do
   local entry = redis.call('LPOP', KEYS[1])
   if not entry then break end
   work = work + 1
@@ -53,7 +56,7 @@ while #out < want and work < budget do
   if run_live(run) then take(run, name, admitted) end
 end
 
-while #out < want and work < budget do
+while #heads < want and work < budget do
   local run = redis.call('LINDEX', KEYS[6], 0)
   if not run then break end
   work = work + 1
@@ -61,7 +64,7 @@ while #out < want and work < budget do
   if not run_live(run) then
     redis.call('UNLINK', q)
   else
-    while #out < want and work < budget do
+    while #heads < want and work < budget do
       local entry = redis.call('LPOP', q)
       if not entry then break end
       work = work + 1
@@ -76,5 +79,17 @@ while #out < want and work < budget do
   end
 end
 
+-- Slots and leases in a command per group of actions, not two per action.
+for i = 1, #refs, 1000 do
+  local last = math.min(i + 999, #refs)
+  local scored = {}
+  for j = i, last do
+    scored[#scored + 1] = expiry
+    scored[#scored + 1] = refs[j]
+  end
+  redis.call('SADD', KEYS[2], unpack(refs, i, last))
+  redis.call('ZADD', KEYS[3], unpack(scored))
+end
+
 local waiting = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[5]) + redis.call('LLEN', KEYS[6])
-return {out, waiting, work >= budget and 1 or 0}
+return {table.concat(heads, '\n'), table.concat(specs), waiting, work >= budget and 1 or 0}

@@ -20,17 +20,43 @@ end
 -- lease, uncount it from the tenant's queued actions, charge the result's
 -- bytes to the tenant and the run (the sweeper gives the run's back when it
 -- drops the run), and tell its parent's watchers. The root closes the run.
+-- The slot, lease and counters are tallied in ctx and written by flush(ctx),
+-- once per script rather than once per action: every caller flushes before it returns.
 -- ctx: {prefix, slots, leased, stats, closing, now, maxlen}
 local function finish(ctx, run, name, attempt, parent, phase, result)
   redis.call('HSET', ctx.prefix .. 'st:' .. run, name, phase .. ':' .. attempt .. ':' .. parent)
   redis.call('HSET', ctx.prefix .. 'res:' .. run, name, result)
-  local ref = run .. '/' .. name
-  redis.call('SREM', ctx.slots, ref)
-  redis.call('ZREM', ctx.leased, ref)
-  redis.call('HINCRBY', ctx.stats, 'queued', -1)
-  redis.call('HINCRBY', ctx.stats, 'bytes', #result)
-  redis.call('HINCRBY', ctx.prefix .. 'run:' .. run, 'bytes', #result)
+  local t = ctx.tally
+  if not t then
+    t = {refs = {}, bytes = 0, runs = {}, run_bytes = {}}
+    ctx.tally = t
+  end
+  t.refs[#t.refs + 1] = run .. '/' .. name
+  t.bytes = t.bytes + #result
+  if not t.run_bytes[run] then
+    t.runs[#t.runs + 1] = run
+    t.run_bytes[run] = 0
+  end
+  t.run_bytes[run] = t.run_bytes[run] + #result
   redis.call('XADD', ctx.prefix .. 'ev:' .. run .. ':' .. parent, 'MAXLEN', '~', ctx.maxlen, '*',
     'n', name, 'p', phase, 'a', attempt, 'r', result)
   if parent == '' then close_run(ctx, run, phase) end
+end
+
+-- Write what finish() tallied: a command per key, for a bounded group of actions each.
+local function flush(ctx)
+  local t = ctx.tally
+  if not t then return end
+  ctx.tally = nil
+  local refs = t.refs
+  for i = 1, #refs, 1000 do
+    local group = {unpack(refs, i, math.min(i + 999, #refs))}
+    redis.call('SREM', ctx.slots, unpack(group))
+    redis.call('ZREM', ctx.leased, unpack(group))
+  end
+  redis.call('HINCRBY', ctx.stats, 'queued', -#refs)
+  if t.bytes ~= 0 then redis.call('HINCRBY', ctx.stats, 'bytes', t.bytes) end
+  for _, run in ipairs(t.runs) do
+    if t.run_bytes[run] ~= 0 then redis.call('HINCRBY', ctx.prefix .. 'run:' .. run, 'bytes', t.run_bytes[run]) end
+  end
 end

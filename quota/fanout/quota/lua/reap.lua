@@ -30,4 +30,5 @@ for _, ref in ipairs(expired) do
     end
   end
 end
+flush(ctx)
 return {requeued, failed}

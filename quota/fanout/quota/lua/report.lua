@@ -6,14 +6,17 @@
 -- then aborts the run's unfinished actions in bounded steps (close_run.lua).
 -- KEYS: 1 slots, 2 leased, 3 stats, 4 delayed, 5 closing
 -- ARGV: 1 tenant prefix, 2 now, 3 events maxlen,
---       then run, name, attempt, phase, result, retry_after per report
+--       4 "<run> <name> <attempt> <phase> <result bytes> <retry after>" per report, joined by "\n",
+--       5 the reports' results end to end: two arguments per batch, not six per report
 -- Returns {reports ignored, runs closed}.
 local ctx = {prefix = ARGV[1], slots = KEYS[1], leased = KEYS[2], stats = KEYS[3], closing = KEYS[5],
   now = tonumber(ARGV[2]), maxlen = ARGV[3]}
 local ignored, closed = 0, {}
-for i = 4, #ARGV, 6 do
-  local run, name, attempt, phase = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
-  local result, retry_after = ARGV[i + 4], tonumber(ARGV[i + 5])
+local results, at = ARGV[5], 1
+for run, name, attempt, phase, size, retry_after in string.gmatch(ARGV[4], '(%S+) (%S+) (%d+) (%d+) (%d+) ([^\n]+)') do
+  attempt, phase, retry_after = tonumber(attempt), tonumber(phase), tonumber(retry_after) or 0
+  local result = string.sub(results, at, at + tonumber(size) - 1)
+  at = at + tonumber(size)
   local stkey = ctx.prefix .. 'st:' .. run
   local st = redis.call('HGET', stkey, name)
   local cur, att, parent
@@ -39,4 +42,5 @@ for i = 4, #ARGV, 6 do
     ignored = ignored + 1
   end
 end
+flush(ctx)
 return {ignored, closed}
