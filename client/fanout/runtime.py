@@ -21,6 +21,7 @@ from typing import Any
 from fanout import config, errors, serialization
 from fanout.client import AsyncClient
 from fanout.controller import Controller
+from fanout.hub import Hub
 from fanout.task import FILE_MODULE_PREFIX, Task
 from fanout.v1 import actions_pb2 as pb
 
@@ -65,6 +66,7 @@ async def execute(spec: pb.ActionSpec, run: str, action: str, max_output: int) -
     try:
         return await run_task(client, spec, run, action, max_output)
     finally:
+        await Hub.of(client).close()
         await client.close()
 
 
@@ -74,7 +76,8 @@ async def run_task(
     """Run one action's task in the current asyncio task; its child calls go through `client`.
 
     A worker calls this for each of its actions, with the action's own token
-    and the client all of them share. Cancelling the asyncio task cancels the
+    and the client all of them share: their children go out together, and come
+    back on one watch stream (fanout.hub). Cancelling the asyncio task cancels the
     action (CancelledError propagates).
     """
     controller = Controller(client, run, action, workdir=spec.workdir, token=token)
