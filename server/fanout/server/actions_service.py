@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 ROOT_ACTION = "root"
 SUBMIT_ROLES = frozenset({"tenant", "action"})
+# Sections of one SubmitMany admitted at once: overlapping their Redis round trips pays,
+# but each holds a pooled Redis connection, and a worker may send hundreds of parents.
+SECTIONS_AT_ONCE = 8
 _RUN_ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -77,10 +80,15 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
             raise invalid(f"{total} actions in one SubmitMany; the most is {self._settings.max_batch}")
         if request.ByteSize() > self._settings.max_batch_bytes:
             raise invalid(f"SubmitMany of {request.ByteSize()} bytes; the most is {self._settings.max_batch_bytes}")
-        results = await asyncio.gather(*(self._section(section) for section in request.sections))
+        room = asyncio.Semaphore(SECTIONS_AT_ONCE)
+        results = await asyncio.gather(*(self._section(section, room) for section in request.sections))
         return pb.SubmitManyResponse(results=results)
 
-    async def _section(self, section: pb.SubmitSection) -> pb.SubmitSectionResult:
+    async def _section(self, section: pb.SubmitSection, room: asyncio.Semaphore) -> pb.SubmitSectionResult:
+        async with room:
+            return await self._admit_section(section)
+
+    async def _admit_section(self, section: pb.SubmitSection) -> pb.SubmitSectionResult:
         try:
             who = await authorize(self._tokens, section.action_token, SUBMIT_ROLES)
             if section.batch.dry_run:

@@ -326,4 +326,4 @@ def check_action_scope(who: Principal, run: str, parent: str | None) -> None:
     if run != who.run:
         raise not_found(f"run {run!r} not found")
     if parent is not None and parent != who.action:
-        raise denied(f"action {who.action!r} may act only for its own children, not those of {parent!r}")
+        raise denied(f"action {who.action!r} may submit and watch only its own children, not those of {parent!r}")
