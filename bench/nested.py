@@ -7,13 +7,14 @@ instead of one SubmitBatch and one WatchChildren per parent. The timer covers
 CHILDREN actions), REPEATS times after a warm-up; the median counts. CPU
 seconds per process kind (bench/procs.py) are those of the median run.
 
-    python -m bench.nested     # prints the figures, writes bench/results/nested-<UTC timestamp>.json
+    python -m bench.nested [LABEL]    # prints the figures, writes bench/results/nested[-LABEL]-<UTC timestamp>.json
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -91,7 +92,8 @@ def main() -> None:
     for name, value in table(result):
         print(f"{name:<45} {value}")
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"nested-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    label = "".join(f"-{a}" for a in sys.argv[1:2])
+    path = RESULTS / f"nested{label}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(asdict(result), indent=2) + "\n")
     print(f"wrote {path}")
 

@@ -102,7 +102,7 @@ class ManyWatch:
             pb.WatchManyRequest(add=pb.WatchAdd(id=sub_id, action_token=token, run=run, parent=parent, cursor=cursor))
         )
 
-    def next_event(self, sub_id: int, timeout: float = 10) -> pb.WatchManyEvent:
+    def next_event(self, sub_id: int, timeout: float = 20) -> pb.WatchManyEvent:
         """The next event of `sub_id`, skipping heartbeats and other subscriptions' events."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -129,7 +129,7 @@ def test_a_stream_admits_only_parents_whose_own_tokens_it_holds_and_one_end_dist
     run = tenant.client.create_run(sleeper("root", 30)).name
     other = tenant.client.create_run(sleeper("root", 30)).name
     root_token = running_token(tenant, plane, loop_thread, run, "root")
-    tenant.client.submit_batch(run, "root", [sleeper("short", 3)])
+    tenant.client.submit_batch(run, "root", [sleeper("short", 5)])
     short_token = running_token(tenant, plane, loop_thread, run, "short")
     watch = ManyWatch(stub)
     try:
@@ -146,8 +146,8 @@ def test_a_stream_admits_only_parents_whose_own_tokens_it_holds_and_one_end_dist
         assert ended_code(watch.next_event(4)) == code_pb2.NOT_FOUND
         watch.add(5, short_token, run, "short")  # its own children: allowed, until its attempt ends
         assert watch.next_event(5).event.HasField("replay_done")
-        # "short" finishes after 3 seconds: its token expires and its subscription ends, alone.
-        assert ended_code(watch.next_event(5, timeout=15)) == code_pb2.UNAUTHENTICATED
+        # "short" finishes after 5 seconds: its token expires and its subscription ends, alone.
+        assert ended_code(watch.next_event(5, timeout=30)) == code_pb2.UNAUTHENTICATED
 
         # The root's subscription goes on: it sees short's end, then a child added now start.
         tenant.client.submit_batch(run, "root", [sleeper("later", 30)])
