@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import string
@@ -20,6 +19,7 @@ from fanout.quota.limits import LimitStore
 from fanout.quota.tokens import Principal, TokenStore
 from fanout.server import metrics, validation
 from fanout.server.auth import authorize, check_action_scope, principal
+from fanout.server.concurrency import at_most
 from fanout.server.settings import Settings
 from fanout.server.status import invalid, not_found, to_rpc_status
 from fanout.server.watch_events import replay, valid_cursor, watch_events
@@ -31,8 +31,7 @@ log = logging.getLogger(__name__)
 
 ROOT_ACTION = "root"
 SUBMIT_ROLES = frozenset({"tenant", "action"})
-# Sections of one SubmitMany admitted at once: overlapping their Redis round trips pays,
-# but each holds a pooled Redis connection, and a worker may send hundreds of parents.
+# Sections of one SubmitMany admitted at once (a worker may send hundreds of parents).
 SECTIONS_AT_ONCE = 8
 _RUN_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -80,15 +79,10 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
             raise invalid(f"{total} actions in one SubmitMany; the most is {self._settings.max_batch}")
         if request.ByteSize() > self._settings.max_batch_bytes:
             raise invalid(f"SubmitMany of {request.ByteSize()} bytes; the most is {self._settings.max_batch_bytes}")
-        room = asyncio.Semaphore(SECTIONS_AT_ONCE)
-        results = await asyncio.gather(*(self._section(section, room) for section in request.sections))
+        results = await at_most(SECTIONS_AT_ONCE, [self._section(section) for section in request.sections])
         return pb.SubmitManyResponse(results=results)
 
-    async def _section(self, section: pb.SubmitSection, room: asyncio.Semaphore) -> pb.SubmitSectionResult:
-        async with room:
-            return await self._admit_section(section)
-
-    async def _admit_section(self, section: pb.SubmitSection) -> pb.SubmitSectionResult:
+    async def _section(self, section: pb.SubmitSection) -> pb.SubmitSectionResult:
         try:
             who = await authorize(self._tokens, section.action_token, SUBMIT_ROLES)
             if section.batch.dry_run:

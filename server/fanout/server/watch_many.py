@@ -21,6 +21,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Literal
 
 import grpc
 from google.rpc import code_pb2
@@ -30,6 +31,7 @@ from fanout.quota.errors import StoreError
 from fanout.quota.tokens import Principal, TokenStore
 from fanout.server import metrics, validation
 from fanout.server.auth import RECHECK_SECONDS, authorize, check_action_scope
+from fanout.server.concurrency import at_most
 from fanout.server.status import ServiceError, invalid, not_found, to_rpc_status
 from fanout.server.watch_events import WATCH_EVENT_BYTES, replay, valid_cursor, watch_events
 from fanout.v1 import actions_pb2 as pb
@@ -42,6 +44,8 @@ ADD_ROLES = frozenset({"tenant", "action"})
 # Parents one stream follows at once: a worker runs at most its pool's concurrency
 # (validation bounds it far below this), and one XREAD names them all.
 MAX_PARENTS = 10_000
+# Redis reads of one stream's parents in flight at once (their changes, their tokens' rechecks).
+READS_AT_ONCE = 8
 
 
 @dataclass
@@ -89,8 +93,8 @@ class WatchMany:
                     continue
                 wait_ms = max(1, min(WATCH_BLOCK_MS, int((recheck_at - time.monotonic()) * 1000)))
                 changed, interrupted = await self._wait(wait_ms)
-                for sub in changed:
-                    out += [_event(sub.id, event) async for event in self._follow(sub)]
+                for events in await at_most(READS_AT_ONCE, [self._changes(sub) for sub in changed]):
+                    out += events
                 if out or not interrupted:  # nothing after a full wait: a heartbeat
                     for response in _responses(out):
                         yield response
@@ -143,6 +147,9 @@ class WatchMany:
             sub.cursor = event.cursor
             yield event
 
+    async def _changes(self, sub: _Subscription) -> list[pb.WatchManyEvent]:
+        return [_event(sub.id, event) async for event in self._follow(sub)]
+
     async def _follow(self, sub: _Subscription) -> AsyncIterator[pb.WatchEvent]:
         """The changes of one parent after its cursor (the XREAD said there are some)."""
         try:
@@ -183,17 +190,20 @@ class WatchMany:
 
     async def _recheck(self) -> list[pb.WatchManyEvent]:
         """Ends the subscriptions whose tokens no longer resolve to what they did (revoked, attempt over)."""
+        subs = list(self._subs.values())
         ended = []
-        for sub in list(self._subs.values()):
-            try:
-                who = await self._tokens.resolve(sub.token)
-            except StoreError:
-                continue  # Redis unreachable: the stream's own reads fail closed; ask again later
-            if who != sub.who:
-                del self._subs[sub.id]
+        for sub, who in zip(subs, await at_most(READS_AT_ONCE, [self._resolve(s) for s in subs]), strict=True):
+            if who is not False and who != sub.who and self._subs.pop(sub.id, None) is not None:
                 revoked = ServiceError(grpc.StatusCode.UNAUTHENTICATED, "the token was revoked or has expired")
                 ended.append(_ended(sub.id, revoked))
         return ended
+
+    async def _resolve(self, sub: _Subscription) -> Principal | Literal[False] | None:
+        """What the token resolves to now; None when revoked or expired; False when Redis did not answer."""
+        try:
+            return await self._tokens.resolve(sub.token)
+        except StoreError:
+            return False  # Redis unreachable: the stream's own reads fail closed; ask again later
 
 
 def _event(sub_id: int, event: pb.WatchEvent) -> pb.WatchManyEvent:
