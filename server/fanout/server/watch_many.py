@@ -107,7 +107,8 @@ class WatchMany:
         try:
             async for message in requests:
                 self._inbox.append(message)
-                self._arrived.set()
+                if message.HasField("add"):  # a remove can wait for the next read: only an add must join it
+                    self._arrived.set()
         finally:
             self._closed = True
             self._arrived.set()
