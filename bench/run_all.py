@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import admission, end_to_end, million, slowlog, throughput
+from bench import admission, end_to_end, million, nested, slowlog, throughput
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -55,6 +55,7 @@ def table(report: dict[str, Any]) -> str:
         "end_to_end": _end_to_end_rows,
         "slowlog": _slowlog_rows,
         "throughput": lambda t: throughput.table(throughput_from(t)),
+        "nested": lambda n: nested.table(nested.Nested(**n)),
         "latency": _latency_rows,
     }
     for name, rows_of in sections.items():
@@ -184,6 +185,7 @@ def _run_suite(report: dict[str, Any]) -> None:
         ("end_to_end", f"a fanout of {end_to_end.TASKS} no-op tasks through `fanout up`", end_to_end.run),
         ("slowlog", "the longest single Redis command during a big admission, abort and lease", slowlog.run),
         ("throughput", f"fanouts of {sizes} no-op tasks, one worker per action, and Ray", throughput.run),
+        ("nested", f"a nested fanout of {nested.PARENTS} parents x {nested.CHILDREN} children", nested.run),
     ]
     # bench/latency.py (admission to RUNNING, p50/p99) is optional: it is run when it is there.
     if importlib.util.find_spec("bench.latency") is not None:

@@ -71,3 +71,12 @@ async def noop_per_action(i: int) -> int:
 @per_action.task
 async def fan_per_action(n: int) -> dict[str, Any]:
     return await _fan(noop_per_action, n)
+
+
+@reused.task
+async def nested_fan(parents: int, children: int) -> dict[str, Any]:
+    """A nested fanout: `parents` parents at once, each gathering `children` no-ops; all on reusable workers."""
+    summaries = await asyncio.gather(*(fan(children) for _ in range(parents)))
+    count = sum(s["count"] for s in summaries)
+    total = sum(s["sum"] for s in summaries)
+    return {"count": count, "sum": total, "peak_rss_kb": peak_rss_kb(), "runner": runner()}

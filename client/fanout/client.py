@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 from grpc_status import rpc_status
 
@@ -26,16 +26,24 @@ TERMINAL_PHASES = frozenset({pb.SUCCEEDED, pb.FAILED, pb.ABORTED, pb.TIMED_OUT})
 
 def translate(exc: grpc.RpcError) -> errors.FanoutError:
     """The SDK error for a failed call, with quota details when the server sent them."""
-    code = exc.code()
-    message = exc.details() or code.name
+    status = rpc_status.from_call(exc)
+    if status is None:
+        status = status_pb2.Status(code=exc.code().value[0], message=exc.details() or exc.code().name)
+    return from_status(status)
+
+
+def from_status(status: status_pb2.Status) -> errors.FanoutError:
+    """The SDK error for a google.rpc.Status: a failed call's, or one sent in a message (SubmitMany, WatchMany)."""
+    code = next((c for c in grpc.StatusCode if c.value[0] == status.code), grpc.StatusCode.UNKNOWN)
+    message = status.message or code.name
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return _quota_error(exc, message)
+        return _quota_error(status, message)
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return errors.AuthError(message)
     if code == grpc.StatusCode.NOT_FOUND:
         return errors.NotFound(message)
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS):
-        return errors.InvalidRequest(message, _field_violations(exc))
+        return errors.InvalidRequest(message, _field_violations(status))
     if code == grpc.StatusCode.UNAVAILABLE:
         return errors.Unavailable(message)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -43,11 +51,10 @@ def translate(exc: grpc.RpcError) -> errors.FanoutError:
     return errors.FanoutError(f"{code.name}: {message}")
 
 
-def _field_violations(exc: grpc.RpcError) -> list[tuple[str, str]]:
+def _field_violations(status: status_pb2.Status) -> list[tuple[str, str]]:
     """The (field, description) pairs of a google.rpc.BadRequest detail, if the server sent one."""
-    status = rpc_status.from_call(exc)
     out: list[tuple[str, str]] = []
-    for detail in status.details if status else ():
+    for detail in status.details:
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
@@ -55,12 +62,11 @@ def _field_violations(exc: grpc.RpcError) -> list[tuple[str, str]]:
     return out
 
 
-def _quota_error(exc: grpc.RpcError, message: str) -> errors.FanoutError:
-    status = rpc_status.from_call(exc)
+def _quota_error(status: status_pb2.Status, message: str) -> errors.FanoutError:
     subject = ""
     numbers: dict[str, str] = {}
     retry_after = None
-    for detail in status.details if status else ():
+    for detail in status.details:
         if detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
             failure = error_details_pb2.QuotaFailure()
             detail.Unpack(failure)

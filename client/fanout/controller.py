@@ -1,36 +1,30 @@
 """Inside a running action: turn task calls into child actions.
 
-Calls made in one turn of the event loop go out as one SubmitBatch; one
-watch stream per parent (replay, then live updates, resumed by cursor after
-a disconnect) wakes the awaiting coroutines. Child names are deterministic,
-so a retried parent finds its earlier children instead of charging new ones.
+Calls made in one turn of the event loop go out in one batch, and the
+children's events come back on one watch stream, both shared with every
+other parent on the same client (a worker's): see hub.py. Child names are
+deterministic, so a retried parent finds its earlier children instead of
+charging new ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import re
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from fanout import errors, serialization
 from fanout.client import TERMINAL_PHASES, AsyncClient
+from fanout.hub import Hub
 from fanout.v1 import actions_pb2 as pb
 
 if TYPE_CHECKING:
     from fanout.task import Task
 
-log = logging.getLogger(__name__)
-
 _CURRENT: ContextVar[Controller | None] = ContextVar("fanout_controller", default=None)
-MAX_BATCH = 10_000
-# Well under the server's default max_batch_bytes (64 MiB), so big inputs split instead of being refused.
-MAX_BATCH_BYTES = 16 << 20
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
-# How the server names one action of a refused SubmitBatch (google.rpc.BadRequest field).
-_ACTION_FIELD = re.compile(r"actions\[(\d+)\]")
 
 
 def current() -> Controller | None:
@@ -45,20 +39,21 @@ def child_name(parent: str, task_ref: str, inputs: bytes, seq: int) -> str:
 
 class Controller:
     def __init__(self, client: AsyncClient, run: str, parent: str, workdir: str = "", token: str | None = None) -> None:
-        self.client = client
         self.run = run
         self.parent = parent
         self.workdir = workdir
         # The parent action's own token, when the client is shared by a worker's actions.
         self.token = token
+        self._client = client
+        self._hub = Hub.of(client)
         self._seq = 0
-        self._pending: list[pb.ActionSpec] = []
         self._waiting: dict[str, asyncio.Future[pb.ActionStatus]] = {}
         self._finished: dict[str, pb.ActionStatus] = {}
-        self._cursor = ""
-        self._watch: asyncio.Task[None] | None = None
-        self._flush_scheduled = False
-        self._submissions: set[asyncio.Future[None]] = set()
+
+    @property
+    def credential(self) -> str:
+        """The token that acts for this parent: its own, or the client's (a one-action process)."""
+        return self.token or self._client.config.token or ""
 
     def activate(self) -> None:
         _CURRENT.set(self)
@@ -78,95 +73,13 @@ class Controller:
                 self._waiting[name] = future
                 spec = task.spec(name, inputs)
                 spec.workdir = self.workdir
-                self._pending.append(spec)
-                self._schedule_flush()
-            self._ensure_watch()
+                self._hub.submit(self, [spec])
+            # Followed from the first await until the parent finishes: later awaits resume from the cursor.
+            self._hub.watch(self)
             status = await asyncio.shield(future)
         return _outcome(status)
 
-    def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            # call_soon runs after every coroutine already scheduled in this
-            # turn, so all calls of one asyncio.gather share one batch.
-            asyncio.get_running_loop().call_soon(self._start_flush)
-
-    def _start_flush(self) -> None:
-        self._flush_scheduled = False
-        batch, self._pending = self._pending, []
-        for chunk in _chunks(batch):
-            task = asyncio.ensure_future(self._submit(chunk))
-            self._submissions.add(task)  # a reference, so the task is not collected mid-flight
-            task.add_done_callback(self._submissions.discard)
-
-    async def _submit(self, batch: list[pb.ActionSpec]) -> None:
-        delay = 0.1
-        while True:
-            try:
-                await self.client.submit_batch(self.run, self.parent, batch, token=self.token)
-                return
-            except errors.FanoutLimitExceeded as exc:
-                self._fail([s.name for s in batch], exc)
-                return
-            except errors.QuotaExceeded as exc:  # max_queued: wait for room, do not fail the run
-                wait = exc.retry_after or delay
-                log.info("queue full (%s); retrying %d actions in %.1fs", exc, len(batch), wait)
-                await asyncio.sleep(wait)
-            except errors.Unavailable as exc:
-                log.warning("control plane unavailable (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            except errors.InvalidRequest as exc:
-                bad = _refused_actions(batch, exc)
-                if not bad:  # the batch as a whole was refused
-                    self._fail([s.name for s in batch], exc)
-                    return
-                for name, reason in bad.items():
-                    self._fail([name], errors.InvalidRequest(reason, exc.violations))
-                # The others were refused only with their siblings: send them again at once.
-                batch = [s for s in batch if s.name not in bad]
-                if not batch:
-                    return
-            except errors.FanoutError as exc:
-                self._fail([s.name for s in batch], exc)
-                return
-
-    def _fail(self, names: list[str], exc: Exception) -> None:
-        for name in names:
-            future = self._waiting.pop(name, None)
-            if future is not None and not future.done():
-                future.set_exception(exc)
-
-    def _ensure_watch(self) -> None:
-        if self._watch is None or self._watch.done():
-            self._watch = asyncio.ensure_future(self._follow())
-
-    async def _follow(self) -> None:
-        delay = 0.1
-        while self._waiting:
-            try:
-                # A watch restarted after a lull resumes from the last cursor: only the first one
-                # replays (for a rerun parent), so a long map costs no replay of every child per lull.
-                watch = self.client.watch_children(self.run, self.parent, self._cursor, token=self.token, batched=True)
-                async for event in watch:
-                    delay = 0.1
-                    for status in event.updates:  # every change one read returned, in one message
-                        self._settle(status)
-                    if event.HasField("replay_done") or self._cursor:
-                        self._cursor = event.cursor
-                    if not self._waiting:
-                        return
-            except errors.Unavailable as exc:
-                log.warning("watch interrupted (%s); resuming in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            except errors.FanoutError as exc:
-                # Refused (revoked token, run gone): no retry will help, and a
-                # waiter must not hang on a watch that will never report.
-                self._fail(list(self._waiting), exc)
-                return
-
-    def _settle(self, status: pb.ActionStatus) -> None:
+    def settle(self, status: pb.ActionStatus) -> None:
         if status.phase not in TERMINAL_PHASES:
             return
         future = self._waiting.pop(status.name, None)
@@ -177,34 +90,18 @@ class Controller:
             # bounded fanout.map over a long input stays bounded.
             self._finished[status.name] = status
 
+    def fail(self, names: list[str], exc: Exception) -> None:
+        for name in names:
+            future = self._waiting.pop(name, None)
+            if future is not None and not future.done():
+                future.set_exception(exc)
+
+    def fail_waiting(self, exc: Exception) -> None:
+        """The watch was refused (revoked token, run gone): no waiter may hang on it."""
+        self.fail(list(self._waiting), exc)
+
     async def close(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            await asyncio.gather(self._watch, return_exceptions=True)
-
-
-def _chunks(specs: list[pb.ActionSpec]) -> list[list[pb.ActionSpec]]:
-    """The calls of one turn, in SubmitBatch-sized pieces: at most MAX_BATCH actions and MAX_BATCH_BYTES each."""
-    chunks: list[list[pb.ActionSpec]] = []
-    size = 0
-    for spec in specs:
-        spec_size = spec.ByteSize()
-        if not chunks or len(chunks[-1]) >= MAX_BATCH or size + spec_size > MAX_BATCH_BYTES:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(spec)
-        size += spec_size
-    return chunks
-
-
-def _refused_actions(batch: list[pb.ActionSpec], exc: errors.InvalidRequest) -> dict[str, str]:
-    """Name -> reason for each action of the batch the server named as invalid."""
-    bad: dict[str, str] = {}
-    for field, description in exc.violations:
-        match = _ACTION_FIELD.match(field)
-        if match and int(match[1]) < len(batch):
-            bad.setdefault(batch[int(match[1])].name, description)
-    return bad
+        self._hub.unwatch(self)
 
 
 def _outcome(status: pb.ActionStatus) -> Any:

@@ -53,7 +53,8 @@ async def run_task(
     """Run one action's task in the current asyncio task; its child calls go through `client`.
 
     A worker calls this for each of its actions, with the action's own token
-    and the client all of them share. Cancelling the asyncio task cancels the
+    and the client all of them share: their children go out together, and come
+    back on one watch stream (fanout.hub). Cancelling the asyncio task cancels the
     action (CancelledError propagates).
     """
     controller = Controller(client, run, action, workdir=spec.workdir, token=token)

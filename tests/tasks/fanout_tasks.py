@@ -302,3 +302,31 @@ async def logged_pooled(log_dir: str, x: int, seconds: float) -> int:
 @pool_env.task
 async def logged_pooled_fan(log_dir: str, n: int, seconds: float) -> list[int]:
     return list(await asyncio.gather(*(logged_pooled(log_dir, i, seconds) for i in range(n))))
+
+
+# ---- One worker's parents share its watch stream and submissions (fanout.hub) ----
+
+mux_env = fanout.TaskEnvironment(name="mux_env", reusable=fanout.ReusePolicy(replicas=1, concurrency=128, idle_ttl=1))
+
+
+@mux_env.task
+async def mux_leaf(x: int) -> int:
+    return x
+
+
+@mux_env.task
+async def mux_parent(n: int) -> int:
+    return sum(await asyncio.gather(*(mux_leaf(i) for i in range(n))))
+
+
+@mux_env.task
+async def mux_tree(parents: int, children: int) -> list[int]:
+    """A nested fanout whose every parent runs in the one worker of mux_env."""
+    return list(await asyncio.gather(*(mux_parent(children) for _ in range(parents))))
+
+
+@mux_env.task
+async def mux_quota_pair(big: int, small: int) -> list[object]:
+    """Two parents in the worker at once: the big one's children overflow max_fanout, the small one's fit."""
+    results = await asyncio.gather(mux_parent(big), mux_parent(small), return_exceptions=True)
+    return [r.error_type if isinstance(r, fanout.ActionFailed) else r for r in results]

@@ -54,6 +54,7 @@ from pathlib import Path
 from fanout import config, memory, runtime
 from fanout.client import AsyncClient
 from fanout.dispatch.frames import frame, read_frame
+from fanout.hub import Hub
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb
 from fanout.v1 import worker_pb2 as wpb
@@ -179,7 +180,7 @@ async def serve(requests: int, replies: int) -> None:
         await worker.stop()
         with contextlib.suppress(Exception):
             await writer.drain()
-        await client.close()
+        await close_client(client)
 
 
 def run_one_shot() -> int:
@@ -223,7 +224,13 @@ async def _one_shot(action: dpb.LeasedAction) -> wpb.WorkerOutcome | SystemExit:
         exc = task.exception()
         return exc if isinstance(exc, SystemExit) else outcome
     finally:
-        await client.close()
+        await close_client(client)
+
+
+async def close_client(client: AsyncClient) -> None:
+    """The parents' shared watch stream and submissions first, then the channel they run on."""
+    await Hub.of(client).close()
+    await client.close()
 
 
 def line_buffered_output() -> None:

@@ -219,6 +219,78 @@ class ReplayDone(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class SubmitManyRequest(_message.Message):
+    __slots__ = ("sections",)
+    SECTIONS_FIELD_NUMBER: _ClassVar[int]
+    sections: _containers.RepeatedCompositeFieldContainer[SubmitSection]
+    def __init__(self, sections: _Optional[_Iterable[_Union[SubmitSection, _Mapping]]] = ...) -> None: ...
+
+class SubmitSection(_message.Message):
+    __slots__ = ("action_token", "batch")
+    ACTION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    action_token: str
+    batch: SubmitBatchRequest
+    def __init__(self, action_token: _Optional[str] = ..., batch: _Optional[_Union[SubmitBatchRequest, _Mapping]] = ...) -> None: ...
+
+class SubmitManyResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SubmitSectionResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[SubmitSectionResult, _Mapping]]] = ...) -> None: ...
+
+class SubmitSectionResult(_message.Message):
+    __slots__ = ("admitted", "error")
+    ADMITTED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    admitted: SubmitBatchResponse
+    error: bytes
+    def __init__(self, admitted: _Optional[_Union[SubmitBatchResponse, _Mapping]] = ..., error: _Optional[bytes] = ...) -> None: ...
+
+class WatchManyRequest(_message.Message):
+    __slots__ = ("add", "remove")
+    ADD_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    add: WatchAdd
+    remove: WatchRemove
+    def __init__(self, add: _Optional[_Union[WatchAdd, _Mapping]] = ..., remove: _Optional[_Union[WatchRemove, _Mapping]] = ...) -> None: ...
+
+class WatchAdd(_message.Message):
+    __slots__ = ("id", "action_token", "run", "parent", "cursor")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    action_token: str
+    run: str
+    parent: str
+    cursor: str
+    def __init__(self, id: _Optional[int] = ..., action_token: _Optional[str] = ..., run: _Optional[str] = ..., parent: _Optional[str] = ..., cursor: _Optional[str] = ...) -> None: ...
+
+class WatchRemove(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class WatchManyResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[WatchManyEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[WatchManyEvent, _Mapping]]] = ...) -> None: ...
+
+class WatchManyEvent(_message.Message):
+    __slots__ = ("id", "event", "ended")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    event: WatchEvent
+    ended: bytes
+    def __init__(self, id: _Optional[int] = ..., event: _Optional[_Union[WatchEvent, _Mapping]] = ..., ended: _Optional[bytes] = ...) -> None: ...
+
 class GetRunRequest(_message.Message):
     __slots__ = ("run",)
     RUN_FIELD_NUMBER: _ClassVar[int]

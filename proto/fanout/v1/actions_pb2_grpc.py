@@ -50,6 +50,16 @@ class ActionServiceStub:
                 request_serializer=fanout_dot_v1_dot_actions__pb2.WatchChildrenRequest.SerializeToString,
                 response_deserializer=fanout_dot_v1_dot_actions__pb2.WatchEvent.FromString,
                 _registered_method=True)
+        self.SubmitMany = channel.unary_unary(
+                '/fanout.v1.ActionService/SubmitMany',
+                request_serializer=fanout_dot_v1_dot_actions__pb2.SubmitManyRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_actions__pb2.SubmitManyResponse.FromString,
+                _registered_method=True)
+        self.WatchMany = channel.stream_stream(
+                '/fanout.v1.ActionService/WatchMany',
+                request_serializer=fanout_dot_v1_dot_actions__pb2.WatchManyRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_actions__pb2.WatchManyResponse.FromString,
+                _registered_method=True)
         self.GetRun = channel.unary_unary(
                 '/fanout.v1.ActionService/GetRun',
                 request_serializer=fanout_dot_v1_dot_actions__pb2.GetRunRequest.SerializeToString,
@@ -89,6 +99,19 @@ class ActionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchChildren(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitMany(self, request, context):
+        """Worker-side multiplexing: tokens travel per section and per add (see above).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchMany(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,6 +159,16 @@ def add_ActionServiceServicer_to_server(servicer, server):
                     servicer.WatchChildren,
                     request_deserializer=fanout_dot_v1_dot_actions__pb2.WatchChildrenRequest.FromString,
                     response_serializer=fanout_dot_v1_dot_actions__pb2.WatchEvent.SerializeToString,
+            ),
+            'SubmitMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitMany,
+                    request_deserializer=fanout_dot_v1_dot_actions__pb2.SubmitManyRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_actions__pb2.SubmitManyResponse.SerializeToString,
+            ),
+            'WatchMany': grpc.stream_stream_rpc_method_handler(
+                    servicer.WatchMany,
+                    request_deserializer=fanout_dot_v1_dot_actions__pb2.WatchManyRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_actions__pb2.WatchManyResponse.SerializeToString,
             ),
             'GetRun': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRun,
@@ -240,6 +273,60 @@ class ActionService:
             '/fanout.v1.ActionService/WatchChildren',
             fanout_dot_v1_dot_actions__pb2.WatchChildrenRequest.SerializeToString,
             fanout_dot_v1_dot_actions__pb2.WatchEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.ActionService/SubmitMany',
+            fanout_dot_v1_dot_actions__pb2.SubmitManyRequest.SerializeToString,
+            fanout_dot_v1_dot_actions__pb2.SubmitManyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchMany(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/fanout.v1.ActionService/WatchMany',
+            fanout_dot_v1_dot_actions__pb2.WatchManyRequest.SerializeToString,
+            fanout_dot_v1_dot_actions__pb2.WatchManyResponse.FromString,
             options,
             channel_credentials,
             insecure,

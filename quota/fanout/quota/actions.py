@@ -470,7 +470,7 @@ class ActionStore:
     async def events(
         self, tenant: str, run: str, parent: str, cursor: str, block_ms: int, count: int = EVENTS_PAGE
     ) -> list[tuple[str, ChildState]]:
-        """Child changes after `cursor`, waiting up to `block_ms` for the first one.
+        """Child changes after `cursor`, waiting up to `block_ms` for the first one (0: no wait).
 
         Read by a script that packs them (events.lua): a stream entry parsed field by field costs
         the server more than anything else a big fanout asks of it. Only an idle watch blocks,
@@ -480,7 +480,12 @@ class ActionStore:
         stream = keys.TenantKeys(tenant).events(run, parent)
         args = [cursor, count, EVENTS_PAGE_BYTES, self.events_maxlen]
         reply = await self._scripts.events(keys=[stream], args=args)
-        if not reply[0] and len(reply) == 1 and await self._redis.xread({stream: cursor}, count=1, block=block_ms):
+        if (
+            block_ms > 0
+            and not reply[0]
+            and len(reply) == 1
+            and await self._redis.xread({stream: cursor}, count=1, block=block_ms)
+        ):
             reply = await self._scripts.events(keys=[stream], args=args)
         if reply[0] == _TRIMMED:
             raise EventsTrimmed(f"events of {run}/{parent} after {cursor} were trimmed")
@@ -490,6 +495,21 @@ class ActionStore:
             result = reply[int(index)] if index != b"0" else b""
             out.append((entry_id.decode(), ChildState(name.decode(), int(phase), int(attempt), result)))
         return out
+
+    @fail_closed
+    async def ready(self, tenant: str, cursors: dict[tuple[str, str], str], block_ms: int) -> set[tuple[str, str]]:
+        """Which (run, parent) event streams have changes after their cursors, waiting up to `block_ms`.
+
+        One blocking XREAD of one entry per stream, for a watch of many parents (all of one
+        tenant, so one hash slot); events() then reads the changes of those that have some.
+        """
+        k = keys.TenantKeys(tenant)
+        streams = {k.events(run, parent): (run, parent) for run, parent in cursors}
+        reply = await self._redis.xread(
+            {k.events(run, parent): cursor for (run, parent), cursor in cursors.items()}, count=1, block=block_ms
+        )
+        found = reply.items() if isinstance(reply, dict) else reply or []
+        return {streams[stream.decode() if isinstance(stream, bytes) else stream] for stream, _ in found}
 
     @fail_closed
     async def queued(self, tenant: str) -> int:

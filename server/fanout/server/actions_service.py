@@ -3,37 +3,36 @@
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 import string
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
+from google.rpc import code_pb2
 from grpc import aio
 
 from fanout.quota import phases
-from fanout.quota.actions import ActionStore, ChildState, EventsTrimmed
+from fanout.quota.actions import ActionStore, EventsTrimmed
 from fanout.quota.admission import Batch
 from fanout.quota.errors import QuotaExceeded
 from fanout.quota.limits import LimitStore
-from fanout.quota.tokens import Principal
+from fanout.quota.tokens import Principal, TokenStore
 from fanout.server import metrics, validation
-from fanout.server.auth import principal
+from fanout.server.auth import authorize, check_action_scope, principal
+from fanout.server.concurrency import at_most
 from fanout.server.settings import Settings
-from fanout.server.status import denied, invalid, not_found
+from fanout.server.status import invalid, not_found, to_rpc_status
+from fanout.server.watch_events import replay, valid_cursor, watch_events
+from fanout.server.watch_many import WATCH_BLOCK_MS, WatchMany
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import actions_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 ROOT_ACTION = "root"
-# A watch's blocking read waits this long for a change; the Redis socket timeout
-# (app.connect_redis) is derived from it and stays longer. Each read that comes
-# back empty sends a heartbeat, so a quiet watch shows it is alive this often.
-WATCH_BLOCK_MS = 2_000
-# A batched watch event holds changes of about this many bytes at most (results may be big),
-# well under the default 4 MiB a gRPC client accepts.
-WATCH_EVENT_BYTES = 1 << 20
+SUBMIT_ROLES = frozenset({"tenant", "action"})
+# Sections of one SubmitMany admitted at once (a worker may send hundreds of parents).
+SECTIONS_AT_ONCE = 8
 _RUN_ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -41,41 +40,12 @@ def new_run_name() -> str:
     return "r" + "".join(secrets.choice(_RUN_ALPHABET) for _ in range(11))
 
 
-def child_status(run: str, parent: str, child: ChildState) -> pb.ActionStatus:
-    status = pb.ActionStatus(run=run, name=child.name, parent=parent, phase=child.phase, attempt=child.attempt)
-    if child.result:
-        status.result.ParseFromString(child.result)
-    return status
-
-
-def _watch_events(request: pb.WatchChildrenRequest, changes: list[tuple[str, ChildState]]) -> Iterator[pb.WatchEvent]:
-    """Changes as watch events, each with the cursor after it: batched (one event per
-    WATCH_EVENT_BYTES of changes) when the watcher asked for batches, else one event per change."""
-    if not request.batched:
-        for cursor, child in changes:
-            yield pb.WatchEvent(update=child_status(request.run, request.parent, child), cursor=cursor)
-        return
-    event, size = pb.WatchEvent(), 0
-    for cursor, child in changes:
-        cost = len(child.result) + len(child.name) + len(request.run) + len(request.parent) + 16
-        if size and size + cost > WATCH_EVENT_BYTES:
-            yield event
-            event, size = pb.WatchEvent(), 0
-        status = event.updates.add(
-            run=request.run, name=child.name, parent=request.parent, phase=child.phase, attempt=child.attempt
-        )
-        if child.result:
-            status.result.ParseFromString(child.result)
-        event.cursor, size = cursor, size + cost
-    if size:
-        yield event
-
-
 class ActionService(actions_pb2_grpc.ActionServiceServicer):
-    def __init__(self, settings: Settings, store: ActionStore, limits: LimitStore) -> None:
+    def __init__(self, settings: Settings, store: ActionStore, limits: LimitStore, tokens: TokenStore) -> None:
         self._settings = settings
         self._store = store
         self._limits = limits
+        self._tokens = tokens
 
     async def CreateRun(
         self, request: pb.CreateRunRequest, context: aio.ServicerContext[Any, Any]
@@ -96,10 +66,39 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
     async def SubmitBatch(
         self, request: pb.SubmitBatchRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.SubmitBatchResponse:
-        who = principal()
+        metrics.SUBMIT_CALLS.labels(rpc="SubmitBatch").inc()
+        return await self._submit(principal(), request)
+
+    async def SubmitMany(
+        self, request: pb.SubmitManyRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.SubmitManyResponse:
+        """Each parent's section admitted (or refused) on its own token, as its own SubmitBatch would be."""
+        metrics.SUBMIT_CALLS.labels(rpc="SubmitMany").inc()
+        total = sum(len(section.batch.actions) for section in request.sections)
+        if total > self._settings.max_batch:
+            raise invalid(f"{total} actions in one SubmitMany; the most is {self._settings.max_batch}")
+        if request.ByteSize() > self._settings.max_batch_bytes:
+            raise invalid(f"SubmitMany of {request.ByteSize()} bytes; the most is {self._settings.max_batch_bytes}")
+        results = await at_most(SECTIONS_AT_ONCE, [self._section(section) for section in request.sections])
+        return pb.SubmitManyResponse(results=results)
+
+    async def _section(self, section: pb.SubmitSection) -> pb.SubmitSectionResult:
+        try:
+            who = await authorize(self._tokens, section.action_token, SUBMIT_ROLES)
+            if section.batch.dry_run:
+                raise invalid("a SubmitMany section cannot be a dry run; use SubmitBatch")
+            return pb.SubmitSectionResult(admitted=await self._submit(who, section.batch))
+        except Exception as exc:
+            status = to_rpc_status(exc)
+            if status is None:  # a bug: the whole call fails, as SubmitBatch would
+                raise
+            metrics.RPC_ERRORS.labels(code=code_pb2.Code.Name(status.code)).inc()
+            return pb.SubmitSectionResult(error=status.SerializeToString())
+
+    async def _submit(self, who: Principal, request: pb.SubmitBatchRequest) -> pb.SubmitBatchResponse:
         validation.run_name(request.run)
         validation.action_name(request.parent, "parent")
-        _check_action_scope(who, request.run, request.parent)
+        check_action_scope(who, request.run, request.parent)
         limits = await self._limits.effective(who.tenant)
         # The specs go to Redis as the request serializes them, sliced, not one by one (Batch).
         wire = request.SerializeToString()
@@ -142,14 +141,15 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         validation.run_name(request.run)
         if request.parent:
             validation.action_name(request.parent, "parent")
-        _check_action_scope(who, request.run, None)
+        check_action_scope(who, request.run, None)
         if not await self._store.exists(who.tenant, request.run):
             raise not_found(f"run {request.run!r} not found")
+        metrics.WATCH_STREAMS.labels(rpc="WatchChildren").inc()
         cursor = request.cursor
-        if cursor and not _valid_cursor(cursor):
+        if cursor and not valid_cursor(cursor):
             raise invalid(f"cursor {cursor[:40]!r} is not a cursor this server handed out")
         if not cursor:
-            async for event in self._replay(who.tenant, request):
+            async for event in replay(self._store, who.tenant, request):
                 yield event
                 cursor = event.cursor
         while True:
@@ -158,44 +158,35 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
             except EventsTrimmed:
                 # The watch fell behind its parent's capped event stream: what was trimmed may
                 # hold changes it never saw, so it gets current state again (repeats are harmless).
-                async for event in self._replay(who.tenant, request):
+                async for event in replay(self._store, who.tenant, request):
                     yield event
                     cursor = event.cursor
                 continue
             if not changes:  # a heartbeat: neither update nor replay_done, only the cursor
                 yield pb.WatchEvent(cursor=cursor)
                 continue
-            for event in _watch_events(request, changes):
+            for event in watch_events(request, changes):
                 yield event
             cursor = changes[-1][0]
 
-    async def _replay(self, tenant: str, request: pb.WatchChildrenRequest) -> AsyncIterator[pb.WatchEvent]:
-        """Current state of the children, then replay_done; every event carries the cursor to follow from.
-
-        The replay pages through the children, a short script per page (a parent may have
-        millions); live events follow from the first page's cursor, so none is missed.
-        """
-        page = await self._store.snapshot(tenant, request.run, request.parent)
-        cursor = page.cursor
-        while True:
-            for event in _watch_events(request, [(cursor, child) for child in page.children]):
-                yield event
-            if page.next_offset is None:
-                break
-            page = await self._store.snapshot(tenant, request.run, request.parent, page.next_offset)
-        yield pb.WatchEvent(replay_done=pb.ReplayDone(), cursor=cursor)
+    async def WatchMany(
+        self, requests: AsyncIterator[pb.WatchManyRequest], context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.WatchManyResponse]:
+        metrics.WATCH_STREAMS.labels(rpc="WatchMany").inc()
+        async for response in WatchMany(self._store, self._tokens).serve(requests):
+            yield response
 
     async def GetRun(self, request: pb.GetRunRequest, context: aio.ServicerContext[Any, Any]) -> pb.Run:
         who = principal()
         validation.run_name(request.run)
-        _check_action_scope(who, request.run, None)
+        check_action_scope(who, request.run, None)
         return await self._run(who.tenant, request.run)
 
     async def GetAction(self, request: pb.GetActionRequest, context: aio.ServicerContext[Any, Any]) -> pb.ActionStatus:
         who = principal()
         validation.run_name(request.run)
         validation.action_name(request.name)
-        _check_action_scope(who, request.run, None)
+        check_action_scope(who, request.run, None)
         spec_bytes, parent, phase, attempt, result = await self._store.get_action(who.tenant, request.run, request.name)
         spec = pb.ActionSpec.FromString(spec_bytes)
         status = pb.ActionStatus(
@@ -247,24 +238,3 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
             action_count=info.action_count,
             created_at=info.created_at,
         )
-
-
-def _check_action_scope(who: Principal, run: str, parent: str | None) -> None:
-    """An action token reaches its own run only, and submits only its own children."""
-    if who.role != "action":
-        return
-    if run != who.run:
-        raise not_found(f"run {run!r} not found")
-    if parent is not None and parent != who.action:
-        raise denied(f"action {who.action!r} may submit only its own children, not children of {parent!r}")
-
-
-# A Redis stream id: two unsigned 64-bit numbers in ASCII digits. str.isdigit() would let
-# '١٢' or '²' through, and Redis would answer an error the client cannot act on.
-_CURSOR_RE = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
-_U64_MAX = (1 << 64) - 1
-
-
-def _valid_cursor(cursor: str) -> bool:
-    match = _CURSOR_RE.fullmatch(cursor)  # not match(): "$" would accept a trailing newline
-    return match is not None and all(int(part) <= _U64_MAX for part in match.groups())

@@ -144,7 +144,7 @@ async def create_server(settings: Settings) -> ControlPlane:
         ("grpc.so_reuseport", 0),
     ]
     server = aio.server(interceptors=[AuthInterceptor(tokens)], options=options)
-    actions_pb2_grpc.add_ActionServiceServicer_to_server(ActionService(settings, actions, limits), server)
+    actions_pb2_grpc.add_ActionServiceServicer_to_server(ActionService(settings, actions, limits, tokens), server)
     dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchService(actions, limits, tokens, wakeup), server)
     audit = AuditLog(redis)
     requests = RequestStore(redis, limits)

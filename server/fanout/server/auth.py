@@ -27,7 +27,7 @@ from grpc import aio
 from fanout.quota.errors import StoreError
 from fanout.quota.tokens import Principal, TokenStore
 from fanout.server import metrics
-from fanout.server.status import ServiceError, invalid, to_status
+from fanout.server.status import ServiceError, denied, invalid, not_found, to_status
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,11 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     _DISPATCH + "Lease": frozenset({"dispatcher"}),
     _DISPATCH + "Report": frozenset({"dispatcher"}),
 }
+# Methods whose messages carry the tokens, one per parent (a worker's SubmitMany sections and
+# WatchMany adds, see actions.proto): the call needs none, and each message is checked by
+# authorize() in the servicer. A worker holds no token of its own, and one parent's token
+# ending must not end the call the other parents share.
+PER_MESSAGE_TOKENS = frozenset({_ACTIONS + "SubmitMany", _ACTIONS + "WatchMany"})
 _ADMIN_METHODS = (
     "CreateTenant", "CreateToken", "RevokeToken", "RotateToken", "ListTokens", "SetLimits", "GetLimits",
     "ListAudit", "ListTenants", "GetTenant", "DeleteTenant", "ListQuotas", "ListLimitRequests",
@@ -70,12 +75,34 @@ REFUSAL_DRAIN_MESSAGES = 1024
 # revoked token, or an action token whose attempt ended, ends its streams.
 RECHECK_SECONDS = 1.0
 
-Guard = Callable[[aio.ServicerContext[Any, Any]], Awaitable[tuple[str, Principal]]]
+Guard = Callable[[aio.ServicerContext[Any, Any]], Awaitable[tuple[str, Principal] | None]]
 Deserializer = Callable[[bytes], Any] | None
 
 
 def principal() -> Principal:
     return PRINCIPAL.get()
+
+
+async def authorize(tokens: TokenStore, token: str, roles: frozenset[str]) -> Principal:
+    """The principal of `token`, if it may act in one of `roles`; else UNAUTHENTICATED or PERMISSION_DENIED."""
+    if not token:
+        raise ServiceError(
+            grpc.StatusCode.UNAUTHENTICATED,
+            "missing bearer token: send 'authorization: Bearer <token>' (FANOUT_TOKEN)",
+        )
+    who = await tokens.resolve(token)
+    if who is None:
+        raise ServiceError(grpc.StatusCode.UNAUTHENTICATED, "invalid or revoked token")
+    if who.role not in roles:
+        raise ServiceError(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"a {who.role} token may not call this method (allowed: {', '.join(sorted(roles))})",
+        )
+    return who
+
+
+async def _tokens_in_messages(context: aio.ServicerContext[Any, Any]) -> None:
+    return None
 
 
 class AuthInterceptor(aio.ServerInterceptor):
@@ -91,6 +118,8 @@ class AuthInterceptor(aio.ServerInterceptor):
         method = details.method
         if handler is None:
             return handler
+        if method in PER_MESSAGE_TOKENS:
+            return _wrap(handler, _tokens_in_messages, self._tokens, method)
         roles = METHOD_ROLES.get(method)
         if roles is None:
             if method.startswith("/fanout."):
@@ -101,19 +130,7 @@ class AuthInterceptor(aio.ServerInterceptor):
     def _guard(self, roles: frozenset[str]) -> Guard:
         async def guard(context: aio.ServicerContext[Any, Any]) -> tuple[str, Principal]:
             token = _bearer(context)
-            if not token:
-                raise ServiceError(
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    "missing bearer token: send 'authorization: Bearer <token>' (FANOUT_TOKEN)",
-                )
-            who = await self._tokens.resolve(token)
-            if who is None:
-                raise ServiceError(grpc.StatusCode.UNAUTHENTICATED, "invalid or revoked token")
-            if who.role not in roles:
-                raise ServiceError(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    f"a {who.role} token may not call this method (allowed: {', '.join(sorted(roles))})",
-                )
+            who = await authorize(self._tokens, token, roles)
             PRINCIPAL.set(who)
             return token, who
 
@@ -279,15 +296,16 @@ def _wrap(handler: grpc.RpcMethodHandler, guard: Guard, tokens: TokenStore, meth
         async def behaviour(raw: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             try:
                 try:
-                    token, who = await guard(context)
+                    caller = await guard(context)
                 except Exception:
                     if request_stream:
                         await _drain(raw)
                     raise
                 request = _parse_stream(parse, raw, method) if request_stream else _parse(parse, raw, method)
-                async with contextlib.aclosing(
-                    _watched(inner(request, context), _Watchdog(tokens, token, who))
-                ) as items:
+                stream = inner(request, context)
+                if caller is not None:  # tokens in messages: the servicer rechecks each one itself
+                    stream = _watched(stream, _Watchdog(tokens, *caller))
+                async with contextlib.aclosing(stream) as items:
                     async for item in items:
                         yield item
             except aio.AbortError:
@@ -306,3 +324,13 @@ def _wrap(handler: grpc.RpcMethodHandler, guard: Guard, tokens: TokenStore, meth
             streaming(handler.stream_stream, request_stream=True), None, handler.response_serializer
         )
     raise RuntimeError("stream-unary fanout methods are not expected")
+
+
+def check_action_scope(who: Principal, run: str, parent: str | None) -> None:
+    """An action token reaches its own run only, and submits (or, on WatchMany, watches) only its own children."""
+    if who.role != "action":
+        return
+    if run != who.run:
+        raise not_found(f"run {run!r} not found")
+    if parent is not None and parent != who.action:
+        raise denied(f"action {who.action!r} may submit and watch only its own children, not those of {parent!r}")

@@ -29,3 +29,8 @@ DISPATCH_LATENCY = Histogram(
 LEASES_RECLAIMED = Counter("fanout_leases_reclaimed_total", "Expired leases reclaimed, by outcome.", ["outcome"])
 RPC_ERRORS = Counter("fanout_rpc_errors_total", "RPCs that ended in an error, by gRPC code.", ["code"])
 REPORTS_IGNORED = Counter("fanout_reports_ignored_total", "Phase reports ignored as stale or duplicate.")
+# Calls that submit children and watch streams opened, by RPC: workers multiplex their parents
+# (SubmitMany, WatchMany), so these grow with workers and event-loop turns, not with parents.
+SUBMIT_CALLS = Counter("fanout_submit_calls_total", "Calls that submit children, by RPC.", ["rpc"])
+WATCH_STREAMS = Counter("fanout_watch_streams_opened_total", "Watch streams opened, by RPC.", ["rpc"])
+WATCH_PARENTS_ADDED = Counter("fanout_watch_many_parents_added_total", "Parents added to WatchMany streams.")

@@ -49,6 +49,12 @@ _SIMPLE: dict[type[errors.StoreError], grpc.StatusCode] = {
 
 def to_status(exc: Exception) -> grpc.Status | None:
     """The status for an expected error, or None for a bug (left to gRPC as INTERNAL)."""
+    status = to_rpc_status(exc)
+    return None if status is None else rpc_status.to_status(status)
+
+
+def to_rpc_status(exc: Exception) -> status_pb2.Status | None:
+    """The google.rpc.Status for an expected error (also sent inside messages, e.g. per SubmitMany section)."""
     if isinstance(exc, ServiceError):
         return _bad_request(exc) if exc.violations else _plain(exc.code, str(exc))
     if isinstance(exc, errors.QuotaExceeded):
@@ -59,11 +65,11 @@ def to_status(exc: Exception) -> grpc.Status | None:
     return None
 
 
-def _plain(code: grpc.StatusCode, message: str) -> grpc.Status:
-    return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=message))
+def _plain(code: grpc.StatusCode, message: str) -> status_pb2.Status:
+    return status_pb2.Status(code=code.value[0], message=message)
 
 
-def _bad_request(exc: ServiceError) -> grpc.Status:
+def _bad_request(exc: ServiceError) -> status_pb2.Status:
     detail = error_details_pb2.BadRequest(
         field_violations=[
             error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
@@ -72,14 +78,14 @@ def _bad_request(exc: ServiceError) -> grpc.Status:
     )
     status = status_pb2.Status(code=exc.code.value[0], message=str(exc))
     status.details.add().Pack(detail)
-    return rpc_status.to_status(status)
+    return status
 
 
 # Refusals a tenant can ask an admin to lift (`fanout quota request`); max_queued is a wait, not a wall.
 ASKABLE_LIMITS = frozenset({"max_fanout", "max_stored_bytes"})
 
 
-def _quota_exceeded(exc: errors.QuotaExceeded) -> grpc.Status:
+def _quota_exceeded(exc: errors.QuotaExceeded) -> status_pb2.Status:
     failure = error_details_pb2.QuotaFailure(
         violations=[
             error_details_pb2.QuotaFailure.Violation(
@@ -105,4 +111,4 @@ def _quota_exceeded(exc: errors.QuotaExceeded) -> grpc.Status:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(exc.retry_after * 1e9))
         status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-    return rpc_status.to_status(status)
+    return status

@@ -1,0 +1,295 @@
+"""One process's shared submission and watch machinery: every parent it runs goes through it.
+
+A worker runs many parents on one client. Children submitted in one turn of
+the event loop, by any of them, go out in one SubmitMany (split only by the
+batch caps), each parent's section carrying that parent's own action token;
+a refused section fails or retries only its parent's children, exactly as a
+SubmitBatch of its own would. One WatchMany stream carries the child events
+of every parent: a parent is added (with its token) when it first awaits a
+child and removed when it finishes; after a disconnect the stream is opened
+again and every parent re-added from its cursor, so nothing is missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import re
+import time
+import weakref
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+from google.rpc import status_pb2
+
+from fanout import errors
+from fanout.client import AsyncClient, from_status, translate
+from fanout.v1 import actions_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 10_000
+# Well under the server's default max_batch_bytes (64 MiB), so big inputs split instead of being refused.
+MAX_BATCH_BYTES = 16 << 20
+# How long the watch stream stays open with no parent on it: a worker's parents come in waves.
+IDLE_STREAM_SECONDS = 5.0
+# How the server names one action of a refused batch (google.rpc.BadRequest field).
+_ACTION_FIELD = re.compile(r"actions\[(\d+)\]")
+
+
+class Parent(Protocol):
+    """What the hub needs of a parent (the controller of one running action)."""
+
+    run: str
+    parent: str
+
+    @property
+    def credential(self) -> str: ...
+
+    def settle(self, status: pb.ActionStatus) -> None: ...
+
+    def fail(self, names: list[str], exc: Exception) -> None: ...
+
+    def fail_waiting(self, exc: Exception) -> None: ...
+
+
+@dataclass
+class _Section:
+    parent: Parent
+    specs: list[pb.ActionSpec]
+    delay: float = 0.1  # the next wait when the control plane is unavailable
+
+
+@dataclass
+class _Subscription:
+    parent: Parent
+    cursor: str = ""
+    replayed: bool = False  # the cursor follows on from a full replay
+
+    def add(self, sub_id: int) -> pb.WatchManyRequest:
+        cursor = self.cursor if self.replayed else ""
+        add = pb.WatchAdd(id=sub_id, action_token=self.parent.credential, run=self.parent.run, cursor=cursor)
+        add.parent = self.parent.parent
+        return pb.WatchManyRequest(add=add)
+
+
+@dataclass
+class _Stream:
+    outbox: asyncio.Queue[pb.WatchManyRequest] = field(default_factory=asyncio.Queue)
+
+
+_HUBS: weakref.WeakKeyDictionary[AsyncClient, Hub] = weakref.WeakKeyDictionary()
+
+
+class Hub:
+    @staticmethod
+    def of(client: AsyncClient) -> Hub:
+        """The hub of `client`: all parents on one client (one worker) share it."""
+        hub = _HUBS.get(client)
+        if hub is None:
+            hub = _HUBS[client] = Hub(client)
+        return hub
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+        self._pending: list[_Section] = []
+        self._flush_scheduled = False
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._ids = itertools.count(1)
+        self._subs: dict[int, _Subscription] = {}
+        self._ids_of: dict[int, int] = {}  # id(parent) -> subscription id
+        self._stream: _Stream | None = None
+        self._follow: asyncio.Task[None] | None = None
+
+    # Submission --------------------------------------------------------
+
+    def submit(self, parent: Parent, specs: list[pb.ActionSpec]) -> None:
+        self._pending.append(_Section(parent, specs))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            # call_soon runs after every coroutine already scheduled in this turn,
+            # so the calls of every parent's asyncio.gather in this turn share a batch.
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, []
+        for call in _calls(_by_parent(pending)):
+            self._spawn(self._send(call))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)  # a reference, so the task is not collected mid-flight
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, sections: list[_Section]) -> None:
+        request = pb.SubmitManyRequest()
+        for section in sections:
+            batch = pb.SubmitBatchRequest(run=section.parent.run, parent=section.parent.parent, actions=section.specs)
+            request.sections.add(action_token=section.parent.credential, batch=batch)
+        try:
+            reply = await self._client.call(self._client.actions.SubmitMany, request)
+        except errors.FanoutError as exc:  # the call as a whole: each section as if refused alone
+            for section in sections:
+                self._refused(section, exc)
+            return
+        for section, result in zip(sections, reply.results, strict=True):
+            if result.error:
+                self._refused(section, from_status(status_pb2.Status.FromString(result.error)))
+
+    def _refused(self, section: _Section, exc: errors.FanoutError) -> None:
+        """What a parent's own SubmitBatch refused this way would do: fail, wait and retry, or drop the bad."""
+        names = [s.name for s in section.specs]
+        if isinstance(exc, errors.FanoutLimitExceeded):
+            section.parent.fail(names, exc)
+        elif isinstance(exc, errors.QuotaExceeded):  # max_queued: wait for room, do not fail the run
+            wait = exc.retry_after or section.delay
+            log.info("queue full (%s); retrying %d actions in %.1fs", exc, len(names), wait)
+            asyncio.get_running_loop().call_later(wait, self._requeue, section)
+        elif isinstance(exc, errors.Unavailable):
+            log.warning("control plane unavailable (%s); retrying in %.1fs", exc, section.delay)
+            asyncio.get_running_loop().call_later(section.delay, self._requeue, section)
+            section.delay = min(section.delay * 2, 5.0)
+        elif isinstance(exc, errors.InvalidRequest) and (bad := refused_actions(section.specs, exc)):
+            for name, reason in bad.items():
+                section.parent.fail([name], errors.InvalidRequest(reason, exc.violations))
+            # The others were refused only with their siblings: send them again at once.
+            rest = [s for s in section.specs if s.name not in bad]
+            if rest:
+                self.submit(section.parent, rest)
+        else:
+            section.parent.fail(names, exc)
+
+    def _requeue(self, section: _Section) -> None:
+        self._pending.append(section)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    # Watch -------------------------------------------------------------
+
+    def watch(self, parent: Parent) -> None:
+        """Follow the children of `parent` (again a no-op once it is followed)."""
+        if id(parent) in self._ids_of:
+            return
+        sub_id = next(self._ids)
+        self._ids_of[id(parent)] = sub_id
+        sub = self._subs[sub_id] = _Subscription(parent)
+        if self._follow is None or self._follow.done():
+            self._follow = asyncio.ensure_future(self._run_stream())
+        elif self._stream is not None:
+            self._stream.outbox.put_nowait(sub.add(sub_id))
+
+    def unwatch(self, parent: Parent) -> None:
+        sub_id = self._ids_of.pop(id(parent), None)
+        if sub_id is not None and self._subs.pop(sub_id, None) is not None and self._stream is not None:
+            self._stream.outbox.put_nowait(pb.WatchManyRequest(remove=pb.WatchRemove(id=sub_id)))
+
+    async def _run_stream(self) -> None:
+        delay = 0.1
+        idle_since = time.monotonic()
+        while self._subs or time.monotonic() - idle_since < IDLE_STREAM_SECONDS:
+            stream = self._stream = _Stream()
+            for sub_id, sub in self._subs.items():  # everyone, from their cursors (after a reconnect)
+                stream.outbox.put_nowait(sub.add(sub_id))
+            call = self._client.actions.WatchMany(_requests(stream.outbox))
+            try:
+                async for response in call:
+                    delay = 0.1
+                    for event in response.events:
+                        self._dispatch(event)
+                    if self._subs:
+                        idle_since = time.monotonic()
+                    elif time.monotonic() - idle_since >= IDLE_STREAM_SECONDS:
+                        return
+            except grpc.RpcError as rpc_error:
+                exc = translate(rpc_error)
+                if not self._subs:
+                    return
+                if not isinstance(exc, errors.Unavailable):
+                    # Refused as a whole: no retry will help, and no waiter may hang on it.
+                    for sub in list(self._subs.values()):
+                        self.unwatch(sub.parent)
+                        sub.parent.fail_waiting(exc)
+                    return
+                log.warning("watch interrupted (%s); resuming in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            finally:
+                self._stream = None
+                call.cancel()
+
+    def _dispatch(self, event: pb.WatchManyEvent) -> None:
+        sub = self._subs.get(event.id)
+        if sub is None:  # removed since: its events no longer matter
+            return
+        if event.ended:
+            self.unwatch(sub.parent)
+            sub.parent.fail_waiting(from_status(status_pb2.Status.FromString(event.ended)))
+            return
+        for status in event.event.updates:
+            sub.parent.settle(status)
+        if event.event.HasField("replay_done") or sub.replayed:
+            sub.cursor, sub.replayed = event.event.cursor, True
+
+    async def close(self) -> None:
+        tasks = [*self._tasks, *([self._follow] if self._follow else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        _HUBS.pop(self._client, None)
+
+
+async def _requests(outbox: asyncio.Queue[pb.WatchManyRequest]) -> AsyncIterator[pb.WatchManyRequest]:
+    while True:
+        yield await outbox.get()
+
+
+def _by_parent(sections: list[_Section]) -> list[_Section]:
+    """One section per parent, its children in the order they were called: one admission each."""
+    merged: dict[int, _Section] = {}
+    for section in sections:
+        into = merged.get(id(section.parent))
+        if into is None:
+            merged[id(section.parent)] = _Section(section.parent, list(section.specs), section.delay)
+        else:
+            into.specs += section.specs
+            into.delay = max(into.delay, section.delay)
+    return list(merged.values())
+
+
+def _calls(sections: list[_Section]) -> list[list[_Section]]:
+    """The sections of one turn in SubmitMany-sized calls: at most MAX_BATCH actions and MAX_BATCH_BYTES each.
+
+    A section too big for the room left in a call is split; its pieces are sections of the same parent.
+    """
+    calls: list[list[_Section]] = [[]]
+    count = size = 0
+    for section in sections:
+        piece: list[pb.ActionSpec] = []
+        for spec in section.specs:
+            spec_size = spec.ByteSize()
+            if count and (count >= MAX_BATCH or size + spec_size > MAX_BATCH_BYTES):
+                if piece:
+                    calls[-1].append(_Section(section.parent, piece, section.delay))
+                    piece = []
+                calls.append([])
+                count = size = 0
+            piece.append(spec)
+            count, size = count + 1, size + spec_size
+        if piece:
+            calls[-1].append(_Section(section.parent, piece, section.delay))
+    return [call for call in calls if call]
+
+
+def refused_actions(batch: list[pb.ActionSpec], exc: errors.InvalidRequest) -> dict[str, str]:
+    """Name -> reason for each action of the batch the server named as invalid."""
+    bad: dict[str, str] = {}
+    for field_name, description in exc.violations:
+        match = _ACTION_FIELD.match(field_name)
+        if match and int(match[1]) < len(batch):
+            bad.setdefault(batch[int(match[1])].name, description)
+    return bad
