@@ -37,6 +37,11 @@ OOM_KILLS = Counter(
     ["backend"],
 )
 
+# The backends this dispatcher has, exported at 0 before their first error so rates and alerts have series.
+for _backend in ("process", "pool"):
+    LAUNCH_ERRORS.labels(_backend)
+    OOM_KILLS.labels(_backend)
+
 # Error types the backends and the pool report when an action never got to run.
 _LAUNCH_ERRORS = frozenset({"LaunchError", "WorkerStartError", "BackendError"})
 _PHASES = {value: name for name, value in pb.Phase.items()}

@@ -82,6 +82,8 @@ LEASES_RECLAIMED = Counter(
     "Expired leases reclaimed, by outcome (requeued, or failed after max_attempts lost leases).",
     ["outcome"],
 )
+for _outcome in ("requeued", "failed"):
+    LEASES_RECLAIMED.labels(outcome=_outcome)  # exported at 0 before the first reclaim, so rates have series
 
 # Errors and Redis -------------------------------------------------------------
 
@@ -91,6 +93,8 @@ REDIS_ERRORS = Counter(
     "Redis calls that failed (unreachable, timed out, or an error reply), by where they were made.",
     ["source"],  # script | collector
 )
+for _source in ("script", "collector"):
+    REDIS_ERRORS.labels(source=_source)
 REDIS_SCRIPT_DURATION = Histogram(
     "fanout_redis_script_duration_seconds",
     "Round trip of one Lua script call, seen from the server, by script.",
