@@ -2,7 +2,8 @@
 
 Then every query of every dashboard panel (and annotation) is evaluated through
 Prometheus' HTTP API and must return series, the live scrapes pass `promtool
-check metrics`, and the alert rules load into this Prometheus.
+check metrics`, and the alert rules load into this Prometheus. The server and
+dispatcher log JSON lines, and no log holds any token the test used.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class Stack:
     server_metrics: str
     dispatcher_metrics: str
     prometheus: str
+    logs: Path
+    tokens: tuple[str, ...]
 
 
 def prometheus_config(tmp: Path, server: str, dispatcher: str) -> Path:
@@ -80,7 +83,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         server_port, dispatcher_port, prometheus_port = free_port(), free_port(), free_port()
         admin_file = tmp_path / "admin-token"
         server_cmd = fanout_cmd(
-            "server", "--listen", "127.0.0.1:0", "--metrics-port", str(server_port),
+            "--log-format", "json", "server", "--listen", "127.0.0.1:0", "--metrics-port", str(server_port),
             "--admin-token-file", str(admin_file),
         )  # fmt: skip
         env = clean_env(FANOUT_REDIS_URL=store.url, FANOUT_SIGNING_KEY_FILE=str(tmp_path / "signing-key"))
@@ -91,7 +94,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             tenant_token = admin.create_token("tenant", TENANT)
             dispatcher_token = admin.create_token("dispatcher")
         dispatcher_cmd = fanout_cmd(
-            "dispatcher", "--endpoint", endpoint, "--metrics-port", str(dispatcher_port),
+            "--log-format", "json", "dispatcher", "--endpoint", endpoint, "--metrics-port", str(dispatcher_port),
             "--work-dir", str(tmp_path / "actions"),
         )  # fmt: skip
         dispatcher_env = clean_env(FANOUT_TOKEN=dispatcher_token)
@@ -122,6 +125,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             f"http://127.0.0.1:{server_port}/metrics",
             f"http://127.0.0.1:{dispatcher_port}/metrics",
             url,
+            tmp_path,
+            (admin_token, tenant_token, dispatcher_token),
         )
 
 
@@ -169,7 +174,7 @@ def test_every_dashboard_query_returns_series_from_a_live_control_plane(stack: S
         return not empty
 
     try:
-        eventually(all_answer, timeout=30, interval=1.0)
+        eventually(all_answer, timeout=45, interval=1.0)
     except AssertionError:
         pytest.fail("dashboard queries without series:\n" + "\n".join(empty))
     assert len(queries) > 30
@@ -184,3 +189,17 @@ def test_live_scrapes_pass_promtool_and_the_rules_load(stack: Stack) -> None:
     rules = json.loads(get(stack.prometheus + "/api/v1/rules"))["data"]["groups"]
     loaded = {rule["name"] for group in rules for rule in group["rules"]}
     assert "FanoutTenantWithoutDispatcher" in loaded and "FanoutServerDown" in loaded
+
+
+def test_logs_are_json_lines_and_hold_no_token(stack: Stack, tmp_path: Path) -> None:
+    fanout_that_hits_a_limit(stack, tmp_path)  # this module's runs, whatever ran before
+    logs = sorted(stack.logs.rglob("*.log"))
+    assert {p.parent.name for p in logs} >= {"server", "dispatcher"}
+    for path in logs:
+        text = path.read_text(errors="replace")
+        leaked = [i for i, token in enumerate(stack.tokens) if token in text]
+        assert leaked == [], f"{path} holds tokens {leaked}"
+    for name in ("server", "dispatcher"):
+        for line in (stack.logs / name / "stderr.log").read_text().splitlines():
+            if line.strip():
+                assert {"time", "level", "logger", "message"} <= json.loads(line).keys(), line

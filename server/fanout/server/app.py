@@ -180,7 +180,13 @@ async def _reap_forever(actions: ActionStore, interval: float) -> None:
                 if requeued or failed:
                     metrics.LEASES_RECLAIMED.labels(outcome="requeued").inc(requeued)
                     metrics.LEASES_RECLAIMED.labels(outcome="failed").inc(failed)
-                    log.warning("tenant %s: reclaimed expired leases, %d requeued, %d failed", tenant, requeued, failed)
+                    log.warning(
+                        "tenant %s: reclaimed expired leases, %d requeued, %d failed",
+                        tenant,
+                        requeued,
+                        failed,
+                        extra={"tenant": tenant},
+                    )
                 # Finish admissions, closings a dead server left half done, and drop runs past retention.
                 await actions.finish_committed_batches(tenant)
                 await actions.close_finished_runs(tenant)
