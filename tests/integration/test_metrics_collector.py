@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -31,15 +31,28 @@ def quiet_tenant(loop_thread: LoopThread, own_plane: ControlPlane) -> Iterator[T
     t.client.close()
 
 
-def scrape(redis_url: str, settings: Settings, max_tenants: int = 1000) -> CollectorRegistry:
-    registry = CollectorRegistry()
-    collector = TenantCollector(redis_url, settings.limits, max_tenants, lambda: pools(collections.Counter()))
-    registry.register(collector)
-    return registry
+Scrape = Callable[..., CollectorRegistry]
+
+
+@pytest.fixture
+def scrape() -> Iterator[Scrape]:
+    """A registry holding a collector on a Redis; the collectors' connections close after the test."""
+    collectors: list[TenantCollector] = []
+
+    def make(redis_url: str, settings: Settings, max_tenants: int = 1000) -> CollectorRegistry:
+        collector = TenantCollector(redis_url, settings.limits, max_tenants, lambda: pools(collections.Counter()))
+        collectors.append(collector)
+        registry = CollectorRegistry()
+        registry.register(collector)
+        return registry
+
+    yield make
+    for collector in collectors:
+        collector.close()
 
 
 def test_limits_usage_headroom_and_queue_of_a_tenant(
-    quiet_tenant: Tenant, own_redis: RedisProcess, own_settings: Settings
+    quiet_tenant: Tenant, own_redis: RedisProcess, own_settings: Settings, scrape: Scrape
 ) -> None:
     quiet_tenant.set_limits(max_fanout=10, max_queued=50)
     run = quiet_tenant.client.create_run(pb.ActionSpec(task_ref="m:x:y"))
@@ -67,7 +80,7 @@ def test_limits_usage_headroom_and_queue_of_a_tenant(
 
 
 def test_only_the_first_tenants_are_reported_and_the_total_says_so(
-    loop_thread: LoopThread, own_plane: ControlPlane, own_redis: RedisProcess, own_settings: Settings
+    loop_thread: LoopThread, own_plane: ControlPlane, own_redis: RedisProcess, own_settings: Settings, scrape: Scrape
 ) -> None:
     for _ in range(3):
         loop_thread.run(own_plane.actions.register_tenant(f"cap{len(loop_thread.run(own_plane.actions.tenants()))}"))
@@ -80,7 +93,7 @@ def test_only_the_first_tenants_are_reported_and_the_total_says_so(
     assert registry.get_sample_value("fanout_tenants") == total
 
 
-def test_an_unreachable_store_is_reported_not_raised(own_settings: Settings) -> None:
+def test_an_unreachable_store_is_reported_not_raised(own_settings: Settings, scrape: Scrape) -> None:
     registry = scrape("redis://127.0.0.1:1/0", own_settings)
     assert registry.get_sample_value("fanout_redis_up") == 0
 
