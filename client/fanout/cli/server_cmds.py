@@ -82,8 +82,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     disp.add_argument(
         "--metrics-port",
         type=int,
-        default=int(os.environ.get("FANOUT_METRICS_PORT") or 0),
-        help="Prometheus port (FANOUT_METRICS_PORT; default: a free one, printed; -1: off)",
+        default=int(os.environ.get("FANOUT_METRICS_PORT") or -1),
+        help="Prometheus port (FANOUT_METRICS_PORT; 0 picks a free one, printed; default -1: off)",
     )
     disp.set_defaults(handler=cmd_dispatcher)
 
