@@ -11,7 +11,7 @@ import logging
 import sys
 
 from fanout import errors
-from fanout.cli import admin_cmds, server_cmds, tenant_cmds, token_args
+from fanout.cli import admin_cmds, logs, server_cmds, tenant_cmds, token_args
 from fanout.cli.common import common_options
 from fanout.server.errors import StartupError
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fanout: a control plane for massive task fanouts. Start with `fanout up`.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("--log-format", choices=logs.FORMATS, default=logs.default_format(), help="FANOUT_LOG_FORMAT")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     server_cmds.add_parsers(sub)
     tenant_cmds.add_parsers(sub, common)
@@ -33,10 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(logging.DEBUG if args.verbose else logging.WARNING, args.log_format)
     try:
         args.token = token_args.token_from_args(args)
         return int(args.handler(args))

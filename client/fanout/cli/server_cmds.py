@@ -79,6 +79,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     disp.add_argument("--work-dir", type=Path, default=Path(".fanout/actions"), help="per-action scratch directories")
     disp.add_argument("--action-endpoint", default="", help="address actions use to reach the control plane")
+    disp.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("FANOUT_METRICS_PORT") or -1),
+        help="Prometheus port (FANOUT_METRICS_PORT; 0 picks a free one, printed; default -1: off)",
+    )
     disp.set_defaults(handler=cmd_dispatcher)
 
 
@@ -118,6 +124,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 def cmd_dispatcher(args: argparse.Namespace) -> int:
     from fanout.dispatch.dispatcher import Dispatcher
     from fanout.dispatch.process_backend import ProcessBackend
+    from fanout.server.metrics_http import MetricsServer
     from fanout.server.signals import until_signalled
 
     cfg = client_config.load(endpoint=args.endpoint, token=args.token)
@@ -128,12 +135,15 @@ def cmd_dispatcher(args: argparse.Namespace) -> int:
     )
 
     async def main() -> int:
+        metrics = MetricsServer(args.metrics_port, host="0.0.0.0").start()
+        print(f"fanout dispatcher {dispatcher.id} · metrics {metrics.url}", flush=True)
         task = asyncio.create_task(dispatcher.run())
         signalled = asyncio.create_task(until_signalled())
         await asyncio.wait({task, signalled}, return_when=asyncio.FIRST_COMPLETED)
         dispatcher.stop()
         await task
         signalled.cancel()
+        metrics.stop()
         return 0
 
     logging.getLogger(__name__).info("dispatcher %s serving %s", dispatcher.id, cfg.endpoint)

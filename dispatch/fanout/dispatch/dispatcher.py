@@ -24,6 +24,7 @@ import contextlib
 import logging
 import math
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,6 +34,7 @@ import grpc
 
 from fanout.channel import async_channel
 from fanout.config import ClientConfig
+from fanout.dispatch import metrics as dispatch_metrics
 from fanout.dispatch.backend import Backend, Outcome, failure
 from fanout.dispatch.pools import Pools, WorkerLost, reusable
 from fanout.dispatch.reporter import Reporter
@@ -224,9 +226,11 @@ class Dispatcher:
     async def _execute(self, action: dpb.LeasedAction, reporter: Reporter) -> None:
         def started() -> None:
             reporter.report(_report(action, pb.RUNNING))
+            dispatch_metrics.started(action, backend)
 
         key = _ref(action)
         pooled = reusable(action.spec)
+        backend, launched = dispatch_metrics.backend_name(self.backend, pooled), time.monotonic()
         try:
             try:
                 if pooled:
@@ -244,6 +248,7 @@ class Dispatcher:
             except Exception as exc:  # a backend bug fails the action, not the dispatcher
                 log.exception("backend failed on %s", key)
                 outcome = failure("BackendError", f"{type(exc).__name__}: {exc}")
+            dispatch_metrics.finished(outcome, backend, time.monotonic() - launched)
             self._finish(action, outcome, reporter, keeps_work=not pooled)
         finally:
             self._running.pop(key, None)

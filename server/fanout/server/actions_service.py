@@ -59,8 +59,8 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         validation.spec(root, limits.max_payload_bytes)
         created = await self._store.create_run(who.tenant, run, root.name, root.SerializeToString())
         if created:
-            metrics.ADMISSION_DECISIONS.labels(decision="admitted").inc()
-            metrics.ACTIONS_ADMITTED.inc()
+            metrics.ADMISSION_DECISIONS.labels(tenant=metrics.tenant_label(who.tenant), decision="admitted").inc()
+            metrics.ACTIONS_ADMITTED.labels(tenant=metrics.tenant_label(who.tenant)).inc()
         return pb.CreateRunResponse(run=await self._run(who.tenant, run))
 
     async def SubmitBatch(
@@ -118,15 +118,17 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         try:
             admission = await self._store.admit(who.tenant, request.run, request.parent, batch, dry_run=request.dry_run)
         except QuotaExceeded as exc:
-            metrics.ADMISSION_DECISIONS.labels(decision=f"rejected_{exc.limit_name}").inc()
+            metrics.ADMISSION_DECISIONS.labels(
+                tenant=metrics.tenant_label(who.tenant), decision=f"rejected_{exc.limit_name}"
+            ).inc()
             raise
         if request.dry_run:
-            metrics.ADMISSION_DECISIONS.labels(decision="dry_run").inc()
+            metrics.ADMISSION_DECISIONS.labels(tenant=metrics.tenant_label(who.tenant), decision="dry_run").inc()
         else:
-            metrics.ADMISSION_DECISIONS.labels(decision="admitted").inc()
-            metrics.ACTIONS_ADMITTED.inc(admission.admitted)
+            metrics.ADMISSION_DECISIONS.labels(tenant=metrics.tenant_label(who.tenant), decision="admitted").inc()
+            metrics.ACTIONS_ADMITTED.labels(tenant=metrics.tenant_label(who.tenant)).inc(admission.admitted)
             if admission.admitted and admission.fanout_used >= 0.9 * admission.fanout_limit:
-                metrics.FANOUT_NEAR_LIMIT.inc()
+                metrics.BATCHES_NEAR_FANOUT_LIMIT.labels(tenant=metrics.tenant_label(who.tenant)).inc()
         return pb.SubmitBatchResponse(
             admitted=admission.admitted,
             already_present=admission.already_present,

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import REGISTRY
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -35,10 +36,13 @@ from fanout.server import metrics, signing_key
 from fanout.server.actions_service import WATCH_BLOCK_MS, ActionService
 from fanout.server.admin_service import AdminService
 from fanout.server.auth import AuthInterceptor
+from fanout.server.collector import TenantCollector, pools
 from fanout.server.dispatch_service import DispatchService
 from fanout.server.errors import StartupError
+from fanout.server.grpc_metrics import MetricsInterceptor
 from fanout.server.quota_service import QuotaService
 from fanout.server.settings import Settings
+from fanout.server.timed_scripts import timed
 from fanout.server.wakeup import Wakeup
 from fanout.v1 import actions_pb2, actions_pb2_grpc, admin_pb2, admin_pb2_grpc, dispatch_pb2, dispatch_pb2_grpc
 
@@ -56,6 +60,7 @@ class ControlPlane:
     limits: LimitStore
     tokens: TokenStore
     health: health.aio.HealthServicer
+    collector: TenantCollector | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self, grace: float | None = 5.0) -> None:
@@ -84,6 +89,9 @@ class ControlPlane:
         # closed would leave that connection open. Let them finish first.
         await asyncio.sleep(0.1)
         await self.redis.aclose()
+        if self.collector is not None:
+            REGISTRY.unregister(self.collector)
+            self.collector.close()
 
 
 # How long past its grace a stopping server waits for its own tasks and RPCs.
@@ -122,7 +130,7 @@ def connect_redis(url: str) -> aioredis.Redis:
 async def create_server(settings: Settings) -> ControlPlane:
     key = signing_key.load(settings.signing_key_file)
     redis = connect_redis(settings.redis_url)
-    scripts = Scripts.register(redis)
+    scripts = timed(Scripts.register(redis))
     limits = LimitStore(redis, scripts, settings.limits)
     actions = ActionStore(
         redis,
@@ -143,9 +151,10 @@ async def create_server(settings: Settings) -> ControlPlane:
         # start too and the kernel would split calls between two control planes.
         ("grpc.so_reuseport", 0),
     ]
-    server = aio.server(interceptors=[AuthInterceptor(tokens)], options=options)
+    server = aio.server(interceptors=[MetricsInterceptor(), AuthInterceptor(tokens)], options=options)
     actions_pb2_grpc.add_ActionServiceServicer_to_server(ActionService(settings, actions, limits, tokens), server)
     dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchService(actions, limits, tokens, wakeup), server)
+    metrics.cap_tenant_labels(settings.metrics_max_tenants)
     audit = AuditLog(redis)
     requests = RequestStore(redis, limits)
     tenants = TenantStore(redis, actions, limits, tokens)
@@ -178,6 +187,11 @@ async def create_server(settings: Settings) -> ControlPlane:
     for name in ["", *services]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     plane = ControlPlane(server, port, redis, actions, limits, tokens, health_servicer)
+    if settings.metrics_port >= 0:  # the per-tenant gauges, read from Redis when /metrics is scraped
+        plane.collector = TenantCollector(
+            settings.redis_url, settings.limits, settings.metrics_max_tenants, lambda: pools(wakeup.scopes())
+        )
+        REGISTRY.register(plane.collector)
     plane._tasks.append(
         asyncio.create_task(_reap_forever(actions, limits, settings.reap_interval_seconds), name="reaper")
     )
@@ -211,7 +225,13 @@ async def _reap_forever(actions: ActionStore, limits: LimitStore, interval: floa
                 if requeued or failed:
                     metrics.LEASES_RECLAIMED.labels(outcome="requeued").inc(requeued)
                     metrics.LEASES_RECLAIMED.labels(outcome="failed").inc(failed)
-                    log.warning("tenant %s: reclaimed expired leases, %d requeued, %d failed", tenant, requeued, failed)
+                    log.warning(
+                        "tenant %s: reclaimed expired leases, %d requeued, %d failed",
+                        tenant,
+                        requeued,
+                        failed,
+                        extra={"tenant": tenant},
+                    )
                 # Finish admissions, closings a dead server left half done, and drop runs past retention.
                 await actions.finish_committed_batches(tenant)
                 await actions.close_finished_runs(tenant)

@@ -197,6 +197,7 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
             ignored += await self._store.report(tenant, reports)  # wakes the streams if it freed a slot
             retries = [r.retry_after for r in reports if r.retry_after]
             if retries:
+                metrics.RETRIES.labels(tenant=metrics.tenant_label(tenant)).inc(len(retries))
                 self._wakeup.wake_later(tenant, min(retries))
         for phase, count in Counter(finished).items():  # one metric update per phase, not per report
             metrics.ACTIONS_FINISHED.labels(phase=phases.name(phase)).inc(count)

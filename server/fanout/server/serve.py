@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 from fanout.private_files import private_dir, write_private
@@ -18,11 +17,10 @@ log = logging.getLogger(__name__)
 
 async def serve(settings: Settings, admin_token_file: Path | None = None) -> int:
     if settings.signing_key_file and signing_key.create_if_missing(Path(settings.signing_key_file)):
-        print(
-            f"fanout server: generated a new key for action tokens in {settings.signing_key_file}; "
-            "EVERY server of this deployment must use this same key file",
-            file=sys.stderr,
-            flush=True,
+        # A warning, not a print: it goes out in the chosen log format (--log-format json).
+        log.warning(
+            "generated a new key for action tokens in %s; EVERY server of this deployment must use this same key file",
+            settings.signing_key_file,
         )
     plane = await create_server(settings)
     metrics = MetricsServer(settings.metrics_port, host="0.0.0.0").start()

@@ -21,6 +21,8 @@ class Settings:
     listen: str = "127.0.0.1:50051"
     # Prometheus metrics HTTP port; 0 picks a free one, -1 turns metrics off.
     metrics_port: int = 9464
+    # Tenants that get their own label value in metrics; later ones are counted as "other".
+    metrics_max_tenants: int = 200
     max_fanout: int = Limits.max_fanout
     max_concurrency: int = Limits.max_concurrency
     max_queued: int = Limits.max_queued
@@ -86,6 +88,7 @@ class Settings:
             "max_batch_bytes",
             "max_attempts",
             "run_retention_seconds",
+            "metrics_max_tenants",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1, got {getattr(self, name)}")

@@ -11,6 +11,7 @@ tenants, and streams sweep now and then anyway, off the critical path.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from typing import Protocol
 
@@ -26,6 +27,8 @@ MAX_RESUBSCRIBE_SECONDS = 2.0
 
 class Sleeper(Protocol):
     """A lease stream, as the wakeup sees it."""
+
+    scope: str  # the tenant its dispatcher is scoped to, "" for a shared one
 
     def wake(self, tenant: str) -> None: ...
 
@@ -45,6 +48,15 @@ class Wakeup:
 
     def unregister(self, stream: Sleeper) -> None:
         self._streams.discard(stream)
+
+    def scopes(self) -> collections.Counter[str]:
+        """Open lease streams by scope; safe from the metrics thread (it copies the set, retrying a race)."""
+        for _ in range(3):
+            try:
+                return collections.Counter(stream.scope for stream in list(self._streams))
+            except RuntimeError:  # the set changed while copied
+                continue
+        return collections.Counter()
 
     def wake(self, tenant: str) -> None:
         for stream in self._streams:
