@@ -114,3 +114,21 @@ def test_a_heartbeat_keeps_a_lease_and_names_waiting_and_stale_ones(own_redis: R
         assert await store.reap(tenant) == (0, 0)
 
     with_store(own_redis, body)
+
+
+def test_a_lost_attempts_late_report_is_ignored_while_the_action_waits_to_run_again(own_redis: RedisProcess) -> None:
+    """A reclaimed action keeps its attempt number until it is leased again; its old holder's report is stale."""
+
+    async def body(store: ActionStore, clock: Clock, tenant: str) -> None:
+        await store.create_run(tenant, "r1", "root", b"spec")
+        (lost,) = await store.lease(tenant, 10)
+        clock.now += 11  # its dispatcher went quiet: the lease is reclaimed
+        assert await store.reap(tenant) == (1, 0)
+        # The old holder was still running it and now reports its failure (its token was refused meanwhile).
+        assert await store.report(tenant, [Report("r1", "root", lost.attempt, FAILED, b"")]) == 1  # ignored
+        assert (await store.get_action(tenant, "r1", "root"))[2] == QUEUED
+        assert (await store.get_run(tenant, "r1")).phase != FAILED
+        (again,) = await store.lease(tenant, 10)
+        assert again.attempt == lost.attempt + 1
+
+    with_store(own_redis, body)

@@ -1,5 +1,7 @@
 -- Record phase reports from dispatchers. Phases only move forward, a report
--- for an older attempt (its lease was lost) is ignored, and an action that
+-- for an attempt that no longer holds the lease is ignored (an older attempt,
+-- or the same one reclaimed and queued again: the attempt number moves on only
+-- at the next lease, so a queued action takes no report at all), and an action that
 -- is already terminal stays as it is: exactly one terminal phase. A failure
 -- with retries left goes back to the queue after its backoff instead.
 -- A root's terminal report closes its run (lib.lua close_run); the caller
@@ -21,7 +23,7 @@ for run, name, attempt, phase, size, retry_after in string.gmatch(ARGV[4], '(%S+
   local st = redis.call('HGET', stkey, name)
   local cur, att, parent
   if st then cur, att, parent = parse_state(st) end
-  if st and cur < 5 and att == attempt and phase > cur then
+  if st and cur > 1 and cur < 5 and att == attempt and phase > cur then
     local evkey = ctx.prefix .. 'ev:' .. run .. ':' .. parent
     if phase >= 5 and retry_after > 0 then
       local ref = run .. '/' .. name
