@@ -21,6 +21,7 @@ from prometheus_client import REGISTRY
 
 from fanout.runs import start_run
 from fanout.runtime import load_task
+from fanout.server import metrics
 from fanout.server.app import ControlPlane
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import actions_pb2_grpc
@@ -34,30 +35,30 @@ def counter(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def shared_counts() -> dict[str, float]:
-    """What the server counted: submit calls and watch streams by RPC, parents added to WatchMany streams."""
+def shared_counts(tenant: str) -> dict[str, float]:
+    """What the server counted: submit calls and watch streams by RPC, parents added, the tenant's admissions."""
     return {
         "SubmitMany": counter("fanout_submit_calls_total", rpc="SubmitMany"),
         "SubmitBatch": counter("fanout_submit_calls_total", rpc="SubmitBatch"),
         "WatchMany": counter("fanout_watch_streams_opened_total", rpc="WatchMany"),
         "WatchChildren": counter("fanout_watch_streams_opened_total", rpc="WatchChildren"),
         "parents": counter("fanout_watch_many_parents_added_total"),
-        "admitted": counter("fanout_actions_admitted_total"),
+        "admitted": counter("fanout_actions_admitted_total", tenant=metrics.tenant_label(tenant)),
     }
 
 
-def since(before: dict[str, float]) -> dict[str, float]:
-    return {key: value - before[key] for key, value in shared_counts().items()}
+def since(tenant: str, before: dict[str, float]) -> dict[str, float]:
+    return {key: value - before[key] for key, value in shared_counts(tenant).items()}
 
 
 def test_parents_in_one_worker_share_one_watch_stream_and_submit_together(tenant: Tenant) -> None:
     parents, children = 30, 20
-    before = shared_counts()
+    before = shared_counts(tenant.name)
 
     sums = start_run(tenant.client, load_task(f"file:{TASKS_FILE}:mux_tree"), parents, children).wait(120).outputs()
 
     assert sums == [sum(range(children))] * parents  # the nested fanout completed
-    seen = since(before)
+    seen = since(tenant.name, before)
     assert seen["admitted"] == 1 + parents + parents * children
     assert seen["parents"] == 1 + parents  # the root and every parent joined a WatchMany stream ...
     assert seen["WatchMany"] == 1  # ... the worker's one stream (replicas=1)
@@ -194,7 +195,7 @@ def test_a_refused_section_fails_alone_and_the_others_in_the_call_are_admitted(
         batch = pb.SubmitBatchRequest(run=runs[i], parent="root", actions=specs)
         return pb.SubmitSection(action_token=token or tokens[i], batch=batch)
 
-    before = shared_counts()
+    before = shared_counts(tenant.name)
     try:
         reply = stub.SubmitMany(
             pb.SubmitManyRequest(
@@ -213,7 +214,7 @@ def test_a_refused_section_fails_alone_and_the_others_in_the_call_are_admitted(
         assert results[1].admitted.admitted == 2 and not results[1].error
         assert bad_request_fields(results[2].error) == ["actions[1].name"]
         assert status_pb2.Status.FromString(results[3].error).code == code_pb2.NOT_FOUND
-        assert since(before)["SubmitMany"] == 1
+        assert since(tenant.name, before)["SubmitMany"] == 1
         # Refused sections wrote nothing.
         assert [tenant.client.get_run(run).action_count for run in runs] == [1, 3, 1, 1]
     finally:
