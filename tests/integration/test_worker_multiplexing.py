@@ -12,10 +12,11 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from prometheus_client import REGISTRY
 
@@ -27,6 +28,8 @@ from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import actions_pb2_grpc
 from tests.conftest import TASKS_FILE, Tenant
 from tests.helpers import LoopThread, eventually
+
+M = TypeVar("M", bound=Message)
 
 pytestmark = pytest.mark.usefixtures("dispatcher")
 
@@ -162,26 +165,22 @@ def test_a_stream_admits_only_parents_whose_own_tokens_it_holds_and_one_end_dist
         tenant.client.abort_run(other)
 
 
+def details(error: bytes, kind: type[M]) -> list[M]:
+    """The details of one kind in a section's serialized google.rpc.Status."""
+    found = []
+    for detail in status_pb2.Status.FromString(error).details:
+        if detail.Is(kind.DESCRIPTOR):
+            found.append(kind())
+            detail.Unpack(found[-1])
+    return found
+
+
 def bad_request_fields(error: bytes) -> list[str]:
-    status = status_pb2.Status.FromString(error)
-    out = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            out += [v.field for v in bad.field_violations]
-    return out
+    return [v.field for bad in details(error, error_details_pb2.BadRequest) for v in bad.field_violations]
 
 
 def quota_subjects(error: bytes) -> list[str]:
-    status = status_pb2.Status.FromString(error)
-    out = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
-            failure = error_details_pb2.QuotaFailure()
-            detail.Unpack(failure)
-            out += [v.subject for v in failure.violations]
-    return out
+    return [v.subject for failure in details(error, error_details_pb2.QuotaFailure) for v in failure.violations]
 
 
 def test_a_refused_section_fails_alone_and_the_others_in_the_call_are_admitted(
