@@ -87,12 +87,15 @@ def test_a_killed_dispatchers_workers_die_with_it(
 ) -> None:
     # A second dispatcher, as its own process, shares the work with the session's; it is then killed.
     token = loop_thread.run(plane.tokens.create("dispatcher"))
+    streams = sum(plane.wakeup.scopes().values())  # the lease streams open before the second dispatcher's
     other = subprocess.Popen(
         [FANOUT, "dispatcher", "--endpoint", endpoint, "--work-dir", str(tmp_path / "actions")],
         env={**os.environ, "FANOUT_TOKEN": token},  # never a secret on a command line
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
+        # Its lease stream open before the run starts, or the session's dispatcher may take all the work.
+        eventually(lambda: sum(plane.wakeup.scopes().values()) > streams, timeout=30)
         fan = load_task(f"file:{TASKS_FILE}:narrow_fan")
         run = start_run(tenant.client, fan, 64, 1.0)
         workers = eventually(lambda: _workers_of(other.pid), timeout=30)

@@ -60,6 +60,7 @@ class ControlPlane:
     limits: LimitStore
     tokens: TokenStore
     health: health.aio.HealthServicer
+    wakeup: Wakeup  # knows this server's open lease streams
     collector: TenantCollector | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -186,7 +187,7 @@ async def create_server(settings: Settings) -> ControlPlane:
     await server.start()
     for name in ["", *services]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    plane = ControlPlane(server, port, redis, actions, limits, tokens, health_servicer)
+    plane = ControlPlane(server, port, redis, actions, limits, tokens, health_servicer, wakeup)
     if settings.metrics_port >= 0:  # the per-tenant gauges, read from Redis when /metrics is scraped
         plane.collector = TenantCollector(
             settings.redis_url, settings.limits, settings.metrics_max_tenants, lambda: pools(wakeup.scopes())
