@@ -16,6 +16,7 @@ from fanout.client import Client
 from fanout.config import ClientConfig
 from fanout.dispatch.dispatcher import Dispatcher
 from fanout.quota.tokens import ActionSigner
+from fanout.server import signing_key
 from fanout.server.app import ControlPlane, create_server
 from fanout.server.errors import StartupError
 from fanout.server.redis_process import RedisProcess
@@ -102,6 +103,31 @@ def forged(token: str, key: bytes, run: str) -> str:
     return ActionSigner(key).token(tenant, run, action, int(attempt))
 
 
+def legacy(token: str, key: bytes, run: str) -> str:
+    """`token` in the format older servers minted (fa1, HMAC-SHA256), signed with `key`, for `run`."""
+    tenant, _, action, attempt, _ = token.removeprefix("fa2.").split(".")
+    body = f"{tenant}.{run}.{action}.{attempt}"
+    return f"fa1.{body}.{ActionSigner(key).sign_legacy(body)}"
+
+
+def test_a_token_an_older_server_minted_still_acts_for_its_running_attempt(
+    tenant: Tenant, dispatcher: Dispatcher, endpoint: str, settings: Settings, tmp_path: Path
+) -> None:
+    """A rolling upgrade must not refuse the parents that run on tokens the servers before it minted."""
+    out = tmp_path / "token"
+    run = leaked_token_run(tenant, out, then="sleep 30")
+    key = signing_key.load(settings.signing_key_file)  # as every server reads it
+    try:
+        old = legacy(leaked(out), key, run)
+        assert get_run_code(endpoint, old, run) == grpc.StatusCode.OK
+        assert get_run_code(endpoint, legacy(leaked(out), secrets.token_bytes(32), run), run) == (
+            grpc.StatusCode.UNAUTHENTICATED
+        )
+    finally:
+        tenant.client.abort_run(run)
+    eventually(lambda: get_run_code(endpoint, old, run) == grpc.StatusCode.UNAUTHENTICATED)  # and expires with it
+
+
 def test_no_value_in_redis_signs_action_tokens(
     tenant: Tenant, dispatcher: Dispatcher, endpoint: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
@@ -125,7 +151,8 @@ def test_a_token_forged_with_a_key_from_redis_is_refused(
     eventually(lambda: tenant.client.get_action(theirs, "root").phase == pb.RUNNING)
     try:
         for key in string_values(redis_client):
-            assert get_run_code(endpoint, forged(token, key, theirs), theirs) == grpc.StatusCode.UNAUTHENTICATED
+            for made_up in (forged(token, key, theirs), legacy(token, key, theirs)):
+                assert get_run_code(endpoint, made_up, theirs) == grpc.StatusCode.UNAUTHENTICATED
     finally:
         tenant.client.abort_run(mine)
         tenant.client.abort_run(theirs)

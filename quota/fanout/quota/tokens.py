@@ -34,7 +34,10 @@ from fanout.quota.errors import AlreadyExists, FailedPrecondition, InvalidArgume
 from fanout.quota.failclosed import fail_closed
 
 ROLES = ("tenant", "admin", "dispatcher", "action")
-_ACTION_PREFIX = "fa2."  # fa1 was HMAC-SHA256
+_ACTION_PREFIX = "fa2."
+# The previous format (HMAC-SHA256), still verified so that a rolling upgrade does not
+# refuse the parents running on tokens an older server minted; never minted any more.
+_LEGACY_ACTION_PREFIX = "fa1."
 TOKEN_ID_RE = re.compile(r"[0-9a-f]{12}")
 # Names are what the audit trail shows as the actor; never 12 hex digits, so a name is never mistaken for an id.
 TOKEN_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._@-]{0,62}")
@@ -229,7 +232,7 @@ class TokenStore:
 
     @fail_closed
     async def resolve(self, token: str) -> Principal | None:
-        if token.startswith(_ACTION_PREFIX):
+        if token.startswith((_ACTION_PREFIX, _LEGACY_ACTION_PREFIX)):
             return await self._resolve_action(token)
         raw = await self._redis.hgetall(keys.token(_digest(token)))
         if not raw:
@@ -242,11 +245,14 @@ class TokenStore:
         return self._signer.token(tenant, run, action, attempt)
 
     async def _resolve_action(self, token: str) -> Principal | None:
-        parts = token[len(_ACTION_PREFIX) :].split(".")
+        legacy = token.startswith(_LEGACY_ACTION_PREFIX)
+        parts = token[len(_ACTION_PREFIX) :].split(".")  # both prefixes are 4 characters
         if len(parts) != 5:
             return None
         tenant, run, action, attempt, signature = parts
-        if not hmac.compare_digest(signature, self._signer.sign(f"{tenant}.{run}.{action}.{attempt}")):
+        body = f"{tenant}.{run}.{action}.{attempt}"
+        expected = self._signer.sign_legacy(body) if legacy else self._signer.sign(body)
+        if not hmac.compare_digest(signature, expected):
             return None
         # Signed, so the names are ones the server minted; is that attempt still leased?
         state = await self._redis.hget(keys.TenantKeys(tenant).states(run), action)
@@ -261,6 +267,7 @@ class ActionSigner:
     def __init__(self, signing_key: bytes) -> None:
         # BLAKE2s takes a key of at most 32 bytes; the key file may hold more, so its digest keys it.
         self._key = hashlib.sha256(signing_key).digest()
+        self._legacy_key = signing_key
 
     def token(self, tenant: str, run: str, action: str, attempt: int) -> str:
         body = f"{tenant}.{run}.{action}.{attempt}"
@@ -269,3 +276,8 @@ class ActionSigner:
     def sign(self, body: str) -> str:
         mac = hashlib.blake2s(body.encode(), key=self._key, digest_size=24).digest()
         return base64.urlsafe_b64encode(mac).decode()
+
+    def sign_legacy(self, body: str) -> str:
+        """The signature of the fa1 format, for verifying tokens older servers minted."""
+        mac = hmac.new(self._legacy_key, body.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
