@@ -201,7 +201,10 @@ def test_logs_are_json_lines_and_hold_no_token(stack: Stack, tmp_path: Path) -> 
     logs = sorted(stack.logs.rglob("*.log"))
     assert {p.parent.name for p in logs} >= {"server", "dispatcher"}
     for path in logs:
-        text = path.read_text(errors="replace")
+        try:
+            text = path.read_text(errors="replace")
+        except FileNotFoundError:  # a finished action's folder, removed by the dispatcher meanwhile: nothing kept
+            continue
         leaked = [i for i, token in enumerate(stack.tokens) if token in text]
         assert leaked == [], f"{path} holds tokens {leaked}"
     for name in ("server", "dispatcher"):
