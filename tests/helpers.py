@@ -7,8 +7,11 @@ import concurrent.futures
 import io
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
+
+from fanout.client import TERMINAL_PHASES, Client
 
 T = TypeVar("T")
 
@@ -80,3 +83,14 @@ def eventually(
             assert last is not None
             raise last
         time.sleep(interval)
+
+
+def terminal_events(client: Client, run: str, parent: str, expected: int) -> Counter[str]:
+    """Terminal events per child, read from the start of the parent's event stream."""
+    seen: Counter[str] = Counter()
+    for event in client.watch_children(run, parent, cursor="0-0", timeout=10):
+        if event.update.phase in TERMINAL_PHASES:
+            seen[event.update.name] += 1
+            if sum(seen.values()) >= expected:
+                break
+    return seen

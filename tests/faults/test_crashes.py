@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +21,14 @@ import redis
 
 import fanout
 from fanout import errors, serialization
-from fanout.client import TERMINAL_PHASES, Client
+from fanout.client import Client
 from fanout.config import ClientConfig
 from fanout.quota import keys
 from fanout.runtime import load_task
 from fanout.server.redis_process import RedisProcess, free_port
 from fanout.v1 import actions_pb2 as pb
 from tests.conftest import TASKS_FILE
-from tests.helpers import eventually
+from tests.helpers import eventually, terminal_events
 
 FANOUT = str(Path(sys.executable).parent / "fanout")
 LEASE_SECONDS = "3"
@@ -128,17 +127,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     for server in servers:
         server.stop()
     store.stop()
-
-
-def terminal_events(client: Client, run: str, parent: str, expected: int) -> Counter[str]:
-    """Terminal events per child, read from the start of the parent's event stream."""
-    seen: Counter[str] = Counter()
-    for event in client.watch_children(run, parent, cursor="0-0", timeout=10):
-        if event.update.phase in TERMINAL_PHASES:
-            seen[event.update.name] += 1
-            if sum(seen.values()) >= expected:
-                break
-    return seen
 
 
 def running_children(client: Client, run: str) -> int:

@@ -13,26 +13,14 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from fanout.client import TERMINAL_PHASES, Client
 from fanout.dispatch.dispatcher import Dispatcher
 from fanout.runs import start_run
 from fanout.runtime import load_task
 from fanout.server.app import ControlPlane
 from tests.conftest import TASKS_FILE, Tenant
-from tests.helpers import LoopThread, eventually
+from tests.helpers import LoopThread, eventually, terminal_events
 
 FANOUT = str(Path(sys.executable).parent / "fanout")
-
-
-def terminal_events(client: Client, run: str, parent: str, expected: int) -> Counter[str]:
-    """Terminal events per child, read from the start of the parent's event stream."""
-    seen: Counter[str] = Counter()
-    for event in client.watch_children(run, parent, cursor="0-0", timeout=10):
-        if event.update.phase in TERMINAL_PHASES:
-            seen[event.update.name] += 1
-            if sum(seen.values()) >= expected:
-                break
-    return seen
 
 
 def test_a_killed_workers_actions_run_again_and_end_once(
