@@ -244,6 +244,8 @@ class ActionStore:
         """
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         try:
+            # A cluster client learns its slot map on its first command; a subscription needs it.
+            await self._redis.initialize()
             await pubsub.subscribe(keys.WAKE_CHANNEL)
             subscribed()
             while True:
@@ -261,10 +263,7 @@ class ActionStore:
     async def _mark_ready(self, tenant: str) -> None:
         # One round trip; the mark lands before the wake, so a woken stream that finds nothing
         # to lease leaves the mark to the sweep only when the work is truly gone.
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.sadd(keys.READY, tenant)
-            pipe.publish(keys.WAKE_CHANNEL, tenant)
-            await pipe.execute()
+        await self._scripts.mark_ready(keys=[keys.READY], args=[tenant, keys.WAKE_CHANNEL])
 
     async def _wake_if_ready(self, tenant: str) -> None:
         # A tenant keeps its ready mark while it has work waiting (lease.lua counts it), so a

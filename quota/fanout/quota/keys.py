@@ -187,16 +187,31 @@ WAKE_CHANNEL = f"{PREFIX}:wake"
 requeued, a retry due, a slot freed); every server subscribes and wakes its lease streams at once."""
 
 
+# The token keys share the hash tag {_tokens}: creating or rotating one changes three of them in
+# one transaction, which a Redis Cluster runs only on keys of one slot.
+_TOKENS = f"{PREFIX}:{{_tokens}}"
+
+
 def token(token_hash: str) -> str:
     """Hash {role, tenant, id, created} for one API token, keyed by the token's SHA-256."""
-    return f"{PREFIX}:token:{token_hash}"
+    return f"{_TOKENS}:token:{token_hash}"
 
 
-TOKEN_IDS = f"{PREFIX}:token-ids"
+TOKEN_IDS = f"{_TOKENS}:token-ids"
 """Hash token id -> the token's SHA-256: ids are what admins list and revoke, never the secret."""
 
-TOKEN_NAMES = f"{PREFIX}:token-names"
+TOKEN_NAMES = f"{_TOKENS}:token-names"
 """Hash token name -> token id: names are unique, and name the actor in the audit trail."""
+
+# Where servers before the {_tokens} tag kept the same three things; a server moves them on start
+# (TokenStore.move_legacy_keys), so an upgrade keeps every token.
+LEGACY_TOKEN_IDS = f"{PREFIX}:token-ids"
+LEGACY_TOKEN_NAMES = f"{PREFIX}:token-names"
+
+
+def legacy_token(token_hash: str) -> str:
+    return f"{PREFIX}:token:{token_hash}"
+
 
 ADMIN_AUDIT = f"{PREFIX}:audit"
 """List of JSON audit entries of admin actions on no single tenant (admin tokens, platform dispatchers),

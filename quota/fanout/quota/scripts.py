@@ -41,6 +41,7 @@ class Scripts:
     snapshot: AsyncScript
     events: AsyncScript
     set_limits: AsyncScript
+    mark_ready: AsyncScript
 
     @classmethod
     def register(cls, redis: aioredis.Redis) -> Scripts:

@@ -115,6 +115,32 @@ class TokenStore:
         self._clock = clock
 
     @fail_closed
+    async def move_legacy_keys(self) -> int:
+        """Move tokens kept under the keys of servers before the {_tokens} hash tag; returns how many.
+
+        Runs when a server starts. Each token moves in one transaction (its record, its id and its
+        name), so two servers starting at once move each one exactly once and a crash between tokens
+        leaves every token usable under one of the two layouts, the rest moved by the next start."""
+        ids = await self._redis.hgetall(keys.LEGACY_TOKEN_IDS)
+        names = {v: k for k, v in (await self._redis.hgetall(keys.LEGACY_TOKEN_NAMES)).items()}
+        moved = 0
+        for token_id, digest in ids.items():
+            record = await self._redis.hgetall(keys.legacy_token(digest.decode()))
+            async with self._redis.pipeline(transaction=True) as pipe:
+                if record:
+                    pipe.hset(keys.token(digest.decode()), mapping=record)
+                pipe.hset(keys.TOKEN_IDS, token_id, digest)
+                if token_id in names:
+                    pipe.hset(keys.TOKEN_NAMES, names[token_id], token_id)
+                pipe.delete(keys.legacy_token(digest.decode()))
+                pipe.hdel(keys.LEGACY_TOKEN_IDS, token_id)
+                if token_id in names:
+                    pipe.hdel(keys.LEGACY_TOKEN_NAMES, names[token_id])
+                await pipe.execute()
+            moved += 1
+        return moved
+
+    @fail_closed
     async def issue(self, role: str, tenant: str = "", name: str = "", owner: str = "") -> NewToken:
         """Mint a token. Without a name it is named "<role>-<id>"; a name already taken is refused."""
         if role not in ("tenant", "admin", "dispatcher"):

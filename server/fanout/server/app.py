@@ -20,8 +20,6 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from fanout.quota.actions import ActionStore
 from fanout.quota.audit import AuditLog
@@ -32,7 +30,7 @@ from fanout.quota.requests import RequestStore
 from fanout.quota.scripts import Scripts
 from fanout.quota.tenants import TenantStore
 from fanout.quota.tokens import TokenStore
-from fanout.server import metrics, signing_key
+from fanout.server import metrics, redis_connect, signing_key
 from fanout.server.actions_service import WATCH_BLOCK_MS, ActionService
 from fanout.server.admin_service import AdminService
 from fanout.server.auth import AuthInterceptor
@@ -116,15 +114,8 @@ REDIS_SOCKET_TIMEOUT_SECONDS = WATCH_BLOCK_MS / 1000 + 3.0
 
 
 def connect_redis(url: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
-        url,
-        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS,
-        socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
-        # No silent resend: a command that timed out may have run (a script may
-        # have admitted or released), and an unreachable Redis must fail the RPC
-        # now (UNAVAILABLE), not after a chain of backed-off retries.
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=10,
+    return redis_connect.connect_async(
+        url, connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS, socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS
     )
 
 
@@ -141,6 +132,7 @@ async def create_server(settings: Settings) -> ControlPlane:
         max_attempts=settings.max_attempts,
     )
     tokens = TokenStore(redis, key)
+    legacy_tokens_moved = await _move_legacy_tokens(tokens)
     wakeup = Wakeup(actions)
 
     options = [
@@ -196,9 +188,30 @@ async def create_server(settings: Settings) -> ControlPlane:
     plane._tasks.append(
         asyncio.create_task(_reap_forever(actions, limits, settings.reap_interval_seconds), name="reaper")
     )
+    if not legacy_tokens_moved:
+        plane._tasks.append(asyncio.create_task(_move_legacy_tokens_forever(tokens), name="legacy-tokens"))
     # Wakes from every server (admissions, requeues, freed slots) reach this server's lease streams.
     plane._tasks.append(asyncio.create_task(wakeup.listen(), name="wakeup"))
     return plane
+
+
+async def _move_legacy_tokens(tokens: TokenStore) -> bool:
+    """Tokens an older server kept outside the {_tokens} hash tag move before this one serves; false if
+    Redis could not be reached (a server may start before its store; the move is then retried)."""
+    try:
+        if moved := await tokens.move_legacy_keys():
+            log.info("moved %d tokens to the {_tokens} keys", moved)
+        return True
+    except StoreError as exc:
+        log.warning("cannot move legacy token keys yet: %s", exc)
+        return False
+
+
+async def _move_legacy_tokens_forever(tokens: TokenStore) -> None:
+    moved = False
+    while not moved:
+        await asyncio.sleep(5)  # a store that was down at start: try again until it answers
+        moved = await _move_legacy_tokens(tokens)
 
 
 def _credentials(settings: Settings) -> grpc.ServerCredentials:

@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 
 from fanout.quota import keys
 from fanout.quota.limits import Limits
-from fanout.server import metrics
+from fanout.server import metrics, redis_connect
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,7 @@ class TenantCollector(Collector):
         dispatcher_pools: Callable[[], dict[str, int]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._redis: Any = redis.Redis.from_url(
-            redis_url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS, socket_timeout=REDIS_TIMEOUT_SECONDS
-        )
+        self._redis: Any = redis_connect.connect_sync(redis_url, REDIS_TIMEOUT_SECONDS)
         self._defaults = asdict(defaults)
         self._max_tenants = max_tenants
         self._dispatcher_pools = dispatcher_pools

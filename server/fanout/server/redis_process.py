@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -51,10 +52,11 @@ CONFIG_FILE = "redis.conf"
 
 
 class RedisProcess:
-    def __init__(self, data_dir: Path, port: int = 0, appendonly: bool = True) -> None:
+    def __init__(self, data_dir: Path, port: int = 0, appendonly: bool = True, extra_args: Sequence[str] = ()) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.extra_args = tuple(extra_args)  # e.g. a Redis Cluster node's settings
         self.password = ""
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -92,6 +94,7 @@ class RedisProcess:
             str(self.data_dir / "redis.log"),
             "--daemonize",
             "no",
+            *self.extra_args,
         ]
         self._proc = subprocess.Popen(
             # Without it a crashed `fanout up` would leave its Redis running on the same files.
