@@ -21,7 +21,7 @@ from fanout.server.app import ControlPlane
 from tests.deploy.tools import DEPLOY, grafana_generator
 
 KUBERNETES = DEPLOY / "kubernetes"
-OVERLAYS = [KUBERNETES / "base", KUBERNETES / "overlays" / "byoc"]
+OVERLAYS = [KUBERNETES / "base", KUBERNETES / "overlays" / "byoc", KUBERNETES / "overlays" / "redis-cluster"]
 VERSION = kubernetes_validate.latest_version()
 
 
@@ -29,11 +29,19 @@ def documents(text: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
+def patch_files() -> set[Path]:
+    """The overlays' patches: partial objects, validated only once kustomize applies them."""
+    found = set()
+    for kustomization in KUBERNETES.glob("overlays/*/kustomization.yaml"):
+        for patch in yaml.safe_load(kustomization.read_text()).get("patches", []):
+            found.add(kustomization.parent / patch["path"])
+    return found
+
+
 def resource_files() -> list[Path]:
-    """Every manifest file, not the kustomizations nor the overlays' partial patches."""
-    return [
-        p for p in sorted(KUBERNETES.rglob("*.yaml")) if p.name != "kustomization.yaml" and "overlays" not in p.parts
-    ]
+    """Every manifest file, not the kustomizations nor the overlays' patches."""
+    patches = patch_files()
+    return [p for p in sorted(KUBERNETES.rglob("*.yaml")) if p.name != "kustomization.yaml" and p not in patches]
 
 
 def test_every_yaml_file_in_deploy_is_lint_clean() -> None:
@@ -76,6 +84,17 @@ def test_kustomize_renders_valid_manifests(overlay: Path) -> None:
         assert {k for k, _ in kinds} == {"Namespace", "Deployment", "ServiceAccount", "Role", "RoleBinding",
                                           "PodDisruptionBudget"}  # fmt: skip
         assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"} == {"fanout-byoc"}
+    elif overlay.name == "redis-cluster":
+        assert ("StatefulSet", "fanout-redis-cluster") in kinds and ("StatefulSet", "fanout-redis") not in kinds
+        urls = [
+            env["value"]
+            for d in docs
+            if d["kind"] in ("Deployment", "Job")
+            for c in d["spec"]["template"]["spec"]["containers"]
+            for env in c.get("env", [])
+            if env["name"] == "FANOUT_REDIS_URL"
+        ]
+        assert len(urls) == 2 and all(u.startswith("redis+cluster://") for u in urls)
     else:
         assert ("Deployment", "fanout-server") in kinds and ("StatefulSet", "fanout-redis") in kinds
 
@@ -110,7 +129,7 @@ def test_servers_have_grpc_probes_and_both_processes_are_scraped_and_budgeted() 
         for d in documents(path.read_text())
         if d["kind"] == "PodDisruptionBudget"
     }
-    assert budgets == {"fanout-server", "fanout-dispatcher"}
+    assert budgets == {"fanout-server", "fanout-dispatcher", "fanout-redis-cluster"}
 
 
 def test_the_dashboards_configmap_is_generated_from_the_dashboards() -> None:
