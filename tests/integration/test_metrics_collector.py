@@ -6,6 +6,7 @@ import collections
 from collections.abc import Callable, Iterator
 
 import pytest
+import redis
 from prometheus_client import CollectorRegistry
 
 from fanout.server import metrics
@@ -39,8 +40,12 @@ def scrape() -> Iterator[Scrape]:
     """A registry holding a collector on a Redis; the collectors' connections close after the test."""
     collectors: list[TenantCollector] = []
 
-    def make(redis_url: str, settings: Settings, max_tenants: int = 1000) -> CollectorRegistry:
-        collector = TenantCollector(redis_url, settings.limits, max_tenants, lambda: pools(collections.Counter()))
+    def make(
+        redis_url: str, settings: Settings, max_tenants: int = 1000, cache_seconds: float = 0.0
+    ) -> CollectorRegistry:
+        collector = TenantCollector(
+            redis_url, settings.limits, max_tenants, lambda: pools(collections.Counter()), cache_seconds=cache_seconds
+        )
         collectors.append(collector)
         registry = CollectorRegistry()
         registry.register(collector)
@@ -96,6 +101,36 @@ def test_only_the_first_tenants_are_reported_and_the_total_says_so(
 def test_an_unreachable_store_is_reported_not_raised(own_settings: Settings, scrape: Scrape) -> None:
     registry = scrape("redis://127.0.0.1:1/0", own_settings)
     assert registry.get_sample_value("fanout_redis_up") == 0
+
+
+@pytest.mark.parametrize("cache_seconds", [0.0, 60.0])
+def test_scrapes_within_the_cache_period_share_one_read_of_redis(
+    quiet_tenant: Tenant,
+    own_redis: RedisProcess,
+    own_redis_client: redis.Redis,
+    own_settings: Settings,
+    scrape: Scrape,
+    cache_seconds: float,
+) -> None:
+    quiet_tenant.set_limits(max_fanout=10)
+    registry = scrape(own_redis.url, own_settings, cache_seconds=cache_seconds)
+    labels = {"tenant": quiet_tenant.name, "limit": "max_fanout"}
+    assert registry.get_sample_value("fanout_tenant_limit", labels) == 10
+    scans = _sscan_calls(own_redis_client)
+
+    quiet_tenant.set_limits(max_fanout=20)
+    seen = registry.get_sample_value("fanout_tenant_limit", labels)
+
+    if cache_seconds:
+        assert seen == 10  # the first read, served again
+        assert _sscan_calls(own_redis_client) == scans
+    else:
+        assert seen == 20
+        assert _sscan_calls(own_redis_client) > scans
+
+
+def _sscan_calls(client: redis.Redis) -> int:
+    return int(client.info("commandstats").get("cmdstat_sscan", {}).get("calls", 0))
 
 
 def test_dispatcher_pools_name_shared_and_byoc_dispatchers() -> None:

@@ -182,7 +182,11 @@ async def create_server(settings: Settings) -> ControlPlane:
     plane = ControlPlane(server, port, redis, actions, limits, tokens, health_servicer, wakeup)
     if settings.metrics_port >= 0:  # the per-tenant gauges, read from Redis when /metrics is scraped
         plane.collector = TenantCollector(
-            settings.redis_url, settings.limits, settings.metrics_max_tenants, lambda: pools(wakeup.scopes())
+            settings.redis_url,
+            settings.limits,
+            settings.metrics_max_tenants,
+            lambda: pools(wakeup.scopes()),
+            cache_seconds=settings.metrics_cache_seconds,
         )
         REGISTRY.register(plane.collector)
     plane._tasks.append(

@@ -7,12 +7,17 @@ SMEMBERS), a page at a time, and each page is one pipeline of O(1) or
 O(log n) reads, with at most RUN_PEEK runs looked at per tenant. Only the
 first `max_tenants` tenants are reported; `fanout_tenants` tells how many
 there are in all, so a capped report shows.
+
+Every server serves these gauges, and Prometheus usually runs as a pair: a
+read is kept for `cache_seconds`, so scrapes that come together (two
+Prometheus servers, a curl while debugging) cost Redis one walk, not one each.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -49,12 +54,17 @@ class TenantCollector(Collector):
         max_tenants: int,
         dispatcher_pools: Callable[[], dict[str, int]] | None = None,
         clock: Callable[[], float] = time.time,
+        cache_seconds: float = 0.0,
     ) -> None:
         self._redis: Any = redis_connect.connect_sync(redis_url, REDIS_TIMEOUT_SECONDS)
         self._defaults = asdict(defaults)
         self._max_tenants = max_tenants
         self._dispatcher_pools = dispatcher_pools
         self._clock = clock
+        self._cache_seconds = cache_seconds
+        # The last read of the state store: (when, per-tenant families, redis up); one read at a time.
+        self._lock = threading.Lock()
+        self._cached: tuple[float, list[GaugeMetricFamily], int] | None = None
 
     def close(self) -> None:
         self._redis.close()
@@ -64,24 +74,40 @@ class TenantCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         started = time.perf_counter()
-        families = _Families()
-        up = 1
-        try:
-            self._read(families)
-        except redis.RedisError as exc:
-            up = 0
-            metrics.REDIS_ERRORS.labels(source="collector").inc()
-            log.warning("metrics could not read the state store: %s", exc)
-        if self._dispatcher_pools is not None:
+        tenant_families, up = self._tenant_families()
+        yield from tenant_families
+        dispatchers = GaugeMetricFamily(
+            "fanout_dispatchers_connected",
+            "Dispatchers with an open lease stream to this server, by pool: shared, or the tenant a BYOC one serves.",
+            labels=["pool"],
+        )
+        if self._dispatcher_pools is not None:  # this server's own streams: always read now, never cached
             for pool, count in self._dispatcher_pools().items():
-                families.dispatchers.add_metric([pool], count)
-        yield from families.all()
+                dispatchers.add_metric([pool], count)
+        yield dispatchers
         yield GaugeMetricFamily("fanout_redis_up", "1 if the last scrape could read the state store, else 0.", up)
         yield GaugeMetricFamily(
             "fanout_collector_duration_seconds",
-            "How long this scrape took to read the per-tenant gauges from Redis.",
+            "How long this scrape took to read the per-tenant gauges from Redis (near 0 when served from cache).",
             time.perf_counter() - started,
         )
+
+    def _tenant_families(self) -> tuple[list[GaugeMetricFamily], int]:
+        with self._lock:
+            now = time.monotonic()
+            if self._cached is not None and now - self._cached[0] < self._cache_seconds:
+                return self._cached[1], self._cached[2]
+            families = _Families()
+            up = 1
+            try:
+                self._read(families)
+            except redis.RedisError as exc:
+                up = 0
+                metrics.REDIS_ERRORS.labels(source="collector").inc()
+                log.warning("metrics could not read the state store: %s", exc)
+            read = list(families.all())
+            self._cached = (now, read, up) if up else None  # a failed read is tried again at the next scrape
+            return read, up
 
     def _read(self, families: _Families) -> None:
         families.tenants.add_metric([], int(self._redis.scard(keys.TENANTS)))
@@ -197,11 +223,6 @@ class _Families:
             f"Runs holding {NEAR_FANOUT_SHARE:.0%} of max_fanout or more, among the first {RUN_PEEK} with queued work.",
             labels=tenant,
         )
-        self.dispatchers = GaugeMetricFamily(
-            "fanout_dispatchers_connected",
-            "Dispatchers with an open lease stream to this server, by pool: shared, or the tenant a BYOC one serves.",
-            labels=["pool"],
-        )
 
     def all(self) -> Iterator[GaugeMetricFamily]:
         yield from (
@@ -215,7 +236,6 @@ class _Families:
             self.leases_expired,
             self.retries_delayed,
             self.runs_near_limit,
-            self.dispatchers,
         )
 
 

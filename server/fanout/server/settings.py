@@ -23,6 +23,9 @@ class Settings:
     metrics_port: int = 9464
     # Tenants that get their own label value in metrics; later ones are counted as "other".
     metrics_max_tenants: int = 200
+    # A scrape within this many seconds of the last one is served the same per-tenant gauges, so a
+    # Prometheus pair (or any burst of scrapes) costs Redis one walk of the tenants; 0 reads every time.
+    metrics_cache_seconds: float = 5.0
     max_fanout: int = Limits.max_fanout
     max_concurrency: int = Limits.max_concurrency
     max_queued: int = Limits.max_queued
@@ -92,6 +95,10 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1, got {getattr(self, name)}")
+        if self.metrics_cache_seconds < 0:
+            raise SettingsError(
+                f"{ENV_PREFIX}METRICS_CACHE_SECONDS must be 0 or more, got {self.metrics_cache_seconds}"
+            )
         if self.lease_seconds <= 0:
             raise SettingsError(f"{ENV_PREFIX}LEASE_SECONDS must be positive, got {self.lease_seconds}")
         if bool(self.tls_cert) != bool(self.tls_key):
