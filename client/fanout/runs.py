@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fanout import config as config_mod
-from fanout import errors, serialization
+from fanout import errors, serialization, tracing
 from fanout.client import TERMINAL_PHASES, Client
 from fanout.config import ClientConfig
 from fanout.task import Task
@@ -27,6 +27,7 @@ def init(endpoint: str | None = None, token: str | None = None, **tls: str) -> N
     """Connect to a control plane; missing values come from the environment and config file."""
     global _client
     cfg = config_mod.load(endpoint=endpoint, token=token, **tls).require()
+    tracing.setup("fanout-client")
     with _lock:
         # The old client is not closed: Run handles made with it keep working.
         _client = Client(cfg)
@@ -39,6 +40,7 @@ def init_from_config(path: str | None = None) -> None:
     """
     global _client
     cfg = config_mod.load(path).require()
+    tracing.setup("fanout-client")
     with _lock:
         _client = Client(cfg)
 
@@ -69,10 +71,11 @@ def _start(
     if not isinstance(task, Task):
         raise TypeError(f"run() needs a task made with @env.task, not {type(task).__name__}")
     task.check_arguments(args, kwargs)  # a wrong call creates nothing
-    spec = task.spec("root", serialization.encode_inputs(task.name, args, kwargs))
-    spec.workdir = os.getcwd()
-    spec.env.update(env_vars or {})
-    return Run(c, c.create_run(spec, run_name=run_name))
+    with tracing.span("fanout.run", task=task.name):  # the run's trace: the root action carries it on
+        spec = task.spec("root", serialization.encode_inputs(task.name, args, kwargs))
+        spec.workdir = os.getcwd()
+        spec.env.update(env_vars or {})
+        return Run(c, c.create_run(spec, run_name=run_name))
 
 
 async def _run_async(task: Task[Any, Any], *args: Any, **kwargs: Any) -> Run:

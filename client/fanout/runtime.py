@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from fanout import errors, serialization
+from fanout import errors, serialization, tracing
 from fanout.client import AsyncClient
 from fanout.controller import Controller
 from fanout.task import FILE_MODULE_PREFIX, Task
@@ -57,6 +57,13 @@ async def run_task(
     back on one watch stream (fanout.hub). Cancelling the asyncio task cancels the
     action (CancelledError propagates).
     """
+    with tracing.span(f"fanout.action {spec.task_name}", spec.trace_parent, run=run, action=action):
+        return await _run_task(client, spec, run, action, max_output, token)
+
+
+async def _run_task(
+    client: AsyncClient, spec: pb.ActionSpec, run: str, action: str, max_output: int, token: str | None
+) -> pb.ActionResult:
     controller = Controller(client, run, action, workdir=spec.workdir, token=token)
     try:
         task = load_task(spec.task_ref)

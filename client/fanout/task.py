@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Generic, ParamSpec, TypeVar
 
-from fanout import controller, groups, memory, policies
+from fanout import controller, groups, memory, policies, tracing
 from fanout.policies import RetryStrategy, Timeout
 from fanout.v1 import actions_pb2 as pb
 
@@ -279,6 +279,7 @@ class Task(Generic[P, R]):
             inputs=inputs,
             environment=self.env.name,
             group=groups.current(),
+            trace_parent=tracing.current_traceparent(),  # the caller's span: the child's action hangs under it
         )
         if self.retry_strategy.backoff is not None:
             s.backoff.CopyFrom(self.retry_strategy.backoff.to_proto())

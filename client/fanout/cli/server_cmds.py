@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from fanout import config as client_config
+from fanout import tracing
 from fanout.cli.token_args import add_token_args
 from fanout.dispatch.dispatcher import DEFAULT_CAPACITY
 from fanout.errors import ConfigError
@@ -102,6 +103,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     redis_url = _redis_url_flag(args.redis_url) or os.environ.get("FANOUT_REDIS_URL", "")
     options = UpOptions(args.data_dir, args.listen, args.metrics_port, redis_url, args.capacity, command or None)
+    tracing.setup("fanout-up")
     return asyncio.run(up(options))
 
 
@@ -118,6 +120,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         tls_client_ca=args.tls_client_ca,
         signing_key_file=args.signing_key_file,
     )
+    tracing.setup("fanout-server")
     return asyncio.run(serve(settings, args.admin_token_file))
 
 
@@ -147,4 +150,5 @@ def cmd_dispatcher(args: argparse.Namespace) -> int:
         return 0
 
     logging.getLogger(__name__).info("dispatcher %s serving %s", dispatcher.id, cfg.endpoint)
+    tracing.setup("fanout-dispatcher")
     return asyncio.run(main())

@@ -51,7 +51,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fanout import config, memory, runtime
+from fanout import config, memory, runtime, tracing
 from fanout.client import AsyncClient
 from fanout.dispatch.frames import frame, read_frame
 from fanout.hub import Hub
@@ -199,7 +199,11 @@ def run_one_shot() -> int:
         max_payload_bytes=int(os.environ.get(ENV_MAX_OUTPUT, DEFAULT_MAX_OUTPUT)),
     )
     line_buffered_output()
-    outcome = asyncio.run(_one_shot(action))
+    tracing.setup("fanout-worker")
+    try:
+        outcome = asyncio.run(_one_shot(action))
+    finally:
+        tracing.flush()  # the process ends right after: nothing buffered may stay behind
     if isinstance(outcome, SystemExit):
         raise outcome
     out = Path(os.environ[ENV_RESULT_PATH])
@@ -291,7 +295,11 @@ def main() -> None:
     os.close(devnull)
     line_buffered_output()
     start_log_keeper()
-    asyncio.run(_serve_with_threads(requests, replies))
+    tracing.setup("fanout-worker")
+    try:
+        asyncio.run(_serve_with_threads(requests, replies))
+    finally:
+        tracing.flush()
 
 
 if __name__ == "__main__":

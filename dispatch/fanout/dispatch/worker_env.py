@@ -16,10 +16,13 @@ from fanout.v1 import actions_pb2 as pb
 # Python and find the installed packages, nothing that grants anything.
 INHERITED_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
 TLS_VARIABLES = ("FANOUT_TLS_CA", "FANOUT_TLS_CERT", "FANOUT_TLS_KEY")
+# Tracing (fanout.tracing): whether it is on and where spans go. Never OTEL_EXPORTER_OTLP_HEADERS,
+# which may hold the platform's collector credentials.
+TRACING_VARIABLES = ("FANOUT_OTEL", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 
 def base_env() -> dict[str, str]:
-    return {name: os.environ[name] for name in INHERITED_VARIABLES if name in os.environ}
+    return {name: os.environ[name] for name in (*INHERITED_VARIABLES, *TRACING_VARIABLES) if name in os.environ}
 
 
 def worker_env(spec: pb.ActionSpec, endpoint: str, tls: Mapping[str, str]) -> dict[str, str]:
