@@ -207,7 +207,15 @@ def test_logs_are_json_lines_and_hold_no_token(stack: Stack, tmp_path: Path) -> 
             continue
         leaked = [i for i, token in enumerate(stack.tokens) if token in text]
         assert leaked == [], f"{path} holds tokens {leaked}"
+    events = []
     for name in ("server", "dispatcher"):
         for line in (stack.logs / name / "stderr.log").read_text().splitlines():
             if line.strip():
-                assert {"time", "level", "logger", "message"} <= json.loads(line).keys(), line
+                event = json.loads(line)
+                assert {"time", "level", "logger", "message"} <= event.keys(), line
+                events.append(event)
+    # The significant events carry tenant, run and action as fields (fanout.server.event_log).
+    refused = [e for e in events if e["logger"] == "fanout.events" and "was refused" in e["message"]]
+    assert refused and {"tenant", "run", "action"} <= refused[-1].keys(), refused
+    created = [e for e in events if e["logger"] == "fanout.events" and e["message"].startswith("run ")]
+    assert created and {"tenant", "run", "action"} <= created[-1].keys()

@@ -13,6 +13,9 @@ import os
 from datetime import UTC, datetime
 
 FORMATS = ("text", "json")
+LEVELS = ("debug", "info", "warning", "error")
+# Commands that run as services: their significant events (fanout.server.event_log) are info lines.
+SERVICES = ("server", "dispatcher")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CONTEXT_FIELDS = ("tenant", "run", "action")
 
@@ -37,6 +40,12 @@ class JsonFormatter(logging.Formatter):
 def default_format() -> str:
     value = os.environ.get("FANOUT_LOG_FORMAT", "text")
     return value if value in FORMATS else "text"
+
+
+def default_level() -> str | None:
+    """FANOUT_LOG_LEVEL if it names a level; None lets the command choose."""
+    value = os.environ.get("FANOUT_LOG_LEVEL", "").lower()
+    return value if value in LEVELS else None
 
 
 def configure(level: int, log_format: str) -> None:

@@ -22,7 +22,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fanout",
         description="Fanout: a control plane for massive task fanouts. Start with `fanout up`.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log everything (--log-level debug)")
+    parser.add_argument(
+        "--log-level",
+        choices=logs.LEVELS,
+        default=logs.default_level(),
+        help="FANOUT_LOG_LEVEL; default info for the long-running services (server, dispatcher), else warning",
+    )
     parser.add_argument("--log-format", choices=logs.FORMATS, default=logs.default_format(), help="FANOUT_LOG_FORMAT")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     server_cmds.add_parsers(sub)
@@ -34,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logs.configure(logging.DEBUG if args.verbose else logging.WARNING, args.log_format)
+    level = "debug" if args.verbose else args.log_level or ("info" if args.command in logs.SERVICES else "warning")
+    logs.configure(getattr(logging, level.upper()), args.log_format)
     try:
         args.token = token_args.token_from_args(args)
         return int(args.handler(args))

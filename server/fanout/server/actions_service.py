@@ -17,7 +17,7 @@ from fanout.quota.admission import Batch
 from fanout.quota.errors import QuotaExceeded
 from fanout.quota.limits import LimitStore
 from fanout.quota.tokens import Principal, TokenStore
-from fanout.server import metrics, validation
+from fanout.server import event_log, metrics, validation
 from fanout.server.auth import authorize, check_action_scope, principal
 from fanout.server.concurrency import at_most
 from fanout.server.settings import Settings
@@ -59,6 +59,7 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         validation.spec(root, limits.max_payload_bytes)
         created = await self._store.create_run(who.tenant, run, root.name, root.SerializeToString())
         if created:
+            event_log.run_created(who.tenant, run, root.name, root.task_name)
             metrics.ADMISSION_DECISIONS.labels(tenant=metrics.tenant_label(who.tenant), decision="admitted").inc()
             metrics.ACTIONS_ADMITTED.labels(tenant=metrics.tenant_label(who.tenant)).inc()
         return pb.CreateRunResponse(run=await self._run(who.tenant, run))
@@ -118,6 +119,7 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         try:
             admission = await self._store.admit(who.tenant, request.run, request.parent, batch, dry_run=request.dry_run)
         except QuotaExceeded as exc:
+            event_log.batch_refused(who.tenant, request.run, request.parent, exc)
             metrics.ADMISSION_DECISIONS.labels(
                 tenant=metrics.tenant_label(who.tenant), decision=f"rejected_{exc.limit_name}"
             ).inc()
@@ -125,6 +127,9 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         if request.dry_run:
             metrics.ADMISSION_DECISIONS.labels(tenant=metrics.tenant_label(who.tenant), decision="dry_run").inc()
         else:
+            event_log.batch_admitted(
+                who.tenant, request.run, request.parent, admission.admitted, admission.already_present
+            )
             metrics.ADMISSION_DECISIONS.labels(tenant=metrics.tenant_label(who.tenant), decision="admitted").inc()
             metrics.ACTIONS_ADMITTED.labels(tenant=metrics.tenant_label(who.tenant)).inc(admission.admitted)
             if admission.admitted and admission.fanout_used >= 0.9 * admission.fanout_limit:
@@ -212,7 +217,7 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         aborted = await self._store.abort_run(who.tenant, request.run)
         if aborted:
             metrics.ACTIONS_FINISHED.labels(phase="ABORTED").inc(aborted)
-            log.info("%s aborted run %s (%d actions): %s", who.tenant, request.run, aborted, request.reason[:200])
+            event_log.run_aborted(who.tenant, request.run, aborted, request.reason)
         return pb.AbortRunResponse(aborted=aborted)
 
     async def GetQuota(self, request: pb.GetQuotaRequest, context: aio.ServicerContext[Any, Any]) -> pb.Quota:

@@ -30,7 +30,7 @@ from fanout.quota.requests import RequestStore
 from fanout.quota.scripts import Scripts
 from fanout.quota.tenants import TenantStore
 from fanout.quota.tokens import TokenStore
-from fanout.server import metrics, redis_connect, signing_key
+from fanout.server import event_log, metrics, redis_connect, signing_key
 from fanout.server.actions_service import WATCH_BLOCK_MS, ActionService
 from fanout.server.admin_service import AdminService
 from fanout.server.auth import AuthInterceptor
@@ -243,13 +243,7 @@ async def _reap_forever(actions: ActionStore, limits: LimitStore, interval: floa
                 if requeued or failed:
                     metrics.LEASES_RECLAIMED.labels(outcome="requeued").inc(requeued)
                     metrics.LEASES_RECLAIMED.labels(outcome="failed").inc(failed)
-                    log.warning(
-                        "tenant %s: reclaimed expired leases, %d requeued, %d failed",
-                        tenant,
-                        requeued,
-                        failed,
-                        extra={"tenant": tenant},
-                    )
+                    event_log.leases_reclaimed(tenant, requeued, failed)
                 # Finish admissions, closings a dead server left half done, and drop runs past retention.
                 await actions.finish_committed_batches(tenant)
                 await actions.close_finished_runs(tenant)

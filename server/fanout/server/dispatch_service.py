@@ -27,7 +27,7 @@ from fanout.quota import phases
 from fanout.quota.actions import ActionStore, LeasedAction, LeaseRef, Report
 from fanout.quota.limits import LimitStore
 from fanout.quota.tokens import Principal, TokenStore
-from fanout.server import metrics, validation
+from fanout.server import event_log, metrics, validation
 from fanout.server.auth import principal
 from fanout.server.status import denied, invalid
 from fanout.server.wakeup import Wakeup
@@ -183,6 +183,8 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
                 result = outcome.SerializeToString()
                 if not retry_after:
                     finished.append(phase)
+                if phase != pb.SUCCEEDED:
+                    event_log.action_failed(r.tenant, r.run, r.name, r.attempt, phases.name(phase), outcome.error.type)
             by_tenant[r.tenant].append(Report(r.run, r.name, r.attempt, phase, result, retry_after))
         if refused:
             log.warning(
