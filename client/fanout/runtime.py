@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fanout import errors, serialization
+from fanout.bundles import active
 from fanout.client import AsyncClient
 from fanout.controller import Controller
 from fanout.task import FILE_MODULE_PREFIX, Task
@@ -25,6 +26,7 @@ def load_task(ref: str) -> Task[Any, Any]:
     kind, _, rest = ref.partition(":")
     location, _, qualname = rest.rpartition(":")
     if kind == "file":
+        location = active.resolve(location)
         module_name = FILE_MODULE_PREFIX + hashlib.sha256(location.encode()).hexdigest()[:16]
         module = sys.modules.get(module_name)
         if module is None:
@@ -57,8 +59,11 @@ async def run_task(
     back on one watch stream (fanout.hub). Cancelling the asyncio task cancels the
     action (CancelledError propagates).
     """
-    controller = Controller(client, run, action, workdir=spec.workdir, token=token)
+    bundle = spec.bundle if spec.HasField("bundle") else None
+    controller = Controller(client, run, action, workdir=spec.workdir, token=token, bundle=bundle)
     try:
+        if spec.bundle.digest:
+            await active.prepare(client, spec.bundle, token)
         task = load_task(spec.task_ref)
         args, kwargs = serialization.decode_inputs(spec.inputs)
         controller.activate()

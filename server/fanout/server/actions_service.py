@@ -14,11 +14,13 @@ from grpc import aio
 from fanout.quota import phases
 from fanout.quota.actions import ActionStore, EventsTrimmed
 from fanout.quota.admission import Batch
-from fanout.quota.errors import QuotaExceeded
+from fanout.quota.bundles import BundleStore
+from fanout.quota.errors import FailedPrecondition, NotFound, QuotaExceeded
 from fanout.quota.limits import LimitStore
 from fanout.quota.tokens import Principal, TokenStore
 from fanout.server import metrics, validation
 from fanout.server.auth import authorize, check_action_scope, principal
+from fanout.server.bundle_service import BUNDLE_GRACE_SECONDS
 from fanout.server.concurrency import at_most
 from fanout.server.settings import Settings
 from fanout.server.status import invalid, not_found, to_rpc_status
@@ -41,8 +43,11 @@ def new_run_name() -> str:
 
 
 class ActionService(actions_pb2_grpc.ActionServiceServicer):
-    def __init__(self, settings: Settings, store: ActionStore, limits: LimitStore, tokens: TokenStore) -> None:
+    def __init__(
+        self, settings: Settings, store: ActionStore, limits: LimitStore, tokens: TokenStore, bundles: BundleStore
+    ) -> None:
         self._settings = settings
+        self._bundles = bundles
         self._store = store
         self._limits = limits
         self._tokens = tokens
@@ -57,6 +62,15 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         root.name = root.name or ROOT_ACTION
         limits = await self._limits.effective(who.tenant)
         validation.spec(root, limits.max_payload_bytes)
+        if root.bundle.digest:
+            # The run's code must be here before it starts, and is kept as long as a new run may be.
+            ttl = limits.retention_seconds + BUNDLE_GRACE_SECONDS
+            try:
+                await self._bundles.touch(who.tenant, root.bundle.digest, ttl)
+            except NotFound:
+                raise FailedPrecondition(
+                    f"bundle {root.bundle.digest} is not uploaded; upload it (BundleService.UploadBundle) first"
+                ) from None
         created = await self._store.create_run(who.tenant, run, root.name, root.SerializeToString())
         if created:
             metrics.ADMISSION_DECISIONS.labels(tenant=metrics.tenant_label(who.tenant), decision="admitted").inc()
