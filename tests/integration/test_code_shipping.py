@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from fanout import serialization
+from fanout.client import TERMINAL_PHASES
 from fanout.config import ClientConfig
 from fanout.dispatch.dispatcher import Dispatcher
 from fanout.dispatch.process_backend import ProcessBackend
@@ -86,6 +87,14 @@ def start_run(project: Path, cwd: Path, tenant: Tenant, endpoint: str, ship: boo
     return done.stdout.strip()
 
 
+def finished_root(tenant: Tenant, run: str) -> pb.ActionStatus:
+    def root() -> pb.ActionStatus | None:
+        status = tenant.client.get_action(run, "root")
+        return status if status.phase in TERMINAL_PHASES else None
+
+    return eventually(root, timeout=60)
+
+
 @pytest.fixture
 def own_tenant(loop_thread: LoopThread, own_plane: ControlPlane) -> Iterator[Tenant]:
     t = make_tenant(loop_thread, own_plane, f"127.0.0.1:{own_plane.port}", prefix="ship")
@@ -116,10 +125,8 @@ def test_a_run_imports_its_project_from_the_bundle_where_the_project_is_not(
     )
     running = asyncio.run_coroutine_threadsafe(dispatcher.run(), loop_thread.loop)
     try:
-        client = own_tenant.client
-        done = {pb.SUCCEEDED, pb.FAILED, pb.ABORTED, pb.TIMED_OUT}
-        without = eventually(lambda: (a := client.get_action(unshipped, "root")).phase in done and a, timeout=60)
-        with_bundle = eventually(lambda: (a := client.get_action(shipped, "root")).phase in done and a, timeout=60)
+        without = finished_root(own_tenant, unshipped)
+        with_bundle = finished_root(own_tenant, shipped)
     finally:
         loop_thread.loop.call_soon_threadsafe(dispatcher.stop)
         running.result(30)
