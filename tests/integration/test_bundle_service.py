@@ -75,6 +75,11 @@ def test_a_bundle_is_uploaded_once_and_kept_under_the_tenant(
     key = keys.TenantKeys(tenant.name).bundle(first.bundle.digest)
     assert key.startswith(f"fo:{{{tenant.name}}}:")  # under the tenant's hash tag
     assert redis_client.ttl(key) > 7 * 24 * 3600  # kept as long as a run using it may be
+    # A run that uses it keeps it that long again.
+    redis_client.expire(key, 100)
+    run = tenant.client.create_run(pb.ActionSpec(task_ref="module:gone:f", bundle=first.bundle))
+    tenant.client.abort_run(run.name)
+    assert redis_client.ttl(key) > 7 * 24 * 3600
 
 
 def test_another_tenant_can_neither_see_nor_fetch_a_bundle(
@@ -113,6 +118,8 @@ def test_over_the_cap_or_not_matching_its_digest_an_upload_is_refused_and_stores
         )
     with pytest.raises(errors.InvalidRequest, match="64 lowercase hex"):
         tenant.client.upload_bundle("../../x", BUNDLE)
+    with pytest.raises(errors.InvalidRequest, match="at least one chunk"):
+        tenant.client.call(tenant.client.bundles.UploadBundle, chunks())
     assert not tenant.client.has_bundle(wrong) and not tenant.client.has_bundle(DIGEST)
 
 

@@ -2,9 +2,10 @@
 
 A bundle is a hash of fixed-size chunks under the tenant's hash tag (keys.py).
 Storing reserves room first (bundle_reserve.lua: per-bundle and per-tenant
-byte caps, a bounded count), then writes the chunks and finally "n", the chunk
-count: a reader sees a bundle whole or not at all, and writers of the same
-digest write the same bytes, so concurrent uploads need no lock. Every run
+byte caps, a bounded count, held briefly), then writes the chunks and finally
+"n", the chunk count, then keeps the bundle for its full term: a reader sees
+a bundle whole or not at all, and writers of the same digest write the same
+bytes, so concurrent uploads need no lock. Every run
 that uses a bundle, and every fetch, keeps it for another `ttl` (touch).
 """
 
@@ -29,6 +30,9 @@ CHUNK_BYTES = 1 << 20
 MAX_BUNDLE_BYTES = 20 << 20
 MAX_TENANT_BUNDLE_BYTES = 200 << 20
 MAX_BUNDLES_PER_TENANT = 500
+# Room reserved for an upload counts this long at most: an upload that dies between reserving and
+# writing holds none of the tenant's cap for longer.
+RESERVE_SECONDS = 600
 
 
 def check_digest(digest: str) -> str:
@@ -74,7 +78,7 @@ class BundleStore:
         now = int(time.time())
         present, refusal, used = await self._reserve(
             keys=[k.bundles, k.bundle(digest)],
-            args=[digest, len(data), now, now + ttl, self.max_tenant_bytes, self.max_bundles],
+            args=[digest, len(data), now, now + min(ttl, RESERVE_SECONDS), self.max_tenant_bytes, self.max_bundles],
         )
         if present:
             await self.touch(tenant, digest, ttl)
@@ -91,6 +95,7 @@ class BundleStore:
         pipe.hset(k.bundle(digest), "n", len(chunks))  # last: the bundle is complete from here on
         pipe.expire(k.bundle(digest), ttl)
         await pipe.execute()
+        await self.touch(tenant, digest, ttl)  # the reservation becomes the bundle's full term
         return True
 
     @fail_closed
