@@ -46,6 +46,22 @@ def test_the_project_root_is_found_from_a_module_deep_in_it(tmp_path: Path) -> N
     assert pack.source_root(str(root / "pkg" / "sub" / "tasks.py")) == root.resolve()
 
 
+def test_a_lone_module_in_the_home_directory_goes_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    (home / "script.py").write_text("X = 1\n")
+    (home / "photos").mkdir()
+    (home / "photos" / "big.jpg").write_bytes(b"\xff" * 1000)
+    root = pack.source_root(str(home / "script.py"))
+    assert root == home.resolve()
+    only = pack.lone_module(root, str(home / "script.py"))
+    assert only == "script.py"
+    assert names(pack.pack(root, only=only)) == ["script.py"]
+    # A project directory is packed whole.
+    assert pack.lone_module(make_project(tmp_path / "proj").resolve(), str(tmp_path / "proj" / "helpers.py")) is None
+
+
 def test_installed_modules_are_not_packed() -> None:
     assert pack.source_root(tarfile.__file__) is None  # the standard library
     assert pack.source_root(pytest.__file__) is None  # site-packages

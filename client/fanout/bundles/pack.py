@@ -2,7 +2,8 @@
 
 The bundle holds the project the task's module lives in: the nearest
 directory above it with a pyproject.toml, setup.py or .git, else the
-directory above its top package. Entries are sorted, with fixed times,
+directory above its top package (a lone module in the home directory or
+/ goes alone). Entries are sorted, with fixed times,
 owners and modes, so the same source always gives the same bytes and digest
 (sha256 of the tar.gz). Modules installed in site-packages or the standard
 library are not packed: the worker's image has them.
@@ -62,13 +63,24 @@ def source_root(module_file: str) -> Path | None:
     return top
 
 
+def lone_module(root: Path, module_file: str) -> str | None:
+    """The module's name in `root` when root is too wide to pack whole (the home directory, /): only it goes."""
+    wide = {Path.home().resolve(), Path("/")}
+    return Path(module_file).resolve().relative_to(root).as_posix() if root in wide else None
+
+
 def _installed(path: Path) -> bool:
     places = {sysconfig.get_paths()[name] for name in ("stdlib", "platstdlib", "purelib", "platlib")}
     return any(path.is_relative_to(Path(p).resolve()) for p in places) or "site-packages" in path.parts
 
 
-def files_of(root: Path) -> list[tuple[str, Path]]:
-    """(name in the bundle, file) for every file to pack, sorted by name; symlinks leading out of root are left out."""
+def files_of(root: Path, only: str | None = None) -> list[tuple[str, Path]]:
+    """(name in the bundle, file) for every file to pack, sorted by name; symlinks leading out of root are left out.
+
+    `only`: just that file (see lone_module).
+    """
+    if only is not None:
+        return [(only, root / only)]
     out: list[tuple[str, Path]] = []
     real_root = root.resolve()
     for directory, dirs, names in os.walk(root):
@@ -83,9 +95,9 @@ def files_of(root: Path) -> list[tuple[str, Path]]:
     return sorted(out)
 
 
-def pack(root: Path, max_bytes: int = MAX_BUNDLE_BYTES) -> Bundle:
-    """The bundle of `root`; InvalidRequest naming the biggest files when it is over `max_bytes`."""
-    files = files_of(root)
+def pack(root: Path, max_bytes: int = MAX_BUNDLE_BYTES, only: str | None = None) -> Bundle:
+    """The bundle of `root` (or of its file `only`); InvalidRequest naming the biggest files when over `max_bytes`."""
+    files = files_of(root, only)
     raw = io.BytesIO()
     # The gzip header would hold a time and a file name: fixed, so the digest depends on content only.
     with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="", compresslevel=6) as gz:

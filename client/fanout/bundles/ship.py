@@ -26,7 +26,7 @@ ENV_SWITCH = "FANOUT_BUNDLE"
 
 Fingerprint = tuple[tuple[str, int, int], ...]
 _lock = threading.Lock()
-_packed: dict[Path, tuple[Fingerprint, pack.Bundle]] = {}
+_packed: dict[tuple[Path, str | None], tuple[Fingerprint, pack.Bundle]] = {}
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def ship(client: Client, task: Task[Any, Any]) -> Shipped | None:
     root = pack.source_root(module_file)
     if root is None:
         return None
-    bundle = packed(root)
+    bundle = packed(root, pack.lone_module(root, module_file))
     uploaded = False
     if not client.has_bundle(bundle.digest):
         uploaded = not client.upload_bundle(bundle.digest, bundle.data).already_present
@@ -60,16 +60,17 @@ def ship(client: Client, task: Task[Any, Any]) -> Shipped | None:
     return Shipped(proto, _relative_ref(task.ref, root), uploaded, len(bundle.data))
 
 
-def packed(root: Path) -> pack.Bundle:
-    """The bundle of `root`, packed again only if a file changed since the last time."""
-    fingerprint = tuple((name, (st := path.stat()).st_size, st.st_mtime_ns) for name, path in pack.files_of(root))
+def packed(root: Path, only: str | None = None) -> pack.Bundle:
+    """The bundle of `root` (or of its file `only`), packed again only if a file changed since the last time."""
+    files = pack.files_of(root, only)
+    fingerprint = tuple((name, (st := path.stat()).st_size, st.st_mtime_ns) for name, path in files)
     with _lock:
-        hit = _packed.get(root)
+        hit = _packed.get((root, only))
         if hit is not None and hit[0] == fingerprint:
             return hit[1]
-    bundle = pack.pack(root)
+    bundle = pack.pack(root, only=only)
     with _lock:
-        _packed[root] = (fingerprint, bundle)
+        _packed[(root, only)] = (fingerprint, bundle)
     return bundle
 
 

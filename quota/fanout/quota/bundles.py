@@ -33,6 +33,13 @@ MAX_BUNDLES_PER_TENANT = 500
 # Room reserved for an upload counts this long at most: an upload that dies between reserving and
 # writing holds none of the tenant's cap for longer.
 RESERVE_SECONDS = 600
+# A bundle outlives the retention of the runs using it by this much, counted from its last use.
+GRACE_SECONDS = 24 * 3600
+
+
+def term(retention_seconds: int) -> int:
+    """How long a bundle is kept from its last use (a run created, a fetch): as long as a run started then may be."""
+    return retention_seconds + GRACE_SECONDS
 
 
 def check_digest(digest: str) -> str:

@@ -14,13 +14,12 @@ from grpc import aio
 from fanout.quota import phases
 from fanout.quota.actions import ActionStore, EventsTrimmed
 from fanout.quota.admission import Batch
-from fanout.quota.bundles import BundleStore
+from fanout.quota.bundles import BundleStore, term
 from fanout.quota.errors import FailedPrecondition, NotFound, QuotaExceeded
 from fanout.quota.limits import LimitStore
 from fanout.quota.tokens import Principal, TokenStore
 from fanout.server import metrics, validation
 from fanout.server.auth import authorize, check_action_scope, principal
-from fanout.server.bundle_service import BUNDLE_GRACE_SECONDS
 from fanout.server.concurrency import at_most
 from fanout.server.settings import Settings
 from fanout.server.status import invalid, not_found, to_rpc_status
@@ -64,9 +63,8 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         validation.spec(root, limits.max_payload_bytes)
         if root.bundle.digest:
             # The run's code must be here before it starts, and is kept as long as a new run may be.
-            ttl = limits.retention_seconds + BUNDLE_GRACE_SECONDS
             try:
-                await self._bundles.touch(who.tenant, root.bundle.digest, ttl)
+                await self._bundles.touch(who.tenant, root.bundle.digest, term(limits.retention_seconds))
             except NotFound:
                 raise FailedPrecondition(
                     f"bundle {root.bundle.digest} is not uploaded; upload it (BundleService.UploadBundle) first"

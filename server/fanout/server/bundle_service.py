@@ -12,15 +12,12 @@ from typing import Any
 
 from grpc import aio
 
-from fanout.quota.bundles import BundleStore, check_digest
+from fanout.quota.bundles import BundleStore, check_digest, term
 from fanout.quota.limits import LimitStore
 from fanout.server.auth import principal
 from fanout.server.status import invalid
 from fanout.v1 import bundles_pb2 as bpb
 from fanout.v1 import bundles_pb2_grpc
-
-# A bundle outlives the retention of the runs using it by this much, counted from its last use.
-BUNDLE_GRACE_SECONDS = 24 * 3600
 
 
 class BundleService(bundles_pb2_grpc.BundleServiceServicer):
@@ -29,8 +26,7 @@ class BundleService(bundles_pb2_grpc.BundleServiceServicer):
         self._limits = limits
 
     async def ttl(self, tenant: str) -> int:
-        """How long a bundle is kept from its last use: as long as a run started now may be kept."""
-        return (await self._limits.effective(tenant)).retention_seconds + BUNDLE_GRACE_SECONDS
+        return term((await self._limits.effective(tenant)).retention_seconds)
 
     async def HasBundle(
         self, request: bpb.HasBundleRequest, context: aio.ServicerContext[Any, Any]
