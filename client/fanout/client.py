@@ -18,10 +18,14 @@ from fanout import errors
 from fanout.channel import async_channel, sync_channel
 from fanout.config import ClientConfig
 from fanout.v1 import actions_pb2 as pb
-from fanout.v1 import actions_pb2_grpc, admin_pb2_grpc
+from fanout.v1 import actions_pb2_grpc, admin_pb2_grpc, bundles_pb2_grpc
 from fanout.v1 import admin_pb2 as apb
+from fanout.v1 import bundles_pb2 as bpb
 
 TERMINAL_PHASES = frozenset({pb.SUCCEEDED, pb.FAILED, pb.ABORTED, pb.TIMED_OUT})
+# Bundles travel in pieces of this size: one gRPC message is capped.
+BUNDLE_CHUNK_BYTES = 1 << 20
+BUNDLE_TIMEOUT_SECONDS = 300.0
 
 
 def translate(exc: grpc.RpcError) -> errors.FanoutError:
@@ -102,6 +106,7 @@ class Client:
         self.actions = actions_pb2_grpc.ActionServiceStub(self._channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         self.quota = admin_pb2_grpc.QuotaServiceStub(self._channel)
+        self.bundles = bundles_pb2_grpc.BundleServiceStub(self._channel)
 
     def call(self, method: Any, request: Any, timeout: float | None = 60.0) -> Any:
         try:
@@ -145,6 +150,28 @@ class Client:
             raise translate(exc) from None
         finally:
             stream.cancel()
+
+    def has_bundle(self, digest: str) -> bool:
+        return bool(self.call(self.bundles.HasBundle, bpb.HasBundleRequest(digest=digest)).present)
+
+    def upload_bundle(self, digest: str, data: bytes) -> bpb.UploadBundleResponse:
+        """Send a bundle in chunks; the server checks the digest and its caps before storing it."""
+
+        def chunks() -> Iterator[bpb.BundleChunk]:
+            yield bpb.BundleChunk(digest=digest, size=len(data), data=data[:BUNDLE_CHUNK_BYTES])
+            for start in range(BUNDLE_CHUNK_BYTES, len(data), BUNDLE_CHUNK_BYTES):
+                yield bpb.BundleChunk(data=data[start : start + BUNDLE_CHUNK_BYTES])
+
+        return self.call(self.bundles.UploadBundle, chunks(), timeout=BUNDLE_TIMEOUT_SECONDS)
+
+    def get_bundle(self, digest: str) -> bytes:
+        stream = self.bundles.GetBundle(
+            bpb.GetBundleRequest(digest=digest), metadata=self._metadata, timeout=BUNDLE_TIMEOUT_SECONDS
+        )
+        try:
+            return b"".join(chunk.data for chunk in stream)
+        except grpc.RpcError as exc:
+            raise translate(exc) from None
 
     # Admin ---------------------------------------------------------------
 
@@ -243,6 +270,18 @@ class AsyncClient:
             raise translate(exc) from None
         finally:
             call.cancel()
+
+    async def get_bundle(self, digest: str, token: str | None = None) -> bytes:
+        """The bytes of a code bundle of the caller's tenant (a worker fetches with the action's token)."""
+        self.actions  # noqa: B018 - makes the channel on first use
+        stub = bundles_pb2_grpc.BundleServiceStub(self._channel)
+        call = stub.GetBundle(
+            bpb.GetBundleRequest(digest=digest), metadata=self._metadata_for(token), timeout=BUNDLE_TIMEOUT_SECONDS
+        )
+        try:
+            return b"".join([chunk.data async for chunk in call])
+        except grpc.RpcError as exc:
+            raise translate(exc) from None
 
     async def close(self) -> None:
         if self._channel is not None:

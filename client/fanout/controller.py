@@ -38,10 +38,20 @@ def child_name(parent: str, task_ref: str, inputs: bytes, seq: int) -> str:
 
 
 class Controller:
-    def __init__(self, client: AsyncClient, run: str, parent: str, workdir: str = "", token: str | None = None) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        run: str,
+        parent: str,
+        workdir: str = "",
+        token: str | None = None,
+        bundle: pb.CodeBundle | None = None,
+    ) -> None:
         self.run = run
         self.parent = parent
         self.workdir = workdir
+        # The parent's code bundle: its children run the same code.
+        self.bundle = bundle
         # The parent action's own token, when the client is shared by a worker's actions.
         self.token = token
         self._client = client
@@ -73,6 +83,8 @@ class Controller:
                 self._waiting[name] = future
                 spec = task.spec(name, inputs)
                 spec.workdir = self.workdir
+                if self.bundle is not None:
+                    spec.bundle.CopyFrom(self.bundle)
                 self._hub.submit(self, [spec])
             # Followed from the first await until the parent finishes: later awaits resume from the cursor.
             self._hub.watch(self)

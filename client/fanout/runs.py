@@ -12,6 +12,7 @@ from typing import Any
 
 from fanout import config as config_mod
 from fanout import errors, serialization, tracing
+from fanout.bundles import ship
 from fanout.client import TERMINAL_PHASES, Client
 from fanout.config import ClientConfig
 from fanout.task import Task
@@ -75,6 +76,10 @@ def _start(
         spec = task.spec("root", serialization.encode_inputs(task.name, args, kwargs))
         spec.workdir = os.getcwd()
         spec.env.update(env_vars or {})
+        shipped = ship.ship(c, task)  # the code goes along, so the run works where these files are not
+        if shipped is not None:
+            spec.bundle.CopyFrom(shipped.bundle)
+            spec.task_ref = shipped.task_ref
         return Run(c, c.create_run(spec, run_name=run_name))
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fanout import errors, serialization, tracing
+from fanout.bundles import active
 from fanout.client import AsyncClient
 from fanout.controller import Controller
 from fanout.task import FILE_MODULE_PREFIX, Task
@@ -25,6 +26,7 @@ def load_task(ref: str) -> Task[Any, Any]:
     kind, _, rest = ref.partition(":")
     location, _, qualname = rest.rpartition(":")
     if kind == "file":
+        location = active.resolve(location)
         module_name = FILE_MODULE_PREFIX + hashlib.sha256(location.encode()).hexdigest()[:16]
         module = sys.modules.get(module_name)
         if module is None:
@@ -64,8 +66,11 @@ async def run_task(
 async def _run_task(
     client: AsyncClient, spec: pb.ActionSpec, run: str, action: str, max_output: int, token: str | None
 ) -> pb.ActionResult:
-    controller = Controller(client, run, action, workdir=spec.workdir, token=token)
+    bundle = spec.bundle if spec.HasField("bundle") else None
+    controller = Controller(client, run, action, workdir=spec.workdir, token=token, bundle=bundle)
     try:
+        if spec.bundle.digest:
+            await active.prepare(client, spec.bundle, token)
         task = load_task(spec.task_ref)
         args, kwargs = serialization.decode_inputs(spec.inputs)
         controller.activate()

@@ -25,6 +25,7 @@ from datetime import timedelta
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from fanout import controller, groups, memory, policies, tracing
+from fanout.bundles import active
 from fanout.policies import RetryStrategy, Timeout
 from fanout.v1 import actions_pb2 as pb
 
@@ -263,7 +264,9 @@ class Task(Generic[P, R]):
             path = getattr(module, "__file__", None)
             if not path:
                 raise TypeError(f"task {self.name} is defined interactively; define it in a file to run it remotely")
-            return f"file:{os.path.abspath(path)}:{self.fn.__qualname__}"
+            # Inside a code bundle, relative to its root: the same reference in every worker.
+            location = active.relative_to_active(path) or os.path.abspath(path)
+            return f"file:{location}:{self.fn.__qualname__}"
         return f"module:{self.fn.__module__}:{self.fn.__qualname__}"
 
     def spec(self, name: str, inputs: bytes) -> pb.ActionSpec:

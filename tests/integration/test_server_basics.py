@@ -40,6 +40,7 @@ def test_reflection_lists_the_fanout_services(endpoint: str) -> None:
         "fanout.v1.ActionService",
         "fanout.v1.DispatchService",
         "fanout.v1.AdminService",
+        "fanout.v1.BundleService",
         "grpc.health.v1.Health",
     } <= names
 

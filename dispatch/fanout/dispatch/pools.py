@@ -1,6 +1,6 @@
 """Pools of reusable workers: the dispatcher's side of actions whose spec has a ReusePolicy.
 
-A pool serves one tenant's environment (with one image, workdir and env):
+A pool serves one tenant's environment (with one image, workdir, env and code bundle):
 it starts workers on demand up to `replicas`, sends each action to the
 least-loaded worker with a free slot (at most `concurrency` per worker),
 queues the rest here, stops a worker idle for `idle_ttl` seconds, and
@@ -88,6 +88,9 @@ class PoolKey:
     image: str
     workdir: str
     env: tuple[tuple[str, str], ...]
+    # The code bundle (digest and sys.path entries): runs with other code never share a worker,
+    # whose imported modules would be the other run's.
+    bundle: tuple[str, tuple[str, ...]]
     replicas: int
     concurrency: int
     idle_ttl: float
@@ -101,6 +104,7 @@ class PoolKey:
             s.image,
             s.workdir,
             tuple(sorted(s.env.items())),
+            (s.bundle.digest, tuple(s.bundle.paths)),
             max(s.reuse.replicas, 1),
             max(s.reuse.concurrency, 1),
             max(s.reuse.idle_ttl_seconds, 0.0),
@@ -380,7 +384,7 @@ class Pool:
 
 
 class Pools:
-    """Every pool of one dispatcher, keyed by tenant, environment, image, workdir and env."""
+    """Every pool of one dispatcher, keyed by tenant, environment, image, workdir, env and code bundle."""
 
     def __init__(self, config: ClientConfig, log_dir: Path | None = None) -> None:
         self._config = config
@@ -437,7 +441,8 @@ def _timed_out(action: dpb.LeasedAction) -> Outcome:
 def _fields(action: dpb.LeasedAction) -> tuple[Any, ...]:
     s, r = action.spec, action.spec.reuse
     env = tuple(s.env.items()) if s.env else ()
-    return (action.tenant, s.environment, s.image, s.workdir, r.replicas, r.concurrency, r.idle_ttl_seconds, env)
+    code = (s.bundle.digest, tuple(s.bundle.paths)) if s.HasField("bundle") else None
+    return (action.tenant, s.environment, s.image, s.workdir, r.replicas, r.concurrency, r.idle_ttl_seconds, env, code)
 
 
 def _open_log(path: Path | None) -> int:

@@ -14,7 +14,10 @@ from fanout.v1 import actions_pb2 as pb
 
 # What a worker inherits from the dispatcher's environment: enough to run
 # Python and find the installed packages, nothing that grants anything.
-INHERITED_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+INHERITED_VARIABLES = (
+    "PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV",
+    "FANOUT_BUNDLE_CACHE",  # where workers unpack code bundles (fanout.bundles.unpack)
+)  # fmt: skip
 TLS_VARIABLES = ("FANOUT_TLS_CA", "FANOUT_TLS_CERT", "FANOUT_TLS_KEY")
 # Tracing (fanout.tracing): whether it is on and where spans go. Never OTEL_EXPORTER_OTLP_HEADERS,
 # which may hold the platform's collector credentials.

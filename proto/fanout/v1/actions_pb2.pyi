@@ -37,7 +37,7 @@ class Resources(_message.Message):
     def __init__(self, cpu: _Optional[str] = ..., memory: _Optional[str] = ...) -> None: ...
 
 class ActionSpec(_message.Message):
-    __slots__ = ("name", "task_name", "task_ref", "image", "command", "env", "resources", "retries", "timeout_seconds", "inputs", "workdir", "environment", "reuse", "backoff", "max_queued_seconds", "group", "trace_parent")
+    __slots__ = ("name", "task_name", "task_ref", "image", "command", "env", "resources", "retries", "timeout_seconds", "inputs", "workdir", "environment", "reuse", "backoff", "max_queued_seconds", "group", "trace_parent", "bundle")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,7 @@ class ActionSpec(_message.Message):
     MAX_QUEUED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     TRACE_PARENT_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
     name: str
     task_name: str
     task_ref: str
@@ -79,7 +80,16 @@ class ActionSpec(_message.Message):
     max_queued_seconds: int
     group: str
     trace_parent: str
-    def __init__(self, name: _Optional[str] = ..., task_name: _Optional[str] = ..., task_ref: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., retries: _Optional[int] = ..., timeout_seconds: _Optional[int] = ..., inputs: _Optional[bytes] = ..., workdir: _Optional[str] = ..., environment: _Optional[str] = ..., reuse: _Optional[_Union[ReusePolicy, _Mapping]] = ..., backoff: _Optional[_Union[RetryBackoff, _Mapping]] = ..., max_queued_seconds: _Optional[int] = ..., group: _Optional[str] = ..., trace_parent: _Optional[str] = ...) -> None: ...
+    bundle: CodeBundle
+    def __init__(self, name: _Optional[str] = ..., task_name: _Optional[str] = ..., task_ref: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., retries: _Optional[int] = ..., timeout_seconds: _Optional[int] = ..., inputs: _Optional[bytes] = ..., workdir: _Optional[str] = ..., environment: _Optional[str] = ..., reuse: _Optional[_Union[ReusePolicy, _Mapping]] = ..., backoff: _Optional[_Union[RetryBackoff, _Mapping]] = ..., max_queued_seconds: _Optional[int] = ..., group: _Optional[str] = ..., trace_parent: _Optional[str] = ..., bundle: _Optional[_Union[CodeBundle, _Mapping]] = ...) -> None: ...
+
+class CodeBundle(_message.Message):
+    __slots__ = ("digest", "paths")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    paths: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, digest: _Optional[str] = ..., paths: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RetryBackoff(_message.Message):
     __slots__ = ("base_seconds", "factor", "cap_seconds")

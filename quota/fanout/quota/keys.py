@@ -126,6 +126,17 @@ class TenantKeys:
         """List of JSON audit entries, newest first, capped at AUDIT_MAX."""
         return self.prefix + "audit"
 
+    @property
+    def bundles(self) -> str:
+        """Hash bundle digest -> "<size>:<expires at, unix s>" of the tenant's code bundles, so the per-tenant
+        cap is one bounded read (bundle_reserve.lua prunes the expired entries)."""
+        return self.prefix + "bundles"
+
+    def bundle(self, digest: str) -> str:
+        """Hash of one code bundle: chunk index ("0", "1", ...) -> bytes, "size", and "n" (the chunk count,
+        written last, so a bundle without "n" is incomplete). Expires with the runs that use it."""
+        return f"{self.prefix}bundle:{digest}"
+
     # Patterns for SCAN, walked only by admin work (deleting a tenant), never on a hot path.
     @property
     def every_key(self) -> str:

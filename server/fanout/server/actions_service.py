@@ -14,7 +14,8 @@ from grpc import aio
 from fanout.quota import phases
 from fanout.quota.actions import ActionStore, EventsTrimmed
 from fanout.quota.admission import Batch
-from fanout.quota.errors import QuotaExceeded
+from fanout.quota.bundles import BundleStore, term
+from fanout.quota.errors import FailedPrecondition, NotFound, QuotaExceeded
 from fanout.quota.limits import LimitStore
 from fanout.quota.tokens import Principal, TokenStore
 from fanout.server import event_log, metrics, validation
@@ -41,8 +42,11 @@ def new_run_name() -> str:
 
 
 class ActionService(actions_pb2_grpc.ActionServiceServicer):
-    def __init__(self, settings: Settings, store: ActionStore, limits: LimitStore, tokens: TokenStore) -> None:
+    def __init__(
+        self, settings: Settings, store: ActionStore, limits: LimitStore, tokens: TokenStore, bundles: BundleStore
+    ) -> None:
         self._settings = settings
+        self._bundles = bundles
         self._store = store
         self._limits = limits
         self._tokens = tokens
@@ -57,6 +61,14 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         root.name = root.name or ROOT_ACTION
         limits = await self._limits.effective(who.tenant)
         validation.spec(root, limits.max_payload_bytes)
+        if root.bundle.digest:
+            # The run's code must be here before it starts, and is kept as long as a new run may be.
+            try:
+                await self._bundles.touch(who.tenant, root.bundle.digest, term(limits.retention_seconds))
+            except NotFound:
+                raise FailedPrecondition(
+                    f"bundle {root.bundle.digest} is not uploaded; upload it (BundleService.UploadBundle) first"
+                ) from None
         created = await self._store.create_run(who.tenant, run, root.name, root.SerializeToString())
         if created:
             event_log.run_created(who.tenant, run, root.name, root.task_name)

@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY
 
 from fanout.quota.actions import ActionStore
 from fanout.quota.audit import AuditLog
+from fanout.quota.bundles import BundleStore
 from fanout.quota.errors import StoreError
 from fanout.quota.failclosed import raise_if_cancelling
 from fanout.quota.limits import LimitStore
@@ -34,6 +35,7 @@ from fanout.server import event_log, metrics, redis_connect, signing_key
 from fanout.server.actions_service import WATCH_BLOCK_MS, ActionService
 from fanout.server.admin_service import AdminService
 from fanout.server.auth import AuthInterceptor
+from fanout.server.bundle_service import BundleService
 from fanout.server.collector import TenantCollector, pools
 from fanout.server.dispatch_service import DispatchService
 from fanout.server.errors import StartupError
@@ -42,7 +44,16 @@ from fanout.server.quota_service import QuotaService
 from fanout.server.settings import Settings
 from fanout.server.timed_scripts import timed
 from fanout.server.wakeup import Wakeup
-from fanout.v1 import actions_pb2, actions_pb2_grpc, admin_pb2, admin_pb2_grpc, dispatch_pb2, dispatch_pb2_grpc
+from fanout.v1 import (
+    actions_pb2,
+    actions_pb2_grpc,
+    admin_pb2,
+    admin_pb2_grpc,
+    bundles_pb2,
+    bundles_pb2_grpc,
+    dispatch_pb2,
+    dispatch_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +156,11 @@ async def create_server(settings: Settings) -> ControlPlane:
         ("grpc.so_reuseport", 0),
     ]
     server = aio.server(interceptors=[MetricsInterceptor(), AuthInterceptor(tokens)], options=options)
-    actions_pb2_grpc.add_ActionServiceServicer_to_server(ActionService(settings, actions, limits, tokens), server)
+    bundles = BundleStore(redis)
+    actions_pb2_grpc.add_ActionServiceServicer_to_server(
+        ActionService(settings, actions, limits, tokens, bundles), server
+    )
+    bundles_pb2_grpc.add_BundleServiceServicer_to_server(BundleService(bundles, limits), server)
     dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchService(actions, limits, tokens, wakeup), server)
     metrics.cap_tenant_labels(settings.metrics_max_tenants)
     audit = AuditLog(redis)
@@ -160,6 +175,7 @@ async def create_server(settings: Settings) -> ControlPlane:
     services = [
         actions_pb2.DESCRIPTOR.services_by_name["ActionService"].full_name,
         dispatch_pb2.DESCRIPTOR.services_by_name["DispatchService"].full_name,
+        bundles_pb2.DESCRIPTOR.services_by_name["BundleService"].full_name,
         admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
         admin_pb2.DESCRIPTOR.services_by_name["QuotaService"].full_name,
     ]

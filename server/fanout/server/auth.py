@@ -36,6 +36,7 @@ PRINCIPAL: ContextVar[Principal] = ContextVar("fanout_principal")
 _ACTIONS = "/fanout.v1.ActionService/"
 _DISPATCH = "/fanout.v1.DispatchService/"
 _ADMIN = "/fanout.v1.AdminService/"
+_BUNDLES = "/fanout.v1.BundleService/"
 
 METHOD_ROLES: dict[str, frozenset[str]] = {
     _ACTIONS + "CreateRun": frozenset({"tenant"}),
@@ -45,6 +46,10 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     _ACTIONS + "GetAction": frozenset({"tenant", "action"}),
     _ACTIONS + "AbortRun": frozenset({"tenant"}),
     _ACTIONS + "GetQuota": frozenset({"tenant"}),
+    # The SDK uploads a run's code; the runtime fetches it with the action's token.
+    _BUNDLES + "HasBundle": frozenset({"tenant"}),
+    _BUNDLES + "UploadBundle": frozenset({"tenant"}),
+    _BUNDLES + "GetBundle": frozenset({"tenant", "action"}),
     _DISPATCH + "Lease": frozenset({"dispatcher"}),
     _DISPATCH + "Report": frozenset({"dispatcher"}),
 }
@@ -323,7 +328,24 @@ def _wrap(handler: grpc.RpcMethodHandler, guard: Guard, tokens: TokenStore, meth
         return grpc.stream_stream_rpc_method_handler(
             streaming(handler.stream_stream, request_stream=True), None, handler.response_serializer
         )
-    raise RuntimeError("stream-unary fanout methods are not expected")
+    if handler.stream_unary:
+        inner_su = handler.stream_unary
+
+        async def stream_unary(raw: AsyncIterator[bytes], context: aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                try:
+                    await guard(context)
+                except Exception:
+                    await _drain(raw)
+                    raise
+                return await inner_su(_parse_stream(parse, raw, method), context)
+            except aio.AbortError:
+                raise
+            except Exception as exc:
+                await _fail(context, exc)
+
+        return grpc.stream_unary_rpc_method_handler(stream_unary, None, handler.response_serializer)
+    raise RuntimeError(f"{method}: a handler of no known kind")
 
 
 def check_action_scope(who: Principal, run: str, parent: str | None) -> None:

@@ -30,6 +30,10 @@ MAX_IDLE_TTL_SECONDS = 86_400
 # Retry backoff bounds: the server waits at most an hour before a retry whatever the backoff says.
 MAX_BACKOFF_SECONDS = 3600.0
 MAX_BACKOFF_FACTOR = 100.0
+# A code bundle names at most this many sys.path entries, each a short relative path inside it.
+MAX_BUNDLE_PATHS = 32
+MAX_BUNDLE_PATH = 256
+_DIGEST_RE = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def run_name(value: str, what: str = "run") -> str:
@@ -94,6 +98,23 @@ def spec_violations(s: pb.ActionSpec, max_payload_bytes: int) -> list[tuple[str,
         out += reuse_violations(s.reuse, who)
     if s.HasField("backoff"):
         out += backoff_violations(s.backoff, who)
+    if s.HasField("bundle"):
+        out += bundle_violations(s.bundle, who)
+    return out
+
+
+def bundle_violations(b: pb.CodeBundle, who: str) -> list[tuple[str, str]]:
+    """A sha256 digest and a few relative paths that stay inside the bundle."""
+    out: list[tuple[str, str]] = []
+    if not _DIGEST_RE.match(b.digest):
+        out.append(("bundle.digest", f"{who}: bundle.digest {b.digest[:80]!r} is not 64 lowercase hex digits"))
+    if len(b.paths) > MAX_BUNDLE_PATHS:
+        out.append(("bundle.paths", f"{who}: bundle.paths has {len(b.paths)} entries, cap is {MAX_BUNDLE_PATHS}"))
+    for path in b.paths[:MAX_BUNDLE_PATHS]:
+        parts = path.split("/")
+        if len(path) > MAX_BUNDLE_PATH or not path or path.startswith("/") or ".." in parts or "\0" in path:
+            out.append(("bundle.paths", f"{who}: bundle path {path[:80]!r} is not a short path inside the bundle"))
+            break
     return out
 
 
@@ -187,6 +208,9 @@ def _suspects(
     refs = [s.task_ref for s in actions]
     if not all(refs):
         out.update(i for i, ref in enumerate(refs) if not ref)  # valid only with a command
+    digests = [s.bundle.digest for s in actions]
+    if not all(_DIGEST_RE.match(d) for d in set(digests) - {""}):
+        out.update(i for i, d in enumerate(digests) if d and not _DIGEST_RE.match(d))
     return sorted(out)
 
 
