@@ -45,6 +45,8 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     _ACTIONS + "GetAction": frozenset({"tenant", "action"}),
     _ACTIONS + "AbortRun": frozenset({"tenant"}),
     _ACTIONS + "GetQuota": frozenset({"tenant"}),
+    _ACTIONS + "ListRuns": frozenset({"tenant"}),
+    _ACTIONS + "ListActions": frozenset({"tenant", "action"}),
     _DISPATCH + "Lease": frozenset({"dispatcher"}),
     _DISPATCH + "Report": frozenset({"dispatcher"}),
 }
