@@ -195,6 +195,20 @@ class Listing:
         next_state = {"k": "actions", "c": scan_cursor, "skip": 0, "b": batch}
         return await self._with_specs(k, run, picked), encode_cursor(next_state)
 
+    @fail_closed
+    async def action(self, tenant: str, run: str, name: str) -> ActionEntry:
+        """One action of the run, for a link to it."""
+        k = keys.TenantKeys(tenant)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(k.states(run), name)
+            pipe.hget(k.specs(run), name)
+            pipe.hget(k.results(run), name)
+            state, spec, result = await pipe.execute()
+        if state is None:
+            raise NotFound(f"action {name!r} not found in run {run!r}")
+        phase, attempt, parent = state.decode().split(":", 2)
+        return ActionEntry(name, int(phase), int(attempt), parent, spec or b"", result or b"")
+
     async def _failures(
         self, k: keys.TenantKeys, run: str, query: ActionQuery, limit: int, cursor: str
     ) -> tuple[list[ActionEntry], str]:

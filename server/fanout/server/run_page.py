@@ -3,6 +3,7 @@
   GET /runs/NAME                 the page (static; it reads NAME from its own address)
   GET /api/runs/NAME             the run: phase, counts per phase, and its newest failures
   GET /api/runs/NAME/actions     a page of its actions (phase, group, prefix, cursor, limit)
+  GET /api/runs/NAME/actions/A   one action: what the page's link to an action (#action-A) shows
 
 The JSON endpoints want a tenant token in the Authorization header, never in the address, so
 no token lands in a URL, a history or an access log; a run of another tenant is 404 exactly
@@ -26,7 +27,7 @@ from google.protobuf.message import Message
 from fanout.quota import errors, phases
 from fanout.quota.listing import Listing
 from fanout.quota.tokens import TokenStore
-from fanout.server import run_views
+from fanout.server import run_views, validation
 from fanout.server.status import ServiceError
 from fanout.v1 import actions_pb2 as pb
 
@@ -77,9 +78,11 @@ class RunPage:
         parts = [unquote(p) for p in url.path.strip("/").split("/")]
         if len(parts) == 2 and parts[0] == "runs" and parts[1]:
             return 200, "text/html; charset=utf-8", self._html, _HTML_HEADERS
-        if len(parts) in (3, 4) and parts[:2] == ["api", "runs"] and (len(parts) == 3 or parts[3] == "actions"):
+        if len(parts) in (3, 4, 5) and parts[:2] == ["api", "runs"] and (len(parts) == 3 or parts[3] == "actions"):
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            handler = self._summary if len(parts) == 3 else self._actions
+            if len(parts) == 5:
+                query["name"] = parts[4]
+            handler = {3: self._summary, 4: self._actions, 5: self._action}[len(parts)]
             return self._json(handler, parts[2], query, authorization)
         return _error(404, "no such page")
 
@@ -92,6 +95,7 @@ class RunPage:
     ) -> Answer:
         async def answer() -> Message | dict[str, Any]:
             tenant = await self._tenant(authorization)
+            validation.run_name(run)
             return await handler(tenant, run, query)
 
         try:
@@ -143,6 +147,10 @@ class RunPage:
                 raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, f"phase {name[:40]!r} is not a phase")
             request.phases.append(pb.Phase.Value(name))
         return await run_views.list_actions(self._listing, tenant, request)
+
+    async def _action(self, tenant: str, run: str, query: dict[str, str]) -> Message:
+        validation.action_name(query["name"])
+        return run_views.action_message(run, await self._listing.action(tenant, run, query["name"]))
 
 
 def _number(value: str) -> int:
