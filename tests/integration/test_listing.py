@@ -50,7 +50,7 @@ class World:
 
     async def truth(self, tenant: str, run: str) -> Counter[int]:
         states = await self.client.hgetall(keys.TenantKeys(tenant).states(run))
-        return Counter(int(v.split(b":", 1)[0]) for v in states.values())
+        return Counter(int((v.decode() if isinstance(v, bytes) else v).split(":", 1)[0]) for v in states.values())
 
     async def close_all(self, tenant: str) -> None:
         while await self.client.zcard(keys.TenantKeys(tenant).closing):

@@ -151,7 +151,8 @@ def test_the_run_page_shows_failures_live_and_another_tenant_sees_nothing(
     def text(element_id: str) -> str:
         return str(driver.execute_script(f"return document.getElementById('{element_id}').innerText"))  # type: ignore[attr-defined]
 
-    shown = eventually(lambda: len(rows()) == 3 and rows(), timeout=15)
+    eventually(lambda: len(rows()) == 3, timeout=15)
+    shown = rows()
     for name in failures:
         assert any(name in row and f"ValueError: bad input {name}" in row for row in shown), shown
     cells = "return [...document.getElementById('count-FAILED').cells].map(c => c.textContent)"

@@ -37,6 +37,8 @@ SUMMARY_FAILURES = 20
 ANSWER_SECONDS = 10.0
 
 Answer = tuple[int, str, bytes, dict[str, str]]
+# (tenant, run, query parameters) -> what the endpoint answers, as a message or plain JSON.
+Handler = Callable[[str, str, dict[str, str]], Awaitable[Message | dict[str, Any]]]
 _JSON = "application/json"
 _HTML_HEADERS = {
     # The page runs only its own script and talks only to this server.
@@ -82,13 +84,13 @@ class RunPage:
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             if len(parts) == 5:
                 query["name"] = parts[4]
-            handler = {3: self._summary, 4: self._actions, 5: self._action}[len(parts)]
+            handler: Handler = {3: self._summary, 4: self._actions, 5: self._action}[len(parts)]
             return self._json(handler, parts[2], query, authorization)
         return _error(404, "no such page")
 
     def _json(
         self,
-        handler: Callable[[str, str, dict[str, str]], Awaitable[Message | dict[str, Any]]],
+        handler: Handler,
         run: str,
         query: dict[str, str],
         authorization: str,
@@ -125,7 +127,7 @@ class RunPage:
             )
         return who.tenant
 
-    async def _summary(self, tenant: str, run: str, query: dict[str, str]) -> dict[str, Any]:
+    async def _summary(self, tenant: str, run: str, query: dict[str, str]) -> Message | dict[str, Any]:
         request = pb.ListActionsRequest(run=run, phases=[phases.FAILED, phases.TIMED_OUT], limit=SUMMARY_FAILURES)
         summary = run_views.run_message(await self._listing.run_summary(tenant, run), self._links)
         failures = await run_views.list_actions(self._listing, tenant, request)
@@ -134,7 +136,7 @@ class RunPage:
             "failures": json_format.MessageToDict(failures, preserving_proto_field_name=True),
         }
 
-    async def _actions(self, tenant: str, run: str, query: dict[str, str]) -> Message:
+    async def _actions(self, tenant: str, run: str, query: dict[str, str]) -> Message | dict[str, Any]:
         request = pb.ListActionsRequest(
             run=run,
             name_prefix=query.get("prefix", ""),
@@ -148,7 +150,7 @@ class RunPage:
             request.phases.append(pb.Phase.Value(name))
         return await run_views.list_actions(self._listing, tenant, request)
 
-    async def _action(self, tenant: str, run: str, query: dict[str, str]) -> Message:
+    async def _action(self, tenant: str, run: str, query: dict[str, str]) -> Message | dict[str, Any]:
         validation.action_name(query["name"])
         return run_views.action_message(run, await self._listing.action(tenant, run, query["name"]))
 
