@@ -7,11 +7,11 @@ control plane's event loop (the Redis client belongs to it) and wait for the ans
 from __future__ import annotations
 
 import logging
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from threading import Thread
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client.exposition import MetricsHandler
 
 from fanout.server.run_page import RunPage
 
@@ -49,31 +49,25 @@ class MetricsServer:
             self._server.server_close()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(MetricsHandler):
+    """Prometheus's own handler (every other path answers metrics, as before), with the run pages beside it."""
+
     pages: RunPage | None = None
-    protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            self._send(200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY))
+        if self.pages is not None and self.path.startswith(("/runs/", "/api/")):
+            status, content_type, body, headers = self.pages.answer(self.path, self.headers.get("Authorization", ""))
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
             return
-        if self.pages is None:
-            self._send(404, "text/plain; charset=utf-8", b"not found\n")
-            return
-        status, content_type, body, headers = self.pages.answer(self.path, self.headers.get("Authorization", ""))
-        self._send(status, content_type, body, headers)
-
-    def _send(self, status: int, content_type: str, body: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
+        super().do_GET()
 
     def log_message(self, format: str, *args: Any) -> None:
-        # Paths carry no token (it travels in a header), but access logs are noise at INFO.
+        # Paths carry no token (it travels in a header); access lines are noise above DEBUG.
         log.debug("http %s " + format, self.address_string(), *args)
