@@ -10,18 +10,22 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
+from fanout import errors
 from fanout.quota import keys
 from fanout.quota.actions import ActionStore, LeaseRef, Report
 from fanout.quota.errors import InvalidArgument, NotFound
 from fanout.quota.limits import Limits, LimitStore
-from fanout.quota.listing import SCAN_BUDGET, ActionQuery, Listing, RunQuery
+from fanout.quota.listing import SCAN_BUDGET, ActionQuery, Listing, RunQuery, encode_cursor
 from fanout.quota.phases import ABORTED, FAILED, QUEUED, RUNNING, SUCCEEDED, TIMED_OUT
 from fanout.quota.scripts import Scripts
 from fanout.server.redis_process import RedisProcess
+from fanout.v1 import actions_pb2 as pb
+from tests.conftest import Tenant
 
 
 class Clock:
@@ -118,6 +122,14 @@ def test_phase_counts_follow_every_move_an_action_makes(own_redis: RedisProcess)
         assert counts[SUCCEEDED] == 1 and counts[FAILED] == 2 and counts[TIMED_OUT] == 1
         assert counts[ABORTED] == 2501 - 4 and counts[QUEUED] == 0
         assert sum(counts.values()) == (await w.listing.run_summary(tenant, "r")).action_count
+
+        # AbortRun: the root first (abort.lua), then the rest in steps.
+        await s.create_run(tenant, "r2", "root", b"root")
+        await s.lease(tenant, 1)  # the root runs
+        await s.admit(tenant, "r2", "root", [(f"c{i}", b"spec") for i in range(300)])
+        await s.lease(tenant, 10)
+        assert await s.abort_run(tenant, "r2") == 301
+        assert await w.counts(tenant, "r2") == await w.truth(tenant, "r2") == Counter({ABORTED: 301})
 
     within(own_redis, body)
 
@@ -216,3 +228,35 @@ def test_a_runs_actions_page_by_cursor_each_once_and_failures_newest_first(own_r
             await w.listing.actions("acts-2", "big", ActionQuery(), 10, "")
 
     within(own_redis, body)
+
+
+def refusal(call: Callable[[Any], object], request: object) -> str:
+    try:
+        call(request)
+    except errors.InvalidRequest:
+        return "bad"
+    return "accepted"
+
+
+def test_listing_requests_out_of_bounds_are_invalid_and_a_foreign_run_is_not_found(tenant: Tenant) -> None:
+    run = tenant.client.create_run(pb.ActionSpec(task_ref="module:os:getcwd", command=["true"])).name
+    bad_runs = {
+        "limit": pb.ListRunsRequest(limit=5000),
+        "phase": pb.ListRunsRequest(phases=[99]),
+        "prefix": pb.ListRunsRequest(name_prefix="Not A Run"),
+        "cursor": pb.ListRunsRequest(cursor="garbage"),
+        "time": pb.ListRunsRequest(created_after=-1),
+    }
+    assert {what: refusal(tenant.client.list_runs, r) for what, r in bad_runs.items()} == dict.fromkeys(bad_runs, "bad")
+    bad_actions = {
+        "run": pb.ListActionsRequest(run="Bad Run"),
+        "limit": pb.ListActionsRequest(run=run, limit=1001),
+        "prefix": pb.ListActionsRequest(run=run, name_prefix="a b"),
+        "group": pb.ListActionsRequest(run=run, group="g" * 300),
+        "cursor": pb.ListActionsRequest(run=run, cursor=encode_cursor({"k": "actions", "c": -1})),
+    }
+    got = {what: refusal(tenant.client.list_actions, r) for what, r in bad_actions.items()}
+    assert got == dict.fromkeys(bad_actions, "bad")
+    assert [r.name for r in tenant.client.list_runs(pb.ListRunsRequest()).runs] == [run]
+    with pytest.raises(errors.NotFound):
+        tenant.client.list_actions(pb.ListActionsRequest(run="no-such-run"))
