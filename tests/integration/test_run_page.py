@@ -199,6 +199,12 @@ def test_the_run_page_shows_failures_live_and_another_tenant_sees_nothing(
     assert get_json(f"{http.base_url}/api/runs/nothing-here", theirs)[0] == 404
     assert get_json(api, None)[0] == 401
     assert get_json(api, "fo_t_made-up")[0] == 401
+    for role in ("admin", "dispatcher"):  # the page is a tenant's view: other roles are refused, not shown all
+        assert get_json(api, loop_thread.run(own_plane.tokens.create(role)))[0] == 403
+    status, one = get_json(f"{api}/actions/{failures[0]}", mine)
+    assert status == 200 and one["result"]["error"]["message"] == f"bad input {failures[0]}"  # type: ignore[index]
+    assert get_json(f"{api}/actions/{failures[0]}", theirs)[0] == 404
+    assert get_json(f"{http.base_url}/api/runs/Bad%20Name", mine)[0] == 400
     status, page_of = get_json(f"{api}/actions?phase=FAILED&limit=2", mine)
     assert status == 200 and len(page_of["actions"]) == 2 and page_of["next_cursor"]  # type: ignore[arg-type]
     assert get_json(f"{api}/actions?phase=NOPE", mine)[0] == 400
