@@ -127,6 +127,12 @@ class Client:
     def get_run(self, run: str) -> pb.Run:
         return self.call(self.actions.GetRun, pb.GetRunRequest(run=run))
 
+    def list_runs(self, request: pb.ListRunsRequest) -> pb.ListRunsResponse:
+        return self.call(self.actions.ListRuns, request)
+
+    def list_actions(self, request: pb.ListActionsRequest) -> pb.ListActionsResponse:
+        return self.call(self.actions.ListActions, request)
+
     def get_action(self, run: str, name: str) -> pb.ActionStatus:
         return self.call(self.actions.GetAction, pb.GetActionRequest(run=run, name=name))
 

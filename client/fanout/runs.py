@@ -141,7 +141,8 @@ class Run:
 
     @property
     def url(self) -> str:
-        return run_url(self._client.config, self.name)
+        """The run page (http://…) the control plane serves; its gRPC address when it serves none."""
+        return self._run.url or run_url(self._client.config, self.name)
 
     @property
     def phase(self) -> str:

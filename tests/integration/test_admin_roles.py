@@ -1,4 +1,4 @@
-"""Who may call the admin and quota-request RPCs: every RPC against every role, with the status expected.
+"""Who may call the admin, quota-request and run-listing RPCs: every RPC against every role, with the status expected.
 
 Roles: admin; tenant; another tenant; dispatcher scoped to the tenant and unscoped; the action token of
 a running action of this run and of another run. A foreign object answers NOT_FOUND exactly like a
@@ -17,8 +17,8 @@ from fanout.dispatch.dispatcher import Dispatcher
 from fanout.server.app import ControlPlane
 from fanout.server.auth import METHOD_ROLES
 from fanout.v1 import actions_pb2 as pb
+from fanout.v1 import actions_pb2_grpc, admin_pb2_grpc
 from fanout.v1 import admin_pb2 as apb
-from fanout.v1 import admin_pb2_grpc
 from tests.conftest import Tenant, make_tenant
 from tests.helpers import LoopThread, eventually
 
@@ -161,3 +161,41 @@ def test_foreign_objects_are_not_found_exactly_like_missing_ones(world: World) -
         "RotateToken": apb.RotateTokenRequest(token_id="0123456789ab"),
     }.items():
         assert world.call("admin", method, request) == NOT_FOUND, method
+
+
+def test_run_listing_rpcs_against_every_role(world: World) -> None:
+    """ListRuns: tenants only, each its own runs. ListActions: the tenant, and an action token for its own run."""
+    run = world.runs[0]
+    stub = actions_pb2_grpc.ActionServiceStub(world.channel)
+    requests: dict[str, Any] = {"ListRuns": pb.ListRunsRequest(), "ListActions": pb.ListActionsRequest(run=run)}
+    want = {
+        "ListRuns": tenants_only(),
+        "ListActions": {
+            **{role: DENIED for role in ROLES},
+            "tenant": OK,
+            "other_tenant": NOT_FOUND,  # exactly like a missing run
+            "action_this_run": OK,
+            "action_other_run": NOT_FOUND,
+        },
+    }
+    assert {m.rsplit("/", 1)[1] for m in METHOD_ROLES if m.endswith(("/ListRuns", "/ListActions"))} == set(want)
+    got: dict[str, dict[str, grpc.StatusCode]] = {method: {} for method in requests}
+    replies: dict[tuple[str, str], Any] = {}
+    for method, request in requests.items():
+        for role in ROLES:
+            try:
+                replies[method, role] = getattr(stub, method)(
+                    request, metadata=[("authorization", f"Bearer {world.tokens[role]}")], timeout=10
+                )
+                got[method][role] = OK
+            except grpc.RpcError as exc:
+                got[method][role] = exc.code()
+    assert got == want
+    # What each may see: the tenant its runs, the other tenant none of them.
+    assert set(world.runs) <= {r.name for r in replies["ListRuns", "tenant"].runs}
+    assert not {r.name for r in replies["ListRuns", "other_tenant"].runs} & set(world.runs)
+    assert [a.name for a in replies["ListActions", "tenant"].actions] == ["root"]
+    missing = pb.ListActionsRequest(run="no-such-run")
+    with pytest.raises(grpc.RpcError) as missing_run:
+        stub.ListActions(missing, metadata=[("authorization", f"Bearer {world.tokens['tenant']}")], timeout=10)
+    assert missing_run.value.code() == NOT_FOUND

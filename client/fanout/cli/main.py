@@ -11,7 +11,7 @@ import logging
 import sys
 
 from fanout import errors
-from fanout.cli import admin_cmds, logs, server_cmds, tenant_cmds, token_args
+from fanout.cli import admin_cmds, list_cmds, logs, server_cmds, tenant_cmds, token_args
 from fanout.cli.common import common_options
 from fanout.server.errors import StartupError
 
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     server_cmds.add_parsers(sub)
     tenant_cmds.add_parsers(sub, common)
+    list_cmds.add_parsers(sub, common)
     admin_cmds.add_parsers(sub, common)
     return parser
 

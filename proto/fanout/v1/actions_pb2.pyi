@@ -152,18 +152,77 @@ class ActionStatus(_message.Message):
     def __init__(self, run: _Optional[str] = ..., name: _Optional[str] = ..., parent: _Optional[str] = ..., task_name: _Optional[str] = ..., phase: _Optional[_Union[Phase, str]] = ..., attempt: _Optional[int] = ..., result: _Optional[_Union[ActionResult, _Mapping]] = ..., group: _Optional[str] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("name", "root", "phase", "action_count", "created_at")
+    __slots__ = ("name", "root", "phase", "action_count", "created_at", "url", "phase_counts")
+    class PhaseCountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROOT_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     ACTION_COUNT_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    PHASE_COUNTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     root: str
     phase: Phase
     action_count: int
     created_at: float
-    def __init__(self, name: _Optional[str] = ..., root: _Optional[str] = ..., phase: _Optional[_Union[Phase, str]] = ..., action_count: _Optional[int] = ..., created_at: _Optional[float] = ...) -> None: ...
+    url: str
+    phase_counts: _containers.ScalarMap[str, int]
+    def __init__(self, name: _Optional[str] = ..., root: _Optional[str] = ..., phase: _Optional[_Union[Phase, str]] = ..., action_count: _Optional[int] = ..., created_at: _Optional[float] = ..., url: _Optional[str] = ..., phase_counts: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class ListRunsRequest(_message.Message):
+    __slots__ = ("phases", "name_prefix", "created_after", "created_before", "limit", "cursor")
+    PHASES_FIELD_NUMBER: _ClassVar[int]
+    NAME_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    phases: _containers.RepeatedScalarFieldContainer[Phase]
+    name_prefix: str
+    created_after: float
+    created_before: float
+    limit: int
+    cursor: str
+    def __init__(self, phases: _Optional[_Iterable[_Union[Phase, str]]] = ..., name_prefix: _Optional[str] = ..., created_after: _Optional[float] = ..., created_before: _Optional[float] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ...) -> None: ...
+
+class ListRunsResponse(_message.Message):
+    __slots__ = ("runs", "next_cursor")
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[Run]
+    next_cursor: str
+    def __init__(self, runs: _Optional[_Iterable[_Union[Run, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class ListActionsRequest(_message.Message):
+    __slots__ = ("run", "phases", "name_prefix", "group", "limit", "cursor")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    PHASES_FIELD_NUMBER: _ClassVar[int]
+    NAME_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    run: str
+    phases: _containers.RepeatedScalarFieldContainer[Phase]
+    name_prefix: str
+    group: str
+    limit: int
+    cursor: str
+    def __init__(self, run: _Optional[str] = ..., phases: _Optional[_Iterable[_Union[Phase, str]]] = ..., name_prefix: _Optional[str] = ..., group: _Optional[str] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ...) -> None: ...
+
+class ListActionsResponse(_message.Message):
+    __slots__ = ("actions", "next_cursor")
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    actions: _containers.RepeatedCompositeFieldContainer[ActionStatus]
+    next_cursor: str
+    def __init__(self, actions: _Optional[_Iterable[_Union[ActionStatus, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
 
 class CreateRunRequest(_message.Message):
     __slots__ = ("run_name", "root")

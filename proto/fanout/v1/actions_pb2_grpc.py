@@ -80,6 +80,16 @@ class ActionServiceStub:
                 request_serializer=fanout_dot_v1_dot_actions__pb2.AbortRunRequest.SerializeToString,
                 response_deserializer=fanout_dot_v1_dot_actions__pb2.AbortRunResponse.FromString,
                 _registered_method=True)
+        self.ListRuns = channel.unary_unary(
+                '/fanout.v1.ActionService/ListRuns',
+                request_serializer=fanout_dot_v1_dot_actions__pb2.ListRunsRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_actions__pb2.ListRunsResponse.FromString,
+                _registered_method=True)
+        self.ListActions = channel.unary_unary(
+                '/fanout.v1.ActionService/ListActions',
+                request_serializer=fanout_dot_v1_dot_actions__pb2.ListActionsRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_actions__pb2.ListActionsResponse.FromString,
+                _registered_method=True)
 
 
 class ActionServiceServicer:
@@ -142,6 +152,19 @@ class ActionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRuns(self, request, context):
+        """The caller's runs, and one run's actions: bounded pages, by cursor.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListActions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ActionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -189,6 +212,16 @@ def add_ActionServiceServicer_to_server(servicer, server):
                     servicer.AbortRun,
                     request_deserializer=fanout_dot_v1_dot_actions__pb2.AbortRunRequest.FromString,
                     response_serializer=fanout_dot_v1_dot_actions__pb2.AbortRunResponse.SerializeToString,
+            ),
+            'ListRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRuns,
+                    request_deserializer=fanout_dot_v1_dot_actions__pb2.ListRunsRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_actions__pb2.ListRunsResponse.SerializeToString,
+            ),
+            'ListActions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListActions,
+                    request_deserializer=fanout_dot_v1_dot_actions__pb2.ListActionsRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_actions__pb2.ListActionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -435,6 +468,60 @@ class ActionService:
             '/fanout.v1.ActionService/AbortRun',
             fanout_dot_v1_dot_actions__pb2.AbortRunRequest.SerializeToString,
             fanout_dot_v1_dot_actions__pb2.AbortRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.ActionService/ListRuns',
+            fanout_dot_v1_dot_actions__pb2.ListRunsRequest.SerializeToString,
+            fanout_dot_v1_dot_actions__pb2.ListRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListActions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.ActionService/ListActions',
+            fanout_dot_v1_dot_actions__pb2.ListActionsRequest.SerializeToString,
+            fanout_dot_v1_dot_actions__pb2.ListActionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

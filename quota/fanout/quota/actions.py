@@ -409,7 +409,9 @@ class ActionStore:
             args = [k.prefix, run, before, DROP_STEP_PARENTS, *keys.PARENT_KEY_SUFFIXES, "|", *keys.RUN_KEY_SUFFIXES]
             while (
                 gone := int(
-                    await self._scripts.drop_run(keys=[k.finished, k.stats, k.run(run), k.parents(run)], args=args)
+                    await self._scripts.drop_run(
+                        keys=[k.finished, k.stats, k.run(run), k.parents(run), k.run_index], args=args
+                    )
                 )
             ) == 0:
                 if time.monotonic() > deadline:

@@ -227,6 +227,7 @@ class Admitter:
                     k.slots,
                     k.parents(run),
                     k.runs,
+                    k.run_index,
                 ],
                 args=[
                     run,

@@ -20,12 +20,15 @@ RUN_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
 ACTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}\Z")
 
 # Per-run keys, as "<tenant prefix><suffix><run>":
-#   run:  hash of run metadata (root, phase, count = actions held, created)
+#   run:  hash of run metadata (root, phase, count = actions held, created, and
+#         p1..p8 = actions in each phase, kept by every script that moves one)
 #   spec: hash action name -> serialized ActionSpec
 #   st:   hash action name -> "<phase>:<attempt>:<parent>" (compact state)
 #   res:  hash action name -> serialized ActionResult, once terminal
 #   parents: set of the parents that have children (to find the keys below)
 #   lost: hash action name -> leases lost to dead dispatchers (reap.lua)
+#   fail: list of the run's FAILED and TIMED_OUT action names, newest first (lib.lua finish),
+#         so the run page and ListActions find failures without walking the run
 #   q:    list of "<name>/<admitted at>" of the run's admitted actions waiting
 #         for a lease, FIFO; the tenant's `runs` list names the runs that have
 #         one. A run that ends leaves its queue to be unlinked whole (lease.lua
@@ -36,7 +39,7 @@ ACTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}\Z")
 # A finished run is kept for its tenant's retention_seconds, then the sweeper
 # (drop_run.lua) unlinks these keys a bounded number per script: the per-parent
 # ones first, walking the parents set, then the per-run ones.
-RUN_KEY_SUFFIXES = ("run:", "spec:", "st:", "res:", "parents:", "lost:", "q:")
+RUN_KEY_SUFFIXES = ("run:", "spec:", "st:", "res:", "parents:", "lost:", "q:", "fail:")
 PARENT_KEY_SUFFIXES = ("kids:", "ev:")
 RUN_SUFFIXES = RUN_KEY_SUFFIXES + PARENT_KEY_SUFFIXES
 
@@ -65,6 +68,12 @@ class TenantKeys:
     def runs(self) -> str:
         """List of runs whose queue (`run_queue`) may hold actions; leasing serves them round-robin."""
         return self.prefix + "runs"
+
+    @property
+    def run_index(self) -> str:
+        """Sorted set run -> when created: the tenant's runs newest first, read a page at a time (ListRuns).
+        Admission adds a run when it creates it; the sweeper removes it when it drops the run."""
+        return self.prefix + "runs-created"
 
     @property
     def committed(self) -> str:
@@ -165,6 +174,9 @@ class TenantKeys:
 
     def parents(self, run: str) -> str:
         return f"{self.prefix}parents:{run}"
+
+    def failures(self, run: str) -> str:
+        return f"{self.prefix}fail:{run}"
 
     def run_queue(self, run: str) -> str:
         return f"{self.prefix}q:{run}"

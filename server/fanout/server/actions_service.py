@@ -17,10 +17,12 @@ from fanout.quota.admission import Batch
 from fanout.quota.bundles import BundleStore, term
 from fanout.quota.errors import FailedPrecondition, NotFound, QuotaExceeded
 from fanout.quota.limits import LimitStore
+from fanout.quota.listing import Listing
 from fanout.quota.tokens import Principal, TokenStore
-from fanout.server import event_log, metrics, validation
+from fanout.server import event_log, metrics, run_views, validation
 from fanout.server.auth import authorize, check_action_scope, principal
 from fanout.server.concurrency import at_most
+from fanout.server.run_views import PageLinks
 from fanout.server.settings import Settings
 from fanout.server.status import invalid, not_found, to_rpc_status
 from fanout.server.watch_events import replay, valid_cursor, watch_events
@@ -43,13 +45,22 @@ def new_run_name() -> str:
 
 class ActionService(actions_pb2_grpc.ActionServiceServicer):
     def __init__(
-        self, settings: Settings, store: ActionStore, limits: LimitStore, tokens: TokenStore, bundles: BundleStore
+        self,
+        settings: Settings,
+        store: ActionStore,
+        limits: LimitStore,
+        tokens: TokenStore,
+        bundles: BundleStore,
+        listing: Listing,
+        links: PageLinks,
     ) -> None:
         self._settings = settings
         self._bundles = bundles
         self._store = store
         self._limits = limits
         self._tokens = tokens
+        self._listing = listing
+        self._links = links
 
     async def CreateRun(
         self, request: pb.CreateRunRequest, context: aio.ServicerContext[Any, Any]
@@ -248,12 +259,18 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
             retention_seconds=limits.retention_seconds,
         )
 
+    async def ListRuns(
+        self, request: pb.ListRunsRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.ListRunsResponse:
+        return await run_views.list_runs(self._listing, principal().tenant, request, self._links)
+
+    async def ListActions(
+        self, request: pb.ListActionsRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.ListActionsResponse:
+        who = principal()
+        validation.run_name(request.run)
+        check_action_scope(who, request.run, None)
+        return await run_views.list_actions(self._listing, who.tenant, request)
+
     async def _run(self, tenant: str, run: str) -> pb.Run:
-        info = await self._store.get_run(tenant, run)
-        return pb.Run(
-            name=info.name,
-            root=info.root,
-            phase=info.phase,
-            action_count=info.action_count,
-            created_at=info.created_at,
-        )
+        return run_views.run_message(await self._listing.run_summary(tenant, run), self._links)

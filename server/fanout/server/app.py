@@ -27,6 +27,7 @@ from fanout.quota.bundles import BundleStore
 from fanout.quota.errors import StoreError
 from fanout.quota.failclosed import raise_if_cancelling
 from fanout.quota.limits import LimitStore
+from fanout.quota.listing import Listing
 from fanout.quota.requests import RequestStore
 from fanout.quota.scripts import Scripts
 from fanout.quota.tenants import TenantStore
@@ -41,6 +42,8 @@ from fanout.server.dispatch_service import DispatchService
 from fanout.server.errors import StartupError
 from fanout.server.grpc_metrics import MetricsInterceptor
 from fanout.server.quota_service import QuotaService
+from fanout.server.run_page import RunPage
+from fanout.server.run_views import PageLinks
 from fanout.server.settings import Settings
 from fanout.server.timed_scripts import timed
 from fanout.server.wakeup import Wakeup
@@ -70,8 +73,19 @@ class ControlPlane:
     tokens: TokenStore
     health: health.aio.HealthServicer
     wakeup: Wakeup  # knows this server's open lease streams
+    listing: Listing
+    # The run page's address, in every Run message: set once the HTTP port is up (serve_pages).
+    links: PageLinks
     collector: TenantCollector | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def run_page(self) -> RunPage:
+        """The run page's handlers, for the HTTP port; called on this server's event loop."""
+        return RunPage(self.listing, self.tokens, self.links, asyncio.get_running_loop())
+
+    def serve_pages(self, base_url: str) -> None:
+        """Runs' `url` points to the run page under `base_url` (http://host:port) from now on."""
+        self.links.base = base_url.rstrip("/")
 
     async def stop(self, grace: float | None = 5.0) -> None:
         """Stop serving within about `grace` + STOP_MARGIN_SECONDS, whatever a task or an RPC does.
@@ -145,6 +159,8 @@ async def create_server(settings: Settings) -> ControlPlane:
     tokens = TokenStore(redis, key)
     legacy_tokens_moved = await _move_legacy_tokens(tokens)
     wakeup = Wakeup(actions)
+    listing = Listing(redis)
+    links = PageLinks(settings.page_url)
 
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -158,7 +174,7 @@ async def create_server(settings: Settings) -> ControlPlane:
     server = aio.server(interceptors=[MetricsInterceptor(), AuthInterceptor(tokens)], options=options)
     bundles = BundleStore(redis)
     actions_pb2_grpc.add_ActionServiceServicer_to_server(
-        ActionService(settings, actions, limits, tokens, bundles), server
+        ActionService(settings, actions, limits, tokens, bundles, listing, links), server
     )
     bundles_pb2_grpc.add_BundleServiceServicer_to_server(BundleService(bundles, limits), server)
     dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchService(actions, limits, tokens, wakeup), server)
@@ -195,7 +211,7 @@ async def create_server(settings: Settings) -> ControlPlane:
     await server.start()
     for name in ["", *services]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    plane = ControlPlane(server, port, redis, actions, limits, tokens, health_servicer, wakeup)
+    plane = ControlPlane(server, port, redis, actions, limits, tokens, health_servicer, wakeup, listing, links)
     if settings.metrics_port >= 0:  # the per-tenant gauges, read from Redis when /metrics is scraped
         plane.collector = TenantCollector(
             settings.redis_url,

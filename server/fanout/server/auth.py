@@ -50,6 +50,8 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     _BUNDLES + "HasBundle": frozenset({"tenant"}),
     _BUNDLES + "UploadBundle": frozenset({"tenant"}),
     _BUNDLES + "GetBundle": frozenset({"tenant", "action"}),
+    _ACTIONS + "ListRuns": frozenset({"tenant"}),
+    _ACTIONS + "ListActions": frozenset({"tenant", "action"}),
     _DISPATCH + "Lease": frozenset({"dispatcher"}),
     _DISPATCH + "Report": frozenset({"dispatcher"}),
 }

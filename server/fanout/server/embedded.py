@@ -67,7 +67,9 @@ async def up(options: UpOptions) -> int:
             settings = replace(settings, signing_key_file=str(data_dir / SIGNING_KEY_FILE))
         signing_key.create_if_missing(Path(settings.signing_key_file))
         plane = await create_server(settings)
-        metrics = MetricsServer(settings.metrics_port).start()
+        metrics = MetricsServer(settings.metrics_port, pages=plane.run_page()).start()
+        if not settings.page_url:
+            plane.serve_pages(metrics.base_url)
         host = settings.listen.rsplit(":", 1)[0]
         endpoint = f"{host}:{plane.port}"
         config_path = await _bootstrap(plane, data_dir, endpoint)
@@ -81,8 +83,9 @@ async def up(options: UpOptions) -> int:
         dispatcher_task = asyncio.create_task(dispatcher.run())
         signalled = asyncio.ensure_future(until_signalled())
         await asyncio.sleep(0)  # its handlers are in place before anyone is told we are ready
+        pages = f" · run pages {plane.links.run('NAME')}" if plane.links.base else ""
         print(
-            f"fanout is ready at {endpoint} · metrics {metrics.url} · "
+            f"fanout is ready at {endpoint} · metrics {metrics.url}{pages} · "
             f"config {config_path} · admin token in {data_dir / ADMIN_TOKEN_FILE}",
             flush=True,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 
 from fanout.private_files import private_dir, write_private
@@ -23,14 +24,18 @@ async def serve(settings: Settings, admin_token_file: Path | None = None) -> int
             settings.signing_key_file,
         )
     plane = await create_server(settings)
-    metrics = MetricsServer(settings.metrics_port, host="0.0.0.0").start()
+    metrics = MetricsServer(settings.metrics_port, host="0.0.0.0", pages=plane.run_page()).start()
+    if metrics.base_url and not settings.page_url:
+        # 0.0.0.0 is where we listen, not an address a browser can open: name this host instead.
+        plane.serve_pages(f"http://{socket.getfqdn()}:{metrics.port}")
     try:
         if admin_token_file is not None and not admin_token_file.exists():
             private_dir(admin_token_file.parent, tighten=False)
             write_private(admin_token_file, await plane.tokens.create("admin") + "\n")
             print(f"wrote a new admin token to {admin_token_file}", flush=True)
         host = settings.listen.rsplit(":", 1)[0]
-        print(f"fanout server listening on {host}:{plane.port} · metrics {metrics.url}", flush=True)
+        pages = f" · run pages {plane.links.run('NAME')}" if plane.links.base else ""
+        print(f"fanout server listening on {host}:{plane.port} · metrics {metrics.url}{pages}", flush=True)
         await until_signalled()
         return 0
     finally:

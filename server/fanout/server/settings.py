@@ -21,6 +21,9 @@ class Settings:
     listen: str = "127.0.0.1:50051"
     # Prometheus metrics HTTP port; 0 picks a free one, -1 turns metrics off.
     metrics_port: int = 9464
+    # Where users open run pages (http[s]://host:port, behind any proxy): runs' `url` starts with it.
+    # Empty: this server's own HTTP port (the metrics one), as it is reached from here.
+    page_url: str = ""
     # Tenants that get their own label value in metrics; later ones are counted as "other".
     metrics_max_tenants: int = 200
     # A scrape within this many seconds of the last one is served the same per-tenant gauges, so a
@@ -105,6 +108,8 @@ class Settings:
             raise SettingsError("TLS needs both a certificate and a key (FANOUT_TLS_CERT and FANOUT_TLS_KEY)")
         if self.tls_client_ca and not self.tls_cert:
             raise SettingsError("FANOUT_TLS_CLIENT_CA (mutual TLS) needs FANOUT_TLS_CERT and FANOUT_TLS_KEY too")
+        if self.page_url and not self.page_url.startswith(("http://", "https://")):
+            raise SettingsError(f"FANOUT_PAGE_URL must start with http:// or https://, got {self.page_url!r}")
         if ":" not in self.listen:
             raise SettingsError(f"FANOUT_LISTEN must be host:port, got {self.listen!r}")
 

@@ -15,7 +15,7 @@ local phase, attempt = parse_state(redis.call('HGET', ctx.prefix .. 'st:' .. run
 if phase >= 5 then
   close_run(ctx, run, 7)  -- the root ended without closing its run: not written by these scripts
 else
-  finish(ctx, run, root, attempt, '', 7, ARGV[4])
+  finish(ctx, run, root, attempt, '', 7, ARGV[4], phase)
   redis.call('HINCRBY', KEYS[1], 'aborted', 1)
   flush(ctx)
 end

@@ -3,7 +3,7 @@
 -- the caller keeps this script's batch small enough to run in a few milliseconds.
 -- KEYS: 1 run meta, 2 specs, 3 states, 4 kids(run, parent), 5 run queue, 6 limits, 7 stats, 8 slots,
 --       9 parents(run): every parent with children, so retention can find their keys,
---       10 the tenant's list of runs with queued actions
+--       10 the tenant's list of runs with queued actions, 11 the tenant's runs by creation time
 -- ARGV: 1 run, 2 parent ("" for the root), 3 now, 4 default max_fanout, 5 default max_queued,
 --       6 default max_stored_bytes, 7 mode: create | submit | dry,
 --       8 1 to answer MOVING while a committed batch of the run is still being moved, else 0,
@@ -56,7 +56,8 @@ if k > 0 and stored + bytes > max_bytes then return {'BYTES', max_bytes, stored,
 if mode == 'dry' then return {'OK', k, present, used + k, max_fanout} end
 
 if mode == 'create' then
-  redis.call('HSET', KEYS[1], 'root', names[1], 'phase', 1, 'count', 0, 'created', now, 'bytes', 0)
+  redis.call('HSET', KEYS[1], 'root', names[1], 'phase', 1, 'count', 0, 'created', now, 'bytes', 0, 'p1', 0)
+  redis.call('ZADD', KEYS[11], now, run)
 end
 
 if k > 0 then
@@ -73,6 +74,8 @@ if k > 0 then
   -- The run joins the tenant's round-robin when its queue was empty.
   if redis.call('RPUSH', KEYS[5], unpack(queue)) == k then redis.call('RPUSH', KEYS[10], run) end
   redis.call('HINCRBY', KEYS[1], 'count', k)
+  -- Runs created before the phase counters existed stay uncounted (see lib.lua count_move).
+  if redis.call('HEXISTS', KEYS[1], 'p1') == 1 then redis.call('HINCRBY', KEYS[1], 'p1', k) end
   redis.call('HINCRBY', KEYS[1], 'bytes', bytes)
   redis.call('SADD', KEYS[9], parent)
   redis.call('HINCRBY', KEYS[7], 'queued', k)

@@ -22,7 +22,7 @@ repeat
   for i = 1, #entries, 2 do
     local phase, attempt, parent = parse_state(entries[i + 1])
     if phase < 5 then
-      finish(ctx, run, entries[i], attempt, parent, 7, ARGV[4])
+      finish(ctx, run, entries[i], attempt, parent, 7, ARGV[4], phase)
       aborted = aborted + 1
     end
   end

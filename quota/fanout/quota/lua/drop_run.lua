@@ -4,7 +4,7 @@
 -- last step the run's own keys, giving its stored bytes back to the tenant.
 -- UNLINK frees big values in the background, so a huge hash costs no more
 -- here than a small one.
--- KEYS: 1 finished, 2 stats, 3 run meta, 4 parents(run)
+-- KEYS: 1 finished, 2 stats, 3 run meta, 4 parents(run), 5 the tenant's runs by creation time
 -- ARGV: 1 tenant prefix, 2 run, 3 drop runs that finished before this time,
 --       4 most parents per step, then the per-parent key suffixes, "|", the per-run key suffixes
 -- Returns 1 when the run is gone, 0 when more steps are needed, -1 when it is not due.
@@ -27,4 +27,5 @@ for _, suffix in ipairs(per_run) do
   redis.call('UNLINK', prefix .. suffix .. run)
 end
 redis.call('ZREM', KEYS[1], run)
+redis.call('ZREM', KEYS[5], run)
 return 1

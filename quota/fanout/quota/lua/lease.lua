@@ -27,6 +27,8 @@ local expiry = tonumber(now) + tonumber(ARGV[5])
 local heads, specs, refs, work = {}, {}, {}, 0
 
 local live = {}
+-- Per run, how many leased actions left each phase: the run meta's phase counters (see lib.lua).
+local leased_from = {}
 local function run_live(run)
   if live[run] == nil then
     live[run] = tonumber(redis.call('HGET', prefix .. 'run:' .. run, 'phase') or '9') < 5
@@ -42,6 +44,12 @@ local function take(run, name, admitted)
   if tonumber(phase) > 2 then return end  -- aborted, finished or leased since it was queued
   attempt = tonumber(attempt) + 1
   redis.call('HSET', stkey, name, '3:' .. attempt .. ':' .. parent)
+  local moved = leased_from[run]
+  if not moved then
+    moved = {}
+    leased_from[run] = moved
+  end
+  moved[phase] = (moved[phase] or 0) + 1
   refs[#refs + 1] = run .. '/' .. name
   local spec = redis.call('HGET', prefix .. 'spec:' .. run, name) or ''
   heads[#heads + 1] = run .. ' ' .. name .. ' ' .. attempt .. ' ' .. admitted .. ' ' .. #spec .. ' ' .. parent
@@ -89,6 +97,18 @@ for i = 1, #refs, 1000 do
   end
   redis.call('SADD', KEYS[2], unpack(refs, i, last))
   redis.call('ZADD', KEYS[3], unpack(scored))
+end
+
+for run, moved in pairs(leased_from) do
+  local key = prefix .. 'run:' .. run
+  if redis.call('HEXISTS', key, 'p1') == 1 then
+    local n = 0
+    for phase, k in pairs(moved) do
+      redis.call('HINCRBY', key, 'p' .. phase, -k)
+      n = n + k
+    end
+    redis.call('HINCRBY', key, 'p3', n)
+  end
 end
 
 local waiting = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[5]) + redis.call('LLEN', KEYS[6])

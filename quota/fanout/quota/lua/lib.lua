@@ -7,6 +7,38 @@ local function parse_state(st)
   return tonumber(phase), tonumber(attempt), parent
 end
 
+-- The run meta counts its actions per phase ("p1".."p8"), for ListRuns and the run page. Moves
+-- are tallied per run and written by flush_counts, a command per run and phase, not per action.
+-- A run created before the counters existed has no "p1" and stays uncounted rather than wrong.
+local function count_move(ctx, run, from, to)
+  local c = ctx.counts
+  if not c then
+    c = {}
+    ctx.counts = c
+  end
+  local r = c[run]
+  if not r then
+    r = {}
+    c[run] = r
+  end
+  r[from] = (r[from] or 0) - 1
+  r[to] = (r[to] or 0) + 1
+end
+
+local function flush_counts(ctx)
+  local c = ctx.counts
+  if not c then return end
+  ctx.counts = nil
+  for run, r in pairs(c) do
+    local key = ctx.prefix .. 'run:' .. run
+    if redis.call('HEXISTS', key, 'p1') == 1 then
+      for phase, delta in pairs(r) do
+        if delta ~= 0 then redis.call('HINCRBY', key, 'p' .. phase, delta) end
+      end
+    end
+  end
+end
+
 -- The run ends with its root: its phase is final at once (admission and
 -- leasing refuse its actions from here on), and its unfinished actions are
 -- aborted later by close_run.lua, a bounded chunk per script, because a run
@@ -22,10 +54,14 @@ end
 -- drops the run), and tell its parent's watchers. The root closes the run.
 -- The slot, lease and counters are tallied in ctx and written by flush(ctx),
 -- once per script rather than once per action: every caller flushes before it returns.
+-- `from` is the phase the action leaves (for the run's phase counters); a failure joins the
+-- run's failure list, so the run page finds it without walking the run.
 -- ctx: {prefix, slots, leased, stats, closing, now, maxlen}
-local function finish(ctx, run, name, attempt, parent, phase, result)
+local function finish(ctx, run, name, attempt, parent, phase, result, from)
   redis.call('HSET', ctx.prefix .. 'st:' .. run, name, phase .. ':' .. attempt .. ':' .. parent)
   redis.call('HSET', ctx.prefix .. 'res:' .. run, name, result)
+  count_move(ctx, run, from, phase)
+  if phase == 6 or phase == 8 then redis.call('LPUSH', ctx.prefix .. 'fail:' .. run, name) end
   local t = ctx.tally
   if not t then
     t = {refs = {}, bytes = 0, runs = {}, run_bytes = {}}
@@ -43,8 +79,9 @@ local function finish(ctx, run, name, attempt, parent, phase, result)
   if parent == '' then close_run(ctx, run, phase) end
 end
 
--- Write what finish() tallied: a command per key, for a bounded group of actions each.
+-- Write what finish() and count_move() tallied: a command per key, for a bounded group of actions each.
 local function flush(ctx)
+  flush_counts(ctx)
   local t = ctx.tally
   if not t then return end
   ctx.tally = nil

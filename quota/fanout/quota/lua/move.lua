@@ -56,6 +56,7 @@ if wire then
     redis.call('HSET', KEYS[3], unpack(states))
     redis.call('RPUSH', ARGV[1] .. 'kids:' .. run .. ':' .. parent, unpack(moved))
     if redis.call('RPUSH', KEYS[4], unpack(queue)) == #queue then redis.call('RPUSH', KEYS[9], run) end
+    if redis.call('HEXISTS', KEYS[1], 'p1') == 1 then redis.call('HINCRBY', KEYS[1], 'p1', #moved) end
   end
   redis.call('HDEL', KEYS[6], at)
 end

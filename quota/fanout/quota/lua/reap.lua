@@ -21,10 +21,11 @@ for _, ref in ipairs(expired) do
       local lost = redis.call('HINCRBY', ctx.prefix .. 'lost:' .. run, name, 1)
       if lost < max_attempts then
         redis.call('HSET', ctx.prefix .. 'st:' .. run, name, '1:' .. att .. ':' .. parent)
+        count_move(ctx, run, cur, 1)
         redis.call('LPUSH', KEYS[3], ref .. '/' .. ARGV[2])
         requeued = requeued + 1
       else
-        finish(ctx, run, name, att, parent, 6, ARGV[5])
+        finish(ctx, run, name, att, parent, 6, ARGV[5], cur)
         failed = failed + 1
       end
     end

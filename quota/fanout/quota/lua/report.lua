@@ -28,15 +28,17 @@ for run, name, attempt, phase, size, retry_after in string.gmatch(ARGV[4], '(%S+
     if phase >= 5 and retry_after > 0 then
       local ref = run .. '/' .. name
       redis.call('HSET', stkey, name, '1:' .. att .. ':' .. parent)
+      count_move(ctx, run, cur, 1)
       redis.call('SREM', KEYS[1], ref)
       redis.call('ZREM', KEYS[2], ref)
       redis.call('ZADD', KEYS[4], ctx.now + retry_after, ref)
       redis.call('XADD', evkey, 'MAXLEN', '~', ctx.maxlen, '*', 'n', name, 'p', 1, 'a', att, 'r', result)
     elseif phase >= 5 then
-      finish(ctx, run, name, att, parent, phase, result)
+      finish(ctx, run, name, att, parent, phase, result, cur)
       if parent == '' then closed[#closed + 1] = run end
     else
       redis.call('HSET', stkey, name, phase .. ':' .. att .. ':' .. parent)
+      count_move(ctx, run, cur, phase)
       redis.call('XADD', evkey, 'MAXLEN', '~', ctx.maxlen, '*', 'n', name, 'p', phase, 'a', att)
       if parent == '' then redis.call('HSET', ctx.prefix .. 'run:' .. run, 'phase', phase) end
     end
