@@ -102,4 +102,3 @@ class WorkerListener:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-
