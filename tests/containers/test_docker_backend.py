@@ -53,9 +53,10 @@ def started_containers(engine: docker.DockerClient, owner: str, since: float) ->
     return [event["Actor"]["Attributes"] for event in events]
 
 
-def live(engine: docker.DockerClient, **labels: str) -> list[Any]:
+def live(engine: docker.DockerClient, **labels: str) -> list[str]:
+    """Ids of the running containers carrying these labels (no inspect: one may be removed meanwhile)."""
     filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
-    return engine.containers.list(filters=filters)
+    return [c["Id"] for c in engine.api.containers(filters=filters)]
 
 
 def test_the_seed_fanout_runs_a_container_per_action(
@@ -126,7 +127,7 @@ def test_a_container_is_locked_down(
     run = start_run(tenant.client, task("sleeper"), 120.0)
     [container] = eventually(lambda: live(engine, **{LABEL_RUN: run.name}), timeout=60)
     try:
-        attrs = container.attrs
+        attrs = engine.api.inspect_container(container)
         labels = attrs["Config"]["Labels"]
         assert labels[LABEL_TENANT] == tenant.name
         assert (labels[LABEL_RUN], labels[LABEL_ACTION], labels[LABEL_ATTEMPT]) == (run.name, "root", "1")
@@ -146,6 +147,7 @@ def test_a_container_is_locked_down(
     # dispatcher's (its token, its Redis URL, its PATH...), and the slot key is gone once read.
     assert set(inside["env"]) <= {
         "PATH", "HOME", "HOSTNAME", "PYTHONUNBUFFERED",
+        "LC_CTYPE",  # set by Python itself in a C locale (PEP 538)
         "FANOUT_ENDPOINT", "FANOUT_CONFIG", "FANOUT_WORKER_CONCURRENCY",
     }  # fmt: skip
     assert "FANOUT_ENDPOINT" in inside["env"]

@@ -42,7 +42,7 @@ from fanout import memory
 from fanout.dispatch.backend import Outcome, StartedCallback, failure
 from fanout.dispatch.pools import START_TIMEOUT_SECONDS, FramedWorker, Pool, PoolKey, WorkerLost
 from fanout.dispatch.worker import ENV_CONCURRENCY, ENV_WORKER_ID, ENV_WORKER_KEY
-from fanout.dispatch.worker_listener import WorkerListener
+from fanout.dispatch.worker_listener import Connection, WorkerListener
 from fanout.v1 import dispatch_pb2 as dpb
 
 log = logging.getLogger(__name__)
@@ -129,24 +129,31 @@ class ContainerWorker(FramedWorker):
         worker_id, key, connected = backend.listener.expect()
         spec = backend.worker_spec(self.pool, worker_id, key, self._labels)
         self._container = spec.name
+        # Shielded: a start cancelled midway (an abort, a shutdown) still ends with the container
+        # created or not, never with one created behind our back after its removal.
+        launched = asyncio.ensure_future(backend.launcher.start(spec))
         try:
-            await backend.launcher.start(spec)
-        except Exception as exc:
+            await asyncio.shield(launched)
+            await self._wait_until_connected(spec, connected)
+        except BaseException as exc:
             connected.cancel()
-            await self._remove()  # created but not started, perhaps
-            raise RuntimeError(f"cannot start a container from {spec.image}: {exc}") from None
-        self._exit = asyncio.ensure_future(backend.launcher.wait(spec.name))
+            await asyncio.gather(launched, return_exceptions=True)
+            await self._remove()
+            if isinstance(exc, Exception) and not isinstance(exc, RuntimeError):
+                raise RuntimeError(f"cannot start a container from {spec.image}: {exc}") from None
+            raise
+
+    async def _wait_until_connected(self, spec: WorkerSpec, connected: asyncio.Future[Connection]) -> None:
+        self._exit = asyncio.ensure_future(self._backend.launcher.wait(spec.name))
         await asyncio.wait({connected, self._exit}, timeout=START_TIMEOUT_SECONDS, return_when=asyncio.FIRST_COMPLETED)
         if not connected.done() or connected.cancelled():
-            connected.cancel()
             how = f"exited with code {self._exit.result().code}" if self._exit.done() else "did not connect in time"
-            await self._remove()
             raise RuntimeError(f"the worker in container {spec.name} ({spec.image}) {how}")
         connection = connected.result()
         try:
             await self._connect(connection.reader, connection.writer)
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
-            await self._remove()
+            connection.writer.close()
             raise RuntimeError(f"the worker in container {spec.name} did not start: {exc!r}") from None
 
     async def _wait_exit(self) -> tuple[int, Outcome | None]:

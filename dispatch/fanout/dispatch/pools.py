@@ -199,6 +199,7 @@ class FramedWorker:
         except ValueError:
             log.error("worker %s broke the protocol; killing it", self.name)
             self.kill()
+        self._close_input()  # its end of the stream is gone: ours goes too
         code, outcome = await self._wait_exit()
         self.pool.exited(self, code, outcome)
 
