@@ -19,6 +19,12 @@ pooled = fanout.TaskEnvironment(
     name="containers_pooled", image=IMAGE, reusable=fanout.ReusePolicy(replicas=2, concurrency=8)
 )
 small = fanout.TaskEnvironment(name="containers_small", image=IMAGE, resources=fanout.Resources(memory="128Mi"))
+small_pooled = fanout.TaskEnvironment(
+    name="containers_small_pooled",
+    image=IMAGE,
+    resources=fanout.Resources(memory="128Mi", cpu="500m"),
+    reusable=fanout.ReusePolicy(replicas=1, concurrency=2),
+)
 
 
 # The seed fanout (examples/fanout.py), one container per action.
@@ -48,6 +54,13 @@ async def pooled_fanout(user_ids: list[int]) -> list[dict]:
 @small.task
 async def hog(megabytes: int) -> int:
     """Write `megabytes` of memory: past the container's 128 MiB limit the kernel kills it."""
+    block = b"x" * (megabytes << 20)
+    return len(block)
+
+
+@small_pooled.task
+async def pooled_hog(megabytes: int) -> int:
+    """As hog, in a replica of a reusable environment: the replica is killed, the action fails as OOM."""
     block = b"x" * (megabytes << 20)
     return len(block)
 

@@ -97,8 +97,11 @@ def test_a_reusable_environment_runs_on_a_pool_of_containers(
     assert all(LABEL_RUN not in labels for labels in replicas)  # a replica serves the environment, not one run
 
 
-def test_exceeding_the_memory_limit_is_an_oom_error(docker_dispatcher: DockerDispatcher, tenant: Tenant) -> None:
-    run = start_run(tenant.client, task("hog"), 512)  # 512 MiB in a 128 MiB container
+@pytest.mark.parametrize("hog", ["hog", "pooled_hog"])
+def test_exceeding_the_memory_limit_is_an_oom_error(
+    docker_dispatcher: DockerDispatcher, tenant: Tenant, hog: str
+) -> None:
+    run = start_run(tenant.client, task(hog), 512)  # 512 MiB in a 128 MiB container, alone or a pool's replica
 
     with pytest.raises(errors.OOMError) as failed:
         run.wait(timeout=120).outputs()

@@ -48,6 +48,7 @@ class DockerLauncher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events: Any = None  # the engine's event stream, closed by close()
         self._follower: threading.Thread | None = None
+        self._subscribing = asyncio.Lock()  # one event stream, however many starts come at once
 
     @classmethod
     def from_env(cls) -> DockerLauncher:
@@ -67,14 +68,15 @@ class DockerLauncher:
 
     async def _follow_exits(self) -> None:
         """Subscribe to the engine's die events (once, before the first container starts)."""
-        if self._follower is not None:
-            return
-        self._loop = asyncio.get_running_loop()
-        filters = {"type": "container", "event": ["die"], "label": [LABEL_WORKER]}
-        # Returns once the engine answered: from here on, no die event is missed.
-        self._events = await self._call(self._api.events, decode=True, filters=filters)
-        self._follower = threading.Thread(target=self._read_events, name="fanout-docker-events", daemon=True)
-        self._follower.start()
+        async with self._subscribing:
+            if self._follower is not None:
+                return
+            self._loop = asyncio.get_running_loop()
+            filters = {"type": "container", "event": ["die"], "label": [LABEL_WORKER]}
+            # Returns once the engine answered: from here on, no die event is missed.
+            self._events = await self._call(self._api.events, decode=True, filters=filters)
+            self._follower = threading.Thread(target=self._read_events, name="fanout-docker-events", daemon=True)
+            self._follower.start()
 
     def _read_events(self) -> None:
         events: Iterator[dict[str, Any]] = self._events
