@@ -26,6 +26,9 @@ small_pooled = fanout.TaskEnvironment(
     reusable=fanout.ReusePolicy(replicas=1, concurrency=2),
 )
 
+# An image no engine has: its actions fail, saying which image.
+nowhere = fanout.TaskEnvironment(name="containers_nowhere", image="fanout-no-such-image:never")
+
 
 # The seed fanout (examples/fanout.py), one container per action.
 @env.task
@@ -81,3 +84,8 @@ async def look_around() -> dict:
     """What an action sees of its container: its uid, its environment's names, its mounts."""
     mounts = Path("/proc/self/mounts").read_text().splitlines()
     return {"uid": os.getuid(), "env": sorted(os.environ), "mounts": mounts}
+
+
+@nowhere.task
+async def lost() -> int:
+    return 1

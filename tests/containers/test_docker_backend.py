@@ -157,3 +157,15 @@ def test_a_container_is_locked_down(
     # The mounts of any container (its root, /proc, /sys, /dev...): none from the host's disk.
     mount_points = {line.split()[1] for line in inside["mounts"]}
     assert not mount_points & {"/work", "/root", "/home", "/tmp", "/var/run/docker.sock"}
+
+
+def test_an_image_the_engine_lacks_fails_the_action_naming_it(
+    docker_dispatcher: DockerDispatcher, tenant: Tenant
+) -> None:
+    run = start_run(tenant.client, task("lost"))
+
+    with pytest.raises(errors.ActionFailed) as failed:
+        run.wait(timeout=60).outputs()
+
+    assert failed.value.error_type == "WorkerStartError"
+    assert "fanout-no-such-image:never" in failed.value.message
