@@ -179,8 +179,10 @@ class ContainerWorker(FramedWorker):
     async def _remove(self) -> None:
         self.kill()
         if self._removal is not None:
-            with contextlib.suppress(Exception):  # logged by the launcher; shutdown sweeps by label again
+            try:
                 await asyncio.shield(self._removal)
+            except Exception:  # the engine refused: the backend's shutdown sweeps by label again
+                log.exception("could not remove container %s", self._container)
 
     async def stop(self) -> None:
         """Remove it: whatever it still runs is given up (as a stopped process's would be)."""
