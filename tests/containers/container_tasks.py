@@ -29,6 +29,9 @@ small_pooled = fanout.TaskEnvironment(
 # An image no engine has: its actions fail, saying which image.
 nowhere = fanout.TaskEnvironment(name="containers_nowhere", image="fanout-no-such-image:never")
 
+# An image without the runtime (the bare base): its worker cannot start, and says why.
+bare = fanout.TaskEnvironment(name="containers_bare", image="fanout-base:bookworm")
+
 
 # The seed fanout (examples/fanout.py), one container per action.
 @env.task
@@ -88,4 +91,9 @@ async def look_around() -> dict:
 
 @nowhere.task
 async def lost() -> int:
+    return 1
+
+
+@bare.task
+async def unstartable() -> int:
     return 1

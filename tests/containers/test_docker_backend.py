@@ -169,3 +169,16 @@ def test_an_image_the_engine_lacks_fails_the_action_naming_it(
 
     assert failed.value.error_type == "WorkerStartError"
     assert "fanout-no-such-image:never" in failed.value.message
+
+
+def test_a_worker_that_cannot_start_fails_the_action_with_its_output(
+    docker_dispatcher: DockerDispatcher, tenant: Tenant
+) -> None:
+    run = start_run(tenant.client, task("unstartable"))  # the base image has Python but no fanout
+
+    with pytest.raises(errors.ActionFailed) as failed:
+        run.wait(timeout=60).outputs()
+
+    assert failed.value.error_type == "WorkerStartError"
+    assert "exited with code 1" in failed.value.message
+    assert "No module named" in failed.value.message  # the container's own output says why

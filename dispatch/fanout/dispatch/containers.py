@@ -60,6 +60,8 @@ LABEL_RUN = "fanout.run"
 LABEL_ACTION = "fanout.action"
 LABEL_ATTEMPT = "fanout.attempt"
 LABEL_POOL = "fanout.pool"
+# What an error message quotes of a container's output.
+LOG_TAIL_BYTES = 2000
 # How long a worker whose connection closed may take to exit before it is removed anyway.
 EXIT_GRACE_SECONDS = 5.0
 # A one-shot action's pool: one worker, one action, gone with the action.
@@ -105,6 +107,10 @@ class Launcher(Protocol):
         """Names of the containers carrying all of these labels, running or not."""
         ...
 
+    async def log_tail(self, name: str, size: int) -> str:
+        """The last `size` bytes (about) of its output, for an error message; "" if there is none."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -148,7 +154,8 @@ class ContainerWorker(FramedWorker):
         await asyncio.wait({connected, self._exit}, timeout=START_TIMEOUT_SECONDS, return_when=asyncio.FIRST_COMPLETED)
         if not connected.done() or connected.cancelled():
             how = f"exited with code {self._exit.result().code}" if self._exit.done() else "did not connect in time"
-            raise RuntimeError(f"the worker in container {spec.name} ({spec.image}) {how}")
+            output = await self._backend.launcher.log_tail(spec.name, LOG_TAIL_BYTES)
+            raise RuntimeError(f"the worker in container {spec.name} ({spec.image}) {how}; last output:\n{output}")
         connection = connected.result()
         try:
             await self._connect(connection.reader, connection.writer)

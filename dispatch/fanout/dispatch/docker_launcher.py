@@ -162,6 +162,14 @@ class DockerLauncher:
         found = await self._call(self._api.containers, all=True, filters=filters)
         return [c["Names"][0].lstrip("/") for c in found]
 
+    async def log_tail(self, name: str, size: int) -> str:
+        try:
+            # Lines, not bytes, are what the engine cuts by: ask for enough and cut the rest here.
+            output: bytes = await self._call(self._api.logs, name, stdout=True, stderr=True, tail=200)
+        except docker.errors.DockerException:
+            return ""
+        return output[-size:].decode(errors="replace")
+
     async def close(self) -> None:
         if self._events is not None:
             with contextlib.suppress(Exception):
