@@ -39,6 +39,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help=f"actions the dispatcher holds at once, running or queued for a worker (default: {DEFAULT_CAPACITY}); "
         "action processes are bounded apart",
     )
+    _add_backend_args(up)
     up.add_argument("command", nargs=argparse.REMAINDER, help="optional: -- COMMAND [ARGS...] to run, then stop")
     up.set_defaults(handler=cmd_up)
 
@@ -66,9 +67,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
     disp = sub.add_parser(
         "dispatcher",
-        help="run a dispatcher with the local process backend",
+        help="run a dispatcher (local processes or Docker containers)",
         description="Leases actions from the control plane over gRPC (FANOUT_ENDPOINT; a dispatcher token from "
-        "--token-file or FANOUT_TOKEN) and runs each as a local process.",
+        "--token-file or FANOUT_TOKEN) and runs each as a local process (--backend process) or in a container "
+        "of the local Docker engine (--backend docker).",
     )
     disp.add_argument("--endpoint", help="control plane address (FANOUT_ENDPOINT)")
     add_token_args(disp, "dispatcher token")
@@ -80,6 +82,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     disp.add_argument("--work-dir", type=Path, default=Path(".fanout/actions"), help="per-action scratch directories")
     disp.add_argument("--action-endpoint", default="", help="address actions use to reach the control plane")
+    _add_backend_args(disp)
     disp.add_argument(
         "--metrics-port",
         type=int,
@@ -87,6 +90,24 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="Prometheus port (FANOUT_METRICS_PORT; 0 picks a free one, printed; default -1: off)",
     )
     disp.set_defaults(handler=cmd_dispatcher)
+
+
+def _add_backend_args(parser: argparse.ArgumentParser) -> None:
+    from fanout.dispatch.backends import BACKENDS
+
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="process",
+        help="where actions run: local processes (default), or containers of the Docker engine that DOCKER_HOST "
+        "or the local socket names (containers use host networking and dial back on 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--image",
+        default="",
+        help="docker backend: the worker image of tasks whose TaskEnvironment names none "
+        "(default: fanout-runtime:dev, built by scripts/docker_engine.sh)",
+    )
 
 
 def _redis_url_flag(url: str | None) -> str | None:
@@ -102,7 +123,16 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     redis_url = _redis_url_flag(args.redis_url) or os.environ.get("FANOUT_REDIS_URL", "")
-    options = UpOptions(args.data_dir, args.listen, args.metrics_port, redis_url, args.capacity, command or None)
+    options = UpOptions(
+        args.data_dir,
+        args.listen,
+        args.metrics_port,
+        redis_url,
+        args.capacity,
+        command or None,
+        backend=args.backend,
+        image=args.image,
+    )
     tracing.setup("fanout-up")
     return asyncio.run(up(options))
 
@@ -125,16 +155,22 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def cmd_dispatcher(args: argparse.Namespace) -> int:
+    from fanout.dispatch import backends
     from fanout.dispatch.dispatcher import Dispatcher
-    from fanout.dispatch.process_backend import ProcessBackend
     from fanout.server.metrics_http import MetricsServer
     from fanout.server.signals import until_signalled
 
     cfg = client_config.load(endpoint=args.endpoint, token=args.token)
     client_config.forget_secret_variables()  # the token stays in memory; the actions we start never see it
     work_dir = args.work_dir.resolve()
+    chosen = backends.choose(args.backend, work_dir, args.image)
     dispatcher = Dispatcher(
-        cfg, ProcessBackend(work_dir), args.capacity, args.action_endpoint, worker_logs=work_dir.parent / "workers"
+        cfg,
+        chosen.backend,
+        args.capacity,
+        args.action_endpoint,
+        worker_logs=work_dir.parent / "workers",
+        new_worker=chosen.new_worker,
     )
 
     async def main() -> int:

@@ -36,7 +36,7 @@ from fanout.channel import async_channel
 from fanout.config import ClientConfig
 from fanout.dispatch import metrics as dispatch_metrics
 from fanout.dispatch.backend import Backend, Outcome, failure
-from fanout.dispatch.pools import Pools, WorkerLost, reusable
+from fanout.dispatch.pools import Pools, WorkerFactory, WorkerLost, WorkerProcess, reusable
 from fanout.dispatch.reporter import Reporter
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb
@@ -72,12 +72,14 @@ class Dispatcher:
         capacity: int = DEFAULT_CAPACITY,
         action_endpoint: str = "",
         worker_logs: Path | None = None,
+        new_worker: WorkerFactory = WorkerProcess,
     ) -> None:
         self.config = config.require()
         self.backend = backend
         # Leased actions held at once: running, or queued here for a pool's free slot.
         self.capacity = capacity
-        self.pools = Pools(self.config, worker_logs)
+        # Reusable workers as local processes, or as the container backend's containers.
+        self.pools = Pools(self.config, worker_logs, new_worker)
         # Where actions reach the control plane; the same address unless a
         # container network needs another one.
         self.action_endpoint = action_endpoint or config.endpoint

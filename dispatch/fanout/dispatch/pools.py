@@ -36,7 +36,7 @@ import os
 import signal
 import sys
 from collections import deque
-from collections.abc import Awaitable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,7 +76,7 @@ class _Job:
     key: Key
     on_started: StartedCallback
     outcome: asyncio.Future[Outcome]
-    worker: WorkerProcess | None = None
+    worker: FramedWorker | None = None
     holds_slot: bool = False
     timer: asyncio.TimerHandle | None = None
 
@@ -117,8 +117,12 @@ class PoolKey:
         return f"{self.tenant}-{safe}-{digest}"
 
 
-class WorkerProcess:
-    """One worker process: the frames to and from it, and the jobs it runs."""
+class FramedWorker:
+    """One worker at the other end of a frame stream: the frames to and from it, and the jobs it runs.
+
+    Subclasses say how it starts (start() ends with _connect() on its streams),
+    how it is stopped or killed, and how its end is told (_wait_exit()).
+    """
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
@@ -126,45 +130,40 @@ class WorkerProcess:
         self.slots_used = 0
         self.log_slot = 0
         self.idle_timer: asyncio.TimerHandle | None = None
-        self._proc: asyncio.subprocess.Process | None = None
+        self._writer: asyncio.StreamWriter | None = None
         self._reader: asyncio.Task[None] | None = None
         self._outbox = wpb.ToWorker()
         self._flush_scheduled = False
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
+        """Its process id on this machine, if it is a local process."""
+        return None
 
-    async def start(self, env: Mapping[str, str], workdir: str, log_path: Path | None) -> None:
-        output = await asyncio.to_thread(_open_log, log_path)
-        exists: bool = bool(workdir) and await asyncio.to_thread(os.path.isdir, workdir)
-        cwd = workdir if exists else "/"
-        try:
-            self._proc = await asyncio.create_subprocess_exec(
-                *command_dying_with_parent(list(WORKER_COMMAND)),
-                cwd=cwd,
-                env=dict(env),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=output,
-                start_new_session=True,  # its own group: stopping it stops what its tasks started
-                limit=1 << 20,
-            )
-        finally:
-            if output != asyncio.subprocess.DEVNULL:
-                os.close(output)
-        assert self._proc.stdout is not None
-        try:
-            ready = wpb.FromWorker.FromString(
-                await asyncio.wait_for(read_frame(self._proc.stdout), START_TIMEOUT_SECONDS)
-            )
-            if not ready.HasField("ready"):
-                raise ValueError("the worker's first frame is not `ready`")
-        except (TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
-            self.kill()
-            await self._proc.wait()
-            raise RuntimeError(f"the worker did not start (exit code {self._proc.returncode}): {exc!r}") from None
-        self._reader = asyncio.create_task(self._read(self._proc.stdout))
+    @property
+    def name(self) -> str:
+        return str(self.pid)
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def _wait_exit(self) -> tuple[int, Outcome | None]:
+        """Its exit code once it ended, and the outcome of the actions it still ran if not "run them again"."""
+        raise NotImplementedError
+
+    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Wait for its `ready` frame, then read its outcomes; raises RuntimeError if it never becomes ready."""
+        ready = wpb.FromWorker.FromString(await asyncio.wait_for(read_frame(reader), START_TIMEOUT_SECONDS))
+        if not ready.HasField("ready"):
+            raise ValueError("the worker's first frame is not `ready`")
+        self._writer = writer
+        self._reader = asyncio.create_task(self._read(reader))
 
     def send(self, job: _Job) -> None:
         self.jobs[job.key] = job
@@ -184,24 +183,77 @@ class WorkerProcess:
     def _flush(self) -> None:
         self._flush_scheduled = False
         message, self._outbox = self._outbox, wpb.ToWorker()
-        assert self._proc is not None and self._proc.stdin is not None
-        if not self._proc.stdin.is_closing():
-            self._proc.stdin.write(frame(message.SerializeToString()))
+        assert self._writer is not None
+        if not self._writer.is_closing():
+            self._writer.write(frame(message.SerializeToString()))
 
-    async def _read(self, stdout: asyncio.StreamReader) -> None:
-        assert self._proc is not None
+    def _close_input(self) -> None:
+        """End its input: it cancels what it runs and exits."""
+        if self._writer is not None:
+            self._writer.close()
+
+    async def _read(self, stream: asyncio.StreamReader) -> None:
         try:
             while True:
-                message = wpb.FromWorker.FromString(await read_frame(stdout))
+                message = wpb.FromWorker.FromString(await read_frame(stream))
                 for outcome in message.finished:
                     self.pool.finished(self, outcome)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # it exited
         except ValueError:
-            log.error("worker %s broke the protocol; killing it", self.pid)
+            log.error("worker %s broke the protocol; killing it", self.name)
             self.kill()
-        code = await self._proc.wait()
-        self.pool.exited(self, code)
+        self._close_input()  # its end of the stream is gone: ours goes too
+        code, outcome = await self._wait_exit()
+        self.pool.exited(self, code, outcome)
+
+    async def _stop_reading(self) -> None:
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+
+class WorkerProcess(FramedWorker):
+    """A worker as a local process: frames on its stdin and stdout."""
+
+    def __init__(self, pool: Pool, log_path: Path | None) -> None:
+        super().__init__(pool)
+        self._log_path = log_path
+        self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    async def start(self) -> None:
+        output = await asyncio.to_thread(_open_log, self._log_path)
+        workdir = self.pool.key.workdir
+        exists: bool = bool(workdir) and await asyncio.to_thread(os.path.isdir, workdir)
+        cwd = workdir if exists else "/"
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *command_dying_with_parent(list(WORKER_COMMAND)),
+                cwd=cwd,
+                env=dict(self.pool.env),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=output,
+                start_new_session=True,  # its own group: stopping it stops what its tasks started
+                limit=1 << 20,
+            )
+        finally:
+            if output != asyncio.subprocess.DEVNULL:
+                os.close(output)
+        assert self._proc.stdout is not None and self._proc.stdin is not None
+        try:
+            await self._connect(self._proc.stdout, self._proc.stdin)
+        except (TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+            self.kill()
+            await self._proc.wait()
+            raise RuntimeError(f"the worker did not start (exit code {self._proc.returncode}): {exc!r}") from None
+
+    async def _wait_exit(self) -> tuple[int, Outcome | None]:
+        assert self._proc is not None
+        return await self._proc.wait(), None
 
     def kill(self) -> None:
         if self._proc is not None and self._proc.returncode is None:
@@ -212,24 +264,36 @@ class WorkerProcess:
         """End its input (it cancels what it runs and exits); kill it if it does not."""
         if self._proc is None:
             return
-        if self._proc.stdin is not None:
-            self._proc.stdin.close()
+        self._close_input()
         try:
             await asyncio.wait_for(self._proc.wait(), STOP_TIMEOUT_SECONDS)
         except TimeoutError:
             self.kill()
             await self._proc.wait()
-        if self._reader is not None:
-            await asyncio.gather(self._reader, return_exceptions=True)
+        await self._stop_reading()
+
+
+# Makes the worker of a pool (log_path: where its output goes, if the backend keeps it in files).
+WorkerFactory = Callable[["Pool", Path | None], FramedWorker]
 
 
 class Pool:
-    def __init__(self, key: PoolKey, env: Mapping[str, str], log_dir: Path | None) -> None:
+    def __init__(
+        self,
+        key: PoolKey,
+        env: Mapping[str, str],
+        log_dir: Path | None,
+        template: dpb.LeasedAction,
+        new_worker: WorkerFactory = WorkerProcess,
+    ) -> None:
         self.key = key
-        self._env = env
+        self.env = env
+        # The action that made this pool: what its workers' containers are made from (image, resources).
+        self.template = template
         self._log_dir = log_dir
+        self._new_worker = new_worker
         self._log_slots: set[int] = set()
-        self.workers: list[WorkerProcess] = []
+        self.workers: list[FramedWorker] = []
         self._starting = 0
         self._queue: deque[_Job] = deque()
         self._tasks: set[asyncio.Task[None]] = set()  # starts and stops in flight
@@ -277,7 +341,7 @@ class Pool:
             for _ in range(min(room, len(self._queue))):
                 self._dispatch(self._queue.popleft(), worker)
 
-    def _dispatch(self, job: _Job, worker: WorkerProcess) -> None:
+    def _dispatch(self, job: _Job, worker: FramedWorker) -> None:
         if worker.idle_timer is not None:
             worker.idle_timer.cancel()
             worker.idle_timer = None
@@ -300,11 +364,11 @@ class Pool:
         """The worker did not answer a timeout: its event loop is blocked. Kill it; this action timed out."""
         if job.outcome.done() or job.worker is None:
             return
-        log.warning("worker %s did not stop %s in time; killing it", job.worker.pid, job.key)
+        log.warning("worker %s did not stop %s in time; killing it", job.worker.name, job.key)
         _resolve(job, _timed_out(job.action))
         job.worker.kill()
 
-    def finished(self, worker: WorkerProcess, outcome: wpb.WorkerOutcome) -> None:
+    def finished(self, worker: FramedWorker, outcome: wpb.WorkerOutcome) -> None:
         job = worker.jobs.pop((outcome.run, outcome.name, outcome.attempt), None)
         if job is None:
             return
@@ -315,33 +379,39 @@ class Pool:
             self._idle(worker)
         self._pump()
 
-    def exited(self, worker: WorkerProcess, code: int) -> None:
-        """A worker ended: by our stop, or it died (then its actions are lost and it is replaced on demand)."""
+    def exited(self, worker: FramedWorker, code: int, outcome: Outcome | None = None) -> None:
+        """A worker ended: by our stop, or it died (then its actions are lost and it is replaced on demand).
+
+        `outcome`: what its unfinished actions end as, when the backend knows why it died (a
+        container killed for memory); without it they are lost and run again after their leases.
+        """
         if worker in self.workers:
             self.workers.remove(worker)
         self._log_slots.discard(worker.log_slot)
         if worker.jobs:
             lost = len(worker.jobs)
-            log.warning("worker %s of %s exited (%s) with %d actions", worker.pid, self.key.label, code, lost)
+            log.warning("worker %s of %s exited (%s) with %d actions", worker.name, self.key.label, code, lost)
         for job in worker.jobs.values():
-            if not job.outcome.done():
-                job.outcome.set_exception(WorkerLost(f"worker {worker.pid} exited with code {code}"))
+            if outcome is not None:
+                _resolve(job, outcome)
+            elif not job.outcome.done():
+                job.outcome.set_exception(WorkerLost(f"worker {worker.name} exited with code {code}"))
         worker.jobs.clear()
         if worker.idle_timer is not None:
             worker.idle_timer.cancel()
         self._pump()
 
-    def _idle(self, worker: WorkerProcess) -> None:
+    def _idle(self, worker: FramedWorker) -> None:
         if worker.idle_timer is None:
             ttl = self.key.idle_ttl
             worker.idle_timer = asyncio.get_running_loop().call_later(ttl, self._stop_idle, worker)
 
-    def _stop_idle(self, worker: WorkerProcess) -> None:
+    def _stop_idle(self, worker: FramedWorker) -> None:
         worker.idle_timer = None
         if worker.jobs or worker not in self.workers:
             return
         self.workers.remove(worker)  # no new work goes to it from now on
-        log.info("stopping idle worker %s of %s", worker.pid, self.key.label)
+        log.info("stopping idle worker %s of %s", worker.name, self.key.label)
         self._track(worker.stop())
 
     def _start_worker(self) -> None:
@@ -349,13 +419,14 @@ class Pool:
         self._track(self._start())
 
     async def _start(self) -> None:
-        worker = WorkerProcess(self)
         # A log file per slot, not per worker: a pool's logs stay as many as its replicas however often they restart.
-        worker.log_slot = min(set(range(len(self._log_slots) + 1)) - self._log_slots)
+        log_slot = min(set(range(len(self._log_slots) + 1)) - self._log_slots)
+        log_path = self._log_dir / f"{self.key.label}.{log_slot}.log" if self._log_dir else None
+        worker = self._new_worker(self, log_path)
+        worker.log_slot = log_slot
         self._log_slots.add(worker.log_slot)
-        log_path = self._log_dir / f"{self.key.label}.{worker.log_slot}.log" if self._log_dir else None
         try:
-            await worker.start(self._env, self.key.workdir, log_path)
+            await worker.start()
         except (OSError, RuntimeError) as exc:
             log.error("cannot start a worker for %s: %s", self.key.label, exc)
             self._log_slots.discard(worker.log_slot)
@@ -386,9 +457,12 @@ class Pool:
 class Pools:
     """Every pool of one dispatcher, keyed by tenant, environment, image, workdir, env and code bundle."""
 
-    def __init__(self, config: ClientConfig, log_dir: Path | None = None) -> None:
+    def __init__(
+        self, config: ClientConfig, log_dir: Path | None = None, new_worker: WorkerFactory = WorkerProcess
+    ) -> None:
         self._config = config
         self._log_dir = log_dir
+        self._new_worker = new_worker  # local processes, or a container backend's workers
         self._pools: dict[PoolKey, Pool] = {}
         # The same pools by the spec's fields as they come, a cheaper key to build per action
         # (its env unsorted: another order of the same env only misses this cache).
@@ -409,7 +483,8 @@ class Pools:
             key = PoolKey.of(action)
             pool = self._pools.get(key)
             if pool is None:
-                pool = self._pools[key] = Pool(key, self.worker_env(action, endpoint), self._log_dir)
+                env = self.worker_env(action, endpoint)
+                pool = self._pools[key] = Pool(key, env, self._log_dir, action, self._new_worker)
             self._by_fields[fields] = pool
         return pool
 

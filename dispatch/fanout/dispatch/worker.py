@@ -24,7 +24,10 @@ thread bounds it: past LOG_LIMIT_BYTES it is cut to its last LOG_KEEP_BYTES
 log never grows without limit.
 
 Protocol: fanout.v1 ToWorker frames on stdin, FromWorker frames on stdout
-(see worker.proto and frames.py). The first frame out says it is ready.
+(see worker.proto and frames.py); or, with `--connect HOST:PORT` (a
+container's worker), the same frames on a TCP connection it opens to the
+dispatcher's worker listener, after a WorkerHello with the slot id and key
+the dispatcher put in its environment (ENV_WORKER_ID, ENV_WORKER_KEY). The first frame out says it is ready.
 Outcomes finished in one turn of the event loop go out in one frame. A
 cancel answers ABORTED (the dispatcher reports nothing) or TIMED_OUT. The
 worker does not bound its own concurrency: the dispatcher sends it no more
@@ -73,6 +76,9 @@ ENV_RESULT_PATH = "FANOUT_RESULT_PATH"
 # The tenant's max_payload_bytes, from the lease: a bigger result fails the
 # action here, with a clear error, instead of being refused on report.
 ENV_MAX_OUTPUT = "FANOUT_MAX_OUTPUT_BYTES"
+# A dialling worker's slot and its key (see worker_listener.py), read and removed from the environment at start.
+ENV_WORKER_ID = "FANOUT_WORKER_ID"
+ENV_WORKER_KEY = "FANOUT_WORKER_KEY"
 # The log bound: cut to the last LOG_KEEP_BYTES once past LOG_LIMIT_BYTES, checked every LOG_CHECK_SECONDS.
 LOG_KEEP_BYTES = 64 * 1024
 LOG_LIMIT_BYTES = 2 * LOG_KEEP_BYTES
@@ -160,6 +166,21 @@ async def serve(requests: int, replies: int) -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(requests, "rb", 0))
     transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, os.fdopen(replies, "wb", 0))
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
+    await serve_stream(reader, writer)
+
+
+async def serve_connected(address: str) -> None:
+    """Dial the dispatcher (a container's worker), claim our slot with its key, then serve as usual."""
+    worker_id, key = os.environ.pop(ENV_WORKER_ID, ""), os.environ.pop(ENV_WORKER_KEY, "")
+    if not worker_id or not key:
+        raise SystemExit(f"fanout worker --connect needs {ENV_WORKER_ID} and {ENV_WORKER_KEY} in its environment")
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host.strip("[]"), int(port), limit=1 << 20)
+    writer.write(frame(wpb.FromWorker(hello=wpb.WorkerHello(worker_id=worker_id, key=key)).SerializeToString()))
+    await serve_stream(reader, writer)
+
+
+async def serve_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     # Tokens per call: this process has none of its own (FANOUT_CONFIG is /dev/null, no FANOUT_TOKEN).
     client = AsyncClient(config.load(), tokens_per_call=True)
 
@@ -284,9 +305,23 @@ async def _serve_with_threads(requests: int, replies: int) -> None:
     await serve(requests, replies)
 
 
+async def _serve_connected_with_threads(address: str) -> None:
+    asyncio.get_running_loop().set_default_executor(_worker_threads())
+    await serve_connected(address)
+
+
 def main() -> None:
     if sys.argv[1:] == ["--one-shot"]:
         sys.exit(run_one_shot())
+    if sys.argv[1:2] == ["--connect"] and len(sys.argv) == 3:
+        # A container's worker: frames on a connection to the dispatcher, output on stdout/stderr (the container's log).
+        line_buffered_output()
+        tracing.setup("fanout-worker")
+        try:
+            asyncio.run(_serve_connected_with_threads(sys.argv[2]))
+        finally:
+            tracing.flush()
+        return
     # Keep the protocol off fds 0 and 1, so a task's print or input() cannot corrupt it.
     requests, replies = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)

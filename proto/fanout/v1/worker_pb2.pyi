@@ -29,12 +29,22 @@ class WorkerCancel(_message.Message):
     def __init__(self, run: _Optional[str] = ..., name: _Optional[str] = ..., attempt: _Optional[int] = ..., timed_out: _Optional[bool] = ...) -> None: ...
 
 class FromWorker(_message.Message):
-    __slots__ = ("ready", "finished")
+    __slots__ = ("ready", "finished", "hello")
     READY_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
+    HELLO_FIELD_NUMBER: _ClassVar[int]
     ready: WorkerReady
     finished: _containers.RepeatedCompositeFieldContainer[WorkerOutcome]
-    def __init__(self, ready: _Optional[_Union[WorkerReady, _Mapping]] = ..., finished: _Optional[_Iterable[_Union[WorkerOutcome, _Mapping]]] = ...) -> None: ...
+    hello: WorkerHello
+    def __init__(self, ready: _Optional[_Union[WorkerReady, _Mapping]] = ..., finished: _Optional[_Iterable[_Union[WorkerOutcome, _Mapping]]] = ..., hello: _Optional[_Union[WorkerHello, _Mapping]] = ...) -> None: ...
+
+class WorkerHello(_message.Message):
+    __slots__ = ("worker_id", "key")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    key: str
+    def __init__(self, worker_id: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
 
 class WorkerReady(_message.Message):
     __slots__ = ("pid",)

@@ -2,7 +2,8 @@
 
 A private Redis (append-only, under the data directory) unless a Redis URL
 is given, the gRPC server, and one dispatcher with the local process
-backend. It mints the bootstrap tokens and writes the config file clients
+backend (or, with --backend docker, containers on the local Docker
+engine). It mints the bootstrap tokens and writes the config file clients
 read, so `fanout.init_from_config()` and the CLI work at once.
 
 The data directory holds secrets (tokens, the Redis password, the key that
@@ -21,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from fanout import config as client_config
+from fanout.dispatch import backends
 from fanout.dispatch.dispatcher import DEFAULT_CAPACITY, Dispatcher
-from fanout.dispatch.process_backend import ProcessBackend
 from fanout.private_files import private_dir, write_private
 from fanout.server import signing_key
 from fanout.server.app import ControlPlane, create_server
@@ -46,6 +47,8 @@ class UpOptions:
     redis_url: str = ""
     capacity: int = DEFAULT_CAPACITY
     command: list[str] | None = None
+    backend: str = "process"  # or "docker" (see fanout.dispatch.backends)
+    image: str = ""  # the docker backend's default worker image
 
 
 async def up(options: UpOptions) -> int:
@@ -74,11 +77,13 @@ async def up(options: UpOptions) -> int:
         endpoint = f"{host}:{plane.port}"
         config_path = await _bootstrap(plane, data_dir, endpoint)
         dispatcher_token = await plane.tokens.create("dispatcher")
+        chosen = backends.choose(options.backend, data_dir / "actions", options.image, settings.max_payload_bytes)
         dispatcher = Dispatcher(
             client_config.ClientConfig(endpoint=endpoint, token=dispatcher_token),
-            ProcessBackend(data_dir / "actions", settings.max_payload_bytes),
+            chosen.backend,
             capacity=options.capacity,
             worker_logs=data_dir / "workers",
+            new_worker=chosen.new_worker,
         )
         dispatcher_task = asyncio.create_task(dispatcher.run())
         signalled = asyncio.ensure_future(until_signalled())
