@@ -14,6 +14,12 @@ from fanout.cli.token_args import add_token_args
 from fanout.dispatch.dispatcher import DEFAULT_CAPACITY
 from fanout.errors import ConfigError
 
+TRUST_HELP = (
+    "let tenants choose an action's `command` and working directory (`workdir`); without it an action with a "
+    "command fails as UntrustedSpec and every action runs in its private folder. Only for tenants you trust "
+    "with this machine"
+)
+
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = sub.add_parser(
@@ -38,6 +44,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help=f"actions the dispatcher holds at once, running or queued for a worker (default: {DEFAULT_CAPACITY}); "
         "action processes are bounded apart",
     )
+    up.add_argument("--trust-tenants", action="store_true", help=TRUST_HELP)
     up.add_argument("command", nargs=argparse.REMAINDER, help="optional: -- COMMAND [ARGS...] to run, then stop")
     up.set_defaults(handler=cmd_up)
 
@@ -67,10 +74,16 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "dispatcher",
         help="run a dispatcher with the local process backend",
         description="Leases actions from the control plane over gRPC (FANOUT_ENDPOINT; a dispatcher token from "
-        "--token-file or FANOUT_TOKEN) and runs each as a local process.",
+        "--token-file or FANOUT_TOKEN, never a flag) and runs each as a local process: in a private folder, with "
+        "a scrubbed environment, and, run as root, under a uid of its tenant's own. A BYOC dispatcher runs in the "
+        "tenant's cluster with a token scoped to that tenant and TLS to the control plane.",
     )
     disp.add_argument("--endpoint", help="control plane address (FANOUT_ENDPOINT)")
     add_token_args(disp, "dispatcher token")
+    disp.add_argument("--tls-ca", help="CA certificate (PEM) that signed the server's certificate (FANOUT_TLS_CA)")
+    disp.add_argument("--tls-cert", help="client certificate (PEM) for mutual TLS (FANOUT_TLS_CERT)")
+    disp.add_argument("--tls-key", help="client private key (PEM) for mutual TLS (FANOUT_TLS_KEY)")
+    disp.add_argument("--trust-tenants", action="store_true", help=TRUST_HELP)
     disp.add_argument(
         "--capacity",
         type=int,
@@ -101,7 +114,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     redis_url = _redis_url_flag(args.redis_url) or os.environ.get("FANOUT_REDIS_URL", "")
-    options = UpOptions(args.data_dir, args.listen, args.metrics_port, redis_url, args.capacity, command or None)
+    options = UpOptions(
+        args.data_dir, args.listen, args.metrics_port, redis_url, args.capacity, command or None, args.trust_tenants
+    )
     return asyncio.run(up(options))
 
 
@@ -124,14 +139,20 @@ def cmd_server(args: argparse.Namespace) -> int:
 def cmd_dispatcher(args: argparse.Namespace) -> int:
     from fanout.dispatch.dispatcher import Dispatcher
     from fanout.dispatch.process_backend import ProcessBackend
+    from fanout.dispatch.sandbox import Sandbox
+    from fanout.dispatch.worker_env import tls_variables
     from fanout.server.metrics_http import MetricsServer
     from fanout.server.signals import until_signalled
 
-    cfg = client_config.load(endpoint=args.endpoint, token=args.token)
+    tls = {"tls_ca": args.tls_ca, "tls_cert": args.tls_cert, "tls_key": args.tls_key}
+    cfg = client_config.load(endpoint=args.endpoint, token=args.token, **tls).require()
     client_config.forget_secret_variables()  # the token stays in memory; the actions we start never see it
     work_dir = args.work_dir.resolve()
+    # The tenants' uids and homes sit beside the work folders, outside them (those are walked as actions).
+    sandbox = Sandbox.for_dispatcher(work_dir.parent, args.trust_tenants)
+    backend = ProcessBackend(work_dir, sandbox=sandbox, tls=tls_variables(cfg))
     dispatcher = Dispatcher(
-        cfg, ProcessBackend(work_dir), args.capacity, args.action_endpoint, worker_logs=work_dir.parent / "workers"
+        cfg, backend, args.capacity, args.action_endpoint, worker_logs=work_dir.parent / "workers", sandbox=sandbox
     )
 
     async def main() -> int:

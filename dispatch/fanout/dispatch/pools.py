@@ -23,7 +23,12 @@ action reported TIMED_OUT and the others run again elsewhere.
 
 Workers start with a clean environment: a few essentials (PATH, HOME,
 locale, the Python path), the spec's env and the control plane's address.
-Never the dispatcher's token, never FANOUT_REDIS_URL.
+Never the dispatcher's token, never FANOUT_REDIS_URL. They run in their
+tenant's private home under the tenant's uid when the dispatcher is root
+(sandbox.py), and under the memory limit of their environment's Resources
+(a worker is one replica, as a container would be): set from outside with
+prlimit before the worker has any action, so tenant code cannot lift it;
+past it an allocation raises MemoryError in the task, an OOM failure.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import resource
 import signal
 import sys
 from collections import deque
@@ -41,11 +47,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fanout import memory
 from fanout.config import ClientConfig
 from fanout.dispatch.backend import Outcome, StartedCallback, failure
 from fanout.dispatch.frames import frame, read_frame
+from fanout.dispatch.sandbox import Identity, Sandbox
 from fanout.dispatch.worker import ENV_CONCURRENCY
-from fanout.dispatch.worker_env import worker_env
+from fanout.dispatch.worker_env import tls_variables, worker_env
 from fanout.server.parent_death import command_dying_with_parent
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb
@@ -91,6 +99,7 @@ class PoolKey:
     replicas: int
     concurrency: int
     idle_ttl: float
+    memory: str
 
     @classmethod
     def of(cls, action: dpb.LeasedAction) -> PoolKey:
@@ -104,6 +113,7 @@ class PoolKey:
             max(s.reuse.replicas, 1),
             max(s.reuse.concurrency, 1),
             max(s.reuse.idle_ttl_seconds, 0.0),
+            s.resources.memory,
         )
 
     @property
@@ -131,10 +141,18 @@ class WorkerProcess:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    async def start(self, env: Mapping[str, str], workdir: str, log_path: Path | None) -> None:
+    async def start(
+        self, env: Mapping[str, str], workdir: str, log_path: Path | None, identity: Identity | None, memory_limit: str
+    ) -> None:
         output = await asyncio.to_thread(_open_log, log_path)
         exists: bool = bool(workdir) and await asyncio.to_thread(os.path.isdir, workdir)
-        cwd = workdir if exists else "/"
+        cwd = workdir if exists else str(identity.home) if identity else "/"
+        user: dict[str, Any] = {}
+        if identity is not None:
+            user = {"user": identity.uid, "group": identity.gid, "extra_groups": []}
+            env = {**env, "HOME": str(identity.home)}
+            if output != asyncio.subprocess.DEVNULL:
+                os.fchown(output, identity.uid, identity.gid)  # its log keeper reopens it as the worker
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *command_dying_with_parent(list(WORKER_COMMAND)),
@@ -145,10 +163,20 @@ class WorkerProcess:
                 stderr=output,
                 start_new_session=True,  # its own group: stopping it stops what its tasks started
                 limit=1 << 20,
+                **user,
             )
         finally:
             if output != asyncio.subprocess.DEVNULL:
                 os.close(output)
+        if memory_limit:
+            # Before its first action: no tenant code runs in it yet, and none can raise a hard limit.
+            cap = memory.to_bytes(memory_limit)
+            try:
+                resource.prlimit(self._proc.pid, resource.RLIMIT_DATA, (cap, cap))
+            except OSError:
+                self.kill()
+                await self._proc.wait()
+                raise
         assert self._proc.stdout is not None
         try:
             ready = wpb.FromWorker.FromString(
@@ -220,9 +248,10 @@ class WorkerProcess:
 
 
 class Pool:
-    def __init__(self, key: PoolKey, env: Mapping[str, str], log_dir: Path | None) -> None:
+    def __init__(self, key: PoolKey, env: Mapping[str, str], log_dir: Path | None, sandbox: Sandbox) -> None:
         self.key = key
         self._env = env
+        self._sandbox = sandbox
         self._log_dir = log_dir
         self._log_slots: set[int] = set()
         self.workers: list[WorkerProcess] = []
@@ -351,8 +380,10 @@ class Pool:
         self._log_slots.add(worker.log_slot)
         log_path = self._log_dir / f"{self.key.label}.{worker.log_slot}.log" if self._log_dir else None
         try:
-            await worker.start(self._env, self.key.workdir, log_path)
-        except (OSError, RuntimeError) as exc:
+            identity = await asyncio.to_thread(self._sandbox.identity, self.key.tenant)
+            workdir = self._sandbox.workdir_of(self.key.workdir)
+            await worker.start(self._env, workdir, log_path, identity, self.key.memory)
+        except (OSError, RuntimeError, ValueError) as exc:
             log.error("cannot start a worker for %s: %s", self.key.label, exc)
             self._log_slots.discard(worker.log_slot)
             self._starting -= 1
@@ -382,9 +413,10 @@ class Pool:
 class Pools:
     """Every pool of one dispatcher, keyed by tenant, environment, image, workdir and env."""
 
-    def __init__(self, config: ClientConfig, log_dir: Path | None = None) -> None:
+    def __init__(self, config: ClientConfig, log_dir: Path | None = None, sandbox: Sandbox | None = None) -> None:
         self._config = config
         self._log_dir = log_dir
+        self._sandbox = sandbox or Sandbox()
         self._pools: dict[PoolKey, Pool] = {}
         # The same pools by the spec's fields as they come, a cheaper key to build per action
         # (its env unsorted: another order of the same env only misses this cache).
@@ -405,14 +437,12 @@ class Pools:
             key = PoolKey.of(action)
             pool = self._pools.get(key)
             if pool is None:
-                pool = self._pools[key] = Pool(key, self.worker_env(action, endpoint), self._log_dir)
+                pool = self._pools[key] = Pool(key, self.worker_env(action, endpoint), self._log_dir, self._sandbox)
             self._by_fields[fields] = pool
         return pool
 
     def worker_env(self, action: dpb.LeasedAction, endpoint: str) -> dict[str, str]:
-        c = self._config
-        tls = {"FANOUT_TLS_CA": c.tls_ca or "", "FANOUT_TLS_CERT": c.tls_cert or "", "FANOUT_TLS_KEY": c.tls_key or ""}
-        env = worker_env(action.spec, endpoint, tls)
+        env = worker_env(action.spec, endpoint, tls_variables(self._config))
         # Sizes the worker's thread pool for plain `def` tasks (see worker.py).
         env[ENV_CONCURRENCY] = str(max(action.spec.reuse.concurrency, 1))
         return env
@@ -437,7 +467,8 @@ def _timed_out(action: dpb.LeasedAction) -> Outcome:
 def _fields(action: dpb.LeasedAction) -> tuple[Any, ...]:
     s, r = action.spec, action.spec.reuse
     env = tuple(s.env.items()) if s.env else ()
-    return (action.tenant, s.environment, s.image, s.workdir, r.replicas, r.concurrency, r.idle_ttl_seconds, env)
+    fields = (action.tenant, s.environment, s.image, s.workdir, r.replicas, r.concurrency, r.idle_ttl_seconds)
+    return (*fields, s.resources.memory, env)
 
 
 def _open_log(path: Path | None) -> int:

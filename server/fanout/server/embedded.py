@@ -6,7 +6,10 @@ backend. It mints the bootstrap tokens and writes the config file clients
 read, so `fanout.init_from_config()` and the CLI work at once.
 
 The data directory holds secrets (tokens, the Redis password, the key that
-signs action tokens): it is 0700 and every file in it is created 0600.
+signs action tokens): it is 0700 and every file in it is created 0600. Run
+as root, actions run under their tenants' own uids (dispatch/sandbox.py)
+and must pass through it to their folders: then it is 0711, passable but
+not listable, and its files stay 0600, its other folders 0700.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 from fanout import config as client_config
 from fanout.dispatch.dispatcher import DEFAULT_CAPACITY, Dispatcher
 from fanout.dispatch.process_backend import ProcessBackend
+from fanout.dispatch.sandbox import Sandbox
 from fanout.private_files import private_dir, write_private
 from fanout.server import signing_key
 from fanout.server.app import ControlPlane, create_server
@@ -46,6 +50,7 @@ class UpOptions:
     redis_url: str = ""
     capacity: int = DEFAULT_CAPACITY
     command: list[str] | None = None
+    trust_tenants: bool = False
 
 
 async def up(options: UpOptions) -> int:
@@ -72,11 +77,17 @@ async def up(options: UpOptions) -> int:
         endpoint = f"{host}:{plane.port}"
         config_path = await _bootstrap(plane, data_dir, endpoint)
         dispatcher_token = await plane.tokens.create("dispatcher")
+        sandbox = Sandbox.for_dispatcher(data_dir, options.trust_tenants)
+        if sandbox.users is not None:
+            # Actions under their tenants' uids must reach their folders and homes in here: passable
+            # (0711), not listable, and every secret in it stays 0600 (see the module doc).
+            data_dir.chmod(0o711)
         dispatcher = Dispatcher(
             client_config.ClientConfig(endpoint=endpoint, token=dispatcher_token),
-            ProcessBackend(data_dir / "actions", settings.max_payload_bytes),
+            ProcessBackend(data_dir / "actions", settings.max_payload_bytes, sandbox=sandbox),
             capacity=options.capacity,
             worker_logs=data_dir / "workers",
+            sandbox=sandbox,
         )
         dispatcher_task = asyncio.create_task(dispatcher.run())
         signalled = asyncio.ensure_future(until_signalled())
