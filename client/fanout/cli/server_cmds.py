@@ -21,6 +21,12 @@ TRUST_HELP = (
 )
 
 
+UIDS_HELP = (
+    "run as root, do not give each tenant's actions a uid of their own: they run as root, and can read "
+    "everything the dispatcher can (development only)"
+)
+
+
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = sub.add_parser(
         "up",
@@ -45,6 +51,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "action processes are bounded apart",
     )
     up.add_argument("--trust-tenants", action="store_true", help=TRUST_HELP)
+    up.add_argument("--no-tenant-uids", dest="tenant_uids", action="store_false", help=UIDS_HELP)
     up.add_argument("command", nargs=argparse.REMAINDER, help="optional: -- COMMAND [ARGS...] to run, then stop")
     up.set_defaults(handler=cmd_up)
 
@@ -84,6 +91,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     disp.add_argument("--tls-cert", help="client certificate (PEM) for mutual TLS (FANOUT_TLS_CERT)")
     disp.add_argument("--tls-key", help="client private key (PEM) for mutual TLS (FANOUT_TLS_KEY)")
     disp.add_argument("--trust-tenants", action="store_true", help=TRUST_HELP)
+    disp.add_argument("--no-tenant-uids", dest="tenant_uids", action="store_false", help=UIDS_HELP)
     disp.add_argument(
         "--capacity",
         type=int,
@@ -115,7 +123,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     redis_url = _redis_url_flag(args.redis_url) or os.environ.get("FANOUT_REDIS_URL", "")
     options = UpOptions(
-        args.data_dir, args.listen, args.metrics_port, redis_url, args.capacity, command or None, args.trust_tenants
+        args.data_dir,
+        args.listen,
+        args.metrics_port,
+        redis_url,
+        args.capacity,
+        command or None,
+        args.trust_tenants,
+        args.tenant_uids,
     )
     return asyncio.run(up(options))
 
@@ -149,7 +164,7 @@ def cmd_dispatcher(args: argparse.Namespace) -> int:
     client_config.forget_secret_variables()  # the token stays in memory; the actions we start never see it
     work_dir = args.work_dir.resolve()
     # The tenants' uids and homes sit beside the work folders, outside them (those are walked as actions).
-    sandbox = Sandbox.for_dispatcher(work_dir.parent, args.trust_tenants)
+    sandbox = Sandbox.for_dispatcher(work_dir.parent, args.trust_tenants, args.tenant_uids)
     backend = ProcessBackend(work_dir, sandbox=sandbox, tls=tls_variables(cfg))
     dispatcher = Dispatcher(
         cfg, backend, args.capacity, args.action_endpoint, worker_logs=work_dir.parent / "workers", sandbox=sandbox

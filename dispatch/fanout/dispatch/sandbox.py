@@ -119,19 +119,21 @@ class Sandbox:
     users: TenantUsers | None = None
 
     @classmethod
-    def for_dispatcher(cls, state_dir: Path, trust_tenants: bool) -> Sandbox:
-        """The CLI's policy: tenants untrusted unless told, and a uid per tenant when running as root.
+    def for_dispatcher(cls, state_dir: Path, trust_tenants: bool, tenant_uids: bool = True) -> Sandbox:
+        """The CLI's policy: tenants untrusted unless told, and a uid per tenant when running as root
+        (unless `tenant_uids` is off: development on a root-only machine).
 
         ConfigError if, as root, the tenants' uids could not pass through `state_dir`'s parents.
         """
-        if os.geteuid() != 0:
+        if os.geteuid() != 0 or not tenant_uids:
             return cls(trust_tenants)
         state_dir = state_dir.resolve()
         for parent in state_dir.parents:
             if parent.is_dir() and not parent.stat().st_mode & 0o001:
                 raise ConfigError(
                     f"{parent} is closed to other users, so actions running under their tenants' uids could not "
-                    f"reach their folders in {state_dir}: use a data directory whose parents others may pass (o+x)"
+                    f"reach their folders in {state_dir}: use a data directory whose parents others may pass (o+x), "
+                    "or --no-tenant-uids to run actions as root (development only)"
                 )
         return cls(trust_tenants, TenantUsers(state_dir))
 

@@ -51,6 +51,7 @@ class UpOptions:
     capacity: int = DEFAULT_CAPACITY
     command: list[str] | None = None
     trust_tenants: bool = False
+    tenant_uids: bool = True
 
 
 async def up(options: UpOptions) -> int:
@@ -77,7 +78,7 @@ async def up(options: UpOptions) -> int:
         endpoint = f"{host}:{plane.port}"
         config_path = await _bootstrap(plane, data_dir, endpoint)
         dispatcher_token = await plane.tokens.create("dispatcher")
-        sandbox = Sandbox.for_dispatcher(data_dir, options.trust_tenants)
+        sandbox = Sandbox.for_dispatcher(data_dir, options.trust_tenants, options.tenant_uids)
         if sandbox.users is not None:
             # Actions under their tenants' uids must reach their folders and homes in here: passable
             # (0711), not listable, and every secret in it stays 0600 (see the module doc).
