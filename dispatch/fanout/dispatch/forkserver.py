@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import itertools
 import json
 import os
@@ -53,7 +52,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
-from fanout.dispatch import worker
+from fanout.dispatch import become_user, worker
 from fanout.dispatch.sandbox import Identity
 from fanout.dispatch.untrusted_files import open_untrusted
 from fanout.dispatch.worker_env import base_env
@@ -66,7 +65,6 @@ CLOSE_TIMEOUT = 10.0
 STARTUP_VARIABLES = ("PYTHON", "LD_", "GRPC_")
 
 Message = dict[str, Any]
-PR_SET_DUMPABLE = 4  # linux/prctl.h
 
 
 class ForkServerError(RuntimeError):
@@ -284,7 +282,8 @@ class _Zygote:
             signal.signal(signal.SIGCHLD, self.default_sigchld)
             os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the protocol pipes above all: EOF must mean a dead zygote
             if "uid" in request:
-                _become_user(request["uid"], request["gid"])
+                os.fchown(1, request["uid"], request["gid"])  # its log, which its keeper reopens as this user
+                become_user.become(request["uid"], request["gid"])
             os.chdir(request["cwd"])
             os.environ.clear()
             os.environ.update(request["env"])
@@ -319,18 +318,6 @@ def _redirect(log_path: str) -> None:
     os.dup2(log, 2)
     os.close(stdin)
     os.close(log)
-
-
-def _become_user(uid: int, gid: int) -> None:
-    """Drop root for good: no groups, then the gid, then the uid (the order that leaves nothing behind)."""
-    os.fchown(1, uid, gid)  # the log, so its keeper can reopen it as this user
-    os.setgroups([])
-    os.setgid(gid)
-    os.setuid(uid)
-    # A uid change without exec makes the process undumpable: /proc/self would stay root's, and the
-    # log keeper could not reopen its log there. An exec'd process would be dumpable again too.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
 
 
 def _run_worker() -> int:

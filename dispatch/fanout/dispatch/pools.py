@@ -26,9 +26,10 @@ locale, the Python path), the spec's env and the control plane's address.
 Never the dispatcher's token, never FANOUT_REDIS_URL. They run in their
 tenant's private home under the tenant's uid when the dispatcher is root
 (sandbox.py), and under the memory limit of their environment's Resources
-(a worker is one replica, as a container would be): set from outside with
-prlimit before the worker has any action, so tenant code cannot lift it;
-past it an allocation raises MemoryError in the task, an OOM failure.
+(a worker is one replica, as a container would be): a hard limit the worker
+sets on itself before its first action (become_user.py), so tenant code
+cannot lift it; past it an allocation raises MemoryError in the task, an
+OOM failure.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import resource
 import signal
 import sys
 from collections import deque
@@ -47,8 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fanout import memory
 from fanout.config import ClientConfig
+from fanout.dispatch import become_user
 from fanout.dispatch.backend import Outcome, StartedCallback, failure
 from fanout.dispatch.frames import frame, read_frame
 from fanout.dispatch.sandbox import Identity, Sandbox
@@ -147,10 +147,11 @@ class WorkerProcess:
         output = await asyncio.to_thread(_open_log, log_path)
         exists: bool = bool(workdir) and await asyncio.to_thread(os.path.isdir, workdir)
         cwd = workdir if exists else str(identity.home) if identity else "/"
-        user: dict[str, Any] = {}
+        env = {**env, become_user.ENV_MEMORY: memory_limit}
         if identity is not None:
-            user = {"user": identity.uid, "group": identity.gid, "extra_groups": []}
-            env = {**env, "HOME": str(identity.home)}
+            # It starts as us and drops to the tenant's uid itself, before its first action (become_user.py).
+            env.update({"HOME": str(identity.home), become_user.ENV_UID: str(identity.uid)})
+            env[become_user.ENV_GID] = str(identity.gid)
             if output != asyncio.subprocess.DEVNULL:
                 os.fchown(output, identity.uid, identity.gid)  # its log keeper reopens it as the worker
         try:
@@ -163,20 +164,10 @@ class WorkerProcess:
                 stderr=output,
                 start_new_session=True,  # its own group: stopping it stops what its tasks started
                 limit=1 << 20,
-                **user,
             )
         finally:
             if output != asyncio.subprocess.DEVNULL:
                 os.close(output)
-        if memory_limit:
-            # Before its first action: no tenant code runs in it yet, and none can raise a hard limit.
-            cap = memory.to_bytes(memory_limit)
-            try:
-                resource.prlimit(self._proc.pid, resource.RLIMIT_DATA, (cap, cap))
-            except OSError:
-                self.kill()
-                await self._proc.wait()
-                raise
         assert self._proc.stdout is not None
         try:
             ready = wpb.FromWorker.FromString(

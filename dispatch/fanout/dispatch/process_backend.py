@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-from fanout.dispatch import worker
+from fanout.dispatch import become_user, worker
 from fanout.dispatch.backend import Outcome, StartedCallback, failure
 from fanout.dispatch.forkserver import ForkServer, ForkServerError, needs_exec
 from fanout.dispatch.guard import Guard
@@ -204,7 +204,10 @@ class ProcessBackend:
             user: dict[str, object] = {}
             if identity is not None:
                 os.fchown(output, identity.uid, identity.gid)  # its own log: the keeper reopens it as the action
-                user = {"user": identity.uid, "group": identity.gid, "extra_groups": []}
+                if spec.command:  # a trusted command: exec'd as the tenant's user
+                    user = {"user": identity.uid, "group": identity.gid, "extra_groups": []}
+                else:  # our worker, which drops to it itself (become_user.py)
+                    env = {**env, become_user.ENV_UID: str(identity.uid), become_user.ENV_GID: str(identity.gid)}
             return await asyncio.create_subprocess_exec(
                 *command_dying_with_parent(list(spec.command) or list(ONE_SHOT_COMMAND)),
                 cwd=cwd,

@@ -100,6 +100,7 @@ class WorkRoot:
     def claim(self) -> bool:
         """Take the root for this dispatcher; False if another live dispatcher holds it."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o711)  # passable to each action's folder, but no action lists the tenants here
         fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

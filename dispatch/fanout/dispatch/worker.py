@@ -51,8 +51,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fanout import config, memory, runtime
+from fanout import config, runtime
 from fanout.client import AsyncClient
+from fanout.dispatch import become_user
 from fanout.dispatch.frames import frame, read_frame
 from fanout.hub import Hub
 from fanout.v1 import actions_pb2 as pb
@@ -190,7 +191,8 @@ def run_one_shot() -> int:
     no result, as a process of its own would.
     """
     spec = pb.ActionSpec.FromString(Path(os.environ[ENV_SPEC_PATH]).read_bytes())
-    memory.limit_this_process(spec.resources.memory)  # past it, the task gets MemoryError (OOMError upstream)
+    # Past the limit the task gets MemoryError (OOMError upstream); exec'd as root, it drops to its tenant's uid.
+    become_user.become_from_env(spec.resources.memory)
     action = dpb.LeasedAction(
         run=os.environ[ENV_RUN],
         spec=spec,
@@ -283,6 +285,8 @@ async def _serve_with_threads(requests: int, replies: int) -> None:
 def main() -> None:
     if sys.argv[1:] == ["--one-shot"]:
         sys.exit(run_one_shot())
+    # Before the first frame: no tenant code has run yet (see become_user.py).
+    become_user.become_from_env(os.environ.pop(become_user.ENV_MEMORY, ""))
     # Keep the protocol off fds 0 and 1, so a task's print or input() cannot corrupt it.
     requests, replies = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
