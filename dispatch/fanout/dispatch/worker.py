@@ -51,7 +51,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fanout import config, runtime
+from fanout import config, memory, runtime
 from fanout.client import AsyncClient
 from fanout.dispatch import become_user
 from fanout.dispatch.frames import frame, read_frame
@@ -190,9 +190,10 @@ def run_one_shot() -> int:
     A task that calls sys.exit() ends the process with that code and writes
     no result, as a process of its own would.
     """
+    # Exec'd as root, it becomes its tenant's user first: its folder (and the spec in it) is the tenant's.
+    become_user.become_from_env()
     spec = pb.ActionSpec.FromString(Path(os.environ[ENV_SPEC_PATH]).read_bytes())
-    # Past the limit the task gets MemoryError (OOMError upstream); exec'd as root, it drops to its tenant's uid.
-    become_user.become_from_env(spec.resources.memory)
+    memory.limit_this_process(spec.resources.memory)  # past it, the task gets MemoryError (OOMError upstream)
     action = dpb.LeasedAction(
         run=os.environ[ENV_RUN],
         spec=spec,
