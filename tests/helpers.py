@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import io
+import os
 import threading
 import time
 from collections import Counter
@@ -94,3 +95,9 @@ def terminal_events(client: Client, run: str, parent: str, expected: int) -> Cou
             if sum(seen.values()) >= expected:
                 break
     return seen
+
+
+# `fanout up` and `fanout dispatcher` run as root give each tenant a uid of its own; tests whose tasks
+# use files under pytest's root-only temporary folders run them as root instead (the per-tenant uids
+# are tests/integration/test_isolation.py's subject).
+DEV = ["--no-tenant-uids"] if os.geteuid() == 0 else []

@@ -30,7 +30,7 @@ from fanout.runtime import load_task
 from fanout.server.redis_process import RedisProcess
 from tests.conftest import TASKS_FILE
 from tests.deploy.tools import DEPLOY, binary, dashboard_queries
-from tests.helpers import eventually
+from tests.helpers import DEV, eventually
 
 TENANT = "acme"
 # What Grafana puts in for its variables when a panel is drawn.
@@ -99,7 +99,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             tenant_token = admin.create_token("tenant", TENANT)
             dispatcher_token = admin.create_token("dispatcher")
         dispatcher_cmd = fanout_cmd(
-            "--log-format", "json", "dispatcher", "--endpoint", endpoint, "--metrics-port", str(dispatcher_port),
+            "--log-format", "json", "dispatcher", *DEV, "--endpoint", endpoint, "--metrics-port", str(dispatcher_port),
             "--work-dir", str(tmp_path / "actions"),
         )  # fmt: skip
         dispatcher_env = clean_env(FANOUT_TOKEN=dispatcher_token)

@@ -82,3 +82,27 @@ def test_tenants_tokens_quotas_and_the_audit_from_the_command_line(tmp_path: Pat
         assert gone.returncode == 1 and "not found" in gone.stderr
     finally:
         stop(proc)
+
+
+def test_placing_a_tenant_from_the_command_line(tmp_path: Path) -> None:
+    proc = start_up(tmp_path / "state")
+    fanout = cli(tmp_path)
+    try:
+        assert fanout("admin", "tenant", "create", "acme").returncode == 0
+        placed = fanout("admin", "tenant", "set", "acme", "--placement", "byoc", "--reason", "their cluster")
+        assert placed.returncode == 0 and placed.stdout.strip() == "tenant acme: placement byoc", placed.stderr
+        assert json.loads(fanout("admin", "tenant", "get", "acme", "--json").stdout)["placement"] == "byoc"
+        assert "BYOC" in fanout("admin", "tenant", "get", "acme").stdout
+
+        unknown = fanout("admin", "tenant", "set", "nobody", "--placement", "byoc", "--reason", "r")
+        assert unknown.returncode == 1 and "not found" in unknown.stderr
+        no_reason = fanout("admin", "tenant", "set", "acme", "--placement", "serverless")
+        assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
+        bad = fanout("admin", "tenant", "set", "acme", "--placement", "cloud", "--reason", "r")
+        assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+        [entry] = [e for e in json.loads(fanout("admin", "audit", "--tenant", "acme", "--json").stdout)
+                   if e["action"] == "set_placement"]  # fmt: skip
+        assert (entry["subject"], entry["reason"]) == ("serverless -> byoc", "their cluster")
+    finally:
+        stop(proc)

@@ -19,6 +19,7 @@ from fanout.config import ClientConfig
 from fanout.server.run_views import PageLinks
 from fanout.server.settings import Settings, SettingsError
 from fanout.v1 import actions_pb2 as pb
+from tests.helpers import DEV
 
 FANOUT = str(Path(sys.executable).parent / "fanout")
 
@@ -30,7 +31,7 @@ def test_up_prints_a_run_page_url_that_opens_and_ls_lists_runs_and_actions(tmp_p
     for name in ("FANOUT_TOKEN", "FANOUT_ENDPOINT", "FANOUT_PAGE_URL"):
         env.pop(name, None)
     proc = subprocess.Popen(
-        [FANOUT, "up", "--data-dir", str(data), "--listen", "127.0.0.1:0", "--metrics-port", "0"],
+        [FANOUT, "up", *DEV, "--data-dir", str(data), "--listen", "127.0.0.1:0", "--metrics-port", "0"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

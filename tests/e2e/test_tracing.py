@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import DEV
+
 ROOT = Path(__file__).resolve().parents[2]
 FANOUT = str(Path(sys.executable).parent / "fanout")
 
@@ -28,7 +30,7 @@ def spans_in(directory: Path) -> list[dict[str, Any]]:
 
 def run_example(tmp_path: Path, env: dict[str, str]) -> str:
     result = subprocess.run(
-        [FANOUT, "up", "--data-dir", str(tmp_path / "state"), "--listen", "127.0.0.1:0", "--metrics-port", "-1",
+        [FANOUT, "up", *DEV, "--data-dir", str(tmp_path / "state"), "--listen", "127.0.0.1:0", "--metrics-port", "-1",
          "--", sys.executable, "-P", "examples/fanout.py", "4"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=90, check=False,
     )  # fmt: skip

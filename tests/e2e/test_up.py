@@ -19,7 +19,7 @@ from fanout.runtime import load_task
 from fanout.server.redis_process import RedisProcess
 from fanout.v1 import actions_pb2 as pb
 from tests.conftest import TASKS_FILE
-from tests.helpers import eventually
+from tests.helpers import DEV, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 FANOUT = str(Path(sys.executable).parent / "fanout")
@@ -40,10 +40,10 @@ def processes_working_in(directory: Path) -> list[int]:
     return pids
 
 
-def start_up(data: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def start_up(data: Path, env: dict[str, str] | None = None, *flags: str) -> subprocess.Popen[str]:
     """`fanout up` on a free port, returned once it says it is ready."""
     proc = subprocess.Popen(
-        [FANOUT, "up", "--data-dir", str(data), "--listen", "127.0.0.1:0", "--metrics-port", "-1"],
+        [FANOUT, "up", "--data-dir", str(data), "--listen", "127.0.0.1:0", "--metrics-port", "-1", *DEV, *flags],
         cwd=data.parent,
         env=env,
         stdout=subprocess.PIPE,
@@ -74,6 +74,7 @@ def test_up_runs_the_example_and_stops_everything(tmp_path: Path) -> None:
         [
             FANOUT,
             "up",
+            *DEV,
             "--data-dir",
             str(data),
             "--listen",
@@ -225,7 +226,7 @@ def test_a_second_up_on_a_busy_port_exits_2_with_a_clear_message(tmp_path: Path)
     try:
         port = yaml.safe_load((tmp_path / "first" / "config.yaml").read_text())["endpoint"].rsplit(":", 1)[1]
         second = subprocess.run(
-            [FANOUT, "up", "--data-dir", str(tmp_path / "second"), "--listen", f"127.0.0.1:{port}",
+            [FANOUT, "up", *DEV, "--data-dir", str(tmp_path / "second"), "--listen", f"127.0.0.1:{port}",
              "--metrics-port", "-1"],
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
@@ -264,7 +265,7 @@ def test_no_secret_on_command_lines_or_in_what_actions_inherit(tmp_path: Path) -
     store = RedisProcess(tmp_path / "redis").start()  # an outside Redis, with a password
     env = {**os.environ, "FANOUT_REDIS_URL": store.url}
     env.pop("FANOUT_TOKEN", None)
-    proc = start_up(tmp_path / "state", env)
+    proc = start_up(tmp_path / "state", env, "--trust-tenants")  # its action is a shell command
     dispatcher = None
     try:
         # An action that dumps everything it inherited.
@@ -286,7 +287,7 @@ def test_no_secret_on_command_lines_or_in_what_actions_inherit(tmp_path: Path) -
         token_file = tmp_path / "dispatcher-token"
         token_file.write_text(token)
         endpoint = yaml.safe_load((tmp_path / "state" / "config.yaml").read_text())["endpoint"]
-        base = [FANOUT, "dispatcher", "--endpoint", endpoint, "--work-dir", str(tmp_path / "work")]
+        base = [FANOUT, "dispatcher", *DEV, "--endpoint", endpoint, "--work-dir", str(tmp_path / "work")]
 
         old_form = subprocess.run([*base, "--token", token], capture_output=True, text=True, timeout=60, check=False)
         assert old_form.returncode == 2 and "--token-file" in old_form.stderr

@@ -18,7 +18,7 @@ from fanout.runs import start_run
 from fanout.runtime import load_task
 from fanout.server.app import ControlPlane
 from tests.conftest import TASKS_FILE, Tenant
-from tests.helpers import LoopThread, eventually, terminal_events
+from tests.helpers import DEV, LoopThread, eventually, terminal_events
 
 FANOUT = str(Path(sys.executable).parent / "fanout")
 
@@ -77,7 +77,7 @@ def test_a_killed_dispatchers_workers_die_with_it(
     token = loop_thread.run(plane.tokens.create("dispatcher"))
     streams = sum(plane.wakeup.scopes().values())  # the lease streams open before the second dispatcher's
     other = subprocess.Popen(
-        [FANOUT, "dispatcher", "--endpoint", endpoint, "--work-dir", str(tmp_path / "actions")],
+        [FANOUT, "dispatcher", *DEV, "--endpoint", endpoint, "--work-dir", str(tmp_path / "actions")],
         env={**os.environ, "FANOUT_TOKEN": token},  # never a secret on a command line
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

@@ -113,6 +113,8 @@ def cases(t: str, rotatable: str) -> dict[str, tuple[Any, dict[str, grpc.StatusC
         "ListLimitRequests": (apb.ListLimitRequestsRequest(tenant=t), admin_only()),
         "ApproveLimitRequest": (apb.DecideLimitRequestRequest(id=f"{t}.00000000", reason="r"), admin_only(NOT_FOUND)),
         "DenyLimitRequest": (apb.DecideLimitRequestRequest(id=f"{t}.00000000", reason="r"), admin_only(NOT_FOUND)),
+        # Serverless, as it was: the session's unscoped dispatcher keeps running the tenant's work.
+        "SetPlacement": (apb.SetPlacementRequest(tenant=t, placement="serverless", reason="matrix"), admin_only()),
         "RequestLimit": (apb.RequestLimitRequest(limits=limits, reason="matrix"), tenants_only()),
         "ListMyLimitRequests": (apb.ListLimitRequestsRequest(tenant=t), tenants_only()),
         "CheckFanout": (apb.CheckFanoutRequest(fanout=3), tenants_only()),

@@ -194,3 +194,17 @@ def test_runs_with_other_code_never_share_a_pool() -> None:
     assert PoolKey.of(one) != PoolKey.of(other)
     assert _fields(one) != _fields(other)
     assert PoolKey.of(one) == PoolKey.of(leased("1" * 64))
+
+
+def test_a_file_that_vanishes_between_the_walk_and_the_read_is_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A program running in the project (a local dispatcher's logs, say) removes files while the run is packed.
+    (tmp_path / "task.py").write_text("x = 1\n")
+    walked = [*pack.files_of(tmp_path), ("state/output.log", tmp_path / "state" / "output.log")]
+    monkeypatch.setattr(pack, "files_of", lambda root, only=None: walked)
+
+    bundle = pack.pack(tmp_path)
+
+    with tarfile.open(fileobj=io.BytesIO(bundle.data), mode="r:gz") as tar:
+        assert tar.getnames() == ["task.py"]

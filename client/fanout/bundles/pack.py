@@ -103,7 +103,12 @@ def pack(root: Path, max_bytes: int = MAX_BUNDLE_BYTES, only: str | None = None)
     with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="", compresslevel=6) as gz:
         with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for name, path in files:
-                content = path.read_bytes()
+                try:
+                    content = path.read_bytes()
+                except FileNotFoundError:
+                    # Gone since the walk: a log or temporary file of a program running in the
+                    # project (a local control plane's state, say), not code the run needs.
+                    continue
                 info = tarfile.TarInfo(name)
                 info.size = len(content)
                 info.mtime = FIXED_MTIME

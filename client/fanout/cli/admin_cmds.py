@@ -34,7 +34,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
     )
     groups = admin.add_subparsers(dest="group", required=True, metavar="{tenant,token,quota,audit,requests}")
 
-    tenant = groups.add_parser("tenant", help="create, list, show and delete tenants").add_subparsers(
+    tenant = groups.add_parser("tenant", help="create, list, show, place and delete tenants").add_subparsers(
         dest="verb", required=True
     )
     create = tenant.add_parser(
@@ -56,6 +56,20 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
     delete.add_argument("--force", action="store_true", help="delete even with unfinished actions (they are dropped)")
     delete.add_argument("--reason", default="", help="why; recorded in the audit trail")
     delete.set_defaults(handler=cmd_tenant_delete)
+
+    place = tenant.add_parser(
+        "set",
+        parents=[common],
+        help="set where a tenant's actions run; audited",
+        description="serverless (the default): any dispatcher runs them, the platform's too. byoc: only dispatchers "
+        "whose token is scoped to the tenant (`fanout admin token create --role dispatcher --tenant NAME`), "
+        "in the tenant's own cluster. Takes effect at once on every server.",
+        epilog="example: fanout admin tenant set acme --placement byoc --reason 'ticket 123'",
+    )
+    place.add_argument("tenant")
+    place.add_argument("--placement", required=True, choices=("serverless", "byoc"))
+    place.add_argument("--reason", required=True, help="why; recorded in the audit trail")
+    place.set_defaults(handler=cmd_tenant_set)
 
     token = groups.add_parser("token", help="mint, list and revoke tokens").add_subparsers(dest="verb", required=True)
     mint = token.add_parser("create", parents=[common], help="mint a token: printed once on stdout, its id on stderr")
@@ -155,6 +169,7 @@ def cmd_tenant_list(args: argparse.Namespace) -> int:
 
 def _usage_line(u: apb.TenantUsage) -> str:
     marks = f"  NEAR: {', '.join(u.near)}" if u.near else ""
+    marks += "  BYOC" if u.placement == "byoc" else ""
     return (
         f"{u.tenant:<24} running {u.running:>7,}/{u.limits.max_concurrency:<7,} "
         f"queued {u.queued:>9,}/{u.limits.max_queued:<11,} fanout {u.limits.max_fanout:>9,}  "
@@ -169,6 +184,17 @@ def cmd_tenant_get(args: argparse.Namespace) -> int:
         output.emit_json(output.as_dict(usage))
     else:
         print(_usage_line(usage))
+    return 0
+
+
+def cmd_tenant_set(args: argparse.Namespace) -> int:
+    request = apb.SetPlacementRequest(tenant=args.tenant, placement=args.placement, reason=args.reason)
+    with _client(args) as client:
+        done = client.call(client.admin.SetPlacement, request)
+    if args.json:
+        output.emit_json(output.as_dict(done))
+    else:
+        print(f"tenant {done.tenant}: placement {done.placement}")
     return 0
 
 

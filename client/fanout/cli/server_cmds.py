@@ -15,6 +15,18 @@ from fanout.cli.token_args import add_token_args
 from fanout.dispatch.dispatcher import DEFAULT_CAPACITY
 from fanout.errors import ConfigError
 
+TRUST_HELP = (
+    "let tenants choose an action's `command` and working directory (`workdir`); without it an action with a "
+    "command fails as UntrustedSpec and every action runs in its private folder. Only for tenants you trust "
+    "with this machine"
+)
+
+
+UIDS_HELP = (
+    "run as root, do not give each tenant's actions a uid of their own: they run as root, and can read "
+    "everything the dispatcher can (development only)"
+)
+
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = sub.add_parser(
@@ -40,6 +52,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "action processes are bounded apart",
     )
     _add_backend_args(up)
+    up.add_argument("--trust-tenants", action="store_true", help=TRUST_HELP)
+    up.add_argument("--no-tenant-uids", dest="tenant_uids", action="store_false", help=UIDS_HELP)
     up.add_argument("command", nargs=argparse.REMAINDER, help="optional: -- COMMAND [ARGS...] to run, then stop")
     up.set_defaults(handler=cmd_up)
 
@@ -69,11 +83,18 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "dispatcher",
         help="run a dispatcher (local processes or Docker containers)",
         description="Leases actions from the control plane over gRPC (FANOUT_ENDPOINT; a dispatcher token from "
-        "--token-file or FANOUT_TOKEN) and runs each as a local process (--backend process) or in a container "
-        "of the local Docker engine (--backend docker).",
+        "--token-file or FANOUT_TOKEN, never a flag) and runs each as a local process (--backend process: in a "
+        "private folder, with a scrubbed environment, and, run as root, under a uid of its tenant's own) or in a "
+        "container of the local Docker engine (--backend docker). A BYOC dispatcher runs in the tenant's cluster "
+        "with a token scoped to that tenant and TLS to the control plane.",
     )
     disp.add_argument("--endpoint", help="control plane address (FANOUT_ENDPOINT)")
     add_token_args(disp, "dispatcher token")
+    disp.add_argument("--tls-ca", help="CA certificate (PEM) that signed the server's certificate (FANOUT_TLS_CA)")
+    disp.add_argument("--tls-cert", help="client certificate (PEM) for mutual TLS (FANOUT_TLS_CERT)")
+    disp.add_argument("--tls-key", help="client private key (PEM) for mutual TLS (FANOUT_TLS_KEY)")
+    disp.add_argument("--trust-tenants", action="store_true", help=TRUST_HELP)
+    disp.add_argument("--no-tenant-uids", dest="tenant_uids", action="store_false", help=UIDS_HELP)
     disp.add_argument(
         "--capacity",
         type=int,
@@ -132,6 +153,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         command or None,
         backend=args.backend,
         image=args.image,
+        trust_tenants=args.trust_tenants,
+        tenant_uids=args.tenant_uids,
     )
     tracing.setup("fanout-up")
     return asyncio.run(up(options))
@@ -157,13 +180,18 @@ def cmd_server(args: argparse.Namespace) -> int:
 def cmd_dispatcher(args: argparse.Namespace) -> int:
     from fanout.dispatch import backends
     from fanout.dispatch.dispatcher import Dispatcher
+    from fanout.dispatch.sandbox import Sandbox
+    from fanout.dispatch.worker_env import tls_variables
     from fanout.server.metrics_http import MetricsServer
     from fanout.server.signals import until_signalled
 
-    cfg = client_config.load(endpoint=args.endpoint, token=args.token)
+    tls = {"tls_ca": args.tls_ca, "tls_cert": args.tls_cert, "tls_key": args.tls_key}
+    cfg = client_config.load(endpoint=args.endpoint, token=args.token, **tls).require()
     client_config.forget_secret_variables()  # the token stays in memory; the actions we start never see it
     work_dir = args.work_dir.resolve()
-    chosen = backends.choose(args.backend, work_dir, args.image)
+    # The tenants' uids and homes sit beside the work folders, outside them (those are walked as actions).
+    sandbox = Sandbox.for_dispatcher(work_dir.parent, args.trust_tenants, args.tenant_uids)
+    chosen = backends.choose(args.backend, work_dir, args.image, sandbox=sandbox, tls=tls_variables(cfg))
     dispatcher = Dispatcher(
         cfg,
         chosen.backend,
@@ -171,6 +199,7 @@ def cmd_dispatcher(args: argparse.Namespace) -> int:
         args.action_endpoint,
         worker_logs=work_dir.parent / "workers",
         new_worker=chosen.new_worker,
+        sandbox=sandbox,
     )
 
     async def main() -> int:

@@ -41,5 +41,6 @@ class StartedCallback(Protocol):
     def __call__(self) -> None: ...
 
 
-def failure(error_type: str, message: str, phase: int = pb.FAILED) -> Outcome:
-    return Outcome(phase, pb.ActionResult(error=pb.ActionError(type=error_type, message=message)))
+def failure(error_type: str, message: str, phase: int = pb.FAILED, non_recoverable: bool = False) -> Outcome:
+    error = pb.ActionError(type=error_type, message=message, non_recoverable=non_recoverable)
+    return Outcome(phase, pb.ActionResult(error=error))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from fanout.dispatch.backend import Backend
 from fanout.dispatch.pools import WorkerFactory, WorkerProcess
+from fanout.dispatch.sandbox import Sandbox
 
 BACKENDS = ("process", "docker")
 
@@ -19,12 +21,22 @@ class Chosen:
     new_worker: WorkerFactory  # how the dispatcher's pools start reusable workers
 
 
-def choose(name: str, work_dir: Path, image: str = "", max_output_bytes: int = 1 << 20) -> Chosen:
-    """The backend `name`; ValueError for an unknown name, EngineUnavailable when docker has no engine."""
+def choose(
+    name: str,
+    work_dir: Path,
+    image: str = "",
+    max_output_bytes: int = 1 << 20,
+    sandbox: Sandbox | None = None,
+    tls: Mapping[str, str] | None = None,
+) -> Chosen:
+    """The backend `name`; ValueError for an unknown name, EngineUnavailable when docker has no engine.
+
+    `sandbox` and `tls` are for local processes: a container is its own sandbox, and reaches the
+    control plane without the dispatcher's files."""
     if name == "process":
         from fanout.dispatch.process_backend import ProcessBackend
 
-        return Chosen(ProcessBackend(work_dir, max_output_bytes), WorkerProcess)
+        return Chosen(ProcessBackend(work_dir, max_output_bytes, sandbox=sandbox, tls=tls), WorkerProcess)
     if name == "docker":
         from fanout.dispatch.containers import DEFAULT_IMAGE, ContainerBackend
         from fanout.dispatch.docker_launcher import DockerLauncher

@@ -38,6 +38,7 @@ from fanout.dispatch import metrics as dispatch_metrics
 from fanout.dispatch.backend import Backend, Outcome, failure
 from fanout.dispatch.pools import Pools, WorkerFactory, WorkerLost, WorkerProcess, reusable
 from fanout.dispatch.reporter import Reporter
+from fanout.dispatch.sandbox import Sandbox
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb
 from fanout.v1 import dispatch_pb2_grpc
@@ -73,13 +74,16 @@ class Dispatcher:
         action_endpoint: str = "",
         worker_logs: Path | None = None,
         new_worker: WorkerFactory = WorkerProcess,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.config = config.require()
         self.backend = backend
         # Leased actions held at once: running, or queued here for a pool's free slot.
         self.capacity = capacity
+        # What tenant code may do here; the backend is given the same policy by whoever builds both.
+        self.sandbox = sandbox or Sandbox()
         # Reusable workers as local processes, or as the container backend's containers.
-        self.pools = Pools(self.config, worker_logs, new_worker)
+        self.pools = Pools(self.config, worker_logs, new_worker, self.sandbox)
         # Where actions reach the control plane; the same address unless a
         # container network needs another one.
         self.action_endpoint = action_endpoint or config.endpoint
@@ -235,7 +239,9 @@ class Dispatcher:
         backend, launched = dispatch_metrics.backend_name(self.backend, pooled), time.monotonic()
         try:
             try:
-                if pooled:
+                if refusal := self.sandbox.refusal(action.spec):
+                    outcome = failure("UntrustedSpec", refusal, non_recoverable=True)
+                elif pooled:
                     outcome = await self.pools.run(action, self.action_endpoint, started)
                 else:
                     outcome = await self.backend.run(action, self.action_endpoint, started)

@@ -24,9 +24,13 @@ Protocol, on the zygote's stdin and stdout: frames of a 4-byte big-endian
 length and a JSON object.
 
     zygote  -> {"ready": true}                                 once, after the imports
-    backend -> {"id": 7, "env": {...}, "cwd": "/w", "log": "/w/output.log"}
+    backend -> {"id": 7, "env": {...}, "cwd": "/w", "log": "/w/output.log", "uid": 200001, "gid": 200001}
     zygote  -> {"id": 7, "pid": 1234}  or  {"id": 7, "error": "fork: ..."}
     zygote  -> {"pid": 1234, "exit": 0}                        when reaped; -N if killed by signal N
+
+With "uid" and "gid" (a zygote started as root), the child becomes that
+user, without supplementary groups, right after opening its log (its own,
+chowned to it) and before it changes to its directory or runs anything.
 
 A child's pid always comes before its exit (one thread writes both). The
 zygote exits when its stdin closes. If it dies, every pending spawn() and
@@ -48,7 +52,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
-from fanout.dispatch import worker
+from fanout.dispatch import become_user, worker
+from fanout.dispatch.sandbox import Identity
+from fanout.dispatch.untrusted_files import open_untrusted
 from fanout.dispatch.worker_env import base_env
 from fanout.server.parent_death import die_with_parent
 
@@ -121,15 +127,19 @@ class ForkServer:
             ) from exc
         self._reader = asyncio.create_task(self._read(self._proc.stdout))
 
-    async def spawn(self, env: Mapping[str, str], cwd: str | Path, log_path: str | Path) -> ForkedProcess:
-        """Fork a child running worker.run_one_shot(); OSError if the fork fails."""
+    async def spawn(
+        self, env: Mapping[str, str], cwd: str | Path, log_path: str | Path, identity: Identity | None = None
+    ) -> ForkedProcess:
+        """Fork a child running worker.run_one_shot(), as `identity` if given; OSError if the fork fails."""
         if not self.alive:
             raise ForkServerError("the fork server is not running")
         assert self._proc is not None and self._proc.stdin is not None
         request_id = next(self._ids)
         spawned = asyncio.get_running_loop().create_future()
         self._spawns[request_id] = spawned
-        request = {"id": request_id, "env": dict(env), "cwd": str(cwd), "log": str(log_path)}
+        request: Message = {"id": request_id, "env": dict(env), "cwd": str(cwd), "log": str(log_path)}
+        if identity is not None:
+            request.update(uid=identity.uid, gid=identity.gid)
         self._proc.stdin.write(_frame(request))
         with contextlib.suppress(ConnectionError):  # a dead zygote fails `spawned` from the reader
             await self._proc.stdin.drain()
@@ -271,6 +281,9 @@ class _Zygote:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, self.default_sigchld)
             os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the protocol pipes above all: EOF must mean a dead zygote
+            if "uid" in request:
+                os.fchown(1, request["uid"], request["gid"])  # its log, which its keeper reopens as this user
+                become_user.become(request["uid"], request["gid"])
             os.chdir(request["cwd"])
             os.environ.clear()
             os.environ.update(request["env"])
@@ -297,8 +310,9 @@ def _frames(pending: bytearray) -> Iterator[Message]:
 
 def _redirect(log_path: str) -> None:
     stdin = os.open(os.devnull, os.O_RDONLY)
-    # Appended: the worker's log keeper may cut the file while output goes on.
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o666)
+    # Appended: the worker's log keeper may cut the file while output goes on. Never through a
+    # link: another action of the tenant could have planted one here (see untrusted_files.py).
+    log = open_untrusted(Path(log_path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
     os.dup2(stdin, 0)
     os.dup2(log, 1)
     os.dup2(log, 2)

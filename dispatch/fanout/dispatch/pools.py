@@ -23,7 +23,13 @@ action reported TIMED_OUT and the others run again elsewhere.
 
 Workers start with a clean environment: a few essentials (PATH, HOME,
 locale, the Python path), the spec's env and the control plane's address.
-Never the dispatcher's token, never FANOUT_REDIS_URL.
+Never the dispatcher's token, never FANOUT_REDIS_URL. They run in their
+tenant's private home under the tenant's uid when the dispatcher is root
+(sandbox.py), and under the memory limit of their environment's Resources
+(a worker is one replica, as a container would be): a hard limit the worker
+sets on itself before its first action (become_user.py), so tenant code
+cannot lift it; past it an allocation raises MemoryError in the task, an
+OOM failure.
 """
 
 from __future__ import annotations
@@ -42,10 +48,12 @@ from pathlib import Path
 from typing import Any
 
 from fanout.config import ClientConfig
+from fanout.dispatch import become_user
 from fanout.dispatch.backend import Outcome, StartedCallback, failure
 from fanout.dispatch.frames import frame, read_frame
+from fanout.dispatch.sandbox import Sandbox
 from fanout.dispatch.worker import ENV_CONCURRENCY
-from fanout.dispatch.worker_env import worker_env
+from fanout.dispatch.worker_env import tls_variables, worker_env
 from fanout.server.parent_death import command_dying_with_parent
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb
@@ -94,6 +102,7 @@ class PoolKey:
     replicas: int
     concurrency: int
     idle_ttl: float
+    memory: str
 
     @classmethod
     def of(cls, action: dpb.LeasedAction) -> PoolKey:
@@ -108,6 +117,7 @@ class PoolKey:
             max(s.reuse.replicas, 1),
             max(s.reuse.concurrency, 1),
             max(s.reuse.idle_ttl_seconds, 0.0),
+            s.resources.memory,
         )
 
     @property
@@ -225,15 +235,24 @@ class WorkerProcess(FramedWorker):
         return self._proc.pid if self._proc else None
 
     async def start(self) -> None:
+        key, sandbox = self.pool.key, self.pool.sandbox
+        identity = await asyncio.to_thread(sandbox.identity, key.tenant)
+        workdir = sandbox.workdir_of(key.workdir)
         output = await asyncio.to_thread(_open_log, self._log_path)
-        workdir = self.pool.key.workdir
         exists: bool = bool(workdir) and await asyncio.to_thread(os.path.isdir, workdir)
-        cwd = workdir if exists else "/"
+        cwd = workdir if exists else str(identity.home) if identity else "/"
+        env = {**self.pool.env, become_user.ENV_MEMORY: key.memory}
+        if identity is not None:
+            # It starts as us and drops to the tenant's uid itself, before its first action (become_user.py).
+            env.update({"HOME": str(identity.home), become_user.ENV_UID: str(identity.uid)})
+            env[become_user.ENV_GID] = str(identity.gid)
+            if output != asyncio.subprocess.DEVNULL:
+                os.fchown(output, identity.uid, identity.gid)  # its log keeper reopens it as the worker
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *command_dying_with_parent(list(WORKER_COMMAND)),
                 cwd=cwd,
-                env=dict(self.pool.env),
+                env=env,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=output,
@@ -285,11 +304,14 @@ class Pool:
         log_dir: Path | None,
         template: dpb.LeasedAction,
         new_worker: WorkerFactory = WorkerProcess,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.key = key
         self.env = env
         # The action that made this pool: what its workers' containers are made from (image, resources).
         self.template = template
+        # What tenant code may do on this machine (a local worker's uid, home, memory limit).
+        self.sandbox = sandbox or Sandbox()
         self._log_dir = log_dir
         self._new_worker = new_worker
         self._log_slots: set[int] = set()
@@ -427,7 +449,7 @@ class Pool:
         self._log_slots.add(worker.log_slot)
         try:
             await worker.start()
-        except (OSError, RuntimeError) as exc:
+        except (OSError, RuntimeError, ValueError) as exc:
             log.error("cannot start a worker for %s: %s", self.key.label, exc)
             self._log_slots.discard(worker.log_slot)
             self._starting -= 1
@@ -458,11 +480,16 @@ class Pools:
     """Every pool of one dispatcher, keyed by tenant, environment, image, workdir, env and code bundle."""
 
     def __init__(
-        self, config: ClientConfig, log_dir: Path | None = None, new_worker: WorkerFactory = WorkerProcess
+        self,
+        config: ClientConfig,
+        log_dir: Path | None = None,
+        new_worker: WorkerFactory = WorkerProcess,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self._config = config
         self._log_dir = log_dir
         self._new_worker = new_worker  # local processes, or a container backend's workers
+        self._sandbox = sandbox or Sandbox()
         self._pools: dict[PoolKey, Pool] = {}
         # The same pools by the spec's fields as they come, a cheaper key to build per action
         # (its env unsorted: another order of the same env only misses this cache).
@@ -484,14 +511,12 @@ class Pools:
             pool = self._pools.get(key)
             if pool is None:
                 env = self.worker_env(action, endpoint)
-                pool = self._pools[key] = Pool(key, env, self._log_dir, action, self._new_worker)
+                pool = self._pools[key] = Pool(key, env, self._log_dir, action, self._new_worker, self._sandbox)
             self._by_fields[fields] = pool
         return pool
 
     def worker_env(self, action: dpb.LeasedAction, endpoint: str) -> dict[str, str]:
-        c = self._config
-        tls = {"FANOUT_TLS_CA": c.tls_ca or "", "FANOUT_TLS_CERT": c.tls_cert or "", "FANOUT_TLS_KEY": c.tls_key or ""}
-        env = worker_env(action.spec, endpoint, tls)
+        env = worker_env(action.spec, endpoint, tls_variables(self._config))
         # Sizes the worker's thread pool for plain `def` tasks (see worker.py).
         env[ENV_CONCURRENCY] = str(max(action.spec.reuse.concurrency, 1))
         return env
@@ -517,7 +542,8 @@ def _fields(action: dpb.LeasedAction) -> tuple[Any, ...]:
     s, r = action.spec, action.spec.reuse
     env = tuple(s.env.items()) if s.env else ()
     code = (s.bundle.digest, tuple(s.bundle.paths)) if s.HasField("bundle") else None
-    return (action.tenant, s.environment, s.image, s.workdir, r.replicas, r.concurrency, r.idle_ttl_seconds, env, code)
+    fields = (action.tenant, s.environment, s.image, s.workdir, r.replicas, r.concurrency, r.idle_ttl_seconds)
+    return (*fields, s.resources.memory, env, code)
 
 
 def _open_log(path: Path | None) -> int:

@@ -4,7 +4,8 @@ A Python task runs in a one-shot worker (worker.py: the same worker code as
 a pool's, concurrency 1, exiting after its action), by default a child of a
 fork server that has imported it already (see forkserver.py); actions with
 an explicit command run that command. Both start with a worker's scrubbed
-environment (worker_env.py). Each action gets a folder with its spec, its
+environment (worker_env.py), in their private folder, under their tenant's
+uid when the dispatcher is root (sandbox.py). Each action gets a folder with its spec, its
 result and its log (see workdirs.py): the worker writes the result there
 before it exits, and the folder stays until the outcome was reported, so a
 restarted dispatcher reports finished work instead of running it again;
@@ -23,11 +24,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-from fanout.dispatch import worker
+from fanout.dispatch import become_user, worker
 from fanout.dispatch.backend import Outcome, StartedCallback, failure
 from fanout.dispatch.forkserver import ForkServer, ForkServerError, needs_exec
 from fanout.dispatch.guard import Guard
 from fanout.dispatch.process_tree import kill_tree_now, stop_tree
+from fanout.dispatch.sandbox import Identity, Sandbox
+from fanout.dispatch.untrusted_files import open_untrusted, read_untrusted
 from fanout.dispatch.workdirs import LOG, RESULT, WorkRoot, outcome_phase, read_result
 from fanout.dispatch.worker_env import TLS_VARIABLES, worker_env
 from fanout.server.parent_death import command_dying_with_parent
@@ -58,8 +61,11 @@ class ProcessBackend:
         max_output_bytes: int = 1 << 20,
         fork_server: bool = True,
         max_processes: int = MAX_PROCESSES,
+        sandbox: Sandbox | None = None,
+        tls: Mapping[str, str] | None = None,
     ) -> None:
         self.work_root = work_root
+        self.sandbox = sandbox or Sandbox()
         self.max_output_bytes = max_output_bytes
         # A dispatcher's capacity is sized for reusable pools (cheap asyncio slots);
         # processes are bounded apart, and a parent waiting on its children gives
@@ -69,8 +75,8 @@ class ProcessBackend:
         self._work = WorkRoot(work_root)
         self._guard = Guard()  # stops the actions' trees if this process dies
         self._procs: set[Process] = set()
-        # The dispatcher's TLS files, for the workers' channels (their only inheritance from its environment).
-        self._tls = {name: os.environ[name] for name in TLS_VARIABLES if name in os.environ}
+        # The dispatcher's TLS files, for the workers' channels (by default its FANOUT_TLS_* variables).
+        self._tls = dict(tls) if tls is not None else {n: os.environ[n] for n in TLS_VARIABLES if n in os.environ}
         self._use_fork_server = fork_server
         self._fork_server: ForkServer | None = None
         self._fork_server_lock = asyncio.Lock()  # one (re)start at a time, however many actions arrive
@@ -114,7 +120,9 @@ class ProcessBackend:
         if earlier is not None:
             return earlier
         spec = action.spec
-        workdir = await asyncio.to_thread(self._work.prepare, action)
+        identity = await asyncio.to_thread(self.sandbox.identity, action.tenant)
+        owner = (identity.uid, identity.gid) if identity else None
+        workdir = await asyncio.to_thread(self._work.prepare, action, owner)
         spec_path = workdir / "spec.pb"
         result_path = workdir / RESULT
         env = {
@@ -127,10 +135,13 @@ class ProcessBackend:
             worker.ENV_RESULT_PATH: str(result_path),
             worker.ENV_MAX_OUTPUT: str(action.max_payload_bytes or self.max_output_bytes),  # the tenant's own cap
         }
-        cwd = spec.workdir if spec.workdir and Path(spec.workdir).is_dir() else str(workdir)
+        if identity is not None:
+            env["HOME"] = str(identity.home)
+        chosen = self.sandbox.workdir_of(spec.workdir)
+        cwd = chosen if chosen and Path(chosen).is_dir() else str(workdir)
         log_path = workdir / LOG
         try:
-            proc = await self._start(spec, env, cwd, log_path)
+            proc = await self._start(spec, env, cwd, log_path, identity)
         except OSError as exc:
             return failure("LaunchError", f"cannot start {spec.command[0] if spec.command else sys.executable}: {exc}")
         self._procs.add(proc)
@@ -179,15 +190,24 @@ class ProcessBackend:
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
         return failure("ProcessExited", f"the action's process {how}; last output:\n{tail}")
 
-    async def _start(self, spec: pb.ActionSpec, env: Mapping[str, str], cwd: str, log_path: Path) -> Process:
+    async def _start(
+        self, spec: pb.ActionSpec, env: Mapping[str, str], cwd: str, log_path: Path, identity: Identity | None
+    ) -> Process:
         if not spec.command and not needs_exec(spec.env):
             server = await self._running_fork_server()
             if server is not None:
                 with contextlib.suppress(ForkServerError):  # it died just now: a new process this time
-                    return await server.spawn(env, cwd, log_path)
+                    return await server.spawn(env, cwd, log_path, identity)
         # Appended: a one-shot worker's log keeper may cut the file while output goes on.
-        output = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o666)
+        output = open_untrusted(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
         try:
+            user: dict[str, object] = {}
+            if identity is not None:
+                os.fchown(output, identity.uid, identity.gid)  # its own log: the keeper reopens it as the action
+                if spec.command:  # a trusted command: exec'd as the tenant's user
+                    user = {"user": identity.uid, "group": identity.gid, "extra_groups": []}
+                else:  # our worker, which drops to it itself (become_user.py)
+                    env = {**env, become_user.ENV_UID: str(identity.uid), become_user.ENV_GID: str(identity.gid)}
             return await asyncio.create_subprocess_exec(
                 *command_dying_with_parent(list(spec.command) or list(ONE_SHOT_COMMAND)),
                 cwd=cwd,
@@ -196,6 +216,7 @@ class ProcessBackend:
                 stdout=output,
                 stderr=output,
                 start_new_session=True,  # own process group: a timeout or shutdown kills its children too
+                **user,  # type: ignore[arg-type]
             )
         finally:
             os.close(output)
@@ -241,9 +262,7 @@ def _key(action: dpb.LeasedAction) -> str:
 def _tail(path: Path, size: int) -> bytes:
     """The last `size` bytes of a file, without reading the rest (a log may be huge)."""
     try:
-        with path.open("rb") as f:
-            f.seek(max(f.seek(0, os.SEEK_END) - size, 0))
-            return f.read(size)
+        return read_untrusted(path, size)  # the action may have made its log a link to a secret
     except OSError:
         return b""
 

@@ -5,6 +5,13 @@ before the action starts), result.pb (written by the runtime to a temporary
 file and renamed, so it is whole or absent), output.log, and whatever the
 action writes in its working directory.
 
+The action folder is private (0700) and, when actions run under a uid of
+their own (sandbox.py), owned by that uid; the tenant and run folders above
+it are the dispatcher's (0711: passable, not listable), so an action cannot
+rename its folder or see other tenants'. Whatever the dispatcher reads or
+cuts in an action folder is opened without following links the action may
+have planted there (untrusted_files.py).
+
 A folder lives until the report of its outcome reached the control plane.
 A dispatcher killed after an action finished but before that report went
 out therefore leaves spec.pb and result.pb behind, and its next incarnation
@@ -32,6 +39,7 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
+from fanout.dispatch.untrusted_files import open_untrusted, read_untrusted
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb
 
@@ -67,21 +75,32 @@ class WorkRoot:
     def folder(self, action: dpb.LeasedAction) -> Path:
         return self.root / action.tenant / action.run / f"{action.spec.name}.{action.attempt}"
 
-    def prepare(self, action: dpb.LeasedAction) -> Path:
-        """Create the action's folder holding its spec."""
+    def prepare(self, action: dpb.LeasedAction, owner: tuple[int, int] | None = None) -> Path:
+        """Create the action's private folder holding its spec; owned by `owner` (uid, gid) if given."""
         folder = self.folder(action)
         for _ in range(3):  # a sibling's release may remove the empty run folder between the steps of mkdir
             try:
-                folder.mkdir(parents=True, exist_ok=True)
+                folder.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+                folder.mkdir(mode=0o700, exist_ok=True)
                 break
             except FileNotFoundError:
                 continue
-        (folder / SPEC).write_bytes(action.spec.SerializeToString())
+        os.chmod(folder, 0o700, follow_symlinks=False)  # whatever the umask
+        fd = open_untrusted(folder / SPEC, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
+            os.write(fd, action.spec.SerializeToString())
+            if owner is not None:
+                os.fchown(fd, *owner)  # the action's runtime reads it under its own uid
+        finally:
+            os.close(fd)
+        if owner is not None:
+            os.chown(folder, *owner, follow_symlinks=False)
         return folder
 
     def claim(self) -> bool:
         """Take the root for this dispatcher; False if another live dispatcher holds it."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o711)  # passable to each action's folder, but no action lists the tenants here
         fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -163,7 +182,7 @@ def outcome_phase(result: pb.ActionResult) -> int:
 def read_result(path: Path) -> pb.ActionResult | None:
     """The result the runtime wrote, or None if there is none that can be trusted."""
     try:
-        data = path.read_bytes()
+        data = read_untrusted(path)  # never through a link the action planted (see the module doc)
     except OSError:
         return None
     try:
@@ -181,7 +200,7 @@ def _leftover(folder: Path) -> Leftover | None:
     if not attempt.isdecimal():
         return None
     try:
-        spec = pb.ActionSpec.FromString((folder / SPEC).read_bytes())
+        spec = pb.ActionSpec.FromString(read_untrusted(folder / SPEC))
     except (OSError, DecodeError):
         return None
     result = read_result(folder / RESULT)
@@ -211,14 +230,14 @@ def _cut_down(folder: Path) -> None:
     _keep_tail(folder / LOG, KEPT_LOG_BYTES)
     result = folder / RESULT
     with contextlib.suppress(OSError):
-        if result.stat().st_size > KEPT_RESULT_BYTES:
+        if os.lstat(result).st_size > KEPT_RESULT_BYTES:
             result.unlink()  # the control plane has it; a cut one would not parse
 
 
 def _keep_tail(path: Path, size: int) -> None:
     """Cut the file down to its last `size` bytes, in place."""
     try:
-        with path.open("r+b") as f:
+        with os.fdopen(open_untrusted(path, os.O_RDWR), "r+b") as f:
             length = f.seek(0, os.SEEK_END)
             if length <= size:
                 return

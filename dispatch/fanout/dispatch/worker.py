@@ -56,6 +56,7 @@ from pathlib import Path
 
 from fanout import config, memory, runtime, tracing
 from fanout.client import AsyncClient
+from fanout.dispatch import become_user
 from fanout.dispatch.frames import frame, read_frame
 from fanout.hub import Hub
 from fanout.v1 import actions_pb2 as pb
@@ -210,6 +211,8 @@ def run_one_shot() -> int:
     A task that calls sys.exit() ends the process with that code and writes
     no result, as a process of its own would.
     """
+    # Exec'd as root, it becomes its tenant's user first: its folder (and the spec in it) is the tenant's.
+    become_user.become_from_env()
     spec = pb.ActionSpec.FromString(Path(os.environ[ENV_SPEC_PATH]).read_bytes())
     memory.limit_this_process(spec.resources.memory)  # past it, the task gets MemoryError (OOMError upstream)
     action = dpb.LeasedAction(
@@ -322,6 +325,8 @@ def main() -> None:
         finally:
             tracing.flush()
         return
+    # Before the first frame: no tenant code has run yet (see become_user.py).
+    become_user.become_from_env(os.environ.pop(become_user.ENV_MEMORY, ""))
     # Keep the protocol off fds 0 and 1, so a task's print or input() cannot corrupt it.
     requests, replies = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from fanout.config import ClientConfig
 from fanout.v1 import actions_pb2 as pb
 
 # What a worker inherits from the dispatcher's environment: enough to run
@@ -36,3 +37,9 @@ def worker_env(spec: pb.ActionSpec, endpoint: str, tls: Mapping[str, str]) -> di
     env["FANOUT_CONFIG"] = os.devnull  # no config file: the actions' tokens come in their leases
     env.update({name: value for name, value in tls.items() if value})
     return env
+
+
+def tls_variables(config: ClientConfig) -> dict[str, str]:
+    """The dispatcher's TLS settings (file paths, whether from flags, environment or config) for its workers."""
+    values = (config.tls_ca, config.tls_cert, config.tls_key)
+    return {name: value for name, value in zip(TLS_VARIABLES, values, strict=True) if value}

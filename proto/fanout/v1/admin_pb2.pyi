@@ -209,20 +209,22 @@ class GetTenantRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ...) -> None: ...
 
 class TenantUsage(_message.Message):
-    __slots__ = ("tenant", "limits", "running", "queued", "stored_bytes", "near")
+    __slots__ = ("tenant", "limits", "running", "queued", "stored_bytes", "near", "placement")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
     NEAR_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     limits: Limits
     running: int
     queued: int
     stored_bytes: int
     near: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, tenant: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., running: _Optional[int] = ..., queued: _Optional[int] = ..., stored_bytes: _Optional[int] = ..., near: _Optional[_Iterable[str]] = ...) -> None: ...
+    placement: str
+    def __init__(self, tenant: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., running: _Optional[int] = ..., queued: _Optional[int] = ..., stored_bytes: _Optional[int] = ..., near: _Optional[_Iterable[str]] = ..., placement: _Optional[str] = ...) -> None: ...
 
 class DeleteTenantRequest(_message.Message):
     __slots__ = ("tenant", "force", "reason")
@@ -333,3 +335,21 @@ class CheckFanoutResponse(_message.Message):
     queued: int
     max_queued: int
     def __init__(self, admitted: _Optional[bool] = ..., limit: _Optional[str] = ..., headroom: _Optional[int] = ..., max_fanout: _Optional[int] = ..., queued: _Optional[int] = ..., max_queued: _Optional[int] = ...) -> None: ...
+
+class SetPlacementRequest(_message.Message):
+    __slots__ = ("tenant", "placement", "reason")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    placement: str
+    reason: str
+    def __init__(self, tenant: _Optional[str] = ..., placement: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class TenantPlacement(_message.Message):
+    __slots__ = ("tenant", "placement")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    placement: str
+    def __init__(self, tenant: _Optional[str] = ..., placement: _Optional[str] = ...) -> None: ...

@@ -109,6 +109,11 @@ class AdminServiceStub:
                 request_serializer=fanout_dot_v1_dot_admin__pb2.DecideLimitRequestRequest.SerializeToString,
                 response_deserializer=fanout_dot_v1_dot_admin__pb2.LimitRequest.FromString,
                 _registered_method=True)
+        self.SetPlacement = channel.unary_unary(
+                '/fanout.v1.AdminService/SetPlacement',
+                request_serializer=fanout_dot_v1_dot_admin__pb2.SetPlacementRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_admin__pb2.TenantPlacement.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -207,6 +212,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetPlacement(self, request, context):
+        """Takes effect at once on every server (leasing reads it in the same script); audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -284,6 +296,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.DenyLimitRequest,
                     request_deserializer=fanout_dot_v1_dot_admin__pb2.DecideLimitRequestRequest.FromString,
                     response_serializer=fanout_dot_v1_dot_admin__pb2.LimitRequest.SerializeToString,
+            ),
+            'SetPlacement': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPlacement,
+                    request_deserializer=fanout_dot_v1_dot_admin__pb2.SetPlacementRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_admin__pb2.TenantPlacement.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -691,6 +708,33 @@ class AdminService:
             '/fanout.v1.AdminService/DenyLimitRequest',
             fanout_dot_v1_dot_admin__pb2.DecideLimitRequestRequest.SerializeToString,
             fanout_dot_v1_dot_admin__pb2.LimitRequest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPlacement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.AdminService/SetPlacement',
+            fanout_dot_v1_dot_admin__pb2.SetPlacementRequest.SerializeToString,
+            fanout_dot_v1_dot_admin__pb2.TenantPlacement.FromString,
             options,
             channel_credentials,
             insecure,

@@ -208,13 +208,16 @@ class ActionStore:
     # Dispatch --------------------------------------------------------------
 
     @fail_closed
-    async def lease(self, tenant: str, want: int) -> list[LeasedAction]:
-        """Lease up to `want` actions; a tenant left with nothing queued is dropped from the ready set."""
+    async def lease(self, tenant: str, want: int, scoped: bool = False) -> list[LeasedAction]:
+        """Lease up to `want` actions; a tenant left with nothing queued is dropped from the ready set.
+
+        `scoped`: the caller is a dispatcher scoped to this tenant, the only kind that leases a BYOC tenant's work.
+        """
         k = keys.TenantKeys(tenant)
         out: list[LeasedAction] = []
         for _ in range(LEASE_CALLS):
             heads, specs, pending, bounded = await self._scripts.lease(
-                keys=[k.queue, k.slots, k.leased, k.limits, k.delayed, k.runs],
+                keys=[k.queue, k.slots, k.leased, k.limits, k.delayed, k.runs, k.placement],
                 args=[
                     k.prefix,
                     self.defaults.max_concurrency,
@@ -222,6 +225,7 @@ class ActionStore:
                     self._clock(),
                     self.lease_seconds,
                     LEASE_WORK,
+                    int(scoped),
                 ],
             )
             out += _leased(tenant, heads, specs)

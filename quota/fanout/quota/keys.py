@@ -102,6 +102,11 @@ class TenantKeys:
         return self.prefix + "limits"
 
     @property
+    def placement(self) -> str:
+        """String "byoc" when only dispatchers scoped to the tenant may lease its actions; absent: serverless."""
+        return self.prefix + "placement"
+
+    @property
     def stats(self) -> str:
         """Hash of counters kept by the scripts: queued = admitted, unfinished actions; bytes = specs
         and results stored, over runs not yet dropped (each run meta holds its own share)."""

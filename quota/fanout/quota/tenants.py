@@ -13,6 +13,7 @@ from fanout.quota.actions import ActionStore
 from fanout.quota.errors import FailedPrecondition, NotFound
 from fanout.quota.failclosed import fail_closed
 from fanout.quota.limits import Limits, LimitStore
+from fanout.quota.placement import BYOC, SERVERLESS, PlacementStore
 from fanout.quota.tokens import TokenStore
 
 # A limit in use at this fraction or more is "near": worth an admin's look before it refuses work.
@@ -28,6 +29,7 @@ class TenantUsage:
     running: int
     queued: int
     stored_bytes: int
+    placement: str = SERVERLESS
 
     @property
     def near(self) -> list[str]:
@@ -45,6 +47,7 @@ class TenantStore:
         self._actions = actions
         self._limits = limits
         self._tokens = tokens
+        self.placement = PlacementStore(redis)
 
     @fail_closed
     async def exists(self, tenant: str) -> bool:
@@ -73,11 +76,14 @@ class TenantStore:
                     pipe.hgetall(k.limits)
                     pipe.hmget(k.stats, ["queued", "bytes"])
                     pipe.scard(k.slots)
+                    pipe.get(k.placement)
                 replies = await pipe.execute()
             for i, tenant in enumerate(chunk):
-                overrides, (queued, stored), running = replies[3 * i : 3 * i + 3]
+                overrides, (queued, stored), running, placement = replies[4 * i : 4 * i + 4]
                 limits = Limits(**{**vars(self._limits.defaults), **{k.decode(): int(v) for k, v in overrides.items()}})
-                out.append(TenantUsage(tenant, limits, int(running), int(queued or 0), max(0, int(stored or 0))))
+                where = BYOC if placement == b"byoc" else SERVERLESS
+                usage = TenantUsage(tenant, limits, int(running), int(queued or 0), max(0, int(stored or 0)), where)
+                out.append(usage)
         return out
 
     @fail_closed

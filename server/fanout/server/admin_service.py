@@ -58,6 +58,7 @@ def usage_proto(u: TenantUsage) -> apb.TenantUsage:
         queued=u.queued,
         stored_bytes=u.stored_bytes,
         near=u.near,
+        placement=u.placement,
     )
 
 
@@ -120,6 +121,15 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def GetTenant(self, request: apb.GetTenantRequest, context: aio.ServicerContext[Any, Any]) -> apb.TenantUsage:
         await self._require_tenant(request.tenant)
         return usage_proto((await self._tenants.usage([request.tenant]))[0])
+
+    async def SetPlacement(
+        self, request: apb.SetPlacementRequest, context: aio.ServicerContext[Any, Any]
+    ) -> apb.TenantPlacement:
+        await self._require_tenant(request.tenant)
+        placement = await self._tenants.placement.set(
+            request.tenant, request.placement, principal().actor, request.reason
+        )
+        return apb.TenantPlacement(tenant=request.tenant, placement=placement)
 
     async def DeleteTenant(
         self, request: apb.DeleteTenantRequest, context: aio.ServicerContext[Any, Any]

@@ -63,7 +63,7 @@ PER_MESSAGE_TOKENS = frozenset({_ACTIONS + "SubmitMany", _ACTIONS + "WatchMany"}
 _ADMIN_METHODS = (
     "CreateTenant", "CreateToken", "RevokeToken", "RotateToken", "ListTokens", "SetLimits", "GetLimits",
     "ListAudit", "ListTenants", "GetTenant", "DeleteTenant", "ListQuotas", "ListLimitRequests",
-    "ApproveLimitRequest", "DenyLimitRequest",
+    "ApproveLimitRequest", "DenyLimitRequest", "SetPlacement",
 )  # fmt: skip
 for _method in _ADMIN_METHODS:
     METHOD_ROLES[_ADMIN + _method] = frozenset({"admin"})

@@ -100,7 +100,9 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
         The tenant's limits are read alongside the lease, not after it: one wait, not two.
         """
         want = min(TENANT_CHUNK, stream.credit)
-        leased, limits = await asyncio.gather(self._store.lease(tenant, want), self._limits.effective(tenant))
+        # Only a dispatcher scoped to the tenant leases a BYOC tenant's work (lease.lua checks the placement).
+        scoped = stream.scope == tenant
+        leased, limits = await asyncio.gather(self._store.lease(tenant, want, scoped), self._limits.effective(tenant))
         if len(leased) == want:
             stream.wanted[tenant] = None  # more may wait: its next chunk after the other tenants'
         if not leased:

@@ -7,7 +7,10 @@ engine). It mints the bootstrap tokens and writes the config file clients
 read, so `fanout.init_from_config()` and the CLI work at once.
 
 The data directory holds secrets (tokens, the Redis password, the key that
-signs action tokens): it is 0700 and every file in it is created 0600.
+signs action tokens): it is 0700 and every file in it is created 0600. Run
+as root, actions run under their tenants' own uids (dispatch/sandbox.py)
+and must pass through it to their folders: then it is 0711, passable but
+not listable, and its files stay 0600, its other folders 0700.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 from fanout import config as client_config
 from fanout.dispatch import backends
 from fanout.dispatch.dispatcher import DEFAULT_CAPACITY, Dispatcher
+from fanout.dispatch.sandbox import Sandbox
 from fanout.private_files import private_dir, write_private
 from fanout.server import signing_key
 from fanout.server.app import ControlPlane, create_server
@@ -49,6 +53,8 @@ class UpOptions:
     command: list[str] | None = None
     backend: str = "process"  # or "docker" (see fanout.dispatch.backends)
     image: str = ""  # the docker backend's default worker image
+    trust_tenants: bool = False
+    tenant_uids: bool = True
 
 
 async def up(options: UpOptions) -> int:
@@ -77,13 +83,21 @@ async def up(options: UpOptions) -> int:
         endpoint = f"{host}:{plane.port}"
         config_path = await _bootstrap(plane, data_dir, endpoint)
         dispatcher_token = await plane.tokens.create("dispatcher")
-        chosen = backends.choose(options.backend, data_dir / "actions", options.image, settings.max_payload_bytes)
+        sandbox = Sandbox.for_dispatcher(data_dir, options.trust_tenants, options.tenant_uids)
+        if sandbox.users is not None and options.backend == "process":
+            # Actions under their tenants' uids must reach their folders and homes in here: passable
+            # (0711), not listable, and every secret in it stays 0600 (see the module doc).
+            data_dir.chmod(0o711)
+        chosen = backends.choose(
+            options.backend, data_dir / "actions", options.image, settings.max_payload_bytes, sandbox=sandbox
+        )
         dispatcher = Dispatcher(
             client_config.ClientConfig(endpoint=endpoint, token=dispatcher_token),
             chosen.backend,
             capacity=options.capacity,
             worker_logs=data_dir / "workers",
             new_worker=chosen.new_worker,
+            sandbox=sandbox,
         )
         dispatcher_task = asyncio.create_task(dispatcher.run())
         signalled = asyncio.ensure_future(until_signalled())

@@ -4,8 +4,11 @@
 -- Actions queued again (lost leases, due retries) are served first, then the runs' own queues
 -- round-robin. An entry whose action is no longer queued, or whose run has ended, is dropped;
 -- an ended run's whole queue is unlinked at once (freed in the background), not popped.
--- KEYS: 1 queue, 2 slots, 3 leased, 4 limits, 5 delayed, 6 runs with queued actions
--- ARGV: 1 tenant prefix, 2 default max_concurrency, 3 want, 4 now, 5 lease seconds, 6 most work
+-- A BYOC tenant's actions go only to dispatchers scoped to it: an unscoped caller leases nothing
+-- of it (checked here, in the same step as the lease, so a placement change holds at once).
+-- KEYS: 1 queue, 2 slots, 3 leased, 4 limits, 5 delayed, 6 runs with queued actions, 7 placement
+-- ARGV: 1 tenant prefix, 2 default max_concurrency, 3 want, 4 now, 5 lease seconds, 6 most work,
+--       7 "1" when the caller is a dispatcher scoped to this tenant
 -- Returns {heads, specs, actions or runs still waiting, 1 when the work bound stopped it else 0}:
 -- packed so that the reply costs the caller two strings to parse, not seven values per action.
 -- heads joins "<run> <name> <attempt> <admitted at> <spec bytes> <parent>" per action with "\n"
@@ -13,6 +16,14 @@
 -- action's spec, concatenated in the same order.
 local prefix, now = ARGV[1], ARGV[4]
 local budget = tonumber(ARGV[6])
+
+local function still_waiting()
+  return redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[5]) + redis.call('LLEN', KEYS[6])
+end
+
+if ARGV[7] ~= '1' and redis.call('GET', KEYS[7]) == 'byoc' then
+  return {'', '', still_waiting(), 0}  -- its work waits for its own dispatchers
+end
 
 -- Retries whose backoff has passed join the queue first.
 local due = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, 100)
@@ -111,5 +122,4 @@ for run, moved in pairs(leased_from) do
   end
 end
 
-local waiting = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[5]) + redis.call('LLEN', KEYS[6])
-return {table.concat(heads, '\n'), table.concat(specs), waiting, work >= budget and 1 or 0}
+return {table.concat(heads, '\n'), table.concat(specs), still_waiting(), work >= budget and 1 or 0}

@@ -1,0 +1,62 @@
+"""Tenant uids: allocated once from FIRST_UID up, persisted, shared by dispatchers on one state folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from fanout.dispatch.sandbox import FIRST_UID, STATE_FILE, Sandbox, TenantUsers
+from fanout.errors import ConfigError
+from fanout.v1 import actions_pb2 as pb
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chowning homes to other uids needs root")
+
+
+@needs_root
+def test_each_tenant_gets_its_own_uid_and_private_home_kept_across_restarts(tmp_path: Path) -> None:
+    users = TenantUsers(tmp_path)
+    a, b = users.identity("acme"), users.identity("globex")
+
+    assert (a.uid, b.uid) == (FIRST_UID, FIRST_UID + 1)
+    assert users.identity("acme") == a
+    for who in (a, b):
+        info = who.home.stat()
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (who.uid, who.gid, 0o700)
+    # Another dispatcher on the same folder (or this one restarted) sees the same map.
+    assert TenantUsers(tmp_path).identity("globex") == b
+    assert json.loads((tmp_path / STATE_FILE).read_text()) == {"acme": a.uid, "globex": b.uid}
+    assert stat.S_IMODE((tmp_path / STATE_FILE).stat().st_mode) == 0o600
+
+
+@needs_root
+def test_a_corrupt_state_file_is_refused_not_overwritten(tmp_path: Path) -> None:
+    (tmp_path / STATE_FILE).write_text('{"acme": "not a uid"}')
+
+    with pytest.raises(RuntimeError, match="not a map of tenant to uid"):
+        TenantUsers(tmp_path).identity("globex")
+    assert (tmp_path / STATE_FILE).read_text() == '{"acme": "not a uid"}'
+
+
+def test_an_untrusting_sandbox_refuses_commands_and_ignores_workdirs() -> None:
+    untrusting, trusting = Sandbox(trust_tenants=False), Sandbox(trust_tenants=True)
+    command = pb.ActionSpec(command=["sh", "-c", "true"])
+
+    assert "--trust-tenants" in untrusting.refusal(command)
+    assert untrusting.refusal(pb.ActionSpec(task_ref="module:m:f")) == ""
+    assert trusting.refusal(command) == ""
+    assert untrusting.workdir_of("/srv/project") == ""
+    assert trusting.workdir_of("/srv/project") == "/srv/project"
+
+
+@needs_root
+def test_tenant_uids_need_a_state_folder_others_can_pass_through(tmp_path: Path) -> None:
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+
+    with pytest.raises(ConfigError, match="--no-tenant-uids"):
+        Sandbox.for_dispatcher(closed / "data", trust_tenants=False)
+    assert Sandbox.for_dispatcher(closed / "data", trust_tenants=False, tenant_uids=False).users is None
