@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 ENV_SWITCH = "FANOUT_BUNDLE"
 
-Fingerprint = tuple[tuple[str, int, int], ...]
+Fingerprint = tuple[tuple[str, tuple[int, int] | None], ...]  # (name, (size, mtime) or None if gone) per file
 _lock = threading.Lock()
 _packed: dict[tuple[Path, str | None], tuple[Fingerprint, pack.Bundle]] = {}
 
