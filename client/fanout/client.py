@@ -131,6 +131,11 @@ class Client:
     def abort_run(self, run: str, reason: str = "") -> int:
         return int(self.call(self.actions.AbortRun, pb.AbortRunRequest(run=run, reason=reason)).aborted)
 
+    def abort_actions(self, run: str, names: Sequence[str], reason: str = "") -> int:
+        """Abort the named actions of `run` and all their descendants; returns how many this call aborted."""
+        request = pb.AbortActionRequest(run=run, names=names, reason=reason)
+        return int(self.call(self.actions.AbortAction, request).aborted)
+
     def watch_children(
         self, run: str, parent: str = "", cursor: str = "", timeout: float | None = None, batched: bool = False
     ) -> Iterator[pb.WatchEvent]:

@@ -51,9 +51,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
     watch.set_defaults(handler=cmd_watch)
 
     abort = sub.add_parser(
-        "abort", parents=[common], help="abort a run: every unfinished action ends ABORTED, running ones are stopped"
+        "abort",
+        parents=[common],
+        help="abort a run, or one action of it, with all its descendants",
+        description="Every unfinished action aborted ends ABORTED; running ones are stopped. With ACTION, only "
+        "that action and its descendants: the parent awaiting it sees ActionAbortedError.",
+        epilog="examples: fanout abort r1a2b3c4d5e6 · fanout abort r1a2b3c4d5e6 fetch-0123abcd --reason stuck",
     )
     abort.add_argument("run")
+    abort.add_argument("action", nargs="?", help="action name (default: the whole run)")
     abort.add_argument("--reason", default="", help="why; logged by the server")
     abort.set_defaults(handler=cmd_abort)
 
@@ -163,6 +169,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_abort(args: argparse.Namespace) -> int:
+    if args.action:
+        return _abort_action(args)
     with _client(args) as client:
         aborted = client.abort_run(args.run, args.reason)
     if args.json:
@@ -171,6 +179,18 @@ def cmd_abort(args: argparse.Namespace) -> int:
         print(f"run {args.run}: {aborted} unfinished actions aborted")
     else:
         print(f"run {args.run} had already finished; nothing to abort")
+    return 0
+
+
+def _abort_action(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        aborted = client.abort_actions(args.run, [args.action], args.reason)
+    if args.json:
+        output.emit_json({"run": args.run, "action": args.action, "aborted": aborted})
+    elif aborted:
+        print(f"run {args.run}: {aborted} unfinished actions aborted ({args.action} and its descendants)")
+    else:
+        print(f"action {args.action} and its descendants had already finished; nothing to abort")
     return 0
 
 

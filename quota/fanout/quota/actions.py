@@ -17,7 +17,7 @@ import redis.exceptions
 
 from fanout.quota import keys, phases
 from fanout.quota.admission import Admission, Admitter, Batch
-from fanout.quota.errors import NotFound, Unavailable
+from fanout.quota.errors import NotFound, PermissionDenied, Unavailable
 from fanout.quota.failclosed import fail_closed, raise_if_cancelling
 from fanout.quota.limits import Limits, LimitStore
 from fanout.quota.scripts import Scripts
@@ -62,6 +62,17 @@ LEASE_LOST_RESULT = pb.ActionResult(
 ABORTED_RESULT = pb.ActionResult(
     error=pb.ActionError(type="Aborted", message="the run was aborted or its root finished first")
 ).SerializeToString()
+ACTION_ABORTED_RESULT = pb.ActionResult(
+    error=pb.ActionError(type="Aborted", message="the action or one of its ancestors was aborted")
+).SerializeToString()
+# The result lease.lua writes for an action that waited in the queue longer than its spec's max_queued_seconds.
+QUEUED_TOO_LONG_RESULT = pb.ActionResult(
+    error=pb.ActionError(
+        type="QueuedTooLong", message="waited in the queue longer than its max_queued_time; it never started"
+    )
+).SerializeToString()
+# AbortAction takes at most this many names per call: one short script checks them all.
+MAX_ABORT_NAMES = 1_000
 
 
 class LeasedAction(NamedTuple):  # a tuple: thousands are built per second, cheaper than a frozen dataclass
@@ -214,7 +225,7 @@ class ActionStore:
         out: list[LeasedAction] = []
         for _ in range(LEASE_CALLS):
             heads, specs, pending, bounded = await self._scripts.lease(
-                keys=[k.queue, k.slots, k.leased, k.limits, k.delayed, k.runs],
+                keys=[k.queue, k.slots, k.leased, k.limits, k.delayed, k.runs, k.stats, k.closing],
                 args=[
                     k.prefix,
                     self.defaults.max_concurrency,
@@ -222,6 +233,8 @@ class ActionStore:
                     self._clock(),
                     self.lease_seconds,
                     LEASE_WORK,
+                    QUEUED_TOO_LONG_RESULT,
+                    self.events_maxlen,
                 ],
             )
             out += _leased(tenant, heads, specs)
@@ -360,6 +373,96 @@ class ActionStore:
         if began < 0:
             raise NotFound(f"run {run!r} not found")
         return bool(began)
+
+    @fail_closed
+    async def abort_actions(self, tenant: str, run: str, names: Sequence[str], child_of: str | None = None) -> int:
+        """Abort `names` and all their descendants; returns how many this call aborted.
+
+        With `child_of`, every name must be a child of that action (PermissionDenied otherwise).
+        Raises NotFound, changing nothing, when the run or any name does not exist. The named
+        actions abort at once; their descendants a short script per step, up to the end or
+        until the periodic loop's continue_aborts() takes over (a server that died mid-walk).
+        """
+        k = keys.TenantKeys(tenant)
+        reply = await self._scripts.abort_action(
+            keys=self._abort_keys(k, run),
+            args=[
+                k.prefix,
+                self._clock(),
+                self.events_maxlen,
+                ACTION_ABORTED_RESULT,
+                run,
+                int(child_of is not None),
+                child_of or "",
+                *names,
+            ],
+        )
+        outcome = reply[0].decode()
+        if outcome == "NO_RUN":
+            raise NotFound(f"run {run!r} not found")
+        if outcome == "NOT_FOUND":
+            raise NotFound(f"action {reply[1].decode()!r} not found in run {run!r}")
+        if outcome == "NOT_CHILD":
+            raise PermissionDenied(f"action {child_of!r} may abort only its own children, not {reply[1].decode()!r}")
+        aborted, roots = int(reply[1]), int(reply[2])
+        if roots:
+            await self.close_run(tenant, run)
+        aborted += await self.walk_aborts(tenant, run)
+        if aborted:
+            await self._wake_if_ready(tenant)  # slots were freed: queued work may run now
+        return aborted
+
+    def _abort_keys(self, k: keys.TenantKeys, run: str) -> list[str]:
+        return [
+            k.run(run),
+            k.states(run),
+            k.slots,
+            k.leased,
+            k.stats,
+            k.closing,
+            k.aborting,
+            k.abort_walk(run),
+            k.parents(run),
+        ]
+
+    async def walk_aborts(self, tenant: str, run: str) -> int:
+        """Abort the descendants of the run's aborted actions to the end, a short script per step; returns how many."""
+        aborted, done = 0, False
+        while not done:
+            count, done = await self._abort_step(tenant, run)
+            aborted += count
+        return aborted
+
+    async def _abort_step(self, tenant: str, run: str) -> tuple[int, bool]:
+        k = keys.TenantKeys(tenant)
+        count, done = await self._scripts.abort_step(
+            keys=self._abort_keys(k, run),
+            args=[
+                k.prefix,
+                self._clock(),
+                self.events_maxlen,
+                ACTION_ABORTED_RESULT,
+                run,
+                CLOSE_STEP_ABORTS,
+                CLOSE_STEP_READS,
+            ],
+        )
+        return int(count), bool(done)
+
+    @fail_closed
+    async def continue_aborts(self, tenant: str, budget: float = MAINTENANCE_BUDGET_SECONDS) -> int:
+        """Go on aborting descendants where an AbortAction stopped (its server died); returns how many walks ended."""
+        deadline = time.monotonic() + budget
+        ended = 0
+        for raw in await self._redis.zrange(keys.TenantKeys(tenant).aborting, 0, 99):
+            run = raw.decode()
+            while not (await self._abort_step(tenant, run))[1]:
+                if time.monotonic() > deadline:
+                    return ended
+            ended += 1
+            if time.monotonic() > deadline:
+                break
+        return ended
 
     @fail_closed
     async def close_run(self, tenant: str, run: str, max_steps: int | None = None) -> bool:

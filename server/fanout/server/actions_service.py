@@ -12,7 +12,7 @@ from google.rpc import code_pb2
 from grpc import aio
 
 from fanout.quota import phases
-from fanout.quota.actions import ActionStore, EventsTrimmed
+from fanout.quota.actions import MAX_ABORT_NAMES, ActionStore, EventsTrimmed
 from fanout.quota.admission import Batch
 from fanout.quota.errors import QuotaExceeded
 from fanout.quota.limits import LimitStore
@@ -214,6 +214,32 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
             metrics.ACTIONS_FINISHED.labels(phase="ABORTED").inc(aborted)
             log.info("%s aborted run %s (%d actions): %s", who.tenant, request.run, aborted, request.reason[:200])
         return pb.AbortRunResponse(aborted=aborted)
+
+    async def AbortAction(
+        self, request: pb.AbortActionRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.AbortActionResponse:
+        who = principal()
+        validation.run_name(request.run)
+        if not request.names:
+            raise invalid("names: give at least one action to abort")
+        if len(request.names) > MAX_ABORT_NAMES:
+            raise invalid(f"{len(request.names)} names in one AbortAction; the most is {MAX_ABORT_NAMES}")
+        for i, name in enumerate(request.names):
+            validation.action_name(name, f"names[{i}]")
+        check_action_scope(who, request.run, None)
+        child_of = who.action if who.role == "action" else None
+        aborted = await self._store.abort_actions(who.tenant, request.run, list(request.names), child_of)
+        if aborted:
+            metrics.ACTIONS_FINISHED.labels(phase="ABORTED").inc(aborted)
+            log.info(
+                "%s aborted %d actions of run %s (from %s): %s",
+                who.label,
+                aborted,
+                request.run,
+                ", ".join(request.names[:5]),
+                request.reason[:200],
+            )
+        return pb.AbortActionResponse(aborted=aborted)
 
     async def GetQuota(self, request: pb.GetQuotaRequest, context: aio.ServicerContext[Any, Any]) -> pb.Quota:
         who = principal()

@@ -4,8 +4,11 @@
 -- Actions queued again (lost leases, due retries) are served first, then the runs' own queues
 -- round-robin. An entry whose action is no longer queued, or whose run has ended, is dropped;
 -- an ended run's whole queue is unlinked at once (freed in the background), not popped.
--- KEYS: 1 queue, 2 slots, 3 leased, 4 limits, 5 delayed, 6 runs with queued actions
--- ARGV: 1 tenant prefix, 2 default max_concurrency, 3 want, 4 now, 5 lease seconds, 6 most work
+-- An action that waited longer than its spec's max_queued_seconds (since it was queued, or queued
+-- again) is not leased: it ends TIMED_OUT here, and its parent's watch hears of it.
+-- KEYS: 1 queue, 2 slots, 3 leased, 4 limits, 5 delayed, 6 runs with queued actions, 7 stats, 8 closing
+-- ARGV: 1 tenant prefix, 2 default max_concurrency, 3 want, 4 now, 5 lease seconds, 6 most work,
+--       7 serialized "queued too long" result, 8 events maxlen
 -- Returns {heads, specs, actions or runs still waiting, 1 when the work bound stopped it else 0}:
 -- packed so that the reply costs the caller two strings to parse, not seven values per action.
 -- heads joins "<run> <name> <attempt> <admitted at> <spec bytes> <parent>" per action with "\n"
@@ -13,6 +16,47 @@
 -- action's spec, concatenated in the same order.
 local prefix, now = ARGV[1], ARGV[4]
 local budget = tonumber(ARGV[6])
+local ctx = {prefix = prefix, slots = KEYS[2], leased = KEYS[3], stats = KEYS[7], closing = KEYS[8],
+  now = tonumber(now), maxlen = ARGV[8]}
+
+local function varint(s, pos)
+  local value, scale = 0, 1
+  while true do
+    local b = string.byte(s, pos)
+    if not b then return value, pos end
+    pos = pos + 1
+    if b < 128 then return value + b * scale, pos end
+    value = value + (b - 128) * scale
+    scale = scale * 128
+  end
+end
+
+-- The spec's max_queued_seconds (ActionSpec field 15, a varint), 0 when unset: a walk over the
+-- spec's top-level fields, a few steps each, bounded by the spec's (capped) size.
+local function max_queued(spec)
+  local pos, size = 1, #spec
+  while pos <= size do
+    local tag
+    tag, pos = varint(spec, pos)
+    local field, wire = math.floor(tag / 8), tag % 8
+    if wire == 0 then
+      local value
+      value, pos = varint(spec, pos)
+      if field == 15 then return value end
+    elseif wire == 2 then
+      local len
+      len, pos = varint(spec, pos)
+      pos = pos + len
+    elseif wire == 1 then
+      pos = pos + 8
+    elseif wire == 5 then
+      pos = pos + 4
+    else
+      return 0
+    end
+  end
+  return 0
+end
 
 -- Retries whose backoff has passed join the queue first.
 local due = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, 100)
@@ -40,10 +84,16 @@ local function take(run, name, admitted)
   if not st then return end
   local phase, attempt, parent = string.match(st, '^(%d+):(%d+):(.*)$')
   if tonumber(phase) > 2 then return end  -- aborted, finished or leased since it was queued
+  local spec = redis.call('HGET', prefix .. 'spec:' .. run, name) or ''
+  local most = max_queued(spec)
+  if most > 0 and ctx.now - tonumber(admitted) > most then
+    finish(ctx, run, name, tonumber(attempt), parent, 8, ARGV[7])
+    if parent == '' then live[run] = false end  -- a root's end closes its run
+    return
+  end
   attempt = tonumber(attempt) + 1
   redis.call('HSET', stkey, name, '3:' .. attempt .. ':' .. parent)
   refs[#refs + 1] = run .. '/' .. name
-  local spec = redis.call('HGET', prefix .. 'spec:' .. run, name) or ''
   heads[#heads + 1] = run .. ' ' .. name .. ' ' .. attempt .. ' ' .. admitted .. ' ' .. #spec .. ' ' .. parent
   specs[#specs + 1] = spec
 end
@@ -91,5 +141,6 @@ for i = 1, #refs, 1000 do
   redis.call('ZADD', KEYS[3], unpack(scored))
 end
 
+flush(ctx)
 local waiting = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[5]) + redis.call('LLEN', KEYS[6])
 return {table.concat(heads, '\n'), table.concat(specs), waiting, work >= budget and 1 or 0}
