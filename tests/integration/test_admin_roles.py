@@ -1,4 +1,5 @@
-"""Who may call the admin and quota-request RPCs: every RPC against every role, with the status expected.
+"""Who may call the admin and quota-request RPCs (and AbortAction): every RPC against every role, with the status
+expected.
 
 Roles: admin; tenant; another tenant; dispatcher scoped to the tenant and unscoped; the action token of
 a running action of this run and of another run. A foreign object answers NOT_FOUND exactly like a
@@ -17,8 +18,8 @@ from fanout.dispatch.dispatcher import Dispatcher
 from fanout.server.app import ControlPlane
 from fanout.server.auth import METHOD_ROLES
 from fanout.v1 import actions_pb2 as pb
+from fanout.v1 import actions_pb2_grpc, admin_pb2_grpc
 from fanout.v1 import admin_pb2 as apb
-from fanout.v1 import admin_pb2_grpc
 from tests.conftest import Tenant, make_tenant
 from tests.helpers import LoopThread, eventually
 
@@ -161,3 +162,39 @@ def test_foreign_objects_are_not_found_exactly_like_missing_ones(world: World) -
         "RotateToken": apb.RotateTokenRequest(token_id="0123456789ab"),
     }.items():
         assert world.call("admin", method, request) == NOT_FOUND, method
+
+
+def test_abort_action_against_every_role(world: World) -> None:
+    run = world.runs[0]
+    world.tenant.client.submit_batch(
+        run, "root", [pb.ActionSpec(name="kid", task_ref="module:x:y", command=["sleep", "30"])]
+    )
+
+    def abort(role: str, name: str) -> grpc.StatusCode:
+        try:
+            actions_pb2_grpc.ActionServiceStub(world.channel).AbortAction(
+                pb.AbortActionRequest(run=run, names=[name]),
+                metadata=[("authorization", f"Bearer {world.tokens[role]}")],
+                timeout=10,
+            )
+            return OK
+        except grpc.RpcError as exc:
+            return exc.code()
+
+    # Refused: no role for it, another tenant's run, another run's action token, an action that is not its child.
+    refused = {role: abort(role, "kid") for role in ROLES if role not in ("tenant", "action_this_run")}
+    assert refused == {
+        "admin": DENIED,
+        "other_tenant": NOT_FOUND,
+        "dispatcher_scoped": DENIED,
+        "dispatcher_all": DENIED,
+        "action_other_run": NOT_FOUND,
+    }
+    assert abort("action_this_run", "root") == DENIED
+    assert abort("tenant", "no-such-kid") == NOT_FOUND
+    assert world.tenant.client.get_action(run, "kid").phase != pb.ABORTED  # none of those changed anything
+    # The running root's own token aborts its child; the tenant may abort any action of its runs.
+    assert abort("action_this_run", "kid") == OK
+    assert world.tenant.client.get_action(run, "kid").phase == pb.ABORTED
+    assert abort("tenant", "kid") == OK  # already finished: nothing to do, not an error
+    assert world.tenant.client.get_action(run, "root").phase == pb.RUNNING

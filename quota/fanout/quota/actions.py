@@ -376,12 +376,24 @@ class ActionStore:
 
     @fail_closed
     async def abort_actions(self, tenant: str, run: str, names: Sequence[str], child_of: str | None = None) -> int:
-        """Abort `names` and all their descendants; returns how many this call aborted.
+        """Abort `names` and all their descendants, to the end; returns how many this call aborted.
 
         With `child_of`, every name must be a child of that action (PermissionDenied otherwise).
-        Raises NotFound, changing nothing, when the run or any name does not exist. The named
-        actions abort at once; their descendants a short script per step, up to the end or
-        until the periodic loop's continue_aborts() takes over (a server that died mid-walk).
+        Raises NotFound, changing nothing, when the run or any name does not exist.
+        """
+        aborted = await self.begin_abort_actions(tenant, run, names, child_of)
+        aborted += (await self.walk_aborts(tenant, run))[0]
+        if aborted:
+            await self._wake_if_ready(tenant)  # slots were freed: queued work may run now
+        return aborted
+
+    @fail_closed
+    async def begin_abort_actions(
+        self, tenant: str, run: str, names: Sequence[str], child_of: str | None = None
+    ) -> int:
+        """Abort `names` at once and queue their descendants for walk_aborts (see abort_actions); returns how many.
+
+        Should the caller die before walking, the servers' periodic loop walks on (continue_aborts).
         """
         k = keys.TenantKeys(tenant)
         reply = await self._scripts.abort_action(
@@ -407,9 +419,6 @@ class ActionStore:
         aborted, roots = int(reply[1]), int(reply[2])
         if roots:
             await self.close_run(tenant, run)
-        aborted += await self.walk_aborts(tenant, run)
-        if aborted:
-            await self._wake_if_ready(tenant)  # slots were freed: queued work may run now
         return aborted
 
     def _abort_keys(self, k: keys.TenantKeys, run: str) -> list[str]:
@@ -425,29 +434,26 @@ class ActionStore:
             k.parents(run),
         ]
 
-    async def walk_aborts(self, tenant: str, run: str) -> int:
-        """Abort the descendants of the run's aborted actions to the end, a short script per step; returns how many."""
-        aborted, done = 0, False
-        while not done:
-            count, done = await self._abort_step(tenant, run)
-            aborted += count
-        return aborted
-
-    async def _abort_step(self, tenant: str, run: str) -> tuple[int, bool]:
+    @fail_closed
+    async def walk_aborts(self, tenant: str, run: str, max_steps: int | None = None) -> tuple[int, bool]:
+        """Abort the descendants of the run's aborted actions, a short script per step: (how many, True once done)."""
         k = keys.TenantKeys(tenant)
-        count, done = await self._scripts.abort_step(
-            keys=self._abort_keys(k, run),
-            args=[
-                k.prefix,
-                self._clock(),
-                self.events_maxlen,
-                ACTION_ABORTED_RESULT,
-                run,
-                CLOSE_STEP_ABORTS,
-                CLOSE_STEP_READS,
-            ],
-        )
-        return int(count), bool(done)
+        aborted, step, done = 0, 0, False
+        while not done and (max_steps is None or step < max_steps):
+            count, finished = await self._scripts.abort_step(
+                keys=self._abort_keys(k, run),
+                args=[
+                    k.prefix,
+                    self._clock(),
+                    self.events_maxlen,
+                    ACTION_ABORTED_RESULT,
+                    run,
+                    CLOSE_STEP_ABORTS,
+                    CLOSE_STEP_READS,
+                ],
+            )
+            aborted, step, done = aborted + int(count), step + 1, bool(finished)
+        return aborted, done
 
     @fail_closed
     async def continue_aborts(self, tenant: str, budget: float = MAINTENANCE_BUDGET_SECONDS) -> int:
@@ -456,7 +462,7 @@ class ActionStore:
         ended = 0
         for raw in await self._redis.zrange(keys.TenantKeys(tenant).aborting, 0, 99):
             run = raw.decode()
-            while not (await self._abort_step(tenant, run))[1]:
+            while not (await self.walk_aborts(tenant, run, max_steps=1))[1]:
                 if time.monotonic() > deadline:
                     return ended
             ended += 1
