@@ -137,10 +137,21 @@ class Client:
         return int(self.call(self.actions.AbortAction, request).aborted)
 
     def watch_children(
-        self, run: str, parent: str = "", cursor: str = "", timeout: float | None = None, batched: bool = False
+        self,
+        run: str,
+        parent: str = "",
+        cursor: str = "",
+        timeout: float | None = None,
+        batched: bool = False,
+        with_groups: bool = False,
     ) -> Iterator[pb.WatchEvent]:
-        """Events of a watch; batched, each carries every change ready (`updates`), else one (`update`)."""
-        request = pb.WatchChildrenRequest(run=run, parent=parent, cursor=cursor, batched=batched)
+        """Events of a watch; batched, each carries every change ready (`updates`), else one (`update`).
+
+        With `with_groups`, each status carries its action's group (for people watching; it costs the server reads).
+        """
+        request = pb.WatchChildrenRequest(
+            run=run, parent=parent, cursor=cursor, batched=batched, with_groups=with_groups
+        )
         stream = self.actions.WatchChildren(request, metadata=self._metadata, timeout=timeout)
         try:
             yield from stream

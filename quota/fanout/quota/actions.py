@@ -553,6 +553,14 @@ class ActionStore:
         return spec, parent, int(phase), int(attempt), result or b""
 
     @fail_closed
+    async def groups(self, tenant: str, run: str, names: Sequence[str]) -> dict[str, str]:
+        """The group (flyte.group) each named action was created in, "" for none, from their specs."""
+        specs = await self._redis.hmget(keys.TenantKeys(tenant).specs(run), list(names))
+        return {
+            name: pb.ActionSpec.FromString(spec).group if spec else "" for name, spec in zip(names, specs, strict=True)
+        }
+
+    @fail_closed
     async def snapshot(self, tenant: str, run: str, parent: str, offset: int = 0) -> SnapshotPage:
         """One page of the children of `parent` as they are now, from `offset` in submission order.
 

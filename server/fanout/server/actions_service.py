@@ -22,7 +22,7 @@ from fanout.server.auth import authorize, check_action_scope, principal
 from fanout.server.concurrency import at_most
 from fanout.server.settings import Settings
 from fanout.server.status import invalid, not_found, to_rpc_status
-from fanout.server.watch_events import replay, valid_cursor, watch_events
+from fanout.server.watch_events import Groups, replay, valid_cursor, watch_events
 from fanout.server.watch_many import WATCH_BLOCK_MS, WatchMany
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import actions_pb2_grpc
@@ -150,8 +150,11 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         cursor = request.cursor
         if cursor and not valid_cursor(cursor):
             raise invalid(f"cursor {cursor[:40]!r} is not a cursor this server handed out")
+        groups = Groups(self._store, who.tenant, request.run) if request.with_groups else None
         if not cursor:
             async for event in replay(self._store, who.tenant, request):
+                if groups:
+                    await groups.fill(event)
                 yield event
                 cursor = event.cursor
         while True:
@@ -161,6 +164,8 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
                 # The watch fell behind its parent's capped event stream: what was trimmed may
                 # hold changes it never saw, so it gets current state again (repeats are harmless).
                 async for event in replay(self._store, who.tenant, request):
+                    if groups:
+                        await groups.fill(event)
                     yield event
                     cursor = event.cursor
                 continue
@@ -168,6 +173,8 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
                 yield pb.WatchEvent(cursor=cursor)
                 continue
             for event in watch_events(request, changes):
+                if groups:
+                    await groups.fill(event)
                 yield event
             cursor = changes[-1][0]
 
