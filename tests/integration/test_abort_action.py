@@ -86,14 +86,18 @@ def test_abort_of_a_finished_or_unknown_action(as_tenant: Tenant, capsys: pytest
     assert "nothing to abort" in capsys.readouterr().out
     with pytest.raises(fanout.errors.NotFound, match="no-such-action"):
         tenant.client.abort_actions(run.name, [root, "no-such-action"])
-    with pytest.raises(fanout.errors.InvalidRequest, match="names"):
-        tenant.client.abort_actions(run.name, [])
+    for bad, why in (([], "at least one"), (["x"] * 1001, "the most is 1000"), (["no/slash"], "invalid")):
+        with pytest.raises(fanout.errors.InvalidRequest, match=why):
+            tenant.client.abort_actions(run.name, bad)
+    with pytest.raises(fanout.errors.NotFound):
+        tenant.client.abort_actions("no-such-run", ["x"])
 
 
+@pytest.mark.parametrize("task", ["cancels_a_child", "cancels_a_child_reused"])
 def test_cancelling_the_await_of_a_child_aborts_it_on_the_server_within_a_second(
-    tenant: Tenant, redis_client: redis.Redis
+    tenant: Tenant, redis_client: redis.Redis, task: str
 ) -> None:
-    run = start(tenant, "cancels_a_child", 3.0, 6.0)
+    run = start(tenant, task, 3.0, 6.0)
     root = tenant.client.get_run(run.name).root
     (child,) = eventually(lambda: list(children(redis_client, tenant, run.name, root)))
     eventually(lambda: tenant.client.get_action(run.name, child).phase == pb.RUNNING)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -378,5 +379,6 @@ def test_a_committed_batch_of_a_parent_aborted_before_the_move_queues_nothing(
     eventually(lambda: r.zcard(k.committed) == 0, timeout=STALLED_MOVE_SECONDS + 15)
 
     assert r.llen(k.kids(run, "mid")) == 0
-    assert r.hlen(k.states(run)) == int(r.hget(k.run(run), "count")) == 2  # root and mid: the charge came back
+    count: Any = r.hget(k.run(run), "count")
+    assert r.hlen(k.states(run)) == int(count) == 2  # root and mid: the charge came back
     assert tenant.queued() == 1  # the root

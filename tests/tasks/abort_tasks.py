@@ -76,3 +76,27 @@ async def queues_past_its_limit(first: float) -> list[str]:
     impatient = sleeper.override(timeout=fanout.Timeout(max_runtime=60, max_queued_time=1))(0.1)
     outcomes = await asyncio.gather(patient, impatient, return_exceptions=True)
     return [type(o).__name__ for o in outcomes]
+
+
+# The same cancellation inside a reusable worker: the abort goes out on the parent's own token
+# over the channel the worker's actions share.
+reused = fanout.TaskEnvironment(
+    name="aborts_reused", reusable=fanout.ReusePolicy(replicas=1, concurrency=8, idle_ttl=5)
+)
+
+
+@reused.task
+async def sleeper_reused(seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+@reused.task
+async def cancels_a_child_reused(running_for: float, linger: float) -> float:
+    async with asyncio.TaskGroup() as group:
+        child = group.create_task(sleeper_reused(120))
+        await asyncio.sleep(running_for)
+        cancelled_at = time.time()
+        child.cancel()
+    await asyncio.sleep(linger)
+    return cancelled_at
