@@ -71,6 +71,8 @@ QUEUED_TOO_LONG_RESULT = pb.ActionResult(
         type="QueuedTooLong", message="waited in the queue longer than its max_queued_time; it never started"
     )
 ).SerializeToString()
+# max_queued_seconds of this many actions per HSET, so that no command runs long.
+QUEUE_LIMITS_PER_COMMAND = 1_000
 # AbortAction takes at most this many names per call: one short script checks them all.
 MAX_ABORT_NAMES = 1_000
 
@@ -210,6 +212,21 @@ class ActionStore:
         outcome = await self._admitter.admit(tenant, run, parent, actions, mode="dry" if dry_run else "submit")
         assert outcome is not None
         return outcome
+
+    @fail_closed
+    async def set_queue_limits(self, tenant: str, run: str, limits: dict[str, int]) -> None:
+        """Record the max_queued_seconds of admitted actions that have one, for lease.lua to enforce.
+
+        Called once they are admitted, not before: a refused batch must write nothing. A lease in
+        between cannot miss an expiry: it comes within milliseconds of the admission, and the
+        smallest max_queued_seconds is one second.
+        """
+        key = keys.TenantKeys(tenant).queue_limits(run)
+        items = list(limits.items())
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for at in range(0, len(items), QUEUE_LIMITS_PER_COMMAND):
+                pipe.hset(key, mapping=dict(items[at : at + QUEUE_LIMITS_PER_COMMAND]))
+            await pipe.execute()
 
     @fail_closed
     async def finish_committed_batches(self, tenant: str) -> int:

@@ -30,6 +30,7 @@ ACTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}\Z")
 #         for a lease, FIFO; the tenant's `runs` list names the runs that have
 #         one. A run that ends leaves its queue to be unlinked whole (lease.lua
 #         on its next visit, or the sweeper), never popped entry by entry.
+#   mqs:  hash action name -> max_queued_seconds, of the actions that have one (lease.lua)
 #   ab:   list of the aborted actions whose children are still to be aborted (AbortAction),
 #         walked from the head by abort_step.lua; the run meta's `abat` is the offset reached
 #         in the head's children.
@@ -39,7 +40,7 @@ ACTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}\Z")
 # A finished run is kept for its tenant's retention_seconds, then the sweeper
 # (drop_run.lua) unlinks these keys a bounded number per script: the per-parent
 # ones first, walking the parents set, then the per-run ones.
-RUN_KEY_SUFFIXES = ("run:", "spec:", "st:", "res:", "parents:", "lost:", "q:", "ab:")
+RUN_KEY_SUFFIXES = ("run:", "spec:", "st:", "res:", "parents:", "lost:", "q:", "ab:", "mqs:")
 PARENT_KEY_SUFFIXES = ("kids:", "ev:")
 RUN_SUFFIXES = RUN_KEY_SUFFIXES + PARENT_KEY_SUFFIXES
 
@@ -166,6 +167,9 @@ class TenantKeys:
 
     def run_queue(self, run: str) -> str:
         return f"{self.prefix}q:{run}"
+
+    def queue_limits(self, run: str) -> str:
+        return f"{self.prefix}mqs:{run}"
 
     def abort_walk(self, run: str) -> str:
         return f"{self.prefix}ab:{run}"

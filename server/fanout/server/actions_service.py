@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import string
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from google.rpc import code_pb2
@@ -36,6 +36,15 @@ SECTIONS_AT_ONCE = 8
 _RUN_ALPHABET = string.ascii_lowercase + string.digits
 
 
+def _queue_limits(wire: bytes, actions: Sequence[pb.ActionSpec]) -> dict[str, int]:
+    """Name -> max_queued_seconds of the request's specs that have one. A request whose bytes
+    (`wire`) hold no 0x78 (the field's tag) has none: that C-speed scan spares most batches a
+    loop over every spec, about 2 ms per 10,000."""
+    if b"\x78" not in wire:
+        return {}
+    return {spec.name: spec.max_queued_seconds for spec in actions if spec.max_queued_seconds}
+
+
 def new_run_name() -> str:
     return "r" + "".join(secrets.choice(_RUN_ALPHABET) for _ in range(11))
 
@@ -58,6 +67,8 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         limits = await self._limits.effective(who.tenant)
         validation.spec(root, limits.max_payload_bytes)
         created = await self._store.create_run(who.tenant, run, root.name, root.SerializeToString())
+        if created and root.max_queued_seconds:
+            await self._store.set_queue_limits(who.tenant, run, {root.name: root.max_queued_seconds})
         if created:
             metrics.ADMISSION_DECISIONS.labels(tenant=metrics.tenant_label(who.tenant), decision="admitted").inc()
             metrics.ACTIONS_ADMITTED.labels(tenant=metrics.tenant_label(who.tenant)).inc()
@@ -122,6 +133,8 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
                 tenant=metrics.tenant_label(who.tenant), decision=f"rejected_{exc.limit_name}"
             ).inc()
             raise
+        if admission.admitted and not request.dry_run and (queue_limits := _queue_limits(wire, request.actions)):
+            await self._store.set_queue_limits(who.tenant, request.run, queue_limits)
         if request.dry_run:
             metrics.ADMISSION_DECISIONS.labels(tenant=metrics.tenant_label(who.tenant), decision="dry_run").inc()
         else:

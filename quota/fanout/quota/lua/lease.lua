@@ -5,7 +5,8 @@
 -- round-robin. An entry whose action is no longer queued, or whose run has ended, is dropped;
 -- an ended run's whole queue is unlinked at once (freed in the background), not popped.
 -- An action that waited longer than its spec's max_queued_seconds (since it was queued, or queued
--- again) is not leased: it ends TIMED_OUT here, and its parent's watch hears of it.
+-- again) is not leased: it ends TIMED_OUT here, and its parent's watch hears of it. The limits are
+-- kept apart from the specs (mqs:<run>, ActionStore.set_queue_limits), so no spec is parsed here.
 -- KEYS: 1 queue, 2 slots, 3 leased, 4 limits, 5 delayed, 6 runs with queued actions, 7 stats, 8 closing
 -- ARGV: 1 tenant prefix, 2 default max_concurrency, 3 want, 4 now, 5 lease seconds, 6 most work,
 --       7 serialized "queued too long" result, 8 events maxlen
@@ -19,45 +20,6 @@ local budget = tonumber(ARGV[6])
 local ctx = {prefix = prefix, slots = KEYS[2], leased = KEYS[3], stats = KEYS[7], closing = KEYS[8],
   now = tonumber(now), maxlen = ARGV[8]}
 
-local function varint(s, pos)
-  local value, scale = 0, 1
-  while true do
-    local b = string.byte(s, pos)
-    if not b then return value, pos end
-    pos = pos + 1
-    if b < 128 then return value + b * scale, pos end
-    value = value + (b - 128) * scale
-    scale = scale * 128
-  end
-end
-
--- The spec's max_queued_seconds (ActionSpec field 15, a varint), 0 when unset: a walk over the
--- spec's top-level fields, a few steps each, bounded by the spec's (capped) size.
-local function max_queued(spec)
-  local pos, size = 1, #spec
-  while pos <= size do
-    local tag
-    tag, pos = varint(spec, pos)
-    local field, wire = math.floor(tag / 8), tag % 8
-    if wire == 0 then
-      local value
-      value, pos = varint(spec, pos)
-      if field == 15 then return value end
-    elseif wire == 2 then
-      local len
-      len, pos = varint(spec, pos)
-      pos = pos + len
-    elseif wire == 1 then
-      pos = pos + 8
-    elseif wire == 5 then
-      pos = pos + 4
-    else
-      return 0
-    end
-  end
-  return 0
-end
-
 -- Retries whose backoff has passed join the queue first.
 local due = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, 100)
 for _, ref in ipairs(due) do
@@ -70,10 +32,13 @@ local want = math.min(tonumber(ARGV[3]), limit - redis.call('SCARD', KEYS[2]))
 local expiry = tonumber(now) + tonumber(ARGV[5])
 local heads, specs, refs, work = {}, {}, {}, 0
 
-local live = {}
+-- Per run: whether it is live, and whether it holds actions with a max_queued_seconds (its mqs: hash),
+-- so that only those runs' actions are looked up for it.
+local live, limited = {}, {}
 local function run_live(run)
   if live[run] == nil then
     live[run] = tonumber(redis.call('HGET', prefix .. 'run:' .. run, 'phase') or '9') < 5
+    limited[run] = redis.call('EXISTS', prefix .. 'mqs:' .. run) == 1
   end
   return live[run]
 end
@@ -84,8 +49,7 @@ local function take(run, name, admitted)
   if not st then return end
   local phase, attempt, parent = string.match(st, '^(%d+):(%d+):(.*)$')
   if tonumber(phase) > 2 then return end  -- aborted, finished or leased since it was queued
-  local spec = redis.call('HGET', prefix .. 'spec:' .. run, name) or ''
-  local most = max_queued(spec)
+  local most = limited[run] and tonumber(redis.call('HGET', prefix .. 'mqs:' .. run, name) or '0') or 0
   if most > 0 and ctx.now - tonumber(admitted) > most then
     finish(ctx, run, name, tonumber(attempt), parent, 8, ARGV[7])
     if parent == '' then live[run] = false end  -- a root's end closes its run
@@ -94,6 +58,7 @@ local function take(run, name, admitted)
   attempt = tonumber(attempt) + 1
   redis.call('HSET', stkey, name, '3:' .. attempt .. ':' .. parent)
   refs[#refs + 1] = run .. '/' .. name
+  local spec = redis.call('HGET', prefix .. 'spec:' .. run, name) or ''
   heads[#heads + 1] = run .. ' ' .. name .. ' ' .. attempt .. ' ' .. admitted .. ' ' .. #spec .. ' ' .. parent
   specs[#specs + 1] = spec
 end
