@@ -11,6 +11,7 @@ import redis
 
 import fanout
 from fanout.cli.main import main as cli_main
+from fanout.dispatch.dispatcher import Dispatcher
 from fanout.quota import keys
 from fanout.runtime import load_task
 from fanout.v1 import actions_pb2 as pb
@@ -50,12 +51,17 @@ def phase_events(r: redis.Redis, tenant: Tenant, run: str, parent: str) -> list[
     ]
 
 
+def running_on(dispatcher: Dispatcher, run: str) -> set[str]:
+    """The actions of `run` the dispatcher still runs (its own table, read from the test's thread)."""
+    return {action.spec.name for action, _ in list(dispatcher._running.values()) if action.run == run}
+
+
 def counters_back_to_zero(tenant: Tenant) -> None:
     eventually(lambda: tenant.queued() == 0 and tenant.running() == 0)
 
 
 def test_fanout_abort_run_action_stops_it_and_its_descendants_and_the_parent_sees_aborted(
-    as_tenant: Tenant, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+    as_tenant: Tenant, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str], dispatcher: Dispatcher
 ) -> None:
     tenant = as_tenant
     run = start(tenant, "awaits_an_aborted_child")
@@ -63,11 +69,15 @@ def test_fanout_abort_run_action_stops_it_and_its_descendants_and_the_parent_see
     (mid,) = eventually(lambda: list(children(redis_client, tenant, run.name, root)))
     # Its two children run (real subprocesses) before the abort.
     eventually(lambda: list(children(redis_client, tenant, run.name, mid).values()) == [pb.RUNNING] * 2)
+    subtree = {mid, *children(redis_client, tenant, run.name, mid)}
+    assert running_on(dispatcher, run.name) >= subtree
 
     code = cli_main(["abort", run.name, mid, "--reason", "test", "--json"])
 
     assert code == 0
     assert '"aborted": 3' in capsys.readouterr().out
+    # The dispatcher stops the aborted subtree while the parent is still running.
+    eventually(lambda: running_on(dispatcher, run.name).isdisjoint(subtree), timeout=5, retry_on=(RuntimeError,))
     assert run.outputs() == ["ActionAbortedError", "ABORTED"]
     everything = states(redis_client, tenant, run.name)
     assert everything[root][0] == pb.SUCCEEDED
