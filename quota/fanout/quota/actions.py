@@ -73,6 +73,9 @@ QUEUED_TOO_LONG_RESULT = pb.ActionResult(
 ).SerializeToString()
 # max_queued_seconds of this many actions per HSET, so that no command runs long.
 QUEUE_LIMITS_PER_COMMAND = 1_000
+# A walk of an AbortAction's descendants that no step moved for this long was left by a dead server:
+# the periodic loop finishes it (continue_aborts).
+ABANDONED_WALK_SECONDS = 5.0
 # AbortAction takes at most this many names per call: one short script checks them all.
 MAX_ABORT_NAMES = 1_000
 
@@ -474,10 +477,16 @@ class ActionStore:
 
     @fail_closed
     async def continue_aborts(self, tenant: str, budget: float = MAINTENANCE_BUDGET_SECONDS) -> int:
-        """Go on aborting descendants where an AbortAction stopped (its server died); returns how many walks ended."""
+        """Go on aborting descendants where an AbortAction stopped (its server died); returns how many walks ended.
+
+        Only walks no step has moved for ABANDONED_WALK_SECONDS: a live AbortAction walks its own to the end.
+        """
         deadline = time.monotonic() + budget
         ended = 0
-        for raw in await self._redis.zrange(keys.TenantKeys(tenant).aborting, 0, 99):
+        abandoned = self._clock() - ABANDONED_WALK_SECONDS
+        for raw in await self._redis.zrangebyscore(
+            keys.TenantKeys(tenant).aborting, "-inf", abandoned, start=0, num=100
+        ):
             run = raw.decode()
             while not (await self.walk_aborts(tenant, run, max_steps=1))[1]:
                 if time.monotonic() > deadline:

@@ -44,5 +44,5 @@ for i, name in ipairs(names) do
 end
 flush(ctx)
 if roots > 0 then redis.call('HINCRBY', KEYS[1], 'aborted', aborted) end
-if walking > 0 then redis.call('ZADD', KEYS[7], 'NX', ARGV[2], run) end
+if walking > 0 then redis.call('ZADD', KEYS[7], ARGV[2], run) end
 return {'OK', aborted, roots}

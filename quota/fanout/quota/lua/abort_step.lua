@@ -2,7 +2,9 @@
 -- run's walk list from its head, reading the head's children from the offset kept in the run meta
 -- (`abat`), aborting each unfinished one, and queueing each one that has children of its own.
 -- An aborted parent takes no new children (admission refuses them), so each list read is final.
--- Stops after ARGV[6] aborts or ARGV[7] children read; any server may take the next step.
+-- Stops after ARGV[6] aborts or ARGV[7] children read; any server may take the next step. Each
+-- step moves the run's score in the aborting set to now: the periodic loop takes over only a walk
+-- left alone for a while (its server died), so the walker's own count stays whole.
 -- KEYS: 1 run meta, 2 states, 3 slots, 4 leased, 5 stats, 6 closing, 7 aborting, 8 walk list,
 --       9 parents(run)
 -- ARGV: 1 tenant prefix, 2 now, 3 events maxlen, 4 serialized "aborted" result, 5 run,
@@ -48,6 +50,7 @@ end
 flush(ctx)
 if redis.call('LLEN', KEYS[8]) > 0 then
   redis.call('HSET', KEYS[1], 'abat', at)
+  redis.call('ZADD', KEYS[7], 'XX', ARGV[2], run)
   return {aborted, 0}
 end
 redis.call('HDEL', KEYS[1], 'abat')
