@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import redis
 
+from fanout import errors
 from fanout.quota.actions import LeaseRef
 from fanout.quota.phases import ABORTED
 from fanout.server.app import ControlPlane
@@ -172,3 +173,22 @@ def test_an_action_abort_cut_short_is_finished_by_the_servers_loop_once(
     finished: Any = own_redis_client.xlen(f"fo:{{{own_tenant.name}}}:ev:{run}:mid")
     assert finished == 3_000  # one ABORTED event per child: none aborted twice
     assert own_redis_client.zcard(f"fo:{{{own_tenant.name}}}:aborting") == 0
+
+
+def test_an_abort_of_many_names_checks_them_all_first_then_aborts_in_short_scripts(
+    own_tenant: Tenant, own_redis_client: redis.Redis
+) -> None:
+    run = subtree_run(own_tenant, 1_000, 0)
+    names = [f"k{i}" for i in range(1_000)]
+    with pytest.raises(errors.NotFound, match="k-missing"):
+        own_tenant.client.abort_actions(run, [*names[:999], "k-missing"])
+    assert set(phases_by_name(own_redis_client, own_tenant, run).values()) == {pb.QUEUED}  # nothing changed
+
+    own_redis_client.config_set("slowlog-log-slower-than", SCRIPT_BOUND_US)
+    own_redis_client.slowlog_reset()
+    assert own_tenant.client.abort_actions(run, names) == 1_000
+    assert slow_scripts(own_redis_client) == []
+    phases = phases_by_name(own_redis_client, own_tenant, run)
+    assert (phases.pop("root"), phases.pop("mid")) == (pb.QUEUED, pb.QUEUED)
+    assert set(phases.values()) == {ABORTED}
+    assert own_tenant.queued() == 2

@@ -76,8 +76,10 @@ QUEUE_LIMITS_PER_COMMAND = 1_000
 # A walk of an AbortAction's descendants that no step moved for this long was left by a dead server:
 # the periodic loop finishes it (continue_aborts).
 ABANDONED_WALK_SECONDS = 5.0
-# AbortAction takes at most this many names per call: one short script checks them all.
+# AbortAction takes at most this many names per call: one short script checks them all, and
+# scripts of ABORT_NAMES_PER_SCRIPT abort them (an abort costs up to ~150 µs on a busy machine).
 MAX_ABORT_NAMES = 1_000
+ABORT_NAMES_PER_SCRIPT = CLOSE_STEP_ABORTS
 
 
 class LeasedAction(NamedTuple):  # a tuple: thousands are built per second, cheaper than a frozen dataclass
@@ -415,6 +417,17 @@ class ActionStore:
 
         Should the caller die before walking, the servers' periodic loop walks on (continue_aborts).
         """
+        # One short script checks every name first, so that a bad one changes nothing; then each
+        # chunk is aborted by a script of its own. Names cannot vanish in between (only the dropping
+        # of a finished run deletes them).
+        aborted = 0
+        if len(names) > ABORT_NAMES_PER_SCRIPT:
+            await self._abort_names(tenant, run, names, child_of, "check")
+        for at in range(0, len(names), ABORT_NAMES_PER_SCRIPT):
+            aborted += await self._abort_names(tenant, run, names[at : at + ABORT_NAMES_PER_SCRIPT], child_of, "abort")
+        return aborted
+
+    async def _abort_names(self, tenant: str, run: str, names: Sequence[str], child_of: str | None, mode: str) -> int:
         k = keys.TenantKeys(tenant)
         reply = await self._scripts.abort_action(
             keys=self._abort_keys(k, run),
@@ -426,6 +439,7 @@ class ActionStore:
                 run,
                 int(child_of is not None),
                 child_of or "",
+                mode,
                 *names,
             ],
         )

@@ -7,14 +7,16 @@
 -- KEYS: 1 run meta, 2 states, 3 slots, 4 leased, 5 stats, 6 closing, 7 aborting, 8 walk list,
 --       9 parents(run)
 -- ARGV: 1 tenant prefix, 2 now, 3 events maxlen, 4 serialized "aborted" result, 5 run,
---       6 "1" when the names must be children of ARGV[7], 7 that parent, 8... the names (at most 1000)
+--       6 "1" when the names must be children of ARGV[7], 7 that parent,
+--       8 "check" to only check the names (the caller then aborts them in chunks) or "abort",
+--       9... the names: at most 1000 to check, about 100 to abort, so the script stays short
 -- Returns {'NO_RUN'}, {'NOT_FOUND', name}, {'NOT_CHILD', name}, or {'OK', aborted, roots closed}.
 local ctx = {prefix = ARGV[1], slots = KEYS[3], leased = KEYS[4], stats = KEYS[5], closing = KEYS[6],
   now = tonumber(ARGV[2]), maxlen = ARGV[3]}
 local run = ARGV[5]
 local run_phase = redis.call('HGET', KEYS[1], 'phase')
 if not run_phase then return {'NO_RUN'} end
-local names = {unpack(ARGV, 8)}
+local names = {unpack(ARGV, 9)}
 if #names == 0 then return {'OK', 0, 0} end
 local states = redis.call('HMGET', KEYS[2], unpack(names))
 local parsed = {}
@@ -25,7 +27,7 @@ for i, name in ipairs(names) do
   parsed[i] = {phase, attempt, parent}
 end
 -- A finished run's unfinished actions are being aborted by close_run.lua already.
-if tonumber(run_phase) >= 5 then return {'OK', 0, 0} end
+if ARGV[8] == 'check' or tonumber(run_phase) >= 5 then return {'OK', 0, 0} end
 local aborted, roots, walking = 0, 0, 0
 for i, name in ipairs(names) do
   local phase, attempt, parent = parsed[i][1], parsed[i][2], parsed[i][3]
