@@ -96,6 +96,8 @@ def test_abort_of_a_finished_or_unknown_action(as_tenant: Tenant, capsys: pytest
     assert "nothing to abort" in capsys.readouterr().out
     with pytest.raises(fanout.errors.NotFound, match="no-such-action"):
         tenant.client.abort_actions(run.name, [root, "no-such-action"])
+    assert cli_main(["abort", run.name, "no-such-action"]) == 1
+    assert "action 'no-such-action' not found" in capsys.readouterr().err
     for bad, why in (([], "at least one"), (["x"] * 1001, "the most is 1000"), (["no/slash"], "invalid")):
         with pytest.raises(fanout.errors.InvalidRequest, match=why):
             tenant.client.abort_actions(run.name, bad)
