@@ -28,6 +28,7 @@ while aborted < most_aborted and read < most_read do
   local kids = redis.call('LRANGE', ctx.prefix .. 'kids:' .. run .. ':' .. parent, at, at + want - 1)
   if #kids > 0 then
     local states = redis.call('HMGET', KEYS[2], unpack(kids))
+    local parents = redis.call('SMISMEMBER', KEYS[9], unpack(kids))  -- which have children of their own
     for i, kid in ipairs(kids) do
       if states[i] then
         local phase, attempt, p = parse_state(states[i])
@@ -35,7 +36,7 @@ while aborted < most_aborted and read < most_read do
           finish(ctx, run, kid, attempt, p, 7, ARGV[4])
           aborted = aborted + 1
         end
-        if redis.call('SISMEMBER', KEYS[9], kid) == 1 then redis.call('RPUSH', KEYS[8], kid) end
+        if parents[i] == 1 then redis.call('RPUSH', KEYS[8], kid) end
       end
     end
   end
