@@ -90,8 +90,8 @@ class Controller:
 
     def _abandon(self, name: str) -> None:
         self._waiting.pop(name, None)
-        self._abandoned.add(name)
-        self._hub.abort(self, [name])
+        # Its end will still come on the watch, unless it was never sent: then nothing comes.
+        self._abandoned.update(self._hub.abort(self, [name]))
 
     def settle(self, status: pb.ActionStatus) -> None:
         if status.phase not in TERMINAL_PHASES:

@@ -180,19 +180,20 @@ class Hub:
 
     # Abort -------------------------------------------------------------
 
-    def abort(self, parent: Parent, names: list[str]) -> None:
+    def abort(self, parent: Parent, names: list[str]) -> list[str]:
         """Abort children of `parent` whose await was cancelled: those of one turn in one AbortAction per parent.
 
-        A child not sent yet is simply not sent.
+        A child not sent yet is simply not sent. Returns the names that were sent, now to be aborted.
         """
         names = self._unsend(parent, names)
         if not names:
-            return
+            return names
         _, queued = self._aborts.setdefault(id(parent), (parent, []))
         queued += names
         if not self._abort_scheduled:
             self._abort_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_aborts)
+        return names
 
     async def abort_now(self, parent: Parent, names: list[str]) -> None:
         """Abort children of `parent` and wait for the answer (the parent is finishing)."""
