@@ -34,7 +34,7 @@ for i, name in ipairs(names) do
   -- Read again: a name given twice is aborted once.
   if phase < 5 then phase = parse_state(redis.call('HGET', KEYS[2], name)) end
   if phase < 5 then
-    finish(ctx, run, name, attempt, parent, 7, ARGV[4])
+    finish(ctx, run, name, attempt, parent, 7, ARGV[4], phase)
     aborted = aborted + 1
     if parent == '' then roots = roots + 1 end
   end

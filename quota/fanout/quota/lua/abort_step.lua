@@ -33,7 +33,7 @@ while aborted < most_aborted and read < most_read do
       if states[i] then
         local phase, attempt, p = parse_state(states[i])
         if phase < 5 then
-          finish(ctx, run, kid, attempt, p, 7, ARGV[4])
+          finish(ctx, run, kid, attempt, p, 7, ARGV[4], phase)
           aborted = aborted + 1
         end
         if parents[i] == 1 then redis.call('RPUSH', KEYS[8], kid) end

@@ -32,9 +32,11 @@ local want = math.min(tonumber(ARGV[3]), limit - redis.call('SCARD', KEYS[2]))
 local expiry = tonumber(now) + tonumber(ARGV[5])
 local heads, specs, refs, work = {}, {}, {}, 0
 
--- Per run: whether it is live, and whether it holds actions with a max_queued_seconds (its mqs: hash),
--- so that only those runs' actions are looked up for it.
-local live, limited = {}, {}
+-- Per run, whether it holds actions with a max_queued_seconds (its mqs: hash), so that only those
+-- runs' actions are looked up for it; set beside `live` by run_live.
+local limited = {}
+
+local live = {}
 local function run_live(run)
   if live[run] == nil then
     live[run] = tonumber(redis.call('HGET', prefix .. 'run:' .. run, 'phase') or '9') < 5
@@ -51,7 +53,7 @@ local function take(run, name, admitted)
   if tonumber(phase) > 2 then return end  -- aborted, finished or leased since it was queued
   local most = limited[run] and tonumber(redis.call('HGET', prefix .. 'mqs:' .. run, name) or '0') or 0
   if most > 0 and ctx.now - tonumber(admitted) > most then
-    finish(ctx, run, name, tonumber(attempt), parent, 8, ARGV[7])
+    finish(ctx, run, name, tonumber(attempt), parent, 8, ARGV[7], tonumber(phase))
     if parent == '' then live[run] = false end  -- a root's end closes its run
     return
   end
@@ -94,6 +96,8 @@ while #heads < want and work < budget do
   end
 end
 
+flush(ctx)  -- what finish() tallied for the actions that waited too long
+
 -- Slots and leases in a command per group of actions, not two per action.
 for i = 1, #refs, 1000 do
   local last = math.min(i + 999, #refs)
@@ -106,6 +110,5 @@ for i = 1, #refs, 1000 do
   redis.call('ZADD', KEYS[3], unpack(scored))
 end
 
-flush(ctx)
 local waiting = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[5]) + redis.call('LLEN', KEYS[6])
 return {table.concat(heads, '\n'), table.concat(specs), waiting, work >= budget and 1 or 0}
