@@ -1,5 +1,4 @@
-"""Who may call the admin and quota-request RPCs (and AbortAction): every RPC against every role, with the status
-expected.
+"""Who may call the admin and quota-request RPCs: every RPC against every role, with the status expected.
 
 Roles: admin; tenant; another tenant; dispatcher scoped to the tenant and unscoped; the action token of
 a running action of this run and of another run. A foreign object answers NOT_FOUND exactly like a
@@ -135,35 +134,6 @@ def test_every_admin_and_quota_request_rpc_against_every_role(world: World) -> N
     assert got == want
 
 
-def test_foreign_objects_are_not_found_exactly_like_missing_ones(world: World) -> None:
-    t = world.tenant.name
-    filed = admin_pb2_grpc.QuotaServiceStub(world.channel).RequestLimit(
-        apb.RequestLimitRequest(limits=apb.Limits(max_fanout=9), reason="mine"),
-        metadata=[("authorization", f"Bearer {world.tokens['tenant']}")],
-        timeout=10,
-    )
-    # The other tenant asking for the first one's requests by name sees only its own (none).
-    stub = admin_pb2_grpc.QuotaServiceStub(world.channel)
-    theirs = stub.ListMyLimitRequests(
-        apb.ListLimitRequestsRequest(tenant=t), metadata=[("authorization", f"Bearer {world.tokens['other_tenant']}")]
-    )
-    assert list(theirs.requests) == []
-    mine = stub.ListMyLimitRequests(
-        apb.ListLimitRequestsRequest(), metadata=[("authorization", f"Bearer {world.tokens['tenant']}")]
-    )
-    assert [r.id for r in mine.requests] == [filed.id]
-    # For admins a missing tenant or request is NOT_FOUND, whatever its shape.
-    for method, request in {
-        "GetTenant": apb.GetTenantRequest(tenant=f"{t}-gone"),
-        "GetLimits": apb.GetLimitsRequest(tenant=f"{t}-gone"),
-        "DeleteTenant": apb.DeleteTenantRequest(tenant=f"{t}-gone"),
-        "ApproveLimitRequest": apb.DecideLimitRequestRequest(id="nosuchtenant.1234abcd", reason="r"),
-        "DenyLimitRequest": apb.DecideLimitRequestRequest(id="NOT A TENANT.x", reason="r"),
-        "RotateToken": apb.RotateTokenRequest(token_id="0123456789ab"),
-    }.items():
-        assert world.call("admin", method, request) == NOT_FOUND, method
-
-
 def test_abort_action_against_every_role(world: World) -> None:
     run = world.runs[0]
     world.tenant.client.submit_batch(
@@ -198,3 +168,32 @@ def test_abort_action_against_every_role(world: World) -> None:
     assert world.tenant.client.get_action(run, "kid").phase == pb.ABORTED
     assert abort("tenant", "kid") == OK  # already finished: nothing to do, not an error
     assert world.tenant.client.get_action(run, "root").phase == pb.RUNNING
+
+
+def test_foreign_objects_are_not_found_exactly_like_missing_ones(world: World) -> None:
+    t = world.tenant.name
+    filed = admin_pb2_grpc.QuotaServiceStub(world.channel).RequestLimit(
+        apb.RequestLimitRequest(limits=apb.Limits(max_fanout=9), reason="mine"),
+        metadata=[("authorization", f"Bearer {world.tokens['tenant']}")],
+        timeout=10,
+    )
+    # The other tenant asking for the first one's requests by name sees only its own (none).
+    stub = admin_pb2_grpc.QuotaServiceStub(world.channel)
+    theirs = stub.ListMyLimitRequests(
+        apb.ListLimitRequestsRequest(tenant=t), metadata=[("authorization", f"Bearer {world.tokens['other_tenant']}")]
+    )
+    assert list(theirs.requests) == []
+    mine = stub.ListMyLimitRequests(
+        apb.ListLimitRequestsRequest(), metadata=[("authorization", f"Bearer {world.tokens['tenant']}")]
+    )
+    assert [r.id for r in mine.requests] == [filed.id]
+    # For admins a missing tenant or request is NOT_FOUND, whatever its shape.
+    for method, request in {
+        "GetTenant": apb.GetTenantRequest(tenant=f"{t}-gone"),
+        "GetLimits": apb.GetLimitsRequest(tenant=f"{t}-gone"),
+        "DeleteTenant": apb.DeleteTenantRequest(tenant=f"{t}-gone"),
+        "ApproveLimitRequest": apb.DecideLimitRequestRequest(id="nosuchtenant.1234abcd", reason="r"),
+        "DenyLimitRequest": apb.DecideLimitRequestRequest(id="NOT A TENANT.x", reason="r"),
+        "RotateToken": apb.RotateTokenRequest(token_id="0123456789ab"),
+    }.items():
+        assert world.call("admin", method, request) == NOT_FOUND, method

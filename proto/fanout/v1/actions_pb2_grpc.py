@@ -75,15 +75,15 @@ class ActionServiceStub:
                 request_serializer=fanout_dot_v1_dot_actions__pb2.GetQuotaRequest.SerializeToString,
                 response_deserializer=fanout_dot_v1_dot_actions__pb2.Quota.FromString,
                 _registered_method=True)
-        self.AbortRun = channel.unary_unary(
-                '/fanout.v1.ActionService/AbortRun',
-                request_serializer=fanout_dot_v1_dot_actions__pb2.AbortRunRequest.SerializeToString,
-                response_deserializer=fanout_dot_v1_dot_actions__pb2.AbortRunResponse.FromString,
-                _registered_method=True)
         self.AbortAction = channel.unary_unary(
                 '/fanout.v1.ActionService/AbortAction',
                 request_serializer=fanout_dot_v1_dot_actions__pb2.AbortActionRequest.SerializeToString,
                 response_deserializer=fanout_dot_v1_dot_actions__pb2.AbortActionResponse.FromString,
+                _registered_method=True)
+        self.AbortRun = channel.unary_unary(
+                '/fanout.v1.ActionService/AbortRun',
+                request_serializer=fanout_dot_v1_dot_actions__pb2.AbortRunRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_actions__pb2.AbortRunResponse.FromString,
                 _registered_method=True)
 
 
@@ -140,15 +140,15 @@ class ActionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def AbortRun(self, request, context):
-        """Abort every unfinished action of the run; running ones are stopped.
+    def AbortAction(self, request, context):
+        """Abort some actions of a run and all their descendants; running ones are stopped.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def AbortAction(self, request, context):
-        """Abort some actions of a run and all their descendants; running ones are stopped.
+    def AbortRun(self, request, context):
+        """Abort every unfinished action of the run; running ones are stopped.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -197,15 +197,15 @@ def add_ActionServiceServicer_to_server(servicer, server):
                     request_deserializer=fanout_dot_v1_dot_actions__pb2.GetQuotaRequest.FromString,
                     response_serializer=fanout_dot_v1_dot_actions__pb2.Quota.SerializeToString,
             ),
-            'AbortRun': grpc.unary_unary_rpc_method_handler(
-                    servicer.AbortRun,
-                    request_deserializer=fanout_dot_v1_dot_actions__pb2.AbortRunRequest.FromString,
-                    response_serializer=fanout_dot_v1_dot_actions__pb2.AbortRunResponse.SerializeToString,
-            ),
             'AbortAction': grpc.unary_unary_rpc_method_handler(
                     servicer.AbortAction,
                     request_deserializer=fanout_dot_v1_dot_actions__pb2.AbortActionRequest.FromString,
                     response_serializer=fanout_dot_v1_dot_actions__pb2.AbortActionResponse.SerializeToString,
+            ),
+            'AbortRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortRun,
+                    request_deserializer=fanout_dot_v1_dot_actions__pb2.AbortRunRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_actions__pb2.AbortRunResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -436,33 +436,6 @@ class ActionService:
             _registered_method=True)
 
     @staticmethod
-    def AbortRun(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/fanout.v1.ActionService/AbortRun',
-            fanout_dot_v1_dot_actions__pb2.AbortRunRequest.SerializeToString,
-            fanout_dot_v1_dot_actions__pb2.AbortRunResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
     def AbortAction(request,
             target,
             options=(),
@@ -479,6 +452,33 @@ class ActionService:
             '/fanout.v1.ActionService/AbortAction',
             fanout_dot_v1_dot_actions__pb2.AbortActionRequest.SerializeToString,
             fanout_dot_v1_dot_actions__pb2.AbortActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.ActionService/AbortRun',
+            fanout_dot_v1_dot_actions__pb2.AbortRunRequest.SerializeToString,
+            fanout_dot_v1_dot_actions__pb2.AbortRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
