@@ -142,11 +142,27 @@ class Client:
     def abort_run(self, run: str, reason: str = "") -> int:
         return int(self.call(self.actions.AbortRun, pb.AbortRunRequest(run=run, reason=reason)).aborted)
 
+    def abort_actions(self, run: str, names: Sequence[str], reason: str = "") -> int:
+        """Abort the named actions of `run` and all their descendants; returns how many this call aborted."""
+        request = pb.AbortActionRequest(run=run, names=names, reason=reason)
+        return int(self.call(self.actions.AbortAction, request).aborted)
+
     def watch_children(
-        self, run: str, parent: str = "", cursor: str = "", timeout: float | None = None, batched: bool = False
+        self,
+        run: str,
+        parent: str = "",
+        cursor: str = "",
+        timeout: float | None = None,
+        batched: bool = False,
+        with_groups: bool = False,
     ) -> Iterator[pb.WatchEvent]:
-        """Events of a watch; batched, each carries every change ready (`updates`), else one (`update`)."""
-        request = pb.WatchChildrenRequest(run=run, parent=parent, cursor=cursor, batched=batched)
+        """Events of a watch; batched, each carries every change ready (`updates`), else one (`update`).
+
+        With `with_groups`, each status carries its action's group (for people watching; it costs the server reads).
+        """
+        request = pb.WatchChildrenRequest(
+            run=run, parent=parent, cursor=cursor, batched=batched, with_groups=with_groups
+        )
         stream = self.actions.WatchChildren(request, metadata=self._metadata, timeout=timeout)
         try:
             yield from stream

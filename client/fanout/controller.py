@@ -59,6 +59,8 @@ class Controller:
         self._seq = 0
         self._waiting: dict[str, asyncio.Future[pb.ActionStatus]] = {}
         self._finished: dict[str, pb.ActionStatus] = {}
+        # Children whose await was cancelled: aborted on the server, their outcome no longer wanted.
+        self._abandoned: set[str] = set()
 
     @property
     def credential(self) -> str:
@@ -88,11 +90,26 @@ class Controller:
                 self._hub.submit(self, [spec])
             # Followed from the first await until the parent finishes: later awaits resume from the cursor.
             self._hub.watch(self)
-            status = await asyncio.shield(future)
+            try:
+                status = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                # Nobody awaits this child any more (task.cancel(), a cancelled gather or TaskGroup,
+                # a timeout): abort it and its descendants on the server now, not when the root ends.
+                if not future.done():
+                    self._abandon(name)
+                raise
         return _outcome(status)
+
+    def _abandon(self, name: str) -> None:
+        self._waiting.pop(name, None)
+        # Its end will still come on the watch, unless it was never sent: then nothing comes.
+        self._abandoned.update(self._hub.abort(self, [name]))
 
     def settle(self, status: pb.ActionStatus) -> None:
         if status.phase not in TERMINAL_PHASES:
+            return
+        if status.name in self._abandoned:
+            self._abandoned.discard(status.name)
             return
         future = self._waiting.pop(status.name, None)
         if future is not None and not future.done():
@@ -113,6 +130,12 @@ class Controller:
         self.fail(list(self._waiting), exc)
 
     async def close(self) -> None:
+        """The parent is done: children still unfinished (e.g. siblings of a gather's first failure,
+        which plain asyncio.gather leaves running) are aborted with their descendants, then unwatched."""
+        unfinished = [name for name, future in self._waiting.items() if not future.done()]
+        self._waiting.clear()
+        if unfinished:
+            await self._hub.abort_now(self, unfinished)
         self._hub.unwatch(self)
 
 

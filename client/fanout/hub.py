@@ -36,6 +36,9 @@ MAX_BATCH = 10_000
 MAX_BATCH_BYTES = 16 << 20
 # How long the watch stream stays open with no parent on it: a worker's parents come in waves.
 IDLE_STREAM_SECONDS = 5.0
+# Names per AbortAction call (the server's cap), and how long a parent waits for one.
+MAX_ABORT_NAMES = 1_000
+ABORT_TIMEOUT_SECONDS = 10.0
 # How the server names one action of a refused batch (google.rpc.BadRequest field).
 _ACTION_FIELD = re.compile(r"actions\[(\d+)\]")
 
@@ -98,6 +101,9 @@ class Hub:
         self._pending: list[_Section] = []
         self._flush_scheduled = False
         self._tasks: set[asyncio.Future[None]] = set()
+        self._sending: set[asyncio.Future[None]] = set()  # SubmitMany calls in flight
+        self._aborts: dict[int, tuple[Parent, list[str]]] = {}  # id(parent) -> names, this turn
+        self._abort_scheduled = False
         self._ids = itertools.count(1)
         self._subs: dict[int, _Subscription] = {}
         self._ids_of: dict[int, int] = {}  # id(parent) -> subscription id
@@ -118,12 +124,15 @@ class Hub:
         self._flush_scheduled = False
         pending, self._pending = self._pending, []
         for call in _calls(_by_parent(pending)):
-            self._spawn(self._send(call))
+            task = self._spawn(self._send(call))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)  # a reference, so the task is not collected mid-flight
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _send(self, sections: list[_Section]) -> None:
         request = pb.SubmitManyRequest()
@@ -168,6 +177,60 @@ class Hub:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
+
+    # Abort -------------------------------------------------------------
+
+    def abort(self, parent: Parent, names: list[str]) -> list[str]:
+        """Abort children of `parent` whose await was cancelled: those of one turn in one AbortAction per parent.
+
+        A child not sent yet is simply not sent. Returns the names that were sent, now to be aborted.
+        """
+        names = self._unsend(parent, names)
+        if not names:
+            return names
+        _, queued = self._aborts.setdefault(id(parent), (parent, []))
+        queued += names
+        if not self._abort_scheduled:
+            self._abort_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_aborts)
+        return names
+
+    async def abort_now(self, parent: Parent, names: list[str]) -> None:
+        """Abort children of `parent` and wait for the answer (the parent is finishing)."""
+        names = self._unsend(parent, names)
+        if names:
+            await self._send_abort(parent, names)
+
+    def _unsend(self, parent: Parent, names: list[str]) -> list[str]:
+        """Drop `names` from the submissions not sent yet; returns those already sent (or on their way)."""
+        wanted = set(names)
+        for section in self._pending:
+            if section.parent is parent:
+                kept = [spec for spec in section.specs if spec.name not in wanted]
+                wanted -= {spec.name for spec in section.specs} - {spec.name for spec in kept}
+                section.specs = kept
+        self._pending = [section for section in self._pending if section.specs]
+        return [name for name in names if name in wanted]
+
+    def _flush_aborts(self) -> None:
+        self._abort_scheduled = False
+        aborts, self._aborts = self._aborts, {}
+        for parent, names in aborts.values():
+            self._spawn(self._send_abort(parent, names))
+
+    async def _send_abort(self, parent: Parent, names: list[str]) -> None:
+        # A child must be admitted before it can be aborted: let the submissions in flight land first.
+        if self._sending:
+            await asyncio.wait(set(self._sending))
+        for at in range(0, len(names), MAX_ABORT_NAMES):
+            request = pb.AbortActionRequest(run=parent.run, names=names[at : at + MAX_ABORT_NAMES])
+            request.reason = f"no longer awaited by {parent.parent}"
+            try:
+                await self._client.call(
+                    self._client.actions.AbortAction, request, timeout=ABORT_TIMEOUT_SECONDS, token=parent.credential
+                )
+            except errors.FanoutError as exc:  # e.g. a child its submission never admitted; nothing to stop
+                log.info("could not abort %d children of %s: %s", len(request.names), parent.parent, exc)
 
     # Watch -------------------------------------------------------------
 

@@ -74,7 +74,10 @@ class RetryStrategy:
 
 @dataclass(frozen=True)
 class Timeout:
-    """`max_runtime` bounds one attempt's run; `max_queued_time` its wait to start (carried, not yet enforced)."""
+    """`max_runtime` bounds one attempt's run; `max_queued_time` its wait to start.
+
+    An action still queued past its max_queued_time ends TIMED_OUT without starting.
+    """
 
     max_runtime: timedelta | int | float
     max_queued_time: timedelta | int | float | None = None

@@ -179,7 +179,9 @@ class Run:
         return f"Run(name={self.name!r}, url={self.url!r})"
 
 
-def follow(client: Client, run: str, parent: str = "", timeout: float | None = None) -> Iterator[pb.WatchEvent]:
+def follow(
+    client: Client, run: str, parent: str = "", timeout: float | None = None, with_groups: bool = False
+) -> Iterator[pb.WatchEvent]:
     """A watch of `parent`'s children that lasts as long as the run: replay, replay_done, then live updates.
 
     Changes come in batches: each event carries in `updates` every change the server had ready.
@@ -199,7 +201,9 @@ def follow(client: Client, run: str, parent: str = "", timeout: float | None = N
     while True:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            for event in client.watch_children(run, parent, cursor, timeout=remaining, batched=True):
+            for event in client.watch_children(
+                run, parent, cursor, timeout=remaining, batched=True, with_groups=with_groups
+            ):
                 unreachable_since = None
                 # Replay events carry the snapshot's cursor: it counts only once
                 # replay_done is seen, else a resumed stream would skip the rest.

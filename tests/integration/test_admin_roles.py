@@ -136,6 +136,42 @@ def test_every_admin_and_quota_request_rpc_against_every_role(world: World) -> N
     assert got == want
 
 
+def test_abort_action_against_every_role(world: World) -> None:
+    run = world.runs[0]
+    world.tenant.client.submit_batch(
+        run, "root", [pb.ActionSpec(name="kid", task_ref="module:x:y", command=["sleep", "30"])]
+    )
+
+    def abort(role: str, name: str) -> grpc.StatusCode:
+        try:
+            actions_pb2_grpc.ActionServiceStub(world.channel).AbortAction(
+                pb.AbortActionRequest(run=run, names=[name]),
+                metadata=[("authorization", f"Bearer {world.tokens[role]}")],
+                timeout=10,
+            )
+            return OK
+        except grpc.RpcError as exc:
+            return exc.code()
+
+    # Refused: no role for it, another tenant's run, another run's action token, an action that is not its child.
+    refused = {role: abort(role, "kid") for role in ROLES if role not in ("tenant", "action_this_run")}
+    assert refused == {
+        "admin": DENIED,
+        "other_tenant": NOT_FOUND,
+        "dispatcher_scoped": DENIED,
+        "dispatcher_all": DENIED,
+        "action_other_run": NOT_FOUND,
+    }
+    assert abort("action_this_run", "root") == DENIED
+    assert abort("tenant", "no-such-kid") == NOT_FOUND
+    assert world.tenant.client.get_action(run, "kid").phase != pb.ABORTED  # none of those changed anything
+    # The running root's own token aborts its child; the tenant may abort any action of its runs.
+    assert abort("action_this_run", "kid") == OK
+    assert world.tenant.client.get_action(run, "kid").phase == pb.ABORTED
+    assert abort("tenant", "kid") == OK  # already finished: nothing to do, not an error
+    assert world.tenant.client.get_action(run, "root").phase == pb.RUNNING
+
+
 def test_foreign_objects_are_not_found_exactly_like_missing_ones(world: World) -> None:
     t = world.tenant.name
     filed = admin_pb2_grpc.QuotaServiceStub(world.channel).RequestLimit(

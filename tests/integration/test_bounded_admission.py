@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -362,3 +363,22 @@ def test_the_largest_cursor_is_accepted(tenant: Tenant) -> None:
     with pytest.raises(errors.DeadlineExceeded):
         for _ in events:  # nothing after the largest id; the watch waits until its deadline
             pass
+
+
+def test_a_committed_batch_of_a_parent_aborted_before_the_move_queues_nothing(
+    tenant: Tenant, r: redis.Redis, own_plane: ControlPlane
+) -> None:
+    """The children of an aborted parent are never queued, even when they were committed before its abort."""
+    run = new_run(tenant)
+    tenant.client.submit_batch(run, "root", [pb.ActionSpec(name="mid", task_ref="module:tests:noop")])
+    store: ActionStore = own_plane.actions
+    tenant.loop.run(store._admitter.stage_and_commit(tenant.name, run, "mid", chunked(pairs("c", BIG))))
+
+    assert tenant.client.abort_actions(run, ["mid"]) == 1
+    k = keys.TenantKeys(tenant.name)
+    eventually(lambda: r.zcard(k.committed) == 0, timeout=STALLED_MOVE_SECONDS + 15)
+
+    assert r.llen(k.kids(run, "mid")) == 0
+    count: Any = r.hget(k.run(run), "count")
+    assert r.hlen(k.states(run)) == int(count) == 2  # root and mid: the charge came back
+    assert tenant.queued() == 1  # the root

@@ -137,6 +137,33 @@ def test_groups_are_stored_with_the_actions_they_label(
     assert data["action"]["group"] == "outer/inner"
 
 
+def test_fanout_watch_shows_each_childs_group(
+    tenant: Tenant, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = start(tenant, "grouped")
+    run.wait()
+    root = tenant.client.get_run(run.name).root
+    monkeypatch.setenv("FANOUT_ENDPOINT", tenant.client.config.endpoint)
+    monkeypatch.setenv("FANOUT_TOKEN", tenant.token)
+    shown = cli(capsys, "watch", run.name, "--parent", root)
+    assert "4/4 finished · SUCCEEDED=4 · [outer 2/2] [outer/inner 1/1]" in shown
+    watched = json_documents(cli(capsys, "watch", run.name, "--parent", root, "--json"))
+    assert sorted(s.get("group", "") for s in watched) == ["", "outer", "outer", "outer/inner"]
+    # Workers' watches do not ask for groups, and pay nothing for them.
+    event = next(e for e in tenant.client.watch_children(run.name, root, batched=True) if e.updates)
+    assert {s.group for s in event.updates} == {""}
+
+
+def json_documents(text: str) -> list[Any]:
+    """The JSON documents printed one after another (`--json` of a watch prints one per change)."""
+    decoder, documents, at = json.JSONDecoder(), [], 0
+    while text[at:].strip():
+        at += len(text[at:]) - len(text[at:].lstrip())
+        document, at = decoder.raw_decode(text, at)
+        documents.append(document)
+    return documents
+
+
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     capsys.readouterr()
     assert cli_main(list(argv)) == 0

@@ -12,9 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 import fanout
+from fanout.quota import keys
+from fanout.quota.actions import ACTION_ABORTED_RESULT
 from fanout.runtime import load_task
+from fanout.v1 import actions_pb2 as pb
 from tests.conftest import Tenant
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +44,7 @@ def run_example(tenant: Tenant, file: str, *args: Any, **kwargs: Any) -> Any:
 
 def test_every_example_has_a_test() -> None:
     tested = {"parallel_fanout.py", "map_concurrency.py", "error_handling.py", "retries_backoff.py"}
-    tested |= {"timeouts.py", "groups.py", "nested_fanout.py", "big_fanout.py"}
+    tested |= {"timeouts.py", "groups.py", "nested_fanout.py", "big_fanout.py", "cancellation.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
     for path in EXAMPLES.glob("*.py"):
         assert "import flyte\n" in path.read_text(), path.name
@@ -76,6 +80,22 @@ def test_retries_backoff(tenant: Tenant, tmp_path: Path) -> None:
 @pytest.mark.usefixtures("flyte_alias")
 def test_timeouts(tenant: Tenant) -> None:
     assert run_example(tenant, "timeouts.py") == ["finished", "TaskTimeoutError"]
+
+
+@pytest.mark.usefixtures("flyte_alias")
+def test_cancellation(tenant: Tenant, redis_client: redis.Redis) -> None:
+    fanout.init(endpoint=tenant.client.config.endpoint, token=tenant.token)
+    run = fanout.run(load_task(f"file:{EXAMPLES / 'cancellation.py'}:main"))
+    assert run.outputs() == ["cancelled", "gave up waiting", "RuntimeUserError"]  # what first_failure_wins raised
+    k = keys.TenantKeys(tenant.name)
+    specs: Any = redis_client.hgetall(k.specs(run.name))
+    results: Any = redis_client.hgetall(k.results(run.name))
+    slow = [name for name, spec in specs.items() if pb.ActionSpec.FromString(spec).task_name.endswith(".slow")]
+    assert len(slow) == 4
+    # Each aborted as an action of its own (its await cancelled, or its parent ended), not by the run's end.
+    assert {pb.ActionResult.FromString(results[name]).error.message for name in slow} == {
+        pb.ActionResult.FromString(ACTION_ABORTED_RESULT).error.message
+    }
 
 
 @pytest.mark.usefixtures("flyte_alias")

@@ -43,17 +43,23 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
         "watch",
         parents=[common],
         help="follow a run's root or an action's children until they finish",
-        description="Replays current state, then follows live. Exit code 0 when everything watched succeeded, "
-        "1 when something failed.",
+        description="Replays current state, then follows live, with the progress of each flyte.group. "
+        "Exit code 0 when everything watched succeeded, 1 when something failed.",
     )
     watch.add_argument("run")
     watch.add_argument("--parent", default="", help="follow the children of this action (default: the root)")
     watch.set_defaults(handler=cmd_watch)
 
     abort = sub.add_parser(
-        "abort", parents=[common], help="abort a run: every unfinished action ends ABORTED, running ones are stopped"
+        "abort",
+        parents=[common],
+        help="abort a run, or one action of it, with all its descendants",
+        description="Every unfinished action aborted ends ABORTED; running ones are stopped. With ACTION, only "
+        "that action and its descendants: the parent awaiting it sees ActionAbortedError.",
+        epilog="examples: fanout abort r1a2b3c4d5e6 · fanout abort r1a2b3c4d5e6 fetch-0123abcd --reason stuck",
     )
     abort.add_argument("run")
+    abort.add_argument("action", nargs="?", help="action name (default: the whole run)")
     abort.add_argument("--reason", default="", help="why; logged by the server")
     abort.set_defaults(handler=cmd_abort)
 
@@ -132,28 +138,30 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     phases: dict[str, int] = {}
+    groups: dict[str, str] = {}  # name -> its flyte.group, for those created in one
     replayed = False
     last_line = ""
     interactive = sys.stderr.isatty() and not args.json
     with _client(args) as client:
         # follow() resumes a dropped stream from its cursor: a long watch outlives a server restart.
-        for event in follow(client, args.run, args.parent):
+        for event in follow(client, args.run, args.parent, with_groups=True):
             for status in event.updates:
                 phases[status.name] = status.phase
+                if status.group:
+                    groups[status.name] = status.group
                 if args.json:
                     output.emit_json(output.status_dict(status))
                 elif replayed and status.phase in TERMINAL_PHASES and status.phase != pb.SUCCEEDED:
-                    print(f"{status.name} {output.phase(status.phase)}: {output.describe_result(status.result)}")
+                    where = f"[{status.group}] " if status.group else ""
+                    print(f"{where}{status.name} {output.phase(status.phase)}: {output.describe_result(status.result)}")
             if event.HasField("replay_done"):
                 replayed = True
             if replayed:
-                counts = Counter(output.phase(p) for p in phases.values())
-                done = sum(1 for p in phases.values() if p in TERMINAL_PHASES)
-                line = f"{done}/{len(phases)} finished · " + " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+                line = _progress(phases, groups)
                 if interactive and line != last_line:
                     sys.stderr.write("\r" + line)
                     last_line = line
-                if phases and done == len(phases):
+                if phases and all(p in TERMINAL_PHASES for p in phases.values()):
                     if interactive:
                         sys.stderr.write("\n")
                     elif not args.json:
@@ -162,7 +170,23 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 1
 
 
+def _progress(phases: dict[str, int], groups: dict[str, str]) -> str:
+    """One line: finished of all, counts per phase, then finished of each group, e.g. "[fetch 3/10]"."""
+    counts = Counter(output.phase(p) for p in phases.values())
+    done = sum(1 for p in phases.values() if p in TERMINAL_PHASES)
+    line = f"{done}/{len(phases)} finished · " + " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+    if groups:
+        total, finished = (
+            Counter(groups.values()),
+            Counter(g for n, g in groups.items() if phases[n] in TERMINAL_PHASES),
+        )
+        line += " · " + " ".join(f"[{g} {finished[g]}/{total[g]}]" for g in sorted(total))
+    return line
+
+
 def cmd_abort(args: argparse.Namespace) -> int:
+    if args.action:
+        return _abort_action(args)
     with _client(args) as client:
         aborted = client.abort_run(args.run, args.reason)
     if args.json:
@@ -171,6 +195,18 @@ def cmd_abort(args: argparse.Namespace) -> int:
         print(f"run {args.run}: {aborted} unfinished actions aborted")
     else:
         print(f"run {args.run} had already finished; nothing to abort")
+    return 0
+
+
+def _abort_action(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        aborted = client.abort_actions(args.run, [args.action], args.reason)
+    if args.json:
+        output.emit_json({"run": args.run, "action": args.action, "aborted": aborted})
+    elif aborted:
+        print(f"run {args.run}: {aborted} unfinished actions aborted ({args.action} and its descendants)")
+    else:
+        print(f"action {args.action} and its descendants had already finished; nothing to abort")
     return 0
 
 

@@ -263,16 +263,18 @@ class SubmitBatchResponse(_message.Message):
     def __init__(self, admitted: _Optional[int] = ..., already_present: _Optional[int] = ..., fanout_used: _Optional[int] = ..., fanout_limit: _Optional[int] = ...) -> None: ...
 
 class WatchChildrenRequest(_message.Message):
-    __slots__ = ("run", "parent", "cursor", "batched")
+    __slots__ = ("run", "parent", "cursor", "batched", "with_groups")
     RUN_FIELD_NUMBER: _ClassVar[int]
     PARENT_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     BATCHED_FIELD_NUMBER: _ClassVar[int]
+    WITH_GROUPS_FIELD_NUMBER: _ClassVar[int]
     run: str
     parent: str
     cursor: str
     batched: bool
-    def __init__(self, run: _Optional[str] = ..., parent: _Optional[str] = ..., cursor: _Optional[str] = ..., batched: _Optional[bool] = ...) -> None: ...
+    with_groups: bool
+    def __init__(self, run: _Optional[str] = ..., parent: _Optional[str] = ..., cursor: _Optional[str] = ..., batched: _Optional[bool] = ..., with_groups: _Optional[bool] = ...) -> None: ...
 
 class WatchEvent(_message.Message):
     __slots__ = ("update", "replay_done", "cursor", "updates")
@@ -385,6 +387,22 @@ class AbortRunRequest(_message.Message):
     def __init__(self, run: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class AbortRunResponse(_message.Message):
+    __slots__ = ("aborted",)
+    ABORTED_FIELD_NUMBER: _ClassVar[int]
+    aborted: int
+    def __init__(self, aborted: _Optional[int] = ...) -> None: ...
+
+class AbortActionRequest(_message.Message):
+    __slots__ = ("run", "names", "reason")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    run: str
+    names: _containers.RepeatedScalarFieldContainer[str]
+    reason: str
+    def __init__(self, run: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class AbortActionResponse(_message.Message):
     __slots__ = ("aborted",)
     ABORTED_FIELD_NUMBER: _ClassVar[int]
     aborted: int

@@ -75,6 +75,11 @@ class ActionServiceStub:
                 request_serializer=fanout_dot_v1_dot_actions__pb2.GetQuotaRequest.SerializeToString,
                 response_deserializer=fanout_dot_v1_dot_actions__pb2.Quota.FromString,
                 _registered_method=True)
+        self.AbortAction = channel.unary_unary(
+                '/fanout.v1.ActionService/AbortAction',
+                request_serializer=fanout_dot_v1_dot_actions__pb2.AbortActionRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_actions__pb2.AbortActionResponse.FromString,
+                _registered_method=True)
         self.AbortRun = channel.unary_unary(
                 '/fanout.v1.ActionService/AbortRun',
                 request_serializer=fanout_dot_v1_dot_actions__pb2.AbortRunRequest.SerializeToString,
@@ -145,6 +150,13 @@ class ActionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AbortAction(self, request, context):
+        """Abort some actions of a run and all their descendants; running ones are stopped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AbortRun(self, request, context):
         """Abort every unfinished action of the run; running ones are stopped.
         """
@@ -207,6 +219,11 @@ def add_ActionServiceServicer_to_server(servicer, server):
                     servicer.GetQuota,
                     request_deserializer=fanout_dot_v1_dot_actions__pb2.GetQuotaRequest.FromString,
                     response_serializer=fanout_dot_v1_dot_actions__pb2.Quota.SerializeToString,
+            ),
+            'AbortAction': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortAction,
+                    request_deserializer=fanout_dot_v1_dot_actions__pb2.AbortActionRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_actions__pb2.AbortActionResponse.SerializeToString,
             ),
             'AbortRun': grpc.unary_unary_rpc_method_handler(
                     servicer.AbortRun,
@@ -441,6 +458,33 @@ class ActionService:
             '/fanout.v1.ActionService/GetQuota',
             fanout_dot_v1_dot_actions__pb2.GetQuotaRequest.SerializeToString,
             fanout_dot_v1_dot_actions__pb2.Quota.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortAction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.ActionService/AbortAction',
+            fanout_dot_v1_dot_actions__pb2.AbortActionRequest.SerializeToString,
+            fanout_dot_v1_dot_actions__pb2.AbortActionResponse.FromString,
             options,
             channel_credentials,
             insecure,

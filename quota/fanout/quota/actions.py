@@ -17,7 +17,7 @@ import redis.exceptions
 
 from fanout.quota import keys, phases
 from fanout.quota.admission import Admission, Admitter, Batch
-from fanout.quota.errors import NotFound, Unavailable
+from fanout.quota.errors import NotFound, PermissionDenied, Unavailable
 from fanout.quota.failclosed import fail_closed, raise_if_cancelling
 from fanout.quota.limits import Limits, LimitStore
 from fanout.quota.scripts import Scripts
@@ -62,6 +62,24 @@ LEASE_LOST_RESULT = pb.ActionResult(
 ABORTED_RESULT = pb.ActionResult(
     error=pb.ActionError(type="Aborted", message="the run was aborted or its root finished first")
 ).SerializeToString()
+ACTION_ABORTED_RESULT = pb.ActionResult(
+    error=pb.ActionError(type="Aborted", message="the action or one of its ancestors was aborted")
+).SerializeToString()
+# The result lease.lua writes for an action that waited in the queue longer than its spec's max_queued_seconds.
+QUEUED_TOO_LONG_RESULT = pb.ActionResult(
+    error=pb.ActionError(
+        type="QueuedTooLong", message="waited in the queue longer than its max_queued_time; it never started"
+    )
+).SerializeToString()
+# max_queued_seconds of this many actions per HSET, so that no command runs long.
+QUEUE_LIMITS_PER_COMMAND = 1_000
+# A walk of an AbortAction's descendants that no step moved for this long was left by a dead server:
+# the periodic loop finishes it (continue_aborts).
+ABANDONED_WALK_SECONDS = 5.0
+# AbortAction takes at most this many names per call: one short script checks them all, and
+# scripts of ABORT_NAMES_PER_SCRIPT abort them (an abort costs up to ~150 µs on a busy machine).
+MAX_ABORT_NAMES = 1_000
+ABORT_NAMES_PER_SCRIPT = CLOSE_STEP_ABORTS
 
 
 class LeasedAction(NamedTuple):  # a tuple: thousands are built per second, cheaper than a frozen dataclass
@@ -201,6 +219,21 @@ class ActionStore:
         return outcome
 
     @fail_closed
+    async def set_queue_limits(self, tenant: str, run: str, limits: dict[str, int]) -> None:
+        """Record the max_queued_seconds of admitted actions that have one, for lease.lua to enforce.
+
+        Called once they are admitted, not before: a refused batch must write nothing. A lease in
+        between cannot miss an expiry: it comes within milliseconds of the admission, and the
+        smallest max_queued_seconds is one second.
+        """
+        key = keys.TenantKeys(tenant).queue_limits(run)
+        items = list(limits.items())
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for at in range(0, len(items), QUEUE_LIMITS_PER_COMMAND):
+                pipe.hset(key, mapping=dict(items[at : at + QUEUE_LIMITS_PER_COMMAND]))
+            await pipe.execute()
+
+    @fail_closed
     async def finish_committed_batches(self, tenant: str) -> int:
         """Finish moving committed batches whose mover stalled (a server died); returns how many."""
         return await self._admitter.finish_committed(tenant)
@@ -217,7 +250,7 @@ class ActionStore:
         out: list[LeasedAction] = []
         for _ in range(LEASE_CALLS):
             heads, specs, pending, bounded = await self._scripts.lease(
-                keys=[k.queue, k.slots, k.leased, k.limits, k.delayed, k.runs, k.placement],
+                keys=[k.queue, k.slots, k.leased, k.limits, k.delayed, k.runs, k.placement, k.stats, k.closing],
                 args=[
                     k.prefix,
                     self.defaults.max_concurrency,
@@ -226,6 +259,8 @@ class ActionStore:
                     self.lease_seconds,
                     LEASE_WORK,
                     int(scoped),
+                    QUEUED_TOO_LONG_RESULT,
+                    self.events_maxlen,
                 ],
             )
             out += _leased(tenant, heads, specs)
@@ -365,6 +400,120 @@ class ActionStore:
         return bool(began)
 
     @fail_closed
+    async def abort_actions(self, tenant: str, run: str, names: Sequence[str], child_of: str | None = None) -> int:
+        """Abort `names` and all their descendants, to the end; returns how many this call aborted.
+
+        With `child_of`, every name must be a child of that action (PermissionDenied otherwise).
+        Raises NotFound, changing nothing, when the run or any name does not exist.
+        """
+        aborted = await self.begin_abort_actions(tenant, run, names, child_of)
+        aborted += (await self.walk_aborts(tenant, run))[0]
+        if aborted:
+            await self._wake_if_ready(tenant)  # slots were freed: queued work may run now
+        return aborted
+
+    @fail_closed
+    async def begin_abort_actions(
+        self, tenant: str, run: str, names: Sequence[str], child_of: str | None = None
+    ) -> int:
+        """Abort `names` at once and queue their descendants for walk_aborts (see abort_actions); returns how many.
+
+        Should the caller die before walking, the servers' periodic loop walks on (continue_aborts).
+        """
+        # One short script checks every name first, so that a bad one changes nothing; then each
+        # chunk is aborted by a script of its own. Names cannot vanish in between (only the dropping
+        # of a finished run deletes them).
+        aborted = 0
+        if len(names) > ABORT_NAMES_PER_SCRIPT:
+            await self._abort_names(tenant, run, names, child_of, "check")
+        for at in range(0, len(names), ABORT_NAMES_PER_SCRIPT):
+            aborted += await self._abort_names(tenant, run, names[at : at + ABORT_NAMES_PER_SCRIPT], child_of, "abort")
+        return aborted
+
+    async def _abort_names(self, tenant: str, run: str, names: Sequence[str], child_of: str | None, mode: str) -> int:
+        k = keys.TenantKeys(tenant)
+        reply = await self._scripts.abort_action(
+            keys=self._abort_keys(k, run),
+            args=[
+                k.prefix,
+                self._clock(),
+                self.events_maxlen,
+                ACTION_ABORTED_RESULT,
+                run,
+                int(child_of is not None),
+                child_of or "",
+                mode,
+                *names,
+            ],
+        )
+        outcome = reply[0].decode()
+        if outcome == "NO_RUN":
+            raise NotFound(f"run {run!r} not found")
+        if outcome == "NOT_FOUND":
+            raise NotFound(f"action {reply[1].decode()!r} not found in run {run!r}")
+        if outcome == "NOT_CHILD":
+            raise PermissionDenied(f"action {child_of!r} may abort only its own children, not {reply[1].decode()!r}")
+        aborted, roots = int(reply[1]), int(reply[2])
+        if roots:
+            await self.close_run(tenant, run)
+        return aborted
+
+    def _abort_keys(self, k: keys.TenantKeys, run: str) -> list[str]:
+        return [
+            k.run(run),
+            k.states(run),
+            k.slots,
+            k.leased,
+            k.stats,
+            k.closing,
+            k.aborting,
+            k.abort_walk(run),
+            k.parents(run),
+        ]
+
+    @fail_closed
+    async def walk_aborts(self, tenant: str, run: str, max_steps: int | None = None) -> tuple[int, bool]:
+        """Abort the descendants of the run's aborted actions, a short script per step: (how many, True once done)."""
+        k = keys.TenantKeys(tenant)
+        aborted, step, done = 0, 0, False
+        while not done and (max_steps is None or step < max_steps):
+            count, finished = await self._scripts.abort_step(
+                keys=self._abort_keys(k, run),
+                args=[
+                    k.prefix,
+                    self._clock(),
+                    self.events_maxlen,
+                    ACTION_ABORTED_RESULT,
+                    run,
+                    CLOSE_STEP_ABORTS,
+                    CLOSE_STEP_READS,
+                ],
+            )
+            aborted, step, done = aborted + int(count), step + 1, bool(finished)
+        return aborted, done
+
+    @fail_closed
+    async def continue_aborts(self, tenant: str, budget: float = MAINTENANCE_BUDGET_SECONDS) -> int:
+        """Go on aborting descendants where an AbortAction stopped (its server died); returns how many walks ended.
+
+        Only walks no step has moved for ABANDONED_WALK_SECONDS: a live AbortAction walks its own to the end.
+        """
+        deadline = time.monotonic() + budget
+        ended = 0
+        abandoned = self._clock() - ABANDONED_WALK_SECONDS
+        for raw in await self._redis.zrangebyscore(
+            keys.TenantKeys(tenant).aborting, "-inf", abandoned, start=0, num=100
+        ):
+            run = raw.decode()
+            while not (await self.walk_aborts(tenant, run, max_steps=1))[1]:
+                if time.monotonic() > deadline:
+                    return ended
+            ended += 1
+            if time.monotonic() > deadline:
+                break
+        return ended
+
+    @fail_closed
     async def close_run(self, tenant: str, run: str, max_steps: int | None = None) -> bool:
         """Abort a finished run's unfinished actions, one short script per step; True once all are done."""
         k = keys.TenantKeys(tenant)
@@ -447,6 +596,14 @@ class ActionStore:
             raise NotFound(f"action {name!r} not found in run {run!r}")
         phase, attempt, parent = state.decode().split(":", 2)
         return spec, parent, int(phase), int(attempt), result or b""
+
+    @fail_closed
+    async def groups(self, tenant: str, run: str, names: Sequence[str]) -> dict[str, str]:
+        """The group (flyte.group) each named action was created in, "" for none, from their specs."""
+        specs = await self._redis.hmget(keys.TenantKeys(tenant).specs(run), list(names))
+        return {
+            name: pb.ActionSpec.FromString(spec).group if spec else "" for name, spec in zip(names, specs, strict=True)
+        }
 
     @fail_closed
     async def snapshot(self, tenant: str, run: str, parent: str, offset: int = 0) -> SnapshotPage:

@@ -23,6 +23,10 @@ class AlreadyExists(StoreError):
     pass
 
 
+class PermissionDenied(StoreError):
+    """The caller may not touch this (an action token naming an action that is not its child)."""
+
+
 class Unavailable(StoreError):
     """Redis cannot be reached: fail closed, admit nothing."""
 

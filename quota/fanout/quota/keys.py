@@ -33,13 +33,17 @@ ACTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}\Z")
 #         for a lease, FIFO; the tenant's `runs` list names the runs that have
 #         one. A run that ends leaves its queue to be unlinked whole (lease.lua
 #         on its next visit, or the sweeper), never popped entry by entry.
+#   mqs:  hash action name -> max_queued_seconds, of the actions that have one (lease.lua)
+#   ab:   list of the aborted actions whose children are still to be aborted (AbortAction),
+#         walked from the head by abort_step.lua; the run meta's `abat` is the offset reached
+#         in the head's children.
 # Per-parent keys, as "<tenant prefix><suffix><run>:<parent>":
 #   kids: list of child names in submission order (replay order for watches)
 #   ev:   stream of child phase changes (live part of watches, resumable by id)
 # A finished run is kept for its tenant's retention_seconds, then the sweeper
 # (drop_run.lua) unlinks these keys a bounded number per script: the per-parent
 # ones first, walking the parents set, then the per-run ones.
-RUN_KEY_SUFFIXES = ("run:", "spec:", "st:", "res:", "parents:", "lost:", "q:", "fail:")
+RUN_KEY_SUFFIXES = ("run:", "spec:", "st:", "res:", "parents:", "lost:", "q:", "fail:", "ab:", "mqs:")
 PARENT_KEY_SUFFIXES = ("kids:", "ev:")
 RUN_SUFFIXES = RUN_KEY_SUFFIXES + PARENT_KEY_SUFFIXES
 
@@ -119,6 +123,12 @@ class TenantKeys:
         return self.prefix + "closing"
 
     @property
+    def aborting(self) -> str:
+        """Sorted set run -> when, of runs with aborted actions whose descendants are still being
+        aborted, a bounded chunk per script (abort_step.lua); the run's `abort_walk` list holds the work."""
+        return self.prefix + "aborting"
+
+    @property
     def finished(self) -> str:
         """Sorted set run -> when it finished, of closed runs not yet dropped; the sweeper drops
         those older than the tenant's retention_seconds (drop_run.lua)."""
@@ -185,6 +195,12 @@ class TenantKeys:
 
     def run_queue(self, run: str) -> str:
         return f"{self.prefix}q:{run}"
+
+    def queue_limits(self, run: str) -> str:
+        return f"{self.prefix}mqs:{run}"
+
+    def abort_walk(self, run: str) -> str:
+        return f"{self.prefix}ab:{run}"
 
     # A big batch is staged in chunks before it is committed (stage.lua, commit.lua), in keys
     # no dispatcher or watcher reads, each batch under its own random id.

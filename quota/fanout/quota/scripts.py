@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 # Scripts that finish actions share the helpers in lib.lua.
-_WITH_LIB = frozenset({"report", "reap", "abort", "close_run"})
+_WITH_LIB = frozenset({"report", "reap", "abort", "close_run", "abort_action", "abort_step", "lease"})
 # Scripts that read batches share the parser in batch.lua.
 _WITH_BATCH = frozenset({"admit", "stage", "move"})
 
@@ -37,6 +37,9 @@ class Scripts:
     heartbeat: AsyncScript
     abort: AsyncScript
     close_run: AsyncScript
+    # Aborting some actions of a run: the named ones at once, their descendants in chunks.
+    abort_action: AsyncScript
+    abort_step: AsyncScript
     drop_run: AsyncScript
     snapshot: AsyncScript
     events: AsyncScript

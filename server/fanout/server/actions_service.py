@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import secrets
 import string
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from google.rpc import code_pb2
 from grpc import aio
 
 from fanout.quota import phases
-from fanout.quota.actions import ActionStore, EventsTrimmed
+from fanout.quota.actions import MAX_ABORT_NAMES, ActionStore, EventsTrimmed
 from fanout.quota.admission import Batch
 from fanout.quota.bundles import BundleStore, term
 from fanout.quota.errors import FailedPrecondition, NotFound, QuotaExceeded
@@ -25,7 +25,7 @@ from fanout.server.concurrency import at_most
 from fanout.server.run_views import PageLinks
 from fanout.server.settings import Settings
 from fanout.server.status import invalid, not_found, to_rpc_status
-from fanout.server.watch_events import replay, valid_cursor, watch_events
+from fanout.server.watch_events import Groups, replay, valid_cursor, watch_events
 from fanout.server.watch_many import WATCH_BLOCK_MS, WatchMany
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import actions_pb2_grpc
@@ -37,6 +37,15 @@ SUBMIT_ROLES = frozenset({"tenant", "action"})
 # Sections of one SubmitMany admitted at once (a worker may send hundreds of parents).
 SECTIONS_AT_ONCE = 8
 _RUN_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def _queue_limits(wire: bytes, actions: Sequence[pb.ActionSpec]) -> dict[str, int]:
+    """Name -> max_queued_seconds of the request's specs that have one. A request whose bytes
+    (`wire`) hold no 0x78 (the field's tag) has none: that C-speed scan spares most batches a
+    loop over every spec, about 2 ms per 10,000."""
+    if b"\x78" not in wire:
+        return {}
+    return {spec.name: spec.max_queued_seconds for spec in actions if spec.max_queued_seconds}
 
 
 def new_run_name() -> str:
@@ -81,6 +90,8 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
                     f"bundle {root.bundle.digest} is not uploaded; upload it (BundleService.UploadBundle) first"
                 ) from None
         created = await self._store.create_run(who.tenant, run, root.name, root.SerializeToString())
+        if created and root.max_queued_seconds:
+            await self._store.set_queue_limits(who.tenant, run, {root.name: root.max_queued_seconds})
         if created:
             event_log.run_created(who.tenant, run, root.name, root.task_name)
             metrics.ADMISSION_DECISIONS.labels(tenant=metrics.tenant_label(who.tenant), decision="admitted").inc()
@@ -147,6 +158,8 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
                 tenant=metrics.tenant_label(who.tenant), decision=f"rejected_{exc.limit_name}"
             ).inc()
             raise
+        if admission.admitted and not request.dry_run and (queue_limits := _queue_limits(wire, request.actions)):
+            await self._store.set_queue_limits(who.tenant, request.run, queue_limits)
         if request.dry_run:
             metrics.ADMISSION_DECISIONS.labels(tenant=metrics.tenant_label(who.tenant), decision="dry_run").inc()
         else:
@@ -178,8 +191,11 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         cursor = request.cursor
         if cursor and not valid_cursor(cursor):
             raise invalid(f"cursor {cursor[:40]!r} is not a cursor this server handed out")
+        groups = Groups(self._store, who.tenant, request.run) if request.with_groups else None
         if not cursor:
             async for event in replay(self._store, who.tenant, request):
+                if groups:
+                    await groups.fill(event)
                 yield event
                 cursor = event.cursor
         while True:
@@ -189,6 +205,8 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
                 # The watch fell behind its parent's capped event stream: what was trimmed may
                 # hold changes it never saw, so it gets current state again (repeats are harmless).
                 async for event in replay(self._store, who.tenant, request):
+                    if groups:
+                        await groups.fill(event)
                     yield event
                     cursor = event.cursor
                 continue
@@ -196,6 +214,8 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
                 yield pb.WatchEvent(cursor=cursor)
                 continue
             for event in watch_events(request, changes):
+                if groups:
+                    await groups.fill(event)
                 yield event
             cursor = changes[-1][0]
 
@@ -242,6 +262,32 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
             metrics.ACTIONS_FINISHED.labels(phase="ABORTED").inc(aborted)
             event_log.run_aborted(who.tenant, request.run, aborted, request.reason)
         return pb.AbortRunResponse(aborted=aborted)
+
+    async def AbortAction(
+        self, request: pb.AbortActionRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.AbortActionResponse:
+        who = principal()
+        validation.run_name(request.run)
+        if not request.names:
+            raise invalid("names: give at least one action to abort")
+        if len(request.names) > MAX_ABORT_NAMES:
+            raise invalid(f"{len(request.names)} names in one AbortAction; the most is {MAX_ABORT_NAMES}")
+        for i, name in enumerate(request.names):
+            validation.action_name(name, f"names[{i}]")
+        check_action_scope(who, request.run, None)
+        child_of = who.action if who.role == "action" else None
+        aborted = await self._store.abort_actions(who.tenant, request.run, list(request.names), child_of)
+        if aborted:
+            metrics.ACTIONS_FINISHED.labels(phase="ABORTED").inc(aborted)
+            log.info(
+                "%s aborted %d actions of run %s (from %s): %s",
+                who.label,
+                aborted,
+                request.run,
+                ", ".join(request.names[:5]),
+                request.reason[:200],
+            )
+        return pb.AbortActionResponse(aborted=aborted)
 
     async def GetQuota(self, request: pb.GetQuotaRequest, context: aio.ServicerContext[Any, Any]) -> pb.Quota:
         who = principal()

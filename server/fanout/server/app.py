@@ -279,6 +279,7 @@ async def _reap_forever(actions: ActionStore, limits: LimitStore, interval: floa
                 # Finish admissions, closings a dead server left half done, and drop runs past retention.
                 await actions.finish_committed_batches(tenant)
                 await actions.close_finished_runs(tenant)
+                await actions.continue_aborts(tenant)  # and the AbortAction walks a dead server left
                 await actions.drop_expired_runs(tenant)
         except StoreError:
             actions.lost_contact()  # nobody could renew a lease meanwhile: reaping waits once Redis is back

@@ -45,6 +45,8 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     _ACTIONS + "GetRun": frozenset({"tenant", "action"}),
     _ACTIONS + "GetAction": frozenset({"tenant", "action"}),
     _ACTIONS + "AbortRun": frozenset({"tenant"}),
+    # An action token aborts only its own children (the SDK, when the await of a child is cancelled).
+    _ACTIONS + "AbortAction": frozenset({"tenant", "action"}),
     _ACTIONS + "GetQuota": frozenset({"tenant"}),
     # The SDK uploads a run's code; the runtime fetches it with the action's token.
     _BUNDLES + "HasBundle": frozenset({"tenant"}),

@@ -11,6 +11,10 @@ from collections.abc import AsyncIterator, Iterator
 from fanout.quota.actions import ActionStore, ChildState
 from fanout.v1 import actions_pb2 as pb
 
+# A watch that asked with_groups remembers this many children's groups; past it, it forgets them all
+# and looks them up again (a group never changes, so this costs reads, never correctness).
+GROUPS_REMEMBERED = 100_000
+
 # A batched watch event holds changes of about this many bytes at most (results may be big),
 # well under the default 4 MiB a gRPC client accepts.
 WATCH_EVENT_BYTES = 1 << 20
@@ -44,6 +48,26 @@ def watch_events(request: pb.WatchChildrenRequest, changes: list[tuple[str, Chil
         event.cursor, size = cursor, size + cost
     if size:
         yield event
+
+
+class Groups:
+    """The groups of one watch's children (ActionStatus.group), read from their specs once per child."""
+
+    def __init__(self, store: ActionStore, tenant: str, run: str) -> None:
+        self._store = store
+        self._tenant = tenant
+        self._run = run
+        self._known: dict[str, str] = {}
+
+    async def fill(self, event: pb.WatchEvent) -> None:
+        statuses = [*event.updates, *([event.update] if event.HasField("update") else [])]
+        unknown = list({s.name for s in statuses if s.name not in self._known})
+        if unknown:
+            if len(self._known) + len(unknown) > GROUPS_REMEMBERED:
+                self._known.clear()
+            self._known.update(await self._store.groups(self._tenant, self._run, unknown))
+        for status in statuses:
+            status.group = self._known.get(status.name, "")
 
 
 async def replay(store: ActionStore, tenant: str, request: pb.WatchChildrenRequest) -> AsyncIterator[pb.WatchEvent]:

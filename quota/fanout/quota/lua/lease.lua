@@ -6,9 +6,14 @@
 -- an ended run's whole queue is unlinked at once (freed in the background), not popped.
 -- A BYOC tenant's actions go only to dispatchers scoped to it: an unscoped caller leases nothing
 -- of it (checked here, in the same step as the lease, so a placement change holds at once).
--- KEYS: 1 queue, 2 slots, 3 leased, 4 limits, 5 delayed, 6 runs with queued actions, 7 placement
+-- An action that waited longer than its spec's max_queued_seconds (since it was queued, or queued
+-- again) is not leased: it ends TIMED_OUT here, and its parent's watch hears of it. The limits are
+-- kept apart from the specs (mqs:<run>, ActionStore.set_queue_limits), so no spec is parsed here.
+-- KEYS: 1 queue, 2 slots, 3 leased, 4 limits, 5 delayed, 6 runs with queued actions, 7 placement,
+--       8 stats, 9 closing
 -- ARGV: 1 tenant prefix, 2 default max_concurrency, 3 want, 4 now, 5 lease seconds, 6 most work,
---       7 "1" when the caller is a dispatcher scoped to this tenant
+--       7 "1" when the caller is a dispatcher scoped to this tenant, 8 serialized "queued too long"
+--       result, 9 events maxlen
 -- Returns {heads, specs, actions or runs still waiting, 1 when the work bound stopped it else 0}:
 -- packed so that the reply costs the caller two strings to parse, not seven values per action.
 -- heads joins "<run> <name> <attempt> <admitted at> <spec bytes> <parent>" per action with "\n"
@@ -16,6 +21,8 @@
 -- action's spec, concatenated in the same order.
 local prefix, now = ARGV[1], ARGV[4]
 local budget = tonumber(ARGV[6])
+local ctx = {prefix = prefix, slots = KEYS[2], leased = KEYS[3], stats = KEYS[8], closing = KEYS[9],
+  now = tonumber(now), maxlen = ARGV[9]}
 
 local function still_waiting()
   return redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[5]) + redis.call('LLEN', KEYS[6])
@@ -37,12 +44,17 @@ local want = math.min(tonumber(ARGV[3]), limit - redis.call('SCARD', KEYS[2]))
 local expiry = tonumber(now) + tonumber(ARGV[5])
 local heads, specs, refs, work = {}, {}, {}, 0
 
+-- Per run, whether it holds actions with a max_queued_seconds (its mqs: hash), so that only those
+-- runs' actions are looked up for it; set beside `live` by run_live.
+local limited = {}
+
 local live = {}
 -- Per run, how many leased actions left each phase: the run meta's phase counters (see lib.lua).
 local leased_from = {}
 local function run_live(run)
   if live[run] == nil then
     live[run] = tonumber(redis.call('HGET', prefix .. 'run:' .. run, 'phase') or '9') < 5
+    limited[run] = redis.call('EXISTS', prefix .. 'mqs:' .. run) == 1
   end
   return live[run]
 end
@@ -53,6 +65,12 @@ local function take(run, name, admitted)
   if not st then return end
   local phase, attempt, parent = string.match(st, '^(%d+):(%d+):(.*)$')
   if tonumber(phase) > 2 then return end  -- aborted, finished or leased since it was queued
+  local most = limited[run] and tonumber(redis.call('HGET', prefix .. 'mqs:' .. run, name) or '0') or 0
+  if most > 0 and ctx.now - tonumber(admitted) > most then
+    finish(ctx, run, name, tonumber(attempt), parent, 8, ARGV[8], tonumber(phase))
+    if parent == '' then live[run] = false end  -- a root's end closes its run
+    return
+  end
   attempt = tonumber(attempt) + 1
   redis.call('HSET', stkey, name, '3:' .. attempt .. ':' .. parent)
   local moved = leased_from[run]
@@ -97,6 +115,8 @@ while #heads < want and work < budget do
     redis.call('LMOVE', KEYS[6], KEYS[6], 'LEFT', 'RIGHT')  -- the next call serves the next run
   end
 end
+
+flush(ctx)  -- what finish() tallied for the actions that waited too long
 
 -- Slots and leases in a command per group of actions, not two per action.
 for i = 1, #refs, 1000 do

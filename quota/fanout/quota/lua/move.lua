@@ -1,13 +1,14 @@
 -- Make one staged chunk of a committed batch visible: specs, states, the parent's children, the
 -- run's queue. A name admitted meanwhile by another batch is skipped and its charge given back; so
--- is every name once the run has ended (its actions are no longer admitted), so the counters stay
+-- is every name once the run, or the batch's parent, has ended (no longer admitted, and an aborted
+-- parent's walk, abort_step.lua, has read its children already), so the counters stay
 -- equal to the records. Any server may call this for any committed batch: each chunk is taken
 -- (by the meta's `moved` index) by exactly one call. The call that moves the last chunk drops the
 -- staging and keeps the meta a while, so the submitter can read the final counts.
 -- KEYS: 1 run meta, 2 specs, 3 states, 4 run queue, 5 stats, 6 stage chunks, 7 stage meta,
 --       8 the tenant's committed set, 9 the tenant's list of runs with queued actions
 -- ARGV: 1 tenant prefix, 2 run, 3 now, 4 "run/batch", 5 meta TTL when done
--- Returns {'MORE'}, {'DONE', fresh, skipped (admitted meanwhile), dropped (the run ended), present},
+-- Returns {'MORE'}, {'DONE', fresh, skipped (admitted meanwhile), dropped (the run or the parent ended), present},
 -- or {'GONE'} (no such batch, or done long ago).
 local run, now = ARGV[2], ARGV[3]
 local state = redis.call('HGET', KEYS[7], 'state')
@@ -23,7 +24,8 @@ if state == 'done' then return totals('DONE') end
 
 local parent = redis.call('HGET', KEYS[7], 'parent')
 local phase = tonumber(redis.call('HGET', KEYS[1], 'phase') or '-1')
-local live = phase >= 0 and phase < 5
+local parent_state = redis.call('HGET', KEYS[3], parent)
+local live = phase >= 0 and phase < 5 and parent_state and tonumber(string.match(parent_state, '^(%d+):')) < 5
 local at = tonumber(redis.call('HGET', KEYS[7], 'moved') or '0')
 local chunks = tonumber(redis.call('HGET', KEYS[7], 'chunks'))
 local wire = redis.call('HGET', KEYS[6], at)  -- absent when the chunk held no fresh action
