@@ -109,6 +109,8 @@ class Hub:
         self._ids_of: dict[int, int] = {}  # id(parent) -> subscription id
         self._stream: _Stream | None = None
         self._follow: asyncio.Task[None] | None = None
+        # Set when the worker itself stops (see detach): its parents' cancellations abort nothing.
+        self._detached = False
 
     # Submission --------------------------------------------------------
 
@@ -180,11 +182,19 @@ class Hub:
 
     # Abort -------------------------------------------------------------
 
+    def detach(self) -> None:
+        """The worker stops without its parents having ended (its dispatcher went away, or stopped it):
+        their leases lapse and they run again, and the rerun parents find their children by name. So
+        the cancellations that stopping brings must not abort those children on the server."""
+        self._detached = True
+
     def abort(self, parent: Parent, names: list[str]) -> list[str]:
         """Abort children of `parent` whose await was cancelled: those of one turn in one AbortAction per parent.
 
         A child not sent yet is simply not sent. Returns the names that were sent, now to be aborted.
         """
+        if self._detached:
+            return []
         names = self._unsend(parent, names)
         if not names:
             return names
@@ -197,6 +207,8 @@ class Hub:
 
     async def abort_now(self, parent: Parent, names: list[str]) -> None:
         """Abort children of `parent` and wait for the answer (the parent is finishing)."""
+        if self._detached:
+            return
         names = self._unsend(parent, names)
         if names:
             await self._send_abort(parent, names)

@@ -190,7 +190,9 @@ def cmd_dispatcher(args: argparse.Namespace) -> int:
     client_config.forget_secret_variables()  # the token stays in memory; the actions we start never see it
     work_dir = args.work_dir.resolve()
     # The tenants' uids and homes sit beside the work folders, outside them (those are walked as actions).
-    sandbox = Sandbox.for_dispatcher(work_dir.parent, args.trust_tenants, args.tenant_uids)
+    # Uids per tenant are the process backend's: a container runs as its image's non-root user.
+    tenant_uids = args.tenant_uids and args.backend == "process"
+    sandbox = Sandbox.for_dispatcher(work_dir.parent, args.trust_tenants, tenant_uids)
     chosen = backends.choose(args.backend, work_dir, args.image, sandbox=sandbox, tls=tls_variables(cfg))
     dispatcher = Dispatcher(
         cfg,

@@ -155,6 +155,7 @@ class Worker:
 
     async def stop(self) -> None:
         """Cancel what still runs, unreported: the dispatcher is gone or stopped us."""
+        Hub.of(self._client).detach()  # they run again elsewhere and want their children kept
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()

@@ -83,8 +83,10 @@ async def up(options: UpOptions) -> int:
         endpoint = f"{host}:{plane.port}"
         config_path = await _bootstrap(plane, data_dir, endpoint)
         dispatcher_token = await plane.tokens.create("dispatcher")
-        sandbox = Sandbox.for_dispatcher(data_dir, options.trust_tenants, options.tenant_uids)
-        if sandbox.users is not None and options.backend == "process":
+        # Uids per tenant are the process backend's: a container runs as its image's non-root user.
+        tenant_uids = options.tenant_uids and options.backend == "process"
+        sandbox = Sandbox.for_dispatcher(data_dir, options.trust_tenants, tenant_uids)
+        if sandbox.users is not None:
             # Actions under their tenants' uids must reach their folders and homes in here: passable
             # (0711), not listable, and every secret in it stays 0600 (see the module doc).
             data_dir.chmod(0o711)
