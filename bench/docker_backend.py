@@ -107,6 +107,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pooled", type=int, default=200, help="children of the pooled fanout (default 200)")
     parser.add_argument("--label", default="docker-backend")
     args = parser.parse_args(argv)
+    figures = run(args.per_action, args.pooled)
+    now = datetime.now(UTC)
+    report = {
+        "label": args.label,
+        "timestamp": now.isoformat(timespec="seconds"),
+        "cores": os.cpu_count(),
+        "load_average_1m": os.getloadavg()[0],
+        "figures": [asdict(f) for f in figures],
+    }
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{args.label}-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+def table(figures: list[Figure]) -> list[tuple[str, str]]:
+    return [
+        (
+            f"{f.backend} backend, {f.mode}, {f.actions} no-ops",
+            f"{f.actions_per_s:,.1f} actions/s; start to RUNNING p50 / p99 "
+            f"{f.start_to_running_p50_ms:.0f} / {f.start_to_running_p99_ms:.0f} ms",
+        )
+        for f in figures
+    ]
+
+
+def run(per_action: int = 20, pooled: int = 200) -> list[Figure]:
+    """The process and docker backends side by side, a container per action and a pool (needs an engine)."""
     build_image()
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="fanout-bench-docker-") as tmp, ExitStack() as stack:
@@ -134,20 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             env = clean_env(FANOUT_TOKEN=admin.create_token("dispatcher"))
             with started(cmd, root / backend, "", env):
-                figures += measure(backend, client, args.per_action, args.pooled)
-    now = datetime.now(UTC)
-    report = {
-        "label": args.label,
-        "timestamp": now.isoformat(timespec="seconds"),
-        "cores": os.cpu_count(),
-        "load_average_1m": os.getloadavg()[0],
-        "figures": [asdict(f) for f in figures],
-    }
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{args.label}-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {path}")
-    return 0
+                figures += measure(backend, client, per_action, pooled)
+    return figures
 
 
 if __name__ == "__main__":

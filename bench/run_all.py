@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import admission, end_to_end, million, nested, slowlog, throughput
+from bench import admission, bundle, docker_backend, end_to_end, million, nested, slowlog, throughput
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -57,6 +57,8 @@ def table(report: dict[str, Any]) -> str:
         "throughput": lambda t: throughput.table(throughput_from(t)),
         "nested": lambda n: nested.table(nested.Nested(**n)),
         "latency": _latency_rows,
+        "bundle": _bundle_rows,
+        "docker_backend": lambda d: docker_backend.table([docker_backend.Figure(**f) for f in d["figures"]]),
     }
     for name, rows_of in sections.items():
         section = report.get(name)
@@ -137,6 +139,10 @@ def _latency_rows(latency: dict[str, Any], prefix: str = "admission to RUNNING")
     return rows
 
 
+def _bundles(data: dict[str, Any]) -> list[bundle.BundleFigures]:
+    return [bundle.BundleFigures(**f) for f in data["bundles"]]
+
+
 def _latency(e2e: dict[str, Any]) -> str:
     p50, p99 = e2e["dispatch_p50_s"], e2e["dispatch_p99_s"]
     if p50 is None or p99 is None:
@@ -191,6 +197,10 @@ def _run_suite(report: dict[str, Any]) -> None:
     if importlib.util.find_spec("bench.latency") is not None:
         latency = importlib.import_module("bench.latency").run
         steps.append(("latency", "admission to RUNNING, idle and during a large tenant's fanout", latency))
+    steps.append(("bundle", "the code bundle of the example project: size, pack, upload, fetch", _bundle_step))
+    steps.append(
+        ("docker_backend", "no-ops on the docker backend beside the process backend (needs an engine)", _docker_step)
+    )
     for name, what, run in steps:
         print(f"{name}: {what} ...", flush=True)
         try:
@@ -200,6 +210,26 @@ def _run_suite(report: dict[str, Any]) -> None:
             report[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
             continue
         report[name] = result if isinstance(result, dict) else asdict(result)
+
+
+def _bundle_step() -> dict[str, Any]:
+    return {"bundles": [asdict(f) for f in bundle.run()]}
+
+
+def _docker_step() -> dict[str, Any]:
+    return {"figures": [asdict(f) for f in docker_backend.run()]}
+
+
+def _bundle_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        (
+            f"code bundle, {f.name}",
+            f"{f.files} files, {f.bundle_bytes / 1024:.1f} KiB; pack {f.pack_ms:.1f} ms, first upload "
+            f"{f.first_upload_ms:.1f} ms, later check {f.later_check_ms:.1f} ms, fetch {f.fetch_ms:.1f} ms, "
+            f"unpack {f.unpack_ms:.1f} ms",
+        )
+        for f in _bundles(data)
+    ]
 
 
 if __name__ == "__main__":
