@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,30 @@ def test_tenant_uids_need_a_state_folder_others_can_pass_through(tmp_path: Path)
     with pytest.raises(ConfigError, match="--no-tenant-uids"):
         Sandbox.for_dispatcher(closed / "data", trust_tenants=False)
     assert Sandbox.for_dispatcher(closed / "data", trust_tenants=False, tenant_uids=False).users is None
+
+
+@needs_root
+def test_a_private_state_folder_is_made_passable_for_the_tenants_uids() -> None:
+    # Found by the benchmark: its dispatcher's folder came from mkdtemp (0700), so no tenant
+    # could reach its home inside it and every action failed on its bundle cache.
+    state = Path(tempfile.mkdtemp(prefix="fanout-state-"))  # not tmp_path: pytest's root is closed to others
+    try:
+        _check_passable(state)
+    finally:
+        shutil.rmtree(state)
+
+
+def _check_passable(state: Path) -> None:
+    sandbox = Sandbox.for_dispatcher(state, trust_tenants=False)
+
+    assert sandbox.users is not None
+    assert stat.S_IMODE(state.stat().st_mode) == 0o711
+    home = sandbox.identity("acme")
+    assert home is not None
+    pid = os.fork()
+    if pid == 0:  # the tenant's uid must reach its home through the state folder
+        os.setgid(home.gid)
+        os.setuid(home.uid)
+        os._exit(0 if os.access(home.home, os.W_OK | os.X_OK) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

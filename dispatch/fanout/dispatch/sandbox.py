@@ -27,6 +27,7 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,6 +136,12 @@ class Sandbox:
                     f"reach their folders in {state_dir}: use a data directory whose parents others may pass (o+x), "
                     "or --no-tenant-uids to run actions as root (development only)"
                 )
+        # The homes (and the action folders) are inside it: the tenants' uids must pass through it,
+        # not list it. A dispatcher's own folder is often made 0700 (mkdtemp, a private data dir).
+        state_dir.mkdir(parents=True, exist_ok=True)
+        mode = stat.S_IMODE(state_dir.stat().st_mode)
+        if mode & 0o011 != 0o011:
+            state_dir.chmod(mode | 0o011)
         return cls(trust_tenants, TenantUsers(state_dir))
 
     def refusal(self, spec: pb.ActionSpec) -> str:
