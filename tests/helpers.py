@@ -101,3 +101,40 @@ def terminal_events(client: Client, run: str, parent: str, expected: int) -> Cou
 # use files under pytest's root-only temporary folders run them as root instead (the per-tenant uids
 # are tests/integration/test_isolation.py's subject).
 DEV = ["--no-tenant-uids"] if os.geteuid() == 0 else []
+
+
+def race_submitters(endpoints: list[str], token: str, run: str, workers: int = 8) -> tuple[list[int], list[int]]:
+    """`workers` threads, each on its own channel (round-robin over `endpoints`), submitting ten small
+    batches of no-op children of the run's root at once; (admitted counts, sizes of the refused batches)."""
+    from fanout import errors
+    from fanout.config import ClientConfig
+    from fanout.v1 import actions_pb2 as pb
+
+    admitted: list[int] = []
+    refused: list[int] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(workers)
+
+    def submitter(worker: int) -> None:
+        with Client(ClientConfig(endpoint=endpoints[worker % len(endpoints)], token=token)) as client:
+            barrier.wait()
+            for attempt in range(10):
+                size = 3 + (worker + attempt) % 5
+                batch = [
+                    pb.ActionSpec(name=f"w{worker}a{attempt}-{i}", task_ref="module:tests:noop", inputs=b"{}")
+                    for i in range(size)
+                ]
+                try:
+                    r = client.submit_batch(run, "root", batch)
+                    with lock:
+                        admitted.append(r.admitted)
+                except errors.FanoutLimitExceeded:
+                    with lock:
+                        refused.append(size)
+
+    threads = [threading.Thread(target=submitter, args=(w,)) for w in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return admitted, refused

@@ -10,7 +10,6 @@ fanout through both ends exactly once, and tokens change atomically.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,8 +18,6 @@ import pytest
 import redis
 
 import fanout
-from fanout import errors
-from fanout.client import Client
 from fanout.config import ClientConfig
 from fanout.dispatch.dispatcher import Dispatcher
 from fanout.dispatch.process_backend import ProcessBackend
@@ -30,7 +27,7 @@ from fanout.server.app import ControlPlane, create_server
 from fanout.server.settings import Settings
 from fanout.v1 import actions_pb2 as pb
 from tests.conftest import Tenant, make_tenant
-from tests.helpers import LoopThread, eventually
+from tests.helpers import LoopThread, eventually, race_submitters
 from tests.redis_cluster import RedisCluster
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fanout.py"
@@ -91,35 +88,8 @@ def test_racing_submitters_on_two_servers_never_over_admit(tenant: Tenant, plane
     limit = 101  # the root and 100 children
     tenant.set_limits(max_fanout=limit)
     run = tenant.client.create_run(pb.ActionSpec(task_ref="module:tests:root"))
-    admitted: list[int] = []
-    rejected: list[int] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(8)
-
-    def submitter(worker: int) -> None:
-        # Half the submitters on each server, each on its own channel.
-        endpoint = f"127.0.0.1:{planes[worker % 2].port}"
-        with Client(ClientConfig(endpoint=endpoint, token=tenant.token)) as client:
-            barrier.wait()
-            for attempt in range(10):
-                size = 3 + (worker + attempt) % 5
-                batch = [
-                    pb.ActionSpec(name=f"w{worker}a{attempt}-{i}", task_ref="module:tests:noop", inputs=b"{}")
-                    for i in range(size)
-                ]
-                try:
-                    r = client.submit_batch(run.name, "root", batch)
-                    with lock:
-                        admitted.append(r.admitted)
-                except errors.FanoutLimitExceeded:
-                    with lock:
-                        rejected.append(size)
-
-    threads = [threading.Thread(target=submitter, args=(w,)) for w in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    # Half the submitters on each server, each on its own channel.
+    admitted, rejected = race_submitters([f"127.0.0.1:{p.port}" for p in planes], tenant.token, run.name)
 
     held = tenant.client.get_run(run.name).action_count
     assert rejected, "the race must have reached the limit"

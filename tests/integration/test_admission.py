@@ -7,7 +7,6 @@ would otherwise take (and fail) their actions the moment they are admitted.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import grpc
@@ -16,13 +15,11 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from fanout import errors
-from fanout.client import Client
-from fanout.config import ClientConfig
 from fanout.server.app import ControlPlane
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import actions_pb2_grpc
 from tests.conftest import Tenant, make_tenant
-from tests.helpers import LoopThread
+from tests.helpers import LoopThread, race_submitters
 
 
 @pytest.fixture
@@ -111,30 +108,7 @@ def test_concurrent_submitters_never_over_admit(tenant: Tenant, endpoint: str) -
     limit = 101  # the root and 100 children
     tenant.set_limits(max_fanout=limit)
     run = new_run(tenant)
-    admitted: list[int] = []
-    rejected: list[int] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(8)
-
-    def submitter(worker: int) -> None:
-        # Each worker has its own channel: real concurrent connections.
-        with Client(ClientConfig(endpoint=endpoint, token=tenant.token)) as client:
-            barrier.wait()
-            for attempt in range(10):
-                size = 3 + (worker + attempt) % 5
-                try:
-                    r = client.submit_batch(run.name, "root", specs(f"w{worker}a{attempt}-", size))
-                    with lock:
-                        admitted.append(r.admitted)
-                except errors.FanoutLimitExceeded:
-                    with lock:
-                        rejected.append(size)
-
-    threads = [threading.Thread(target=submitter, args=(w,)) for w in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    admitted, rejected = race_submitters([endpoint], tenant.token, run.name)  # each on its own channel
 
     held = tenant.client.get_run(run.name).action_count
     assert rejected, "the race must have reached the limit"
