@@ -138,3 +138,15 @@ def race_submitters(endpoints: list[str], token: str, run: str, workers: int = 8
     for t in threads:
         t.join()
     return admitted, refused
+
+
+def running_children(client: Client, run: str) -> int:
+    """How many of the root's children are RUNNING now, from a watch's replay."""
+    from fanout.v1 import actions_pb2 as pb
+
+    count = 0
+    for event in client.watch_children(run, "root"):
+        if event.HasField("replay_done"):
+            return count
+        count += event.update.phase == pb.RUNNING
+    return count

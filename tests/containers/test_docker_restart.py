@@ -16,7 +16,6 @@ from pathlib import Path
 import docker
 import pytest
 
-from fanout.client import Client
 from fanout.dispatch.backends import owner_of
 from fanout.dispatch.containers import LABEL_OWNER, LABEL_RUN
 from fanout.runs import start_run
@@ -25,7 +24,7 @@ from fanout.server.app import ControlPlane
 from fanout.v1 import actions_pb2 as pb
 from tests.conftest import make_tenant
 from tests.containers.conftest import TASKS_FILE
-from tests.helpers import LoopThread, eventually, terminal_events
+from tests.helpers import LoopThread, eventually, running_children, terminal_events
 
 FANOUT = str(Path(sys.executable).parent / "fanout")
 
@@ -44,15 +43,6 @@ def dispatcher(endpoint: str, token: str, work_dir: Path) -> subprocess.Popen[by
 def containers(engine: docker.DockerClient, *, running: bool, **labels: str) -> set[str]:
     filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
     return {c["Names"][0].lstrip("/") for c in engine.api.containers(all=not running, filters=filters)}
-
-
-def running_children(client: Client, run: str) -> int:
-    count = 0
-    for event in client.watch_children(run, "root"):
-        if event.HasField("replay_done"):
-            return count
-        count += event.update.phase == pb.RUNNING
-    return count
 
 
 def test_a_killed_docker_dispatcher_leaves_no_container_and_every_action_ends_once(

@@ -28,7 +28,7 @@ from fanout.runtime import load_task
 from fanout.server.redis_process import RedisProcess, free_port
 from fanout.v1 import actions_pb2 as pb
 from tests.conftest import TASKS_FILE
-from tests.helpers import DEV, eventually, terminal_events
+from tests.helpers import DEV, eventually, running_children, terminal_events
 
 FANOUT = str(Path(sys.executable).parent / "fanout")
 LEASE_SECONDS = "3"
@@ -128,15 +128,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     for server in servers:
         server.stop()
     store.stop()
-
-
-def running_children(client: Client, run: str) -> int:
-    count = 0
-    for event in client.watch_children(run, "root"):
-        if event.HasField("replay_done"):
-            return count
-        count += event.update.phase == pb.RUNNING
-    return count
 
 
 def test_a_killed_dispatchers_actions_run_again_and_end_once(cluster: Cluster) -> None:
