@@ -29,7 +29,7 @@ from fanout.v1 import bundles_pb2 as bpb
 from fanout.v1 import bundles_pb2_grpc
 from tests.conftest import Tenant, make_tenant
 from tests.helpers import LoopThread
-from tests.integration.test_admin_roles import DENIED, NOT_FOUND, OK, ROLES, World
+from tests.integration.test_role_matrix import DENIED, NOT_FOUND, OK, ROLES, World
 
 BUNDLE = b"not really a tar.gz, the server does not look inside"
 DIGEST = hashlib.sha256(BUNDLE).hexdigest()

@@ -1,4 +1,4 @@
-"""Who may call the admin, quota-request and run-listing RPCs: every RPC against every role, with the status expected.
+"""Who may call what: every RPC the server serves against every role, with the status expected.
 
 Roles: admin; tenant; another tenant; dispatcher scoped to the tenant and unscoped; the action token of
 a running action of this run and of another run. A foreign object answers NOT_FOUND exactly like a
@@ -7,7 +7,7 @@ missing one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -15,10 +15,12 @@ import pytest
 
 from fanout.dispatch.dispatcher import Dispatcher
 from fanout.server.app import ControlPlane
-from fanout.server.auth import METHOD_ROLES
+from fanout.server.auth import METHOD_ROLES, PER_MESSAGE_TOKENS
 from fanout.v1 import actions_pb2 as pb
-from fanout.v1 import actions_pb2_grpc, admin_pb2_grpc
+from fanout.v1 import actions_pb2_grpc, admin_pb2_grpc, dispatch_pb2_grpc
 from fanout.v1 import admin_pb2 as apb
+from fanout.v1 import bundles_pb2 as bpb
+from fanout.v1 import dispatch_pb2 as dpb
 from tests.conftest import Tenant, make_tenant
 from tests.helpers import LoopThread, eventually
 
@@ -237,3 +239,102 @@ def test_run_listing_rpcs_against_every_role(world: World) -> None:
     with pytest.raises(grpc.RpcError) as missing_run:
         stub.ListActions(missing, metadata=[("authorization", f"Bearer {world.tokens['tenant']}")], timeout=10)
     assert missing_run.value.code() == NOT_FOUND
+
+
+def run_and_dispatch_cases(
+    world: World, victim: str
+) -> dict[str, tuple[Callable[[Any, list[Any]], Any], dict[str, grpc.StatusCode]]]:
+    """One row per ActionService and DispatchService RPC whose caller is known from its metadata token."""
+    run = world.runs[0]
+    kid = pb.ActionSpec(name="matrix-kid", task_ref="module:x:y", command=["sleep", "30"])
+    run_readers = {  # the tenant, and the action token of this run; a foreign run is NOT_FOUND like a missing one
+        **{role: DENIED for role in ROLES},
+        "tenant": OK,
+        "other_tenant": NOT_FOUND,
+        "action_this_run": OK,
+        "action_other_run": NOT_FOUND,
+    }
+    tenant_run = {**{role: DENIED for role in ROLES}, "tenant": OK, "other_tenant": NOT_FOUND}
+    dispatchers = {role: OK if role.startswith("dispatcher") else DENIED for role in ROLES}
+
+    def first_event(stub: Any, md: list[Any]) -> Any:
+        stream = stub.WatchChildren(pb.WatchChildrenRequest(run=run), metadata=md, timeout=10)
+        next(stream)  # the first replayed event: the call was let in
+        stream.cancel()
+
+    def lease(stub: Any, md: list[Any]) -> Any:
+        # No capacity: a dispatcher let in leases nothing, and its stream stays open until it goes.
+        hello = dpb.LeaseRequest(hello=dpb.Hello(dispatcher_id="matrix", capacity=0))
+        stream = stub.Lease(iter([hello]), metadata=md, timeout=1)
+        try:
+            for _ in stream:
+                pass
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise
+
+    return {
+        "CreateRun": (
+            lambda s, md: s.CreateRun(
+                pb.CreateRunRequest(root=pb.ActionSpec(task_ref="module:x:y", command=["true"])),
+                metadata=md,
+                timeout=10,
+            ),
+            {**tenants_only()},
+        ),
+        "SubmitBatch": (
+            lambda s, md: s.SubmitBatch(pb.SubmitBatchRequest(run=run, parent="root", actions=[kid]), metadata=md),
+            run_readers,
+        ),
+        "WatchChildren": (first_event, run_readers),
+        "GetRun": (lambda s, md: s.GetRun(pb.GetRunRequest(run=run), metadata=md, timeout=10), run_readers),
+        "GetAction": (
+            lambda s, md: s.GetAction(pb.GetActionRequest(run=run, name="root"), metadata=md, timeout=10),
+            run_readers,
+        ),
+        "GetQuota": (lambda s, md: s.GetQuota(pb.GetQuotaRequest(), metadata=md, timeout=10), tenants_only()),
+        "AbortRun": (lambda s, md: s.AbortRun(pb.AbortRunRequest(run=victim), metadata=md, timeout=10), tenant_run),
+        "Lease": (lease, dispatchers),
+        "Report": (lambda s, md: s.Report(dpb.ReportRequest(), metadata=md, timeout=10), dispatchers),
+    }
+
+
+def test_run_and_dispatch_rpcs_against_every_role(world: World) -> None:
+    victim = world.tenant.client.create_run(pb.ActionSpec(task_ref="module:x:y", command=["sleep", "30"])).name
+    world.runs.append(victim)  # aborted at teardown whatever happens here
+    table = run_and_dispatch_cases(world, victim)
+    stubs = {
+        "Lease": dispatch_pb2_grpc.DispatchServiceStub(world.channel),
+        "Report": dispatch_pb2_grpc.DispatchServiceStub(world.channel),
+    }
+    got: dict[tuple[str, str], grpc.StatusCode] = {}
+    for method, (call, _) in table.items():
+        stub = stubs.get(method) or actions_pb2_grpc.ActionServiceStub(world.channel)
+        for role in ROLES:
+            try:
+                call(stub, [("authorization", f"Bearer {world.tokens[role]}")])
+                got[method, role] = OK
+            except grpc.RpcError as exc:
+                got[method, role] = exc.code()
+    want = {(method, role): status for method, (_, by_role) in table.items() for role, status in by_role.items()}
+    assert got == want
+
+
+# RPCs whose rows live elsewhere: BundleService's matrix (test_bundle_service.py checks it covers its
+# service), and the two calls that carry a token per message, checked message by message
+# (test_worker_multiplexing.py), not by a metadata token.
+ELSEWHERE = {"HasBundle", "UploadBundle", "GetBundle", "SubmitMany", "WatchMany"}
+IN_THIS_FILE = {"AbortAction", "ListRuns", "ListActions"}
+
+
+def test_every_rpc_served_has_a_row_in_a_role_matrix(world: World) -> None:
+    """A new RPC without a row fails here: the services are read from the protos, not from a list."""
+    served = {
+        method.name
+        for module in (pb, apb, dpb, bpb)
+        for service in module.DESCRIPTOR.services_by_name.values()
+        for method in service.methods
+    }
+    rows = set(cases(world.tenant.name, world.rotatable)) | set(run_and_dispatch_cases(world, "x"))
+    assert served - rows - IN_THIS_FILE - ELSEWHERE == set()
+    assert {m.rsplit("/", 1)[1] for m in PER_MESSAGE_TOKENS} <= ELSEWHERE
