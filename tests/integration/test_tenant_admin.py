@@ -24,7 +24,8 @@ from fanout.quota.errors import FailedPrecondition
 from fanout.quota.limits import LimitStore
 from fanout.quota.requests import RequestStore
 from fanout.quota.scripts import Scripts
-from fanout.server.app import ControlPlane
+from fanout.server.app import ControlPlane, connect_redis
+from fanout.server.redis_process import RedisProcess
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import admin_pb2 as apb
 from tests.conftest import Tenant, make_tenant
@@ -310,6 +311,35 @@ def test_requests_kept_per_tenant_are_capped_the_oldest_decided_forgotten_first(
     kept = {r.id: r.state for r in loop_thread.run(store.of_tenant(own_tenant.name))}
     assert newest.id in kept and len(kept) <= keys.REQUESTS_MAX
     assert [i for i in ids[:4] if i in kept] == ids[3:4]  # the older half of the decided ones (3 of 4) went
+
+
+def test_requests_filed_at_once_on_two_servers_never_pass_the_cap(
+    loop_thread: LoopThread,
+    own_plane: ControlPlane,
+    own_tenant: Tenant,
+    own_redis: RedisProcess,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(keys, "REQUESTS_MAX", 5)
+    second = connect_redis(own_redis.url)  # another server's connection to the same store
+    stores = [RequestStore(own_plane.redis, own_plane.limits), RequestStore(second, own_plane.limits)]
+
+    async def file(i: int) -> bool:
+        try:
+            await stores[i % 2].file(own_tenant.name, "t", {"max_fanout": 5}, f"at once {i}")
+            return True
+        except FailedPrecondition:
+            return False
+
+    async def race() -> list[bool]:
+        try:
+            return await asyncio.gather(*(file(i) for i in range(40)))
+        finally:
+            await second.aclose()
+
+    filed = loop_thread.run(race())
+    kept = loop_thread.run(stores[0].of_tenant(own_tenant.name))
+    assert len(kept) == sum(filed) == 5  # every one past the cap refused, none stored
 
 
 def test_the_audit_filter_reads_past_pages_of_other_actors_and_stops_at_since(

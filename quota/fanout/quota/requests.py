@@ -50,6 +50,10 @@ def _parse(raw: bytes) -> LimitRequest:
     return LimitRequest(**data)
 
 
+def _at_cap() -> FailedPrecondition:
+    return FailedPrecondition(f"{keys.REQUESTS_MAX} requests are pending; wait for an admin to decide some")
+
+
 def tenant_of(request_id: str) -> str:
     return request_id.split(".", 1)[0]
 
@@ -60,6 +64,7 @@ class RequestStore:
         self._limits = limits
         self._clock = clock
         self._decide = redis.register_script(source("decide_request"))
+        self._file = redis.register_script(source("file_request"))
 
     @fail_closed
     async def file(self, tenant: str, requester: str, limits: dict[str, int], reason: str) -> LimitRequest:
@@ -74,7 +79,7 @@ class RequestStore:
         if await self._redis.hlen(k.requests) >= keys.REQUESTS_MAX:
             await self._forget_oldest_decided(tenant)
             if await self._redis.hlen(k.requests) >= keys.REQUESTS_MAX:
-                raise FailedPrecondition(f"{keys.REQUESTS_MAX} requests are pending; wait for an admin to decide some")
+                raise _at_cap()
         request = LimitRequest(
             id=f"{tenant}.{secrets.token_hex(4)}",
             tenant=tenant,
@@ -83,11 +88,11 @@ class RequestStore:
             reason=reason,
             created_at=self._clock(),
         )
-        data = asdict(request)
-        async with self._redis.pipeline(transaction=False) as pipe:  # different slots on a cluster
-            pipe.hset(k.requests, request.id, json.dumps(data))
-            pipe.zadd(keys.PENDING_REQUESTS, {request.id: request.created_at})
-            await pipe.execute()
+        filed = await self._file(keys=[k.requests], args=[keys.REQUESTS_MAX, request.id, json.dumps(asdict(request))])
+        if not filed:  # others filed the last room meanwhile
+            raise _at_cap()
+        # Another hash slot on a cluster: indexed after it is filed, so the index names only stored requests.
+        await self._redis.zadd(keys.PENDING_REQUESTS, {request.id: request.created_at})
         return request
 
     async def _forget_oldest_decided(self, tenant: str) -> None:
