@@ -139,6 +139,10 @@ class Client:
     def get_quota(self) -> pb.Quota:
         return self.call(self.actions.GetQuota, pb.GetQuotaRequest())
 
+    def get_logs(self, run: str, name: str, attempt: int = 0) -> pb.GetLogsResponse:
+        """What one attempt of an action printed (0: its latest), once that attempt ended."""
+        return self.call(self.actions.GetLogs, pb.GetLogsRequest(run=run, name=name, attempt=attempt))
+
     def abort_run(self, run: str, reason: str = "") -> int:
         return int(self.call(self.actions.AbortRun, pb.AbortRunRequest(run=run, reason=reason)).aborted)
 

@@ -175,6 +175,12 @@ class Run:
         phase = pb.Phase.Name(self._root.phase)
         raise errors.action_failed(self.name, phase, err.type or "Error", err.message, err.traceback, run=True)
 
+    def logs(self, action: str = "", attempt: int = 0) -> str:
+        """What an action of this run (default: the root) printed in one attempt (default: its latest),
+        once that attempt ended; "" when nothing was kept."""
+        printed = self._client.get_logs(self.name, action or self._run.root, attempt)
+        return printed.output.decode("utf-8", "replace")
+
     def __repr__(self) -> str:
         return f"Run(name={self.name!r}, url={self.url!r})"
 

@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from fanout import errors, serialization, tracing
+from fanout import errors, output, serialization, tracing
 from fanout.bundles import active
 from fanout.client import AsyncClient
 from fanout.controller import Controller
@@ -59,8 +59,13 @@ async def run_task(
     back on one watch stream (fanout.hub). Cancelling the asyncio task cancels the
     action (CancelledError propagates).
     """
-    with tracing.span(f"fanout.action {spec.task_name}", spec.trace_parent, run=run, action=action):
-        return await _run_task(client, spec, run, action, max_output, token)
+    with (
+        tracing.span(f"fanout.action {spec.task_name}", spec.trace_parent, run=run, action=action),
+        output.capture() as printed,
+    ):
+        result = await _run_task(client, spec, run, action, max_output, token)
+    result.output = printed.value()  # kept apart by the control plane: `fanout logs RUN ACTION`
+    return result
 
 
 async def _run_task(

@@ -293,6 +293,10 @@ def run_and_dispatch_cases(
             run_readers,
         ),
         "GetQuota": (lambda s, md: s.GetQuota(pb.GetQuotaRequest(), metadata=md, timeout=10), tenants_only()),
+        "GetLogs": (
+            lambda s, md: s.GetLogs(pb.GetLogsRequest(run=run, name="root"), metadata=md, timeout=10),
+            run_readers,
+        ),
         "AbortRun": (lambda s, md: s.AbortRun(pb.AbortRunRequest(run=victim), metadata=md, timeout=10), tenant_run),
         "Lease": (lease, dispatchers),
         "Report": (lambda s, md: s.Report(dpb.ReportRequest(), metadata=md, timeout=10), dispatchers),

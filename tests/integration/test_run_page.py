@@ -168,6 +168,8 @@ def test_the_run_page_shows_failures_live_and_another_tenant_sees_nothing(
     # Live: a failure reported now shows without a reload.
     async def fail_one_more() -> str:
         (x,) = await own_plane.actions.lease("page-a", 1)
+        # What it printed is kept apart from its result, as DispatchService.Report does.
+        await own_plane.actions.keep_outputs("page-a", [("demo", x.name, x.attempt, b"fetching\nretrying once\n")])
         await own_plane.actions.report("page-a", [Report("demo", x.name, x.attempt, FAILED, failed("late failure"))])
         return x.name
 
@@ -176,6 +178,7 @@ def test_the_run_page_shows_failures_live_and_another_tenant_sees_nothing(
     # Each action links to its details on the page: the newest failure's shows its error and traceback.
     driver.execute_script("document.querySelector('#failures tr.failure a').click()")  # type: ignore[attr-defined]
     eventually(lambda: "ValueError: late failure" in text("action") and "raise ValueError" in text("action"), 15)
+    assert "fetching\nretrying once" in text("action")  # and what it printed
     assert f"#action-{late}" in driver.current_url  # type: ignore[attr-defined]
     driver.execute_script("window.scrollTo(0, 0)")  # type: ignore[attr-defined]
     if target := os.environ.get(SCREENSHOT_ENV):

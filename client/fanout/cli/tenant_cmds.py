@@ -19,6 +19,9 @@ from fanout.runtime import load_task
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import admin_pb2 as apb
 
+# How often `fanout logs --follow` asks whether the attempt has ended.
+LOGS_POLL_SECONDS = 0.5
+
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     run = sub.add_parser(
@@ -38,6 +41,21 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
     get.add_argument("run")
     get.add_argument("action", nargs="?", help="action name (default: the root)")
     get.set_defaults(handler=cmd_get)
+
+    logs = sub.add_parser(
+        "logs",
+        parents=[common],
+        help="what an action printed",
+        description="Prints what one attempt of an action wrote to stdout and stderr (its last 1 MiB), kept by "
+        "the control plane once the attempt ended, for the run's retention. Exit 1 if nothing was kept.",
+    )
+    logs.add_argument("run")
+    logs.add_argument("action", nargs="?", help="action name (default: the root)")
+    logs.add_argument("--attempt", type=int, default=0, help="which attempt (default: the latest)")
+    logs.add_argument(
+        "--follow", action="store_true", help="if the attempt is still running, wait for it to end, then print"
+    )
+    logs.set_defaults(handler=cmd_logs)
 
     watch = sub.add_parser(
         "watch",
@@ -133,6 +151,32 @@ def cmd_get(args: argparse.Namespace) -> int:
         print(f"group   {status.group}")
     if status.HasField("result"):
         print(f"        {output.describe_result(status.result)}")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    if args.attempt < 0:
+        raise ConfigError("--attempt is 1 or more (0: the latest)")
+    with _client(args) as client:
+        name = args.action or client.get_run(args.run).root
+        logs = client.get_logs(args.run, name, args.attempt)
+        while args.follow and not logs.kept and logs.phase not in TERMINAL_PHASES:
+            time.sleep(LOGS_POLL_SECONDS)  # output arrives with the attempt's end, not before
+            logs = client.get_logs(args.run, name, args.attempt)
+    if args.json:
+        output.emit_json(
+            {"run": args.run, "action": name, "attempt": logs.attempt, "phase": output.phase(logs.phase),
+             "kept": logs.kept, "output": logs.output.decode("utf-8", "replace")}
+        )  # fmt: skip
+        return 0 if logs.kept else 1
+    if not logs.kept:
+        print(
+            f"fanout: nothing kept for {name} attempt {logs.attempt} ({output.phase(logs.phase)}): output is kept "
+            "once an attempt ends" + ("" if args.follow else "; --follow waits for it"),
+            file=sys.stderr,
+        )
+        return 1
+    sys.stdout.buffer.write(logs.output)
     return 0
 
 

@@ -54,7 +54,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fanout import config, memory, runtime, tracing
+from fanout import config, memory, output, runtime, tracing
 from fanout.client import AsyncClient
 from fanout.dispatch import become_user
 from fanout.dispatch.frames import frame, read_frame
@@ -263,10 +263,12 @@ async def close_client(client: AsyncClient) -> None:
 
 
 def line_buffered_output() -> None:
-    """A task's prints reach the log in order with its errors, and are there if the process is killed."""
+    """A task's prints reach the log in order with its errors, and are there if the process is killed;
+    each action's are also kept for it (fanout.output), however many actions share this worker."""
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(line_buffering=True)
+    output.install()
 
 
 def start_log_keeper() -> None:

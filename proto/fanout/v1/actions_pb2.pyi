@@ -112,12 +112,14 @@ class ReusePolicy(_message.Message):
     def __init__(self, replicas: _Optional[int] = ..., concurrency: _Optional[int] = ..., idle_ttl_seconds: _Optional[float] = ...) -> None: ...
 
 class ActionResult(_message.Message):
-    __slots__ = ("outputs", "error")
+    __slots__ = ("outputs", "error", "output")
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
     outputs: bytes
     error: ActionError
-    def __init__(self, outputs: _Optional[bytes] = ..., error: _Optional[_Union[ActionError, _Mapping]] = ...) -> None: ...
+    output: bytes
+    def __init__(self, outputs: _Optional[bytes] = ..., error: _Optional[_Union[ActionError, _Mapping]] = ..., output: _Optional[bytes] = ...) -> None: ...
 
 class ActionError(_message.Message):
     __slots__ = ("type", "message", "traceback", "non_recoverable")
@@ -377,6 +379,28 @@ class GetActionRequest(_message.Message):
     run: str
     name: str
     def __init__(self, run: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class GetLogsRequest(_message.Message):
+    __slots__ = ("run", "name", "attempt")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    run: str
+    name: str
+    attempt: int
+    def __init__(self, run: _Optional[str] = ..., name: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class GetLogsResponse(_message.Message):
+    __slots__ = ("attempt", "phase", "output", "kept")
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    KEPT_FIELD_NUMBER: _ClassVar[int]
+    attempt: int
+    phase: Phase
+    output: bytes
+    kept: bool
+    def __init__(self, attempt: _Optional[int] = ..., phase: _Optional[_Union[Phase, str]] = ..., output: _Optional[bytes] = ..., kept: _Optional[bool] = ...) -> None: ...
 
 class AbortRunRequest(_message.Message):
     __slots__ = ("run", "reason")

@@ -75,6 +75,11 @@ class ActionServiceStub:
                 request_serializer=fanout_dot_v1_dot_actions__pb2.GetQuotaRequest.SerializeToString,
                 response_deserializer=fanout_dot_v1_dot_actions__pb2.Quota.FromString,
                 _registered_method=True)
+        self.GetLogs = channel.unary_unary(
+                '/fanout.v1.ActionService/GetLogs',
+                request_serializer=fanout_dot_v1_dot_actions__pb2.GetLogsRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_actions__pb2.GetLogsResponse.FromString,
+                _registered_method=True)
         self.AbortAction = channel.unary_unary(
                 '/fanout.v1.ActionService/AbortAction',
                 request_serializer=fanout_dot_v1_dot_actions__pb2.AbortActionRequest.SerializeToString,
@@ -150,6 +155,13 @@ class ActionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLogs(self, request, context):
+        """What one attempt of an action printed, once that attempt ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AbortAction(self, request, context):
         """Abort some actions of a run and all their descendants; running ones are stopped.
         """
@@ -219,6 +231,11 @@ def add_ActionServiceServicer_to_server(servicer, server):
                     servicer.GetQuota,
                     request_deserializer=fanout_dot_v1_dot_actions__pb2.GetQuotaRequest.FromString,
                     response_serializer=fanout_dot_v1_dot_actions__pb2.Quota.SerializeToString,
+            ),
+            'GetLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLogs,
+                    request_deserializer=fanout_dot_v1_dot_actions__pb2.GetLogsRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_actions__pb2.GetLogsResponse.SerializeToString,
             ),
             'AbortAction': grpc.unary_unary_rpc_method_handler(
                     servicer.AbortAction,
@@ -458,6 +475,33 @@ class ActionService:
             '/fanout.v1.ActionService/GetQuota',
             fanout_dot_v1_dot_actions__pb2.GetQuotaRequest.SerializeToString,
             fanout_dot_v1_dot_actions__pb2.Quota.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.ActionService/GetLogs',
+            fanout_dot_v1_dot_actions__pb2.GetLogsRequest.SerializeToString,
+            fanout_dot_v1_dot_actions__pb2.GetLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

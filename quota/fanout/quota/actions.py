@@ -584,6 +584,15 @@ class ActionStore:
         return RunInfo(run, raw[b"root"].decode(), int(raw[b"phase"]), int(raw[b"count"]), float(raw[b"created"]))
 
     @fail_closed
+    async def keep_outputs(self, tenant: str, outputs: Sequence[tuple[str, str, int, bytes]]) -> None:
+        """Keep what attempts printed, (run, action, attempt, output) each: one round trip for them all."""
+        k = keys.TenantKeys(tenant)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for run, name, attempt, printed in outputs:
+                pipe.hset(k.outputs(run), f"{name}/{attempt}", printed)
+            await pipe.execute()
+
+    @fail_closed
     async def get_action(self, tenant: str, run: str, name: str) -> tuple[bytes, str, int, int, bytes]:
         """(spec, parent, phase, attempt, result) of one action."""
         k = keys.TenantKeys(tenant)

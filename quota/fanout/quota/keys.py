@@ -43,7 +43,7 @@ ACTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}\Z")
 # A finished run is kept for its tenant's retention_seconds, then the sweeper
 # (drop_run.lua) unlinks these keys a bounded number per script: the per-parent
 # ones first, walking the parents set, then the per-run ones.
-RUN_KEY_SUFFIXES = ("run:", "spec:", "st:", "res:", "parents:", "lost:", "q:", "fail:", "ab:", "mqs:")
+RUN_KEY_SUFFIXES = ("run:", "spec:", "st:", "res:", "parents:", "lost:", "q:", "fail:", "ab:", "mqs:", "out:")
 PARENT_KEY_SUFFIXES = ("kids:", "ev:")
 RUN_SUFFIXES = RUN_KEY_SUFFIXES + PARENT_KEY_SUFFIXES
 
@@ -192,6 +192,11 @@ class TenantKeys:
 
     def failures(self, run: str) -> str:
         return f"{self.prefix}fail:{run}"
+
+    def outputs(self, run: str) -> str:
+        """Hash "<action>/<attempt>" -> what that attempt printed (its last 1 MiB), kept apart from the
+        results that watches carry; dropped with the run."""
+        return f"{self.prefix}out:{run}"
 
     def run_queue(self, run: str) -> str:
         return f"{self.prefix}q:{run}"

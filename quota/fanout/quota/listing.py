@@ -196,6 +196,12 @@ class Listing:
         return await self._with_specs(k, run, picked), encode_cursor(next_state)
 
     @fail_closed
+    async def output(self, tenant: str, run: str, name: str, attempt: int) -> bytes | None:
+        """What that attempt printed (ActionStore.keep_outputs); None when nothing was kept (not ended)."""
+        printed = await self._redis.hget(keys.TenantKeys(tenant).outputs(run), f"{name}/{attempt}")
+        return bytes(printed) if printed is not None else None
+
+    @fail_closed
     async def action(self, tenant: str, run: str, name: str) -> ActionEntry:
         """One action of the run, for a link to it."""
         k = keys.TenantKeys(tenant)

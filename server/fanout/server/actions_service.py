@@ -252,6 +252,18 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
             status.result.ParseFromString(result)
         return status
 
+    async def GetLogs(self, request: pb.GetLogsRequest, context: aio.ServicerContext[Any, Any]) -> pb.GetLogsResponse:
+        who = principal()
+        validation.run_name(request.run)
+        validation.action_name(request.name)
+        check_action_scope(who, request.run, None)
+        _, _, phase, latest, _ = await self._store.get_action(who.tenant, request.run, request.name)
+        attempt = request.attempt or latest
+        if attempt > latest:
+            raise not_found(f"action {request.name!r} has had {latest} attempts, not {attempt}")
+        printed = await self._listing.output(who.tenant, request.run, request.name, attempt)
+        return pb.GetLogsResponse(attempt=attempt, phase=phase, output=printed or b"", kept=printed is not None)
+
     async def AbortRun(
         self, request: pb.AbortRunRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.AbortRunResponse:

@@ -48,6 +48,7 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     # An action token aborts only its own children (the SDK, when the await of a child is cancelled).
     _ACTIONS + "AbortAction": frozenset({"tenant", "action"}),
     _ACTIONS + "GetQuota": frozenset({"tenant"}),
+    _ACTIONS + "GetLogs": frozenset({"tenant", "action"}),
     # The SDK uploads a run's code; the runtime fetches it with the action's token.
     _BUNDLES + "HasBundle": frozenset({"tenant"}),
     _BUNDLES + "UploadBundle": frozenset({"tenant"}),

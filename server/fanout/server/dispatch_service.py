@@ -23,6 +23,7 @@ from typing import Any
 
 from grpc import aio
 
+from fanout.output import OUTPUT_MAX_BYTES
 from fanout.quota import phases
 from fanout.quota.actions import ActionStore, LeasedAction, LeaseRef, Report
 from fanout.quota.limits import LimitStore
@@ -164,6 +165,7 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
         refused: list[dpb.RefusedReport] = []
         refused_reports = 0
         finished: list[int] = []
+        printed: dict[str, list[tuple[str, str, int, bytes]]] = defaultdict(list)
         for i, r in enumerate(request.reports):
             if who.tenant and r.tenant != who.tenant:
                 raise denied(f"this dispatcher serves tenant {who.tenant!r}, not {r.tenant!r}")
@@ -182,6 +184,10 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
                     outcome = pb.ActionResult(error=pb.ActionError(type="OutputTooLarge", message=too_big))
                 else:
                     outcome = validation.clipped(r.result)
+                if outcome.output:
+                    # What the attempt printed is kept apart: watches carry results to every parent.
+                    printed[r.tenant].append((r.run, r.name, r.attempt, outcome.output[-OUTPUT_MAX_BYTES:]))
+                    outcome = _without_output(outcome)
                 result = outcome.SerializeToString()
                 if not retry_after:
                     finished.append(phase)
@@ -196,6 +202,8 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
                 len(request.reports) - refused_reports,
                 refused[0].description,
             )
+        for tenant, outputs in printed.items():  # before the results: a parent woken by one finds its output
+            await self._store.keep_outputs(tenant, outputs)
         ignored = 0
         for tenant, reports in by_tenant.items():
             ignored += await self._store.report(tenant, reports)  # wakes the streams if it freed a slot
@@ -207,6 +215,13 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
             metrics.ACTIONS_FINISHED.labels(phase=phases.name(phase)).inc(count)
         metrics.REPORTS_IGNORED.inc(ignored)
         return dpb.ReportResponse(ignored=ignored, refused=refused)
+
+
+def _without_output(result: pb.ActionResult) -> pb.ActionResult:
+    kept = pb.ActionResult()
+    kept.CopyFrom(result)
+    kept.ClearField("output")
+    return kept
 
 
 class _Stream:

@@ -56,6 +56,10 @@ _HTTP_OF: dict[grpc.StatusCode, int] = {
 }
 
 
+# What an action's details show of its output: the end of it, enough to read a failure.
+PAGE_OUTPUT_BYTES = 64 << 10
+
+
 def page_html() -> bytes:
     return resources.files("fanout.server").joinpath("pages/run.html").read_bytes()
 
@@ -152,7 +156,15 @@ class RunPage:
 
     async def _action(self, tenant: str, run: str, query: dict[str, str]) -> Message | dict[str, Any]:
         validation.action_name(query["name"])
-        return run_views.action_message(run, await self._listing.action(tenant, run, query["name"]))
+        entry = await self._listing.action(tenant, run, query["name"])
+        status = run_views.action_message(run, entry)
+        printed = await self._listing.output(tenant, run, entry.name, entry.attempt) if entry.attempt else None
+        return {
+            **json_format.MessageToDict(status, preserving_proto_field_name=True),
+            # The tail of what its latest attempt printed; the whole (up to 1 MiB) with `fanout logs`.
+            "output": printed[-PAGE_OUTPUT_BYTES:].decode("utf-8", "replace") if printed is not None else None,
+            "output_cut": printed is not None and len(printed) > PAGE_OUTPUT_BYTES,
+        }
 
 
 def _number(value: str) -> int:
