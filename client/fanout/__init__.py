@@ -25,6 +25,7 @@ from fanout.errors import (
     RunFailed,
 )
 from fanout.groups import group
+from fanout.image import Image, build
 from fanout.mapping import map
 from fanout.policies import Backoff, RetryStrategy, Timeout
 from fanout.runs import Run, RunContext, init, init_from_config, run, with_runcontext
@@ -35,6 +36,7 @@ __all__ = [
     "Backoff",
     "FanoutError",
     "FanoutLimitExceeded",
+    "Image",
     "QuotaExceeded",
     "Resources",
     "RetryStrategy",
@@ -45,6 +47,7 @@ __all__ = [
     "Task",
     "TaskEnvironment",
     "Timeout",
+    "build",
     "errors",
     "group",
     "init",

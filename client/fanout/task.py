@@ -26,6 +26,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 from fanout import controller, groups, memory, policies, tracing
 from fanout.bundles import active
+from fanout.image import Image
 from fanout.policies import RetryStrategy, Timeout
 from fanout.v1 import actions_pb2 as pb
 
@@ -126,7 +127,7 @@ class TaskEnvironment:
     """
 
     name: str
-    image: str = ""
+    image: str | Image = ""  # a reference, or an Image to build (fanout.build)
     resources: Resources | None = None
     env_vars: dict[str, str] = field(default_factory=dict)
     reusable: ReusePolicy | None = None
@@ -141,6 +142,8 @@ class TaskEnvironment:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"a TaskEnvironment needs a non-empty name, not {self.name!r}")
+        if not isinstance(self.image, str | Image):
+            raise TypeError(f"image must be a reference string or a fanout.Image, not {type(self.image).__name__}")
         if self.resources is not None and not isinstance(self.resources, Resources):
             raise TypeError(f"resources must be a Resources, not {type(self.resources).__name__}")
         if self.reusable is not None and not isinstance(self.reusable, ReusePolicy):
@@ -274,7 +277,7 @@ class Task(Generic[P, R]):
             name=name,
             task_name=self.name,
             task_ref=self.ref,
-            image=self.env.image,
+            image=self.env.image if isinstance(self.env.image, str) else self.env.image.uri,
             env=self.env.env_vars,
             retries=self.retry_strategy.count,
             timeout_seconds=self.timeout.runtime_seconds if self.timeout else 0,

@@ -97,3 +97,18 @@ async def lost() -> int:
 @bare.task
 async def unstartable() -> int:
     return 1
+
+
+# An image the SDK builds (fanout.Image, fanout.build): the runtime image with a variable and a file
+# of its own. The task's code is not in it: it is shipped as a bundle, like any run's.
+BUILT = (
+    fanout.Image.from_base("fanout-runtime:dev")
+    .with_env_vars({"FANOUT_IMAGE_TEST": "built"})
+    .with_commands(["echo from-the-image > /opt/fanout-marker"])
+)
+built = fanout.TaskEnvironment(name="containers_built", image=BUILT)
+
+
+@built.task
+async def read_image() -> list[str]:
+    return [os.environ.get("FANOUT_IMAGE_TEST", ""), Path("/opt/fanout-marker").read_text().strip()]

@@ -14,6 +14,7 @@ from typing import Any
 import docker
 import pytest
 
+import fanout
 from fanout import errors
 from fanout.dispatch.containers import (
     LABEL_ACTION,
@@ -27,6 +28,7 @@ from fanout.runs import start_run
 from fanout.runtime import load_task
 from fanout.server.app import ControlPlane
 from tests.conftest import Tenant, make_tenant
+from tests.containers import container_tasks
 from tests.containers.conftest import TASKS_FILE, DockerDispatcher
 from tests.helpers import LoopThread, eventually
 
@@ -182,3 +184,13 @@ def test_a_worker_that_cannot_start_fails_the_action_with_its_output(
     assert failed.value.error_type == "WorkerStartError"
     assert "exited with code 1" in failed.value.message
     assert "No module named" in failed.value.message  # the container's own output says why
+
+
+def test_an_image_the_sdk_builds_is_what_its_tasks_run_in(
+    engine: docker.DockerClient, docker_dispatcher: DockerDispatcher, tenant: Tenant
+) -> None:
+    uri = fanout.build(container_tasks.BUILT)
+
+    assert engine.images.get(uri).tags == [uri]
+    run = start_run(tenant.client, task("read_image"))
+    assert run.wait(timeout=120).outputs() == ["built", "from-the-image"]

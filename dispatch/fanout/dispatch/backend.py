@@ -16,6 +16,9 @@ class Outcome:
 
 
 class Backend(Protocol):
+    # Whether it starts workers from the spec's image (containers) or runs every task in its own Python.
+    runs_images: bool
+
     async def run(self, action: dpb.LeasedAction, endpoint: str, on_started: StartedCallback) -> Outcome:
         """Run one action to completion. Call on_started() once its container runs."""
         ...

@@ -207,6 +207,8 @@ class ContainerBackend:
     restarts; a restart removes every container labelled with it.
     """
 
+    runs_images = True
+
     launcher: Launcher
     owner: str
     default_image: str = DEFAULT_IMAGE

@@ -91,6 +91,7 @@ class Dispatcher:
         self._metadata = (("authorization", f"Bearer {config.token}"),)
         self._running: dict[str, tuple[dpb.LeasedAction, asyncio.Task[None]]] = {}
         self._waiting: set[str] = set()
+        self._images_noted: set[str] = set()
         # Messages for the current lease stream; None ends the stream's request side.
         self._outbox: asyncio.Queue[dpb.LeaseRequest | None] = asyncio.Queue()
         self._credit = 0  # given back in this turn of the loop, not yet sent
@@ -236,6 +237,9 @@ class Dispatcher:
 
         key = _ref(action)
         pooled = reusable(action.spec)
+        if action.spec.image and not self.backend.runs_images and action.spec.image not in self._images_noted:
+            self._images_noted.add(action.spec.image)  # said once per image, not per action
+            log.info("image %s is not used: this backend runs tasks in the dispatcher's Python", action.spec.image)
         backend, launched = dispatch_metrics.backend_name(self.backend, pooled), time.monotonic()
         try:
             try:

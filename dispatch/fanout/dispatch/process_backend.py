@@ -55,6 +55,8 @@ class Process(Protocol):
 
 
 class ProcessBackend:
+    runs_images = False  # every task runs in this machine's Python, whatever image its environment names
+
     def __init__(
         self,
         work_root: Path,
