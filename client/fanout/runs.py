@@ -15,6 +15,7 @@ from fanout import errors, serialization, tracing
 from fanout.bundles import ship
 from fanout.client import TERMINAL_PHASES, Client
 from fanout.config import ClientConfig
+from fanout.local import LocalRun, run_locally
 from fanout.task import Task
 from fanout.v1 import actions_pb2 as pb
 
@@ -108,25 +109,28 @@ class RunContext:
 
     `name` names the run (reusing a name returns that run); `env_vars` are set for the root action.
     `labels`, `annotations`, `overwrite_cache`, `project`, `domain` and the like are accepted for Flyte
-    code and not acted on. Only remote mode exists: `mode="local"` is refused, not faked.
+    code and not acted on. `mode="local"` runs the task tree in this process (fanout.local).
     """
 
     name: str = ""
     env_vars: Mapping[str, str] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
+    mode: str = "remote"
 
-    def run(self, task: Task[Any, Any], *args: Any, **kwargs: Any) -> Run:
+    def run(self, task: Task[Any, Any], *args: Any, **kwargs: Any) -> Run | LocalRun:
+        if self.mode == "local":
+            return run_locally(task, args, kwargs, self.name, self.env_vars)
         return _start(client(), task, args, kwargs, run_name=self.name, env_vars=self.env_vars)
 
 
 def with_runcontext(
     mode: str | None = None, *, name: str | None = None, env_vars: Mapping[str, str] | None = None, **options: Any
 ) -> RunContext:
-    if mode not in (None, "remote"):
-        raise ValueError(f"mode={mode!r} is not available: runs go to the control plane (mode='remote')")
+    if mode not in (None, "remote", "local"):
+        raise ValueError(f"mode={mode!r}: 'remote' (the control plane, the default) or 'local' (this process)")
     if env_vars is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()):
         raise TypeError("env_vars must map str to str")
-    return RunContext(name or "", dict(env_vars or {}), options)
+    return RunContext(name or "", dict(env_vars or {}), options, mode or "remote")
 
 
 class Run:

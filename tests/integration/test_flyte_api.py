@@ -206,8 +206,8 @@ def test_with_runcontext_names_the_run_and_sets_its_env(tenant: Tenant) -> None:
     assert run.name == "named-run"
     assert run.outputs() == "hello"
     assert context.run(task, "GREETING").name == "named-run"  # the same name is the same run
-    with pytest.raises(ValueError, match="mode='local' is not available"):
-        fanout.with_runcontext(mode="local")
+    with pytest.raises(ValueError, match="mode='sideways'"):
+        fanout.with_runcontext(mode="sideways")
 
 
 def test_run_aio_for_async_callers(tenant: Tenant) -> None:
