@@ -17,6 +17,7 @@ print(fanout.run(main, 10).outputs())
 """
 
 from fanout import errors
+from fanout.context import TaskContext, ctx, version
 from fanout.errors import (
     ActionFailed,
     FanoutError,
@@ -45,9 +46,12 @@ __all__ = [
     "RunContext",
     "RunFailed",
     "Task",
+    "TaskContext",
     "TaskEnvironment",
     "Timeout",
+    "__version__",
     "build",
+    "ctx",
     "errors",
     "group",
     "init",
@@ -56,3 +60,5 @@ __all__ = [
     "run",
     "with_runcontext",
 ]
+
+__version__ = version()

@@ -210,6 +210,14 @@ def test_with_runcontext_names_the_run_and_sets_its_env(tenant: Tenant) -> None:
         fanout.with_runcontext(mode="sideways")
 
 
+def test_ctx_names_the_running_action_and_its_run(tenant: Tenant) -> None:
+    fanout.init(endpoint=tenant.client.config.endpoint, token=tenant.token)
+    run = fanout.run(load_task(f"file:{TASKS}:whoami"))
+    assert run.outputs() == [run.name, "root", "remote"]
+    assert fanout.ctx() is None  # outside any action
+    assert fanout.__version__ == "0.1.0"
+
+
 def test_run_aio_for_async_callers(tenant: Tenant) -> None:
     async def start() -> fanout.Run:
         await fanout.init.aio(endpoint=tenant.client.config.endpoint, token=tenant.token)

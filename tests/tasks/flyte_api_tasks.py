@@ -91,6 +91,13 @@ async def read_env(name: str) -> str:
     return os.environ.get(name, "")
 
 
+@env.task
+async def whoami() -> list[str]:
+    context = fanout.ctx()
+    assert context is not None
+    return [context.action.run_name, context.action.name, context.mode]
+
+
 small = fanout.TaskEnvironment(name="flyte_api_small", resources=fanout.Resources(memory="200Mi"))
 
 
