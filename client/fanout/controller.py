@@ -72,7 +72,7 @@ class Controller:
 
     async def call(self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         self._seq += 1
-        inputs = serialization.encode_inputs(task.name, args, kwargs)
+        inputs = serialization.encode_inputs(task.name, args, kwargs, task.types)
         name = child_name(self.parent, task.ref, inputs, self._seq)
         # A status the watch brought before this call (a rerun parent's replay) is used once, then dropped.
         status_or_none = self._finished.pop(name, None)
@@ -98,7 +98,7 @@ class Controller:
                 if not future.done():
                     self._abandon(name)
                 raise
-        return _outcome(status)
+        return _outcome(status, task)
 
     def _abandon(self, name: str) -> None:
         self._waiting.pop(name, None)
@@ -139,9 +139,9 @@ class Controller:
         self._hub.unwatch(self)
 
 
-def _outcome(status: pb.ActionStatus) -> Any:
+def _outcome(status: pb.ActionStatus, task: Task[Any, Any]) -> Any:
     if status.phase == pb.SUCCEEDED:
-        return serialization.decode_output(status.result.outputs)
+        return serialization.decode_output(status.result.outputs, task.types)
     err = status.result.error
     raise errors.action_failed(
         status.name, pb.Phase.Name(status.phase), err.type or "Error", err.message, err.traceback

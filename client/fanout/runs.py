@@ -74,14 +74,14 @@ def _start(
         raise TypeError(f"run() needs a task made with @env.task, not {type(task).__name__}")
     task.check_arguments(args, kwargs)  # a wrong call creates nothing
     with tracing.span("fanout.run", task=task.name):  # the run's trace: the root action carries it on
-        spec = task.spec("root", serialization.encode_inputs(task.name, args, kwargs))
+        spec = task.spec("root", serialization.encode_inputs(task.name, args, kwargs, task.types))
         spec.workdir = os.getcwd()
         spec.env.update(env_vars or {})
         shipped = ship.ship(c, task)  # the code goes along, so the run works where these files are not
         if shipped is not None:
             spec.bundle.CopyFrom(shipped.bundle)
             spec.task_ref = shipped.task_ref
-        return Run(c, c.create_run(spec, run_name=run_name))
+        return Run(c, c.create_run(spec, run_name=run_name), task.types)
 
 
 async def _run_async(task: Task[Any, Any], *args: Any, **kwargs: Any) -> Run:
@@ -134,9 +134,10 @@ def with_runcontext(
 
 
 class Run:
-    def __init__(self, client: Client, run: pb.Run) -> None:
+    def __init__(self, client: Client, run: pb.Run, types: serialization.Types | None = None) -> None:
         self._client = client
         self._run = run
+        self._types = types  # the root task's, when this process started it: outputs() come back typed
         self._root: pb.ActionStatus | None = None
 
     @property
@@ -174,7 +175,7 @@ class Run:
         self.wait()
         assert self._root is not None
         if self._root.phase == pb.SUCCEEDED:
-            return serialization.decode_output(self._root.result.outputs)
+            return serialization.decode_output(self._root.result.outputs, self._types)
         err = self._root.result.error
         phase = pb.Phase.Name(self._root.phase)
         raise errors.action_failed(self.name, phase, err.type or "Error", err.message, err.traceback, run=True)

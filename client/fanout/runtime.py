@@ -77,10 +77,10 @@ async def _run_task(
         if spec.bundle.digest:
             await active.prepare(client, spec.bundle, token)
         task = load_task(spec.task_ref)
-        args, kwargs = serialization.decode_inputs(spec.inputs)
+        args, kwargs = serialization.decode_inputs(spec.inputs, task.types)
         controller.activate()
         value = await task.invoke(*args, **kwargs)
-        outputs = serialization.encode_output(task.name, value)
+        outputs = serialization.encode_output(task.name, value, task.types)
         if len(outputs) > max_output:
             raise errors.OutputTooLarge(f"the result is {len(outputs)} bytes, max_payload_bytes is {max_output}")
         return pb.ActionResult(outputs=outputs)

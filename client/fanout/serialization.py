@@ -1,31 +1,135 @@
-"""Inputs and outputs of tasks as JSON: readable in `fanout get`, stable for hashing."""
+"""Inputs and outputs of tasks as JSON, typed by the task's annotations.
+
+Values go out as JSON (readable in `fanout get`), encoded by msgspec in a
+deterministic order: the same call gives the same bytes, which the child-name
+hash needs (results keep their own order: they are shown, never hashed). Dataclasses, pydantic models, `datetime`, `bytes`, enums, and
+`Optional`/`list`/`dict` of them are sent as JSON and come back as the types the
+task's annotations name: its parameters' where it runs, its return type where
+it is awaited. A value that does not fit its annotation is a TypeError at the
+call, before anything is submitted. A parameter without an annotation (or
+with one msgspec cannot check, like a DataFrame) travels as plain JSON.
+"""
 
 from __future__ import annotations
 
-import json
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 
-def encode_inputs(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+_ENCODER_ORDER: typing.Literal["deterministic"] = "deterministic"
+
+
+@dataclass(frozen=True)
+class Types:
+    """A task's signature and the types its annotations name (Any where there is none)."""
+
+    signature: inspect.Signature
+    hints: dict[str, Any]
+
+    @classmethod
+    def of(cls, fn: Callable[..., Any]) -> Types:
+        try:
+            hints = typing.get_type_hints(fn)
+        except Exception:  # names the module cannot resolve (defined in a function, say): plain JSON
+            hints = {}
+        return cls(inspect.signature(fn), hints)
+
+    def returns(self) -> Any:
+        return self.hints.get("return", Any)
+
+    def of_parameter(self, name: str) -> Any:
+        """The type one bound argument must have; Any for *args and **kwargs, which hold many."""
+        parameter = self.signature.parameters.get(name)
+        if parameter is None or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            return Any
+        return self.hints.get(name, Any)
+
+
+def _enc_hook(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)  # a pydantic model
+    if callable(dump):
+        return dump(mode="json")
+    raise NotImplementedError(f"{type(value).__name__} cannot be sent as JSON")
+
+
+def _dec_hook(kind: type, value: Any) -> Any:
+    validate = getattr(kind, "model_validate", None)  # a pydantic model
+    if callable(validate):
+        return validate(value)
+    raise NotImplementedError(f"{kind!r} cannot be read from JSON")
+
+
+def _encode(value: Any, order: typing.Literal["deterministic"] | None = _ENCODER_ORDER) -> bytes:
+    return msgspec.json.encode(value, enc_hook=_enc_hook, order=order)
+
+
+def _typed(value: Any, kind: Any) -> Any:
+    """`value` (as JSON decodes it) as `kind`; unchanged where `kind` is Any or msgspec cannot check it."""
+    if kind is Any:
+        return value
     try:
-        return json.dumps({"args": list(args), "kwargs": kwargs}, sort_keys=True, separators=(",", ":")).encode()
-    except (TypeError, ValueError) as exc:
+        return msgspec.convert(value, type=kind, strict=False, dec_hook=_dec_hook)
+    except msgspec.ValidationError:
+        raise
+    except (TypeError, NotImplementedError):  # a type msgspec does not handle: left as JSON gave it
+        return value
+
+
+def _check(what: str, value: Any, kind: Any) -> None:
+    """A TypeError when `value` does not fit `kind`, in the words of `what`."""
+    if kind is Any:
+        return
+    try:
+        _typed(msgspec.to_builtins(value, enc_hook=_enc_hook, order=_ENCODER_ORDER), kind)
+    except msgspec.ValidationError as exc:
+        raise TypeError(f"{what} does not fit its annotation {_name(kind)}: {exc}") from None
+    except (TypeError, NotImplementedError) as exc:
+        raise TypeError(f"{what} cannot be sent as JSON: {exc}") from None
+
+
+def encode_inputs(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], types: Types | None = None) -> bytes:
+    if types is not None:
+        bound = types.signature.bind_partial(*args, **kwargs)
+        for name, value in bound.arguments.items():
+            _check(f"task {task_name}: argument {name!r}", value, types.of_parameter(name))
+    try:
+        return _encode({"args": list(args), "kwargs": kwargs})
+    except (TypeError, NotImplementedError) as exc:
         raise TypeError(f"inputs of task {task_name} must be JSON-serializable: {exc}") from None
 
 
-def decode_inputs(data: bytes) -> tuple[list[Any], dict[str, Any]]:
+def decode_inputs(data: bytes, types: Types | None = None) -> tuple[list[Any], dict[str, Any]]:
     if not data:
         return [], {}
-    payload = json.loads(data)
-    return payload["args"], payload["kwargs"]
+    payload = msgspec.json.decode(data)
+    args, kwargs = payload["args"], payload["kwargs"]
+    if types is None:
+        return args, kwargs
+    bound = types.signature.bind_partial(*args, **kwargs)
+    for name, value in bound.arguments.items():
+        bound.arguments[name] = _typed(value, types.of_parameter(name))
+    return list(bound.args), dict(bound.kwargs)
 
 
-def encode_output(task_name: str, value: Any) -> bytes:
+def encode_output(task_name: str, value: Any, types: Types | None = None) -> bytes:
+    if types is not None:
+        _check(f"the result of task {task_name}", value, types.returns())
     try:
-        return json.dumps(value, separators=(",", ":")).encode()
-    except (TypeError, ValueError) as exc:
+        return _encode(value, order=None)  # a result keeps its dicts' order: it is shown, never hashed
+    except (TypeError, NotImplementedError) as exc:
         raise TypeError(f"the result of task {task_name} must be JSON-serializable: {exc}") from None
 
 
-def decode_output(data: bytes) -> Any:
-    return json.loads(data) if data else None
+def decode_output(data: bytes, types: Types | None = None) -> Any:
+    if not data:
+        return None
+    value = msgspec.json.decode(data)
+    return _typed(value, types.returns()) if types is not None else value
+
+
+def _name(kind: Any) -> str:
+    return getattr(kind, "__name__", None) or repr(kind)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Generic, ParamSpec, TypeVar
 
-from fanout import controller, groups, memory, policies, tracing
+from fanout import controller, groups, memory, policies, serialization, tracing
 from fanout.bundles import active
 from fanout.image import Image
 from fanout.policies import RetryStrategy, Timeout
@@ -245,6 +245,11 @@ class Task(Generic[P, R]):
     async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Flyte's awaitable form of a call, for async callers."""
         return await self(*args, **kwargs)
+
+    @functools.cached_property
+    def types(self) -> serialization.Types:
+        """Its signature and annotations: what its inputs and result are sent and received as."""
+        return serialization.Types.of(self.fn)
 
     def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """A TypeError naming the task when the arguments do not fit its signature."""

@@ -25,7 +25,7 @@ async def maybe_fail(x: int) -> int:
 
 
 @env.task
-async def gather_strict(n: int) -> list[int]:
+async def gather_strict(n: int) -> list[int] | list[str]:
     try:
         return await asyncio.gather(*(maybe_fail(i) for i in range(n)))
     except fanout.ActionFailed as exc:
