@@ -150,3 +150,13 @@ def running_children(client: Client, run: str) -> int:
             return count
         count += event.update.phase == pb.RUNNING
     return count
+
+
+class Clock:
+    """A clock a test moves by hand (stores take `clock=`)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now

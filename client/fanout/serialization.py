@@ -1,8 +1,9 @@
 """Inputs and outputs of tasks as JSON, typed by the task's annotations.
 
-Values go out as JSON (readable in `fanout get`), encoded by msgspec in a
-deterministic order: the same call gives the same bytes, which the child-name
-hash needs (results keep their own order: they are shown, never hashed). Dataclasses, pydantic models, `datetime`, `bytes`, enums, and
+Values go out as JSON (readable in `fanout get`), encoded by msgspec; inputs in
+a deterministic order, so the same call gives the same bytes, which the
+child-name hash needs (results keep their own order: they are shown, never
+hashed). Dataclasses, pydantic models, `datetime`, `bytes`, enums, and
 `Optional`/`list`/`dict` of them are sent as JSON and come back as the types the
 task's annotations name: its parameters' where it runs, its return type where
 it is awaited. A value that does not fit its annotation is a TypeError at the

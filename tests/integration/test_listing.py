@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -26,21 +26,7 @@ from fanout.quota.scripts import Scripts
 from fanout.server.redis_process import RedisProcess
 from fanout.v1 import actions_pb2 as pb
 from tests.conftest import Tenant
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture(scope="module")
-def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    proc = RedisProcess(tmp_path_factory.mktemp("listing-redis"), appendonly=False).start()
-    yield proc
-    proc.stop()
+from tests.helpers import Clock
 
 
 class World:

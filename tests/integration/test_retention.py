@@ -7,7 +7,6 @@ lease these actions) with the clock in the test's hands.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,23 +21,9 @@ from fanout.quota.phases import SUCCEEDED
 from fanout.quota.scripts import Scripts
 from fanout.server.redis_process import RedisProcess
 from tests.conftest import Tenant
+from tests.helpers import Clock
 
 SCRIPT_BOUND_US = 50_000
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture(scope="module")
-def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    proc = RedisProcess(tmp_path_factory.mktemp("retention-redis"), appendonly=False).start()
-    yield proc
-    proc.stop()
 
 
 def run_keys(client: redis.Redis, tenant: str, run: str) -> list[bytes]:

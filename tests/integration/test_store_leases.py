@@ -20,17 +20,10 @@ from fanout.quota.phases import FAILED, QUEUED
 from fanout.quota.scripts import Scripts
 from fanout.server.redis_process import RedisProcess
 from fanout.v1 import actions_pb2 as pb
+from tests.helpers import Clock
 
 T = TypeVar("T")
 _tenants = itertools.count()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")
