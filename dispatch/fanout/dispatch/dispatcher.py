@@ -213,7 +213,7 @@ class Dispatcher:
             key = _key(ref.tenant, ref.run, ref.name)
             entry = self._running.get(key)
             if entry is not None and entry[0].attempt == ref.attempt and not entry[1].done():
-                log.info("stopping %s: aborted, finished or leased elsewhere", key)
+                log.info("stopping %s: aborted, finished or leased elsewhere", key, extra=_fields(entry[0]))
                 entry[1].cancel()
                 if not reusable(entry[0].spec):
                     # The control plane has its end already: keep no more of its work than of a failure's.
@@ -255,10 +255,12 @@ class Dispatcher:
                 raise
             except WorkerLost as exc:
                 # No report: the lease lapses and the control plane runs it again.
-                log.warning("%s is lost with its worker (%s); it runs again after its lease", key, exc)
+                log.warning(
+                    "%s is lost with its worker (%s); it runs again after its lease", key, exc, extra=_fields(action)
+                )
                 return
             except Exception as exc:  # a backend bug fails the action, not the dispatcher
-                log.exception("backend failed on %s", key)
+                log.exception("backend failed on %s", key, extra=_fields(action))
                 outcome = failure("BackendError", f"{type(exc).__name__}: {exc}")
             dispatch_metrics.finished(outcome, backend, time.monotonic() - launched)
             self._finish(action, outcome, reporter, keeps_work=not pooled)
@@ -293,7 +295,7 @@ class Dispatcher:
         try:
             await self.backend.release(action, outcome)
         except Exception:  # cleaning up must not break the dispatcher
-            log.exception("could not release the work of %s", _ref(action))
+            log.exception("could not release the work of %s", _ref(action), extra=_fields(action))
 
     async def _heartbeat(self) -> None:
         while True:
@@ -334,6 +336,11 @@ def _key(tenant: str, run: str, name: str) -> str:
 
 def _ref(action: dpb.LeasedAction) -> str:
     return _key(action.tenant, action.run, action.spec.name)
+
+
+def _fields(action: dpb.LeasedAction) -> dict[str, str]:
+    """The log fields naming an action (`--log-format json` makes them keys)."""
+    return {"tenant": action.tenant, "run": action.run, "action": action.spec.name}
 
 
 def _report(action: dpb.LeasedAction, phase: int, outcome: Outcome | None = None) -> dpb.PhaseReport:
