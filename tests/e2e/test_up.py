@@ -153,6 +153,18 @@ def test_cli_admin_and_tenant_commands(tmp_path: Path) -> None:
         assert started.returncode == 0, started.stderr
         assert '"outputs": [\n    0,\n    1,\n    4,\n    9\n  ]' in started.stdout
 
+        # The task's parameters as flags, the way Flyte's CLI takes them, and its own --help.
+        tasks = str(ROOT / "tests" / "tasks" / "fanout_tasks.py")
+        flagged = fanout("run", tasks, "fan_squares", "--n", "3", "--wait", "--json")
+        assert flagged.returncode == 0, flagged.stderr
+        assert '"outputs": [\n    0,\n    1,\n    4\n  ]' in flagged.stdout
+        helped = fanout("run", tasks, "fan_squares", "--help")
+        assert helped.returncode == 0 and "--n VALUE" in helped.stdout and "int" in helped.stdout
+        wrong = fanout("run", tasks, "fan_squares", "--m", "3")
+        assert wrong.returncode == 2 and "unrecognized arguments: --m" in wrong.stderr
+        missing = fanout("run", tasks, "fan_squares")
+        assert missing.returncode == 2 and "missing a required argument: 'n'" in missing.stderr
+
         run_name = re.search(r'"run": "(\w+)"', started.stdout).group(1)  # type: ignore[union-attr]
         got = fanout("get", run_name)
         assert "SUCCEEDED" in got.stdout and "outputs: [0, 1, 4, 9]" in got.stdout

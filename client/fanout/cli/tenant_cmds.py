@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from fanout import config as client_config
-from fanout.cli import admin_cmds, output
+from fanout.cli import admin_cmds, output, token_args
 from fanout.cli.common import common_options
 from fanout.client import TERMINAL_PHASES, Client
 from fanout.errors import ConfigError
@@ -28,12 +30,16 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
         "run",
         parents=[common],
         help="start a task from a Python file as a new run",
-        description="Load FILE (its main guard does not run), start TASK with the given arguments "
-        "(each parsed as JSON, else taken as a string) and, with --wait, print its result.",
+        description="Load FILE (its main guard does not run), start TASK with the given arguments and, with "
+        "--wait, print its result. Arguments follow the task's signature as flags, as Flyte's CLI takes them "
+        "(`--user_ids '[1,2]'`; `fanout run FILE TASK --help` lists them), or come in order; each is parsed as "
+        "JSON, else taken as a string.",
     )
     run.add_argument("file", help="Python file that defines the task")
     run.add_argument("task", help="task function name")
-    run.add_argument("args", nargs="*", help="arguments, each JSON (e.g. 3, '[1,2]', '\"text\"')")
+    run.add_argument(
+        "args", nargs=argparse.REMAINDER, metavar="ARGS", help="--PARAMETER VALUE per parameter, or values in order"
+    )
     run.add_argument("--wait", action="store_true", help="wait for the result; exit 1 if the run fails")
     run.set_defaults(handler=cmd_run)
 
@@ -112,13 +118,18 @@ def _client(args: argparse.Namespace) -> Client:
 
 def cmd_run(args: argparse.Namespace) -> int:
     task = load_task(f"file:{Path(args.file).resolve()}:{args.task}")
-    values = []
-    for raw in args.args:
-        try:
-            values.append(json.loads(raw))
-        except json.JSONDecodeError:
-            values.append(raw)
-    handle = start_run(_client(args), task, *values)
+    parser = _task_parser(args.file, task)
+    given = vars(parser.parse_args(args.args))  # --help lists the task's parameters; bad flags exit 2
+    values = given.pop("values", [])
+    kwargs = {name[len(_PARAM) :]: given.pop(name) for name in list(given) if name.startswith(_PARAM)}
+    for name, value in given.items():  # client options given after TASK
+        setattr(args, name, value)
+    args.token = token_args.token_from_args(args) or args.token
+    try:
+        task.check_arguments(tuple(values), kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{exc}; `fanout run {args.file} {args.task} --help` lists its parameters") from None
+    handle = start_run(_client(args), task, *values, **kwargs)
     if not args.wait:
         if args.json:
             output.emit_json({"run": handle.name, "url": handle.url})
@@ -133,6 +144,39 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"run {handle.name} SUCCEEDED · {handle.url}")
         print(json.dumps(outputs, indent=2))
     return 0
+
+
+# Parameters' flags land under this prefix, apart from the client options sharing the parser.
+_PARAM = "param_"
+
+
+def _task_parser(file: str, task: Any) -> argparse.ArgumentParser:
+    """The arguments of one task: a flag per parameter (as its signature says), values in order, and the
+    client options (which may also come after TASK), each left unset unless given."""
+    parser = argparse.ArgumentParser(
+        prog=f"fanout run {file} {task.short_name}",
+        description=(inspect.getdoc(task.fn) or f"Run the task {task.name}.").split("\n\n")[0],
+        parents=[common_options(argparse.SUPPRESS)],
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--wait", action="store_true", help="wait for the result; exit 1 if the run fails")
+    parser.add_argument("values", nargs="*", type=_json_or_text, help="values in the parameters' order")
+    for name, parameter in inspect.signature(task.fn).parameters.items():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        kind = task.types.hints.get(name)
+        about = "any JSON" if kind is None else kind.__name__ if isinstance(kind, type) else str(kind)
+        default = "" if parameter.default is parameter.empty else f" (default: {parameter.default!r})"
+        parser.add_argument(f"--{name}", dest=_PARAM + name, type=_json_or_text, metavar="VALUE",
+                            help=f"{about}{default}")  # fmt: skip
+    return parser
+
+
+def _json_or_text(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
 
 
 def cmd_get(args: argparse.Namespace) -> int:
