@@ -30,16 +30,16 @@ def documents(text: str) -> list[dict[str, Any]]:
 
 
 def patch_files() -> set[Path]:
-    """The overlays' patches: partial objects, validated only once kustomize applies them."""
+    """The kustomizations' patches: partial objects, validated only once kustomize applies them."""
     found = set()
-    for kustomization in KUBERNETES.glob("overlays/*/kustomization.yaml"):
+    for kustomization in KUBERNETES.rglob("kustomization.yaml"):
         for patch in yaml.safe_load(kustomization.read_text()).get("patches", []):
             found.add(kustomization.parent / patch["path"])
     return found
 
 
 def resource_files() -> list[Path]:
-    """Every manifest file, not the kustomizations nor the overlays' patches."""
+    """Every manifest file, not the kustomizations nor their patches."""
     patches = patch_files()
     return [p for p in sorted(KUBERNETES.rglob("*.yaml")) if p.name != "kustomization.yaml" and p not in patches]
 

@@ -120,14 +120,27 @@ def _add_backend_args(parser: argparse.ArgumentParser) -> None:
         "--backend",
         choices=BACKENDS,
         default="process",
-        help="where actions run: local processes (default), or containers of the Docker engine that DOCKER_HOST "
-        "or the local socket names (containers use host networking and dial back on 127.0.0.1)",
+        help="where actions run: local processes (default); containers of the Docker engine that DOCKER_HOST "
+        "or the local socket names (host networking, dialling back on 127.0.0.1); or pods of the Kubernetes "
+        "cluster this dispatcher runs in, or of KUBECONFIG (RBAC: deploy/kubernetes/base/dispatcher/rbac.yaml)",
     )
     parser.add_argument(
         "--image",
         default="",
-        help="docker backend: the worker image of tasks whose TaskEnvironment names none "
+        help="docker and kubernetes backends: the worker image of tasks whose TaskEnvironment names none "
         "(default: fanout-runtime:dev, built by scripts/docker_engine.sh)",
+    )
+    parser.add_argument(
+        "--namespace",
+        default="",
+        help="kubernetes backend: the namespace of the action pods; {tenant} stands for the tenant, one "
+        "namespace each, made when first needed (default: fanout-{tenant})",
+    )
+    parser.add_argument(
+        "--worker-host",
+        default="",
+        help="kubernetes backend: the address of this dispatcher that its pods dial back to "
+        "(default: $POD_IP, set from the downward API in deploy/; else 127.0.0.1)",
     )
 
 
@@ -153,6 +166,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         command or None,
         backend=args.backend,
         image=args.image,
+        namespace=args.namespace,
+        worker_host=args.worker_host,
         trust_tenants=args.trust_tenants,
         tenant_uids=args.tenant_uids,
     )
@@ -193,7 +208,15 @@ def cmd_dispatcher(args: argparse.Namespace) -> int:
     # Uids per tenant are the process backend's: a container runs as its image's non-root user.
     tenant_uids = args.tenant_uids and args.backend == "process"
     sandbox = Sandbox.for_dispatcher(work_dir.parent, args.trust_tenants, tenant_uids)
-    chosen = backends.choose(args.backend, work_dir, args.image, sandbox=sandbox, tls=tls_variables(cfg))
+    chosen = backends.choose(
+        args.backend,
+        work_dir,
+        args.image,
+        sandbox=sandbox,
+        tls=tls_variables(cfg),
+        namespace=args.namespace,
+        worker_host=args.worker_host,
+    )
     dispatcher = Dispatcher(
         cfg,
         chosen.backend,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from fanout.dispatch.backend import Backend
 from fanout.dispatch.pools import WorkerFactory, WorkerProcess
 from fanout.dispatch.sandbox import Sandbox
 
-BACKENDS = ("process", "docker")
+BACKENDS = ("process", "docker", "kubernetes")
 
 
 @dataclass(frozen=True)
@@ -28,11 +29,14 @@ def choose(
     max_output_bytes: int = 1 << 20,
     sandbox: Sandbox | None = None,
     tls: Mapping[str, str] | None = None,
+    namespace: str = "",
+    worker_host: str = "",
 ) -> Chosen:
-    """The backend `name`; ValueError for an unknown name, EngineUnavailable when docker has no engine.
+    """The backend `name`; ValueError for an unknown name, a StartupError when its engine or cluster is absent.
 
     `sandbox` and `tls` are for local processes: a container is its own sandbox, and reaches the
-    control plane without the dispatcher's files."""
+    control plane without the dispatcher's files. `namespace` (a template with {tenant}) and
+    `worker_host` (the address its pods dial back to) are the kubernetes backend's."""
     if name == "process":
         from fanout.dispatch.process_backend import ProcessBackend
 
@@ -43,6 +47,17 @@ def choose(
 
         docker = ContainerBackend(DockerLauncher.from_env(), owner_of(work_dir), image or DEFAULT_IMAGE)
         return Chosen(docker, docker.new_worker)
+    if name == "kubernetes":
+        from fanout.dispatch.containers import DEFAULT_IMAGE, ContainerBackend
+        from fanout.dispatch.kubernetes_launcher import DEFAULT_NAMESPACE, KubernetesLauncher
+
+        owner = owner_of(work_dir)
+        launcher = KubernetesLauncher.from_config(owner, namespace or DEFAULT_NAMESPACE)
+        # Pods do not share our network namespace: listen on every interface, tell them the one to dial.
+        host = worker_host or os.environ.get("POD_IP", "") or "127.0.0.1"
+        listen = "127.0.0.1" if host == "127.0.0.1" else "0.0.0.0"
+        pods = ContainerBackend(launcher, owner, image or DEFAULT_IMAGE, listen_host=listen, dial_host=host)
+        return Chosen(pods, pods.new_worker)
     raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
 
 

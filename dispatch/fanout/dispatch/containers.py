@@ -87,6 +87,7 @@ class WorkerSpec:
 class Exit:
     code: int
     oom_killed: bool = False
+    reason: str = ""  # the engine's word for why, when it has one (ErrImagePull, Error...)
 
 
 class Launcher(Protocol):
@@ -154,7 +155,7 @@ class ContainerWorker(FramedWorker):
         self._exit = asyncio.ensure_future(self._backend.launcher.wait(spec.name))
         await asyncio.wait({connected, self._exit}, timeout=START_TIMEOUT_SECONDS, return_when=asyncio.FIRST_COMPLETED)
         if not connected.done() or connected.cancelled():
-            how = f"exited with code {self._exit.result().code}" if self._exit.done() else "did not connect in time"
+            how = _how_it_ended(self._exit.result()) if self._exit.done() else "did not connect in time"
             output = await self._backend.launcher.log_tail(spec.name, LOG_TAIL_BYTES)
             raise RuntimeError(f"the worker in container {spec.name} ({spec.image}) {how}; last output:\n{output}")
         connection = connected.result()
@@ -212,7 +213,8 @@ class ContainerBackend:
     launcher: Launcher
     owner: str
     default_image: str = DEFAULT_IMAGE
-    listen_host: str = "127.0.0.1"  # containers use host networking, so loopback reaches us
+    listen_host: str = "127.0.0.1"  # docker: containers use host networking, so loopback reaches us
+    dial_host: str = ""  # the host workers dial, when it is not the one we listen on (a pod's IP)
     listener: WorkerListener = field(init=False)
     _started: bool = field(default=False, init=False)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
@@ -225,6 +227,14 @@ class ContainerBackend:
             if not self._started:
                 await self.listener.start()
                 self._started = True
+
+    @property
+    def worker_address(self) -> str:
+        """HOST:PORT that workers dial to reach this dispatcher."""
+        if not self.dial_host:
+            return self.listener.address
+        port = self.listener.address.rsplit(":", 1)[1]
+        return f"[{self.dial_host}]:{port}" if ":" in self.dial_host else f"{self.dial_host}:{port}"
 
     def new_worker(self, pool: Pool, log_path: Path | None) -> FramedWorker:
         """The Pools' worker factory: a replica of a reusable environment (output stays in the container log)."""
@@ -241,7 +251,7 @@ class ContainerBackend:
         return WorkerSpec(
             name=f"fanout-{worker_id}",
             image=spec.image or self.default_image,
-            command=(*WORKER_COMMAND, self.listener.address),
+            command=(*WORKER_COMMAND, self.worker_address),
             env=env,
             labels={LABEL_OWNER: self.owner, LABEL_WORKER: worker_id, LABEL_TENANT: pool.key.tenant, **labels},
             memory_bytes=memory.to_bytes(spec.resources.memory) if spec.resources.memory else None,
@@ -285,6 +295,10 @@ class ContainerBackend:
         with contextlib.suppress(Exception):
             await self.launcher.remove(await self.launcher.list({LABEL_OWNER: self.owner}))
         await self.launcher.close()
+
+
+def _how_it_ended(ended: Exit) -> str:
+    return f"exited with code {ended.code}" + (f" ({ended.reason})" if ended.reason else "")
 
 
 _CPU = re.compile(r"^(\d+(?:\.\d+)?)(m?)$")

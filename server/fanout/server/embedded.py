@@ -51,8 +51,10 @@ class UpOptions:
     redis_url: str = ""
     capacity: int = DEFAULT_CAPACITY
     command: list[str] | None = None
-    backend: str = "process"  # or "docker" (see fanout.dispatch.backends)
-    image: str = ""  # the docker backend's default worker image
+    backend: str = "process"  # or "docker", "kubernetes" (see fanout.dispatch.backends)
+    image: str = ""  # the container backends' default worker image
+    namespace: str = ""  # the kubernetes backend's: where pods go ({tenant} for one namespace each)
+    worker_host: str = ""  # the kubernetes backend's: the address its pods dial back to
     trust_tenants: bool = False
     tenant_uids: bool = True
 
@@ -91,7 +93,13 @@ async def up(options: UpOptions) -> int:
             # (0711), not listable, and every secret in it stays 0600 (see the module doc).
             data_dir.chmod(0o711)
         chosen = backends.choose(
-            options.backend, data_dir / "actions", options.image, settings.max_payload_bytes, sandbox=sandbox
+            options.backend,
+            data_dir / "actions",
+            options.image,
+            settings.max_payload_bytes,
+            sandbox=sandbox,
+            namespace=options.namespace,
+            worker_host=options.worker_host,
         )
         dispatcher = Dispatcher(
             client_config.ClientConfig(endpoint=endpoint, token=dispatcher_token),
