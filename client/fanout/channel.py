@@ -52,6 +52,8 @@ _OPTIONS = [
 
 def _credentials(config: ClientConfig) -> grpc.ChannelCredentials:
     def read(path: str) -> bytes | None:
+        if path.lstrip().startswith("-----BEGIN"):  # the PEM itself (a container's worker has no files)
+            return path.encode()
         return Path(path).read_bytes() if path else None
 
     return grpc.ssl_channel_credentials(read(config.tls_ca), read(config.tls_key), read(config.tls_cert))

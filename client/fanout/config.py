@@ -29,7 +29,8 @@ SECRET_VARIABLES = ("FANOUT_TOKEN", "FANOUT_REDIS_URL")
 class ClientConfig:
     endpoint: str = ""
     token: str = ""
-    # TLS: a CA bundle turns TLS on; cert and key add a client certificate (mutual TLS).
+    # TLS: a CA bundle turns TLS on; cert and key add a client certificate (mutual TLS). Each is a
+    # file's path, or the PEM text itself (so FANOUT_TLS_CA can carry it into a container).
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""

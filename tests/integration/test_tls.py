@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -17,30 +16,13 @@ from fanout.quota.placement import PlacementStore
 from fanout.server.app import ControlPlane, create_server
 from fanout.server.settings import Settings
 from fanout.v1 import actions_pb2 as pb
+from tests.certs import make_certs
 from tests.helpers import DEV, LoopThread, eventually
-
-
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def issue(cwd: Path, name: str, subject: str, extensions: str) -> None:
-    """A key and a certificate for `name`, signed by the CA in `cwd`."""
-    openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-subj", subject,
-            "-out", f"{name}.csr", cwd=cwd)  # fmt: skip
-    (cwd / f"{name}.ext").write_text(extensions)
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "1", "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=cwd)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("certs")
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-            "-days", "1", "-subj", "/CN=fanout test CA", cwd=d)  # fmt: skip
-    issue(d, "server", "/CN=localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    issue(d, "client", "/CN=client", "extendedKeyUsage=clientAuth\n")
-    return d
+    return make_certs(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture

@@ -215,6 +215,9 @@ class ContainerBackend:
     default_image: str = DEFAULT_IMAGE
     listen_host: str = "127.0.0.1"  # docker: containers use host networking, so loopback reaches us
     dial_host: str = ""  # the host workers dial, when it is not the one we listen on (a pod's IP)
+    # The control plane's CA (PEM text) when it speaks TLS: a container has none of our files, so its
+    # worker gets the certificate itself in FANOUT_TLS_CA. Never a client key: that is the dispatcher's.
+    tls_ca_pem: str = ""
     listener: WorkerListener = field(init=False)
     _started: bool = field(default=False, init=False)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
@@ -246,6 +249,7 @@ class ContainerBackend:
         env.update(
             FANOUT_ENDPOINT=pool.env["FANOUT_ENDPOINT"],
             FANOUT_CONFIG="/dev/null",  # its actions' tokens come with them
+            **({"FANOUT_TLS_CA": self.tls_ca_pem} if self.tls_ca_pem else {}),
             **{ENV_CONCURRENCY: str(pool.key.concurrency), ENV_WORKER_ID: worker_id, ENV_WORKER_KEY: key},
         )
         return WorkerSpec(

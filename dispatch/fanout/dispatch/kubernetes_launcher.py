@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -180,7 +181,9 @@ class KubernetesLauncher:
             try:
                 config.load_incluster_config(client_configuration=configuration)
             except config.ConfigException:
-                config.load_kube_config(client_configuration=configuration)
+                # Read now, not when the client was imported (it reads KUBECONFIG once, at import).
+                kubeconfig = os.environ.get("KUBECONFIG") or None
+                config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
             configuration.connection_pool_maxsize = THREADS
             api_client = client.ApiClient(configuration)
             client.VersionApi(api_client).get_code(_request_timeout=10)
