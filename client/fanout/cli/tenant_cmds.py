@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fanout import config as client_config
-from fanout.cli import admin_cmds, output, token_args
+from fanout.cli import progress, admin_cmds, output, token_args
 from fanout.cli.common import common_options
 from fanout.client import TERMINAL_PHASES, Client
 from fanout.errors import ConfigError
@@ -129,13 +129,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         task.check_arguments(tuple(values), kwargs)
     except TypeError as exc:
         raise ConfigError(f"{exc}; `fanout run {args.file} {args.task} --help` lists its parameters") from None
-    handle = start_run(_client(args), task, *values, **kwargs)
+    client = _client(args)
+    handle = start_run(client, task, *values, **kwargs)
     if not args.wait:
         if args.json:
             output.emit_json({"run": handle.name, "url": handle.url})
         else:
             print(f"run {handle.name} started · {handle.url}")
         return 0
+    if not args.json:  # JSON output is for programs: no view of the run on the way
+        print(f"run {handle.name} started · {handle.url}", file=sys.stderr)
+        progress.follow_with_progress(client, handle.name)
     handle.wait()
     outputs = handle.outputs()
     if args.json:
