@@ -23,16 +23,26 @@ from fanout.v1 import actions_pb2 as pb
 RECONNECT_SECONDS = 60.0
 _lock = threading.Lock()
 _client: Client | None = None
+_local = False  # init() found no endpoint: run() runs in this process
 
 
 def init(endpoint: str | None = None, token: str | None = None, **tls: str) -> None:
-    """Connect to a control plane; missing values come from the environment and config file."""
-    global _client
-    cfg = config_mod.load(endpoint=endpoint, token=token, **tls).require()
+    """Connect to a control plane; missing values come from the environment and config file.
+
+    With no endpoint anywhere (no argument, no FANOUT_ENDPOINT, no config file), runs started with
+    `run()` run in this process (local mode, fanout.local), as Flyte's `flyte.init()` does.
+    """
+    global _client, _local
+    cfg = config_mod.load(endpoint=endpoint, token=token, **tls)
+    if not cfg.endpoint:
+        with _lock:
+            _client, _local = None, True
+        return
+    cfg.require()
     tracing.setup("fanout-client")
     with _lock:
         # The old client is not closed: Run handles made with it keep working.
-        _client = Client(cfg)
+        _client, _local = Client(cfg), False
 
 
 def init_from_config(path: str | None = None) -> None:
@@ -40,21 +50,28 @@ def init_from_config(path: str | None = None) -> None:
 
     The file is `path`, else $FANOUT_CONFIG, else ./.fanout/config.yaml, else ~/.fanout/config.yaml.
     """
-    global _client
+    global _client, _local
     cfg = config_mod.load(path).require()
     tracing.setup("fanout-client")
     with _lock:
-        _client = Client(cfg)
+        _client, _local = Client(cfg), False
 
 
 def client() -> Client:
     if _client is None:
+        if _local:
+            raise errors.ConfigError(
+                "fanout.init() found no endpoint, so runs are local (this process); for a control plane, "
+                "pass endpoint= or set FANOUT_ENDPOINT"
+            )
         raise errors.ConfigError("call fanout.init() or fanout.init_from_config() first")
     return _client
 
 
-def run(task: Task[Any, Any], *args: Any, **kwargs: Any) -> Run:
-    """Start `task` as the root action of a new run; returns at once."""
+def run(task: Task[Any, Any], *args: Any, **kwargs: Any) -> Run | LocalRun:
+    """Start `task` as the root action of a new run; returns at once (in local mode: once it ended)."""
+    if _local:
+        return run_locally(task, args, kwargs, "", {})
     return start_run(client(), task, *args, **kwargs)
 
 
@@ -84,7 +101,7 @@ def _start(
         return Run(c, c.create_run(spec, run_name=run_name), task.types)
 
 
-async def _run_async(task: Task[Any, Any], *args: Any, **kwargs: Any) -> Run:
+async def _run_async(task: Task[Any, Any], *args: Any, **kwargs: Any) -> Run | LocalRun:
     """`run` for async callers: the blocking calls go to a thread."""
     return await asyncio.to_thread(run, task, *args, **kwargs)
 
@@ -109,16 +126,17 @@ class RunContext:
 
     `name` names the run (reusing a name returns that run); `env_vars` are set for the root action.
     `labels`, `annotations`, `overwrite_cache`, `project`, `domain` and the like are accepted for Flyte
-    code and not acted on. `mode="local"` runs the task tree in this process (fanout.local).
+    code and not acted on. `mode="local"` runs the task tree in this process (fanout.local); no mode
+    runs it where init() said (local when it found no endpoint).
     """
 
     name: str = ""
     env_vars: Mapping[str, str] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
-    mode: str = "remote"
+    mode: str = ""
 
     def run(self, task: Task[Any, Any], *args: Any, **kwargs: Any) -> Run | LocalRun:
-        if self.mode == "local":
+        if self.mode == "local" or (not self.mode and _local):
             return run_locally(task, args, kwargs, self.name, self.env_vars)
         return _start(client(), task, args, kwargs, run_name=self.name, env_vars=self.env_vars)
 
@@ -130,7 +148,7 @@ def with_runcontext(
         raise ValueError(f"mode={mode!r}: 'remote' (the control plane, the default) or 'local' (this process)")
     if env_vars is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()):
         raise TypeError("env_vars must map str to str")
-    return RunContext(name or "", dict(env_vars or {}), options, mode or "remote")
+    return RunContext(name or "", dict(env_vars or {}), options, mode or "")
 
 
 class Run:

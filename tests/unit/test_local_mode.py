@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 
 import pytest
 
 import fanout
+from fanout import runs
 from fanout.local import LocalRun
 
 env = fanout.TaskEnvironment(name="local_env", env_vars={"FROM_ENV": "env"})
@@ -80,3 +82,32 @@ def test_an_async_caller_may_run_locally_too() -> None:
         return local().run(fan, 3).outputs()
 
     assert asyncio.run(caller()) == [0, 2, 8]
+
+
+def test_init_with_no_endpoint_anywhere_runs_locally(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As Flyte's flyte.init(): nothing to connect to means this process runs the tree."""
+    for name in ("FANOUT_ENDPOINT", "FANOUT_TOKEN", "FANOUT_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.fanout/config.yaml
+    monkeypatch.chdir(tmp_path)  # no ./.fanout/config.yaml
+    monkeypatch.setattr(runs, "_client", None)  # put back as they were after the test
+    monkeypatch.setattr(runs, "_local", False)
+
+    fanout.init()
+
+    run = fanout.run(fan, 3)
+    assert isinstance(run, LocalRun) and run.outputs() == [0, 2, 8]
+    assert isinstance(fanout.with_runcontext(name="r").run(fan, 2), LocalRun)
+    with pytest.raises(fanout.errors.ConfigError, match="no endpoint, so runs are local"):
+        fanout.with_runcontext(mode="remote").run(fan, 2)
+
+
+def test_init_with_an_endpoint_but_no_token_still_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FANOUT_TOKEN", raising=False)
+    monkeypatch.setenv("FANOUT_CONFIG", os.devnull)
+    monkeypatch.setattr(runs, "_client", None)
+    monkeypatch.setattr(runs, "_local", False)
+
+    with pytest.raises(fanout.errors.ConfigError, match="no token"):
+        fanout.init(endpoint="127.0.0.1:1")
+    assert not runs._local
