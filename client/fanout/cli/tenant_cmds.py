@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fanout import config as client_config
-from fanout.cli import progress, admin_cmds, output, token_args
+from fanout.cli import admin_cmds, output, progress, token_args
 from fanout.cli.common import common_options
 from fanout.client import TERMINAL_PHASES, Client
 from fanout.errors import ConfigError
