@@ -31,6 +31,7 @@ from fanout.mapping import map
 from fanout.policies import Backoff, RetryStrategy, Timeout
 from fanout.runs import Run, RunContext, init, init_from_config, run, with_runcontext
 from fanout.task import Resources, ReusePolicy, Task, TaskEnvironment
+from fanout.traces import trace
 
 __all__ = [
     "ActionFailed",
@@ -58,6 +59,7 @@ __all__ = [
     "init_from_config",
     "map",
     "run",
+    "trace",
     "with_runcontext",
 ]
 

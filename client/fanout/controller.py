@@ -22,6 +22,7 @@ from fanout.v1 import actions_pb2 as pb
 
 if TYPE_CHECKING:
     from fanout.task import Task
+    from fanout.traces import TraceBook
 
 _CURRENT: ContextVar[Controller | None] = ContextVar("fanout_controller", default=None)
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -46,8 +47,10 @@ class Controller:
         workdir: str = "",
         token: str | None = None,
         bundle: pb.CodeBundle | None = None,
+        attempt: int = 1,
     ) -> None:
         self.run = run
+        self.attempt = attempt
         self.parent = parent
         self.workdir = workdir
         # The parent's code bundle: its children run the same code.
@@ -61,6 +64,16 @@ class Controller:
         self._finished: dict[str, pb.ActionStatus] = {}
         # Children whose await was cancelled: aborted on the server, their outcome no longer wanted.
         self._abandoned: set[str] = set()
+        self._traces: TraceBook | None = None
+
+    @property
+    def traces(self) -> TraceBook:
+        """This attempt's traced calls (@fanout.trace), made on first use."""
+        if self._traces is None:
+            from fanout.traces import TraceBook  # traces imports this module
+
+            self._traces = TraceBook(self._client, self.run, self.parent, self.credential, self.attempt)
+        return self._traces
 
     @property
     def credential(self) -> str:

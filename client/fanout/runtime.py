@@ -50,7 +50,13 @@ def load_task(ref: str) -> Task[Any, Any]:
 
 
 async def run_task(
-    client: AsyncClient, spec: pb.ActionSpec, run: str, action: str, max_output: int, token: str | None = None
+    client: AsyncClient,
+    spec: pb.ActionSpec,
+    run: str,
+    action: str,
+    max_output: int,
+    token: str | None = None,
+    attempt: int = 1,
 ) -> pb.ActionResult:
     """Run one action's task in the current asyncio task; its child calls go through `client`.
 
@@ -63,16 +69,16 @@ async def run_task(
         tracing.span(f"fanout.action {spec.task_name}", spec.trace_parent, run=run, action=action),
         output.capture() as printed,
     ):
-        result = await _run_task(client, spec, run, action, max_output, token)
+        result = await _run_task(client, spec, run, action, max_output, token, attempt)
     result.output = printed.value()  # kept apart by the control plane: `fanout logs RUN ACTION`
     return result
 
 
 async def _run_task(
-    client: AsyncClient, spec: pb.ActionSpec, run: str, action: str, max_output: int, token: str | None
+    client: AsyncClient, spec: pb.ActionSpec, run: str, action: str, max_output: int, token: str | None, attempt: int
 ) -> pb.ActionResult:
     bundle = spec.bundle if spec.HasField("bundle") else None
-    controller = Controller(client, run, action, workdir=spec.workdir, token=token, bundle=bundle)
+    controller = Controller(client, run, action, workdir=spec.workdir, token=token, bundle=bundle, attempt=attempt)
     try:
         if spec.bundle.digest:
             await active.prepare(client, spec.bundle, token)

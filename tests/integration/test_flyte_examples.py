@@ -44,7 +44,7 @@ def run_example(tenant: Tenant, file: str, *args: Any, **kwargs: Any) -> Any:
 
 def test_every_example_has_a_test() -> None:
     tested = {"parallel_fanout.py", "map_concurrency.py", "error_handling.py", "retries_backoff.py"}
-    tested |= {"timeouts.py", "groups.py", "nested_fanout.py", "big_fanout.py", "cancellation.py"}
+    tested |= {"timeouts.py", "groups.py", "nested_fanout.py", "big_fanout.py", "cancellation.py", "traces.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
     for path in EXAMPLES.glob("*.py"):
         assert "import flyte\n" in path.read_text(), path.name
@@ -75,6 +75,15 @@ def test_error_handling(tenant: Tenant) -> None:
 @pytest.mark.usefixtures("flyte_alias")
 def test_retries_backoff(tenant: Tenant, tmp_path: Path) -> None:
     assert run_example(tenant, "retries_backoff.py", marker=str(tmp_path / "attempts")) == 3
+
+
+@pytest.mark.usefixtures("flyte_alias")
+def test_traces(tenant: Tenant, tmp_path: Path) -> None:
+    documents = ["the quick brown fox", "jumps over", "the lazy dog", "lorem ipsum dolor sit amet", "fin"]
+    out = run_example(tenant, "traces.py", ledger=str(tmp_path / "ledger"), documents=documents)
+    assert out["summaries"][0] == "the quick brown fox: 4 words" and len(out["summaries"]) == 5
+    assert (tmp_path / "ledger.attempts").read_text() == "xx"  # it failed once and was retried...
+    assert out["calls_made"] == 5  # ...and the retry made no call again
 
 
 @pytest.mark.usefixtures("flyte_alias")

@@ -241,6 +241,48 @@ def test_run_listing_rpcs_against_every_role(world: World) -> None:
     assert missing_run.value.code() == NOT_FOUND
 
 
+def test_trace_rpcs_against_every_role(world: World) -> None:
+    """RecordTraces: only the running action itself. ListTraces: the tenant, and an action token of the run."""
+    run = world.runs[0]
+    stub = actions_pb2_grpc.ActionServiceStub(world.channel)
+    record = pb.TraceRecord(key="matrix", name="f", output=b"1")
+    requests: dict[str, Any] = {
+        "RecordTraces": pb.RecordTracesRequest(run=run, action="root", records=[record]),
+        "ListTraces": pb.ListTracesRequest(run=run, action="root"),
+    }
+    readers = {
+        **{role: DENIED for role in ROLES},
+        "tenant": OK,
+        "other_tenant": NOT_FOUND,  # exactly like a missing run
+        "action_this_run": OK,
+        "action_other_run": NOT_FOUND,
+    }
+    want = {
+        "RecordTraces": {**{role: DENIED for role in ROLES}, "action_this_run": OK, "action_other_run": NOT_FOUND},
+        "ListTraces": readers,
+    }
+    assert {m.rsplit("/", 1)[1] for m in METHOD_ROLES if m.endswith(("/RecordTraces", "/ListTraces"))} == set(want)
+    got = {
+        method: {role: _code(getattr(stub, method), request, world.tokens[role]) for role in ROLES}
+        for method, request in requests.items()
+    }
+    assert got == want
+    # Only the action's own record is there, once, whoever tried.
+    listed = stub.ListTraces(requests["ListTraces"], metadata=[("authorization", f"Bearer {world.tokens['tenant']}")])
+    assert [r.key for r in listed.records] == ["matrix"]
+    # The run's own action token, for another action of the run: refused, not recorded.
+    other = pb.RecordTracesRequest(run=run, action="matrix-kid", records=[record])
+    assert _code(stub.RecordTraces, other, world.tokens["action_this_run"]) == DENIED
+
+
+def _code(method: Any, request: Any, token: str) -> grpc.StatusCode:
+    try:
+        method(request, metadata=[("authorization", f"Bearer {token}")], timeout=10)
+        return OK
+    except grpc.RpcError as exc:
+        return exc.code()
+
+
 def run_and_dispatch_cases(
     world: World, victim: str
 ) -> dict[str, tuple[Callable[[Any, list[Any]], Any], dict[str, grpc.StatusCode]]]:
@@ -328,7 +370,7 @@ def test_run_and_dispatch_rpcs_against_every_role(world: World) -> None:
 # service), and the two calls that carry a token per message, checked message by message
 # (test_worker_multiplexing.py), not by a metadata token.
 ELSEWHERE = {"HasBundle", "UploadBundle", "GetBundle", "SubmitMany", "WatchMany"}
-IN_THIS_FILE = {"AbortAction", "ListRuns", "ListActions"}
+IN_THIS_FILE = {"AbortAction", "ListRuns", "ListActions", "RecordTraces", "ListTraces"}
 
 
 def test_every_rpc_served_has_a_row_in_a_role_matrix(world: World) -> None:

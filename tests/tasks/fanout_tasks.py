@@ -330,3 +330,29 @@ async def mux_quota_pair(big: int, small: int) -> list[object]:
     """Two parents in the worker at once: the big one's children overflow max_fanout, the small one's fit."""
     results = await asyncio.gather(mux_parent(big), mux_parent(small), return_exceptions=True)
     return [r.error_type if isinstance(r, fanout.ActionFailed) else r for r in results]
+
+
+@fanout.trace
+async def traced_square(marker_dir: str, x: int) -> int:
+    """A checkpointed helper: each real run of it leaves a marker."""
+    _append(f"{marker_dir}/square-{x}", "ran\n")
+    await asyncio.sleep(0)
+    return x * x
+
+
+def _append(path: str, text: str) -> None:
+    with open(path, "a") as marks:
+        marks.write(text)
+
+
+@env.task(retries=2)
+async def traced_then_flaky(marker_dir: str, n: int) -> int:
+    """n traced squares at once, then a failure on the first attempt: the retry replays the squares."""
+    from pathlib import Path
+
+    squares = await asyncio.gather(*(traced_square(marker_dir, x) for x in range(n)))
+    attempt = len(list(Path(marker_dir).glob("attempt-*"))) + 1
+    (Path(marker_dir) / f"attempt-{attempt}").touch()
+    if attempt == 1:
+        raise RuntimeError("the first attempt fails after its traced calls")
+    return sum(squares)

@@ -187,10 +187,12 @@ def cmd_get(args: argparse.Namespace) -> int:
     with _client(args) as client:
         run = client.get_run(args.run)
         status = client.get_action(args.run, args.action or run.root)
+        traced = client.call(client.actions.ListTraces, pb.ListTracesRequest(run=run.name, action=status.name))
     if args.json:
         data = output.as_dict(run)
         data["phase"] = output.phase(run.phase)
-        output.emit_json({"run": data, "action": output.status_dict(status)})
+        calls = [{"name": r.name, "duration": r.duration, "attempt": r.attempt} for r in traced.records]
+        output.emit_json({"run": data, "action": output.status_dict(status), "traced_calls": calls})
         return 0
     print(f"run     {run.name}  {output.phase(run.phase)}  ({run.action_count} actions)")
     print(f"created {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(run.created_at))}")
@@ -199,6 +201,12 @@ def cmd_get(args: argparse.Namespace) -> int:
         print(f"group   {status.group}")
     if status.HasField("result"):
         print(f"        {output.describe_result(status.result)}")
+    if traced.records:  # @fanout.trace calls, kept for its retries: how many of each, and their time
+        by_name = Counter(r.name for r in traced.records)
+        seconds = sum(r.duration for r in traced.records)
+        more = " (first page)" if traced.next_cursor else ""
+        listed = ", ".join(f"{name} ×{count}" for name, count in by_name.most_common(5))
+        print(f"traced  {len(traced.records)} calls{more}: {listed}  · {seconds:.2f} s in all")
     return 0
 
 

@@ -119,7 +119,9 @@ class Worker:
         if spec.workdir and spec.workdir not in sys.path:
             sys.path.insert(0, spec.workdir)  # what `python -m fanout.runtime` started there would see
         max_output = action.max_payload_bytes or DEFAULT_MAX_OUTPUT
-        return await runtime.run_task(self._client, spec, action.run, spec.name, max_output, token=action.action_token)
+        return await runtime.run_task(
+            self._client, spec, action.run, spec.name, max_output, token=action.action_token, attempt=action.attempt
+        )
 
     def _done(self, key: Key, timeout: int, task: asyncio.Task[pb.ActionResult]) -> None:
         del self._tasks[key]

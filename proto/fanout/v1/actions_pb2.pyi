@@ -402,6 +402,54 @@ class GetLogsResponse(_message.Message):
     kept: bool
     def __init__(self, attempt: _Optional[int] = ..., phase: _Optional[_Union[Phase, str]] = ..., output: _Optional[bytes] = ..., kept: _Optional[bool] = ...) -> None: ...
 
+class TraceRecord(_message.Message):
+    __slots__ = ("key", "name", "output", "started_at", "duration", "attempt")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    name: str
+    output: bytes
+    started_at: float
+    duration: float
+    attempt: int
+    def __init__(self, key: _Optional[str] = ..., name: _Optional[str] = ..., output: _Optional[bytes] = ..., started_at: _Optional[float] = ..., duration: _Optional[float] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class RecordTracesRequest(_message.Message):
+    __slots__ = ("run", "action", "records")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    run: str
+    action: str
+    records: _containers.RepeatedCompositeFieldContainer[TraceRecord]
+    def __init__(self, run: _Optional[str] = ..., action: _Optional[str] = ..., records: _Optional[_Iterable[_Union[TraceRecord, _Mapping]]] = ...) -> None: ...
+
+class RecordTracesResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListTracesRequest(_message.Message):
+    __slots__ = ("run", "action", "cursor")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    run: str
+    action: str
+    cursor: str
+    def __init__(self, run: _Optional[str] = ..., action: _Optional[str] = ..., cursor: _Optional[str] = ...) -> None: ...
+
+class ListTracesResponse(_message.Message):
+    __slots__ = ("records", "next_cursor")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[TraceRecord]
+    next_cursor: str
+    def __init__(self, records: _Optional[_Iterable[_Union[TraceRecord, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
 class AbortRunRequest(_message.Message):
     __slots__ = ("run", "reason")
     RUN_FIELD_NUMBER: _ClassVar[int]

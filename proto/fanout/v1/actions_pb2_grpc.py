@@ -100,6 +100,16 @@ class ActionServiceStub:
                 request_serializer=fanout_dot_v1_dot_actions__pb2.ListActionsRequest.SerializeToString,
                 response_deserializer=fanout_dot_v1_dot_actions__pb2.ListActionsResponse.FromString,
                 _registered_method=True)
+        self.RecordTraces = channel.unary_unary(
+                '/fanout.v1.ActionService/RecordTraces',
+                request_serializer=fanout_dot_v1_dot_actions__pb2.RecordTracesRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_actions__pb2.RecordTracesResponse.FromString,
+                _registered_method=True)
+        self.ListTraces = channel.unary_unary(
+                '/fanout.v1.ActionService/ListTraces',
+                request_serializer=fanout_dot_v1_dot_actions__pb2.ListTracesRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_actions__pb2.ListTracesResponse.FromString,
+                _registered_method=True)
 
 
 class ActionServiceServicer:
@@ -189,6 +199,19 @@ class ActionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordTraces(self, request, context):
+        """Traced calls inside an action (@fanout.trace): recorded by the action, replayed to its retries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTraces(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ActionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -256,6 +279,16 @@ def add_ActionServiceServicer_to_server(servicer, server):
                     servicer.ListActions,
                     request_deserializer=fanout_dot_v1_dot_actions__pb2.ListActionsRequest.FromString,
                     response_serializer=fanout_dot_v1_dot_actions__pb2.ListActionsResponse.SerializeToString,
+            ),
+            'RecordTraces': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordTraces,
+                    request_deserializer=fanout_dot_v1_dot_actions__pb2.RecordTracesRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_actions__pb2.RecordTracesResponse.SerializeToString,
+            ),
+            'ListTraces': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTraces,
+                    request_deserializer=fanout_dot_v1_dot_actions__pb2.ListTracesRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_actions__pb2.ListTracesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -610,6 +643,60 @@ class ActionService:
             '/fanout.v1.ActionService/ListActions',
             fanout_dot_v1_dot_actions__pb2.ListActionsRequest.SerializeToString,
             fanout_dot_v1_dot_actions__pb2.ListActionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordTraces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.ActionService/RecordTraces',
+            fanout_dot_v1_dot_actions__pb2.RecordTracesRequest.SerializeToString,
+            fanout_dot_v1_dot_actions__pb2.RecordTracesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTraces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.ActionService/ListTraces',
+            fanout_dot_v1_dot_actions__pb2.ListTracesRequest.SerializeToString,
+            fanout_dot_v1_dot_actions__pb2.ListTracesResponse.FromString,
             options,
             channel_credentials,
             insecure,

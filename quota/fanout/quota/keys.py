@@ -34,6 +34,8 @@ ACTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}\Z")
 #         one. A run that ends leaves its queue to be unlinked whole (lease.lua
 #         on its next visit, or the sweeper), never popped entry by entry.
 #   mqs:  hash action name -> max_queued_seconds, of the actions that have one (lease.lua)
+#   out:  hash "<action>/<attempt>" -> what that attempt printed
+#   tr:   hash "<action>/<key>" -> a traced call's record (record_traces.lua), replayed on retries
 #   ab:   list of the aborted actions whose children are still to be aborted (AbortAction),
 #         walked from the head by abort_step.lua; the run meta's `abat` is the offset reached
 #         in the head's children.
@@ -43,7 +45,7 @@ ACTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}\Z")
 # A finished run is kept for its tenant's retention_seconds, then the sweeper
 # (drop_run.lua) unlinks these keys a bounded number per script: the per-parent
 # ones first, walking the parents set, then the per-run ones.
-RUN_KEY_SUFFIXES = ("run:", "spec:", "st:", "res:", "parents:", "lost:", "q:", "fail:", "ab:", "mqs:", "out:")
+RUN_KEY_SUFFIXES = ("run:", "spec:", "st:", "res:", "parents:", "lost:", "q:", "fail:", "ab:", "mqs:", "out:", "tr:")
 PARENT_KEY_SUFFIXES = ("kids:", "ev:")
 RUN_SUFFIXES = RUN_KEY_SUFFIXES + PARENT_KEY_SUFFIXES
 
@@ -197,6 +199,11 @@ class TenantKeys:
         """Hash "<action>/<attempt>" -> what that attempt printed (its last 1 MiB), kept apart from the
         results that watches carry; dropped with the run."""
         return f"{self.prefix}out:{run}"
+
+    def traces(self, run: str) -> str:
+        """Hash "<action>/<key>" -> TraceRecord: traced calls (@fanout.trace) that the action's later
+        attempts replay (traces.py); dropped with the run."""
+        return f"{self.prefix}tr:{run}"
 
     def run_queue(self, run: str) -> str:
         return f"{self.prefix}q:{run}"

@@ -72,6 +72,7 @@ class Principal:
     action: str = ""
     # The token's name (admin, tenant and dispatcher tokens): the actor the audit trail shows.
     name: str = ""
+    attempt: int = 0  # an action token's attempt
 
     @property
     def label(self) -> str:
@@ -284,7 +285,7 @@ class TokenStore:
         state = await self._redis.hget(keys.TenantKeys(tenant).states(run), action)
         if state is None or not _holds_lease(state, attempt):
             return None
-        return Principal(role="action", tenant=tenant, run=run, action=action)
+        return Principal(role="action", tenant=tenant, run=run, action=action, attempt=int(attempt))
 
 
 class ActionSigner:

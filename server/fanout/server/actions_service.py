@@ -19,12 +19,13 @@ from fanout.quota.errors import FailedPrecondition, NotFound, QuotaExceeded
 from fanout.quota.limits import LimitStore
 from fanout.quota.listing import Listing
 from fanout.quota.tokens import Principal, TokenStore
+from fanout.quota.traces import TraceStore
 from fanout.server import event_log, metrics, run_views, validation
 from fanout.server.auth import authorize, check_action_scope, principal
 from fanout.server.concurrency import at_most
 from fanout.server.run_views import PageLinks
 from fanout.server.settings import Settings
-from fanout.server.status import invalid, not_found, to_rpc_status
+from fanout.server.status import denied, invalid, not_found, to_rpc_status
 from fanout.server.watch_events import Groups, replay, valid_cursor, watch_events
 from fanout.server.watch_many import WATCH_BLOCK_MS, WatchMany
 from fanout.v1 import actions_pb2 as pb
@@ -62,8 +63,10 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         bundles: BundleStore,
         listing: Listing,
         links: PageLinks,
+        traces: TraceStore,
     ) -> None:
         self._settings = settings
+        self._traces = traces
         self._bundles = bundles
         self._store = store
         self._limits = limits
@@ -329,6 +332,32 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         validation.run_name(request.run)
         check_action_scope(who, request.run, None)
         return await run_views.list_actions(self._listing, who.tenant, request)
+
+    async def RecordTraces(
+        self, request: pb.RecordTracesRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.RecordTracesResponse:
+        who = principal()
+        check_action_scope(who, request.run, None)  # another run's: not found, exactly like a missing one
+        if request.action != who.action:
+            raise denied(f"action {who.action!r} records only its own traced calls, not those of {request.action!r}")
+        limit = (await self._limits.effective(who.tenant)).max_payload_bytes
+        if any(len(record.output) > limit for record in request.records):
+            raise invalid(f"a traced call's output is over max_payload_bytes ({limit})")
+        await self._traces.record(who.tenant, request.run, request.action, who.attempt, list(request.records))
+        return pb.RecordTracesResponse()
+
+    async def ListTraces(
+        self, request: pb.ListTracesRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.ListTracesResponse:
+        who = principal()
+        validation.run_name(request.run)
+        validation.action_name(request.action)
+        check_action_scope(who, request.run, None)
+        if request.cursor and not request.cursor.isdigit():
+            raise invalid("cursor: pass the next_cursor of the previous page")
+        await self._store.get_action(who.tenant, request.run, request.action)  # NotFound: no such action of ours
+        records, cursor = await self._traces.page(who.tenant, request.run, request.action, request.cursor)
+        return pb.ListTracesResponse(records=records, next_cursor=cursor)
 
     async def _run(self, tenant: str, run: str) -> pb.Run:
         return run_views.run_message(await self._listing.run_summary(tenant, run), self._links)

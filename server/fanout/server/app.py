@@ -32,6 +32,7 @@ from fanout.quota.requests import RequestStore
 from fanout.quota.scripts import Scripts
 from fanout.quota.tenants import TenantStore
 from fanout.quota.tokens import TokenStore
+from fanout.quota.traces import TraceStore
 from fanout.server import event_log, metrics, redis_connect, signing_key
 from fanout.server.actions_service import WATCH_BLOCK_MS, ActionService
 from fanout.server.admin_service import AdminService
@@ -174,7 +175,7 @@ async def create_server(settings: Settings) -> ControlPlane:
     server = aio.server(interceptors=[MetricsInterceptor(), AuthInterceptor(tokens)], options=options)
     bundles = BundleStore(redis)
     actions_pb2_grpc.add_ActionServiceServicer_to_server(
-        ActionService(settings, actions, limits, tokens, bundles, listing, links), server
+        ActionService(settings, actions, limits, tokens, bundles, listing, links, TraceStore(redis)), server
     )
     bundles_pb2_grpc.add_BundleServiceServicer_to_server(BundleService(bundles, limits), server)
     dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchService(actions, limits, tokens, wakeup), server)

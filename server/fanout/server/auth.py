@@ -55,6 +55,9 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     _BUNDLES + "GetBundle": frozenset({"tenant", "action"}),
     _ACTIONS + "ListRuns": frozenset({"tenant"}),
     _ACTIONS + "ListActions": frozenset({"tenant", "action"}),
+    # Traced calls: an action records its own (its token names it); it and its tenant read them.
+    _ACTIONS + "RecordTraces": frozenset({"action"}),
+    _ACTIONS + "ListTraces": frozenset({"tenant", "action"}),
     _DISPATCH + "Lease": frozenset({"dispatcher"}),
     _DISPATCH + "Report": frozenset({"dispatcher"}),
 }
