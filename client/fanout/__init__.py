@@ -16,7 +16,7 @@ fanout.init_from_config()
 print(fanout.run(main, 10).outputs())
 """
 
-from fanout import errors
+from fanout import errors, report
 from fanout.context import TaskContext, ctx, version
 from fanout.errors import (
     ActionFailed,
@@ -58,6 +58,7 @@ __all__ = [
     "init",
     "init_from_config",
     "map",
+    "report",
     "run",
     "trace",
     "with_runcontext",

@@ -204,6 +204,11 @@ class Run:
         printed = self._client.get_logs(self.name, action or self._run.root, attempt)
         return printed.output.decode("utf-8", "replace")
 
+    def report(self, action: str = "") -> str:
+        """The HTML report an action of this run (default: the root) flushed last (fanout.report); "" if none."""
+        request = pb.GetReportRequest(run=self.name, action=action or self._run.root)
+        return self._client.call(self._client.actions.GetReport, request).html.decode("utf-8", "replace")
+
     def __repr__(self) -> str:
         return f"Run(name={self.name!r}, url={self.url!r})"
 

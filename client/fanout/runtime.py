@@ -6,6 +6,7 @@ child actions, and turns what it returned or raised into an ActionResult.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib
 import importlib.util
@@ -14,7 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from fanout import errors, output, serialization, tracing
+from fanout import errors, output, report, serialization, tracing
 from fanout.bundles import active
 from fanout.client import AsyncClient
 from fanout.controller import Controller
@@ -79,12 +80,16 @@ async def _run_task(
 ) -> pb.ActionResult:
     bundle = spec.bundle if spec.HasField("bundle") else None
     controller = Controller(client, run, action, workdir=spec.workdir, token=token, bundle=bundle, attempt=attempt)
+    page: report.Report | None = None
     try:
         if spec.bundle.digest:
             await active.prepare(client, spec.bundle, token)
         task = load_task(spec.task_ref)
         args, kwargs = serialization.decode_inputs(spec.inputs, task.types)
         controller.activate()
+        if task.report:
+            page = report.Report(f"{task.name} · {action}", _report_sink(client, run, action, token))
+            report.begin(page)
         value = await task.invoke(*args, **kwargs)
         outputs = serialization.encode_output(task.name, value, task.types)
         if len(outputs) > max_output:
@@ -100,4 +105,23 @@ async def _run_task(
             )
         )
     finally:
+        # What the task wrote since its last flush is kept too, however it ended (but an abort: at once).
+        current = asyncio.current_task()
+        if page is not None and not (current is not None and current.cancelling()):
+            await _keep_report(page)
         await controller.close()
+
+
+def _report_sink(client: AsyncClient, run: str, action: str, token: str | None) -> report.Sink:
+    async def put(html: bytes) -> None:
+        request = pb.PutReportRequest(run=run, action=action, html=html)
+        await client.call(client.actions.PutReport, request, token=token)
+
+    return put
+
+
+async def _keep_report(page: report.Report) -> None:
+    try:
+        await page.flush()
+    except errors.FanoutError as exc:  # the action's outcome matters more than its report
+        print(f"fanout: the report was not kept: {exc}", file=sys.stderr)

@@ -47,7 +47,7 @@ TaskFunction = Callable[P, Coroutine[Any, Any, R]] | Callable[P, R]
 
 # Options Flyte's @env.task and task.override() take that this platform accepts and does not act on.
 FLYTE_TASK_OPTIONS = frozenset(
-    {"docs", "report", "pod_template", "interruptible", "max_inline_io_bytes", "queue", "triggers", "links"}
+    {"docs", "pod_template", "interruptible", "max_inline_io_bytes", "queue", "triggers", "links"}
 )
 FLYTE_OVERRIDE_OPTIONS = frozenset(
     {
@@ -159,19 +159,23 @@ class TaskEnvironment:
         retries: int | RetryStrategy = 0,
         timeout: float | timedelta | Timeout | None = None,
         cache: Any = None,
+        report: bool = False,
         **flyte_options: Any,
     ) -> Any:
         """Decorate a function (`async def` or plain `def`) as a task of this environment.
 
         `retries` and `timeout` are checked here: a wrong type is a TypeError now,
-        not at run. Other Flyte options (docs, report, pod_template, ...) are accepted.
+        not at run. `report=True` keeps what the task writes with fanout.report.
+        Other Flyte options (docs, pod_template, ...) are accepted.
         """
         _only_flyte_options("task", flyte_options, FLYTE_TASK_OPTIONS)
         strategy = policies.retry_strategy(retries)
         limit = policies.timeout_policy(timeout)
+        if not isinstance(report, bool):
+            raise TypeError(f"report must be True or False, not {type(report).__name__}")
 
         def wrap(f: TaskFunction[P, R]) -> Task[P, R]:
-            t = Task(self, f, retries=strategy, timeout=limit, short_name=short_name)
+            t = Task(self, f, retries=strategy, timeout=limit, short_name=short_name, report=report)
             self.tasks[t.short_name] = t
             return t
 
@@ -196,6 +200,7 @@ class Task(Generic[P, R]):
         timeout: float | timedelta | Timeout | None = None,
         short_name: str | None = None,
         resources: Resources | None = None,
+        report: bool = False,
     ) -> None:
         if not callable(fn) or inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
             raise TypeError(f"task {getattr(fn, '__qualname__', fn)!r} must be a function (async def or def)")
@@ -209,6 +214,7 @@ class Task(Generic[P, R]):
         self.resources = resources or env.resources
         self.short_name = short_name or fn.__name__
         self.name = f"{env.name}.{self.short_name}"
+        self.report = report  # its fanout.report is kept with its action
         self._ref = ""
         functools.update_wrapper(self, fn)
 
@@ -238,6 +244,7 @@ class Task(Generic[P, R]):
             timeout=self.timeout if timeout is None else timeout,
             short_name=short_name or self.short_name,
             resources=resources or self.resources,
+            report=self.report,
         )
         copy._ref = self._ref
         return copy
@@ -326,6 +333,11 @@ class Task(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"Task({self.name})"
+
+
+def action_loop() -> asyncio.AbstractEventLoop | None:
+    """In a plain task's thread: the event loop of the action it runs for (None elsewhere)."""
+    return _ACTION_LOOP.get()
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

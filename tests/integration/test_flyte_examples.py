@@ -45,6 +45,7 @@ def run_example(tenant: Tenant, file: str, *args: Any, **kwargs: Any) -> Any:
 def test_every_example_has_a_test() -> None:
     tested = {"parallel_fanout.py", "map_concurrency.py", "error_handling.py", "retries_backoff.py"}
     tested |= {"timeouts.py", "groups.py", "nested_fanout.py", "big_fanout.py", "cancellation.py", "traces.py"}
+    tested |= {"reports.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
     for path in EXAMPLES.glob("*.py"):
         assert "import flyte\n" in path.read_text(), path.name
@@ -84,6 +85,16 @@ def test_traces(tenant: Tenant, tmp_path: Path) -> None:
     assert out["summaries"][0] == "the quick brown fox: 4 words" and len(out["summaries"]) == 5
     assert (tmp_path / "ledger.attempts").read_text() == "xx"  # it failed once and was retried...
     assert out["calls_made"] == 5  # ...and the retry made no call again
+
+
+@pytest.mark.usefixtures("flyte_alias")
+def test_reports(tenant: Tenant) -> None:
+    fanout.init(endpoint=tenant.client.config.endpoint, token=tenant.token)
+    run = fanout.run(load_task(f"file:{EXAMPLES / 'reports.py'}:main"), n=4)
+    assert run.outputs() == 0 + 1 + 4 + 9
+    page = run.report()
+    assert "<h1>Scoring 4 items</h1>" in page and "<p>Total: 14</p>" in page
+    assert "<h2>Scores</h2>" in page and "<tr><td>3</td><td>9</td></tr>" in page
 
 
 @pytest.mark.usefixtures("flyte_alias")

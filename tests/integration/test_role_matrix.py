@@ -275,6 +275,36 @@ def test_trace_rpcs_against_every_role(world: World) -> None:
     assert _code(stub.RecordTraces, other, world.tokens["action_this_run"]) == DENIED
 
 
+def test_report_rpcs_against_every_role(world: World) -> None:
+    """PutReport: only the running action itself. GetReport: the tenant, and an action token of the run."""
+    run = world.runs[0]
+    stub = actions_pb2_grpc.ActionServiceStub(world.channel)
+    requests: dict[str, Any] = {
+        "PutReport": pb.PutReportRequest(run=run, action="root", html=b"<p>matrix</p>"),
+        "GetReport": pb.GetReportRequest(run=run, action="root"),
+    }
+    want = {
+        "PutReport": {**{role: DENIED for role in ROLES}, "action_this_run": OK, "action_other_run": NOT_FOUND},
+        "GetReport": {
+            **{role: DENIED for role in ROLES},
+            "tenant": OK,
+            "other_tenant": NOT_FOUND,  # exactly like a missing run
+            "action_this_run": OK,
+            "action_other_run": NOT_FOUND,
+        },
+    }
+    assert {m.rsplit("/", 1)[1] for m in METHOD_ROLES if m.endswith(("/PutReport", "/GetReport"))} == set(want)
+    got = {
+        method: {role: _code(getattr(stub, method), request, world.tokens[role]) for role in ROLES}
+        for method, request in requests.items()
+    }
+    assert got == want
+    kept = stub.GetReport(requests["GetReport"], metadata=[("authorization", f"Bearer {world.tokens['tenant']}")])
+    assert kept.html == b"<p>matrix</p>"
+    other = pb.PutReportRequest(run=run, action="matrix-kid", html=b"<p>not mine</p>")
+    assert _code(stub.PutReport, other, world.tokens["action_this_run"]) == DENIED
+
+
 def _code(method: Any, request: Any, token: str) -> grpc.StatusCode:
     try:
         method(request, metadata=[("authorization", f"Bearer {token}")], timeout=10)
@@ -370,7 +400,7 @@ def test_run_and_dispatch_rpcs_against_every_role(world: World) -> None:
 # service), and the two calls that carry a token per message, checked message by message
 # (test_worker_multiplexing.py), not by a metadata token.
 ELSEWHERE = {"HasBundle", "UploadBundle", "GetBundle", "SubmitMany", "WatchMany"}
-IN_THIS_FILE = {"AbortAction", "ListRuns", "ListActions", "RecordTraces", "ListTraces"}
+IN_THIS_FILE = {"AbortAction", "ListRuns", "ListActions", "RecordTraces", "ListTraces", "PutReport", "GetReport"}
 
 
 def test_every_rpc_served_has_a_row_in_a_role_matrix(world: World) -> None:

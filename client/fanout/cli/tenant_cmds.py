@@ -63,6 +63,18 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
     )
     logs.set_defaults(handler=cmd_logs)
 
+    report = sub.add_parser(
+        "report",
+        parents=[common],
+        help="an action's HTML report",
+        description="Writes the HTML report an action's task flushed last (a task with report=True, through "
+        "fanout.report), to stdout or --output. Exit 1 if it has none.",
+    )
+    report.add_argument("run")
+    report.add_argument("action", nargs="?", help="action name (default: the root)")
+    report.add_argument("-o", "--output", metavar="FILE", help="write the page to FILE (open it in a browser)")
+    report.set_defaults(handler=cmd_report)
+
     watch = sub.add_parser(
         "watch",
         parents=[common],
@@ -207,6 +219,21 @@ def cmd_get(args: argparse.Namespace) -> int:
         more = " (first page)" if traced.next_cursor else ""
         listed = ", ".join(f"{name} ×{count}" for name, count in by_name.most_common(5))
         print(f"traced  {len(traced.records)} calls{more}: {listed}  · {seconds:.2f} s in all")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        name = args.action or client.get_run(args.run).root
+        page = client.call(client.actions.GetReport, pb.GetReportRequest(run=args.run, action=name))
+    if not page.kept:
+        print(f"fanout: {name} has no report: its task flushed none (it needs report=True)", file=sys.stderr)
+        return 1
+    if args.output:
+        Path(args.output).write_bytes(page.html)
+        print(f"wrote {len(page.html):,} bytes to {args.output}")
+    else:
+        sys.stdout.write(page.html.decode("utf-8", "replace") + "\n")
     return 0
 
 

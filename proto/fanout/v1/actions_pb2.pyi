@@ -450,6 +450,36 @@ class ListTracesResponse(_message.Message):
     next_cursor: str
     def __init__(self, records: _Optional[_Iterable[_Union[TraceRecord, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
 
+class PutReportRequest(_message.Message):
+    __slots__ = ("run", "action", "html")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    HTML_FIELD_NUMBER: _ClassVar[int]
+    run: str
+    action: str
+    html: bytes
+    def __init__(self, run: _Optional[str] = ..., action: _Optional[str] = ..., html: _Optional[bytes] = ...) -> None: ...
+
+class PutReportResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetReportRequest(_message.Message):
+    __slots__ = ("run", "action")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    run: str
+    action: str
+    def __init__(self, run: _Optional[str] = ..., action: _Optional[str] = ...) -> None: ...
+
+class GetReportResponse(_message.Message):
+    __slots__ = ("html", "kept")
+    HTML_FIELD_NUMBER: _ClassVar[int]
+    KEPT_FIELD_NUMBER: _ClassVar[int]
+    html: bytes
+    kept: bool
+    def __init__(self, html: _Optional[bytes] = ..., kept: _Optional[bool] = ...) -> None: ...
+
 class AbortRunRequest(_message.Message):
     __slots__ = ("run", "reason")
     RUN_FIELD_NUMBER: _ClassVar[int]

@@ -110,6 +110,16 @@ class ActionServiceStub:
                 request_serializer=fanout_dot_v1_dot_actions__pb2.ListTracesRequest.SerializeToString,
                 response_deserializer=fanout_dot_v1_dot_actions__pb2.ListTracesResponse.FromString,
                 _registered_method=True)
+        self.PutReport = channel.unary_unary(
+                '/fanout.v1.ActionService/PutReport',
+                request_serializer=fanout_dot_v1_dot_actions__pb2.PutReportRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_actions__pb2.PutReportResponse.FromString,
+                _registered_method=True)
+        self.GetReport = channel.unary_unary(
+                '/fanout.v1.ActionService/GetReport',
+                request_serializer=fanout_dot_v1_dot_actions__pb2.GetReportRequest.SerializeToString,
+                response_deserializer=fanout_dot_v1_dot_actions__pb2.GetReportResponse.FromString,
+                _registered_method=True)
 
 
 class ActionServiceServicer:
@@ -212,6 +222,19 @@ class ActionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutReport(self, request, context):
+        """An action's HTML report: put by the action as it runs, read by its tenant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReport(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ActionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -289,6 +312,16 @@ def add_ActionServiceServicer_to_server(servicer, server):
                     servicer.ListTraces,
                     request_deserializer=fanout_dot_v1_dot_actions__pb2.ListTracesRequest.FromString,
                     response_serializer=fanout_dot_v1_dot_actions__pb2.ListTracesResponse.SerializeToString,
+            ),
+            'PutReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutReport,
+                    request_deserializer=fanout_dot_v1_dot_actions__pb2.PutReportRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_actions__pb2.PutReportResponse.SerializeToString,
+            ),
+            'GetReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReport,
+                    request_deserializer=fanout_dot_v1_dot_actions__pb2.GetReportRequest.FromString,
+                    response_serializer=fanout_dot_v1_dot_actions__pb2.GetReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -697,6 +730,60 @@ class ActionService:
             '/fanout.v1.ActionService/ListTraces',
             fanout_dot_v1_dot_actions__pb2.ListTracesRequest.SerializeToString,
             fanout_dot_v1_dot_actions__pb2.ListTracesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.ActionService/PutReport',
+            fanout_dot_v1_dot_actions__pb2.PutReportRequest.SerializeToString,
+            fanout_dot_v1_dot_actions__pb2.PutReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fanout.v1.ActionService/GetReport',
+            fanout_dot_v1_dot_actions__pb2.GetReportRequest.SerializeToString,
+            fanout_dot_v1_dot_actions__pb2.GetReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,7 +35,8 @@ ACTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}\Z")
 #         on its next visit, or the sweeper), never popped entry by entry.
 #   mqs:  hash action name -> max_queued_seconds, of the actions that have one (lease.lua)
 #   out:  hash "<action>/<attempt>" -> what that attempt printed
-#   tr:   hash "<action>/<key>" -> a traced call's record (record_traces.lua), replayed on retries
+#   tr:   hash "<action>/<key>" -> a traced call's record (traces.py), replayed on retries
+#   rep:  hash action -> its report, an HTML page (reports.py)
 #   ab:   list of the aborted actions whose children are still to be aborted (AbortAction),
 #         walked from the head by abort_step.lua; the run meta's `abat` is the offset reached
 #         in the head's children.
@@ -45,7 +46,9 @@ ACTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}\Z")
 # A finished run is kept for its tenant's retention_seconds, then the sweeper
 # (drop_run.lua) unlinks these keys a bounded number per script: the per-parent
 # ones first, walking the parents set, then the per-run ones.
-RUN_KEY_SUFFIXES = ("run:", "spec:", "st:", "res:", "parents:", "lost:", "q:", "fail:", "ab:", "mqs:", "out:", "tr:")
+RUN_KEY_SUFFIXES = (
+    "run:", "spec:", "st:", "res:", "parents:", "lost:", "q:", "fail:", "ab:", "mqs:", "out:", "tr:", "rep:",
+)  # fmt: skip
 PARENT_KEY_SUFFIXES = ("kids:", "ev:")
 RUN_SUFFIXES = RUN_KEY_SUFFIXES + PARENT_KEY_SUFFIXES
 
@@ -204,6 +207,10 @@ class TenantKeys:
         """Hash "<action>/<key>" -> TraceRecord: traced calls (@fanout.trace) that the action's later
         attempts replay (traces.py); dropped with the run."""
         return f"{self.prefix}tr:{run}"
+
+    def reports(self, run: str) -> str:
+        """Hash action -> the HTML report its task flushed last (fanout.report); dropped with the run."""
+        return f"{self.prefix}rep:{run}"
 
     def run_queue(self, run: str) -> str:
         return f"{self.prefix}q:{run}"

@@ -2,9 +2,9 @@
 
 A record is a TraceRecord (actions.proto) in the run's `tr:` hash under
 "<action>/<key>", the key being the SDK's hash of the function and its
-inputs. Only the attempt that is running records (record_traces.lua checks
-it in the same step), so nothing is written for an action that ended or a
-run that was dropped. A run holds at most MAX_PER_RUN records; the hash goes
+inputs. Only the attempt that holds the action's lease records (checked in
+the same step, write_while_leased.lua), so nothing is written for an action
+that ended or a run that was dropped. A run holds at most MAX_PER_RUN records; the hash goes
 with the run (drop_run.lua).
 
 Reads walk the run's hash with HSCAN in bounded steps, asking only for the
@@ -35,14 +35,14 @@ SCAN_STEPS = 10
 class TraceStore:
     def __init__(self, redis: aioredis.Redis) -> None:
         self._redis: Any = redis
-        self._record = redis.register_script(source("record_traces"))
+        self._record = redis.register_script(source("write_while_leased"))
 
     @fail_closed
     async def record(self, tenant: str, run: str, action: str, attempt: int, records: list[pb.TraceRecord]) -> None:
         """Keep `records` of that running attempt; FailedPrecondition if it no longer runs or the run is full."""
         if not 1 <= len(records) <= MAX_RECORDS:
             raise InvalidArgument(f"record 1 to {MAX_RECORDS} traces per call, not {len(records)}")
-        args: list[Any] = [action, attempt, phases.QUEUED, phases.SUCCEEDED, MAX_PER_RUN]
+        args: list[Any] = [action, attempt, phases.QUEUED, phases.SUCCEEDED, MAX_PER_RUN]  # then field, value pairs
         for record in records:
             if not record.key or len(record.key) > KEY_MAX or "/" in record.key:
                 raise InvalidArgument(f"a trace key is 1 to {KEY_MAX} characters without '/'")

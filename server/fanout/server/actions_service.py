@@ -18,6 +18,7 @@ from fanout.quota.bundles import BundleStore, term
 from fanout.quota.errors import FailedPrecondition, NotFound, QuotaExceeded
 from fanout.quota.limits import LimitStore
 from fanout.quota.listing import Listing
+from fanout.quota.reports import ReportStore
 from fanout.quota.tokens import Principal, TokenStore
 from fanout.quota.traces import TraceStore
 from fanout.server import event_log, metrics, run_views, validation
@@ -64,9 +65,11 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         listing: Listing,
         links: PageLinks,
         traces: TraceStore,
+        reports: ReportStore,
     ) -> None:
         self._settings = settings
         self._traces = traces
+        self._reports = reports
         self._bundles = bundles
         self._store = store
         self._limits = limits
@@ -358,6 +361,30 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         await self._store.get_action(who.tenant, request.run, request.action)  # NotFound: no such action of ours
         records, cursor = await self._traces.page(who.tenant, request.run, request.action, request.cursor)
         return pb.ListTracesResponse(records=records, next_cursor=cursor)
+
+    async def PutReport(
+        self, request: pb.PutReportRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.PutReportResponse:
+        who = principal()
+        check_action_scope(who, request.run, None)  # another run's: not found, exactly like a missing one
+        if request.action != who.action:
+            raise denied(f"action {who.action!r} writes only its own report, not that of {request.action!r}")
+        limit = (await self._limits.effective(who.tenant)).max_payload_bytes
+        if len(request.html) > limit:
+            raise invalid(f"the report is {len(request.html)} bytes, over max_payload_bytes ({limit})")
+        await self._reports.put(who.tenant, request.run, request.action, who.attempt, request.html)
+        return pb.PutReportResponse()
+
+    async def GetReport(
+        self, request: pb.GetReportRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.GetReportResponse:
+        who = principal()
+        validation.run_name(request.run)
+        validation.action_name(request.action)
+        check_action_scope(who, request.run, None)
+        await self._store.get_action(who.tenant, request.run, request.action)  # NotFound: no such action of ours
+        page = await self._reports.get(who.tenant, request.run, request.action)
+        return pb.GetReportResponse(html=page or b"", kept=page is not None)
 
     async def _run(self, tenant: str, run: str) -> pb.Run:
         return run_views.run_message(await self._listing.run_summary(tenant, run), self._links)

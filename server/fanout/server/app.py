@@ -28,6 +28,7 @@ from fanout.quota.errors import StoreError
 from fanout.quota.failclosed import raise_if_cancelling
 from fanout.quota.limits import LimitStore
 from fanout.quota.listing import Listing
+from fanout.quota.reports import ReportStore
 from fanout.quota.requests import RequestStore
 from fanout.quota.scripts import Scripts
 from fanout.quota.tenants import TenantStore
@@ -175,7 +176,10 @@ async def create_server(settings: Settings) -> ControlPlane:
     server = aio.server(interceptors=[MetricsInterceptor(), AuthInterceptor(tokens)], options=options)
     bundles = BundleStore(redis)
     actions_pb2_grpc.add_ActionServiceServicer_to_server(
-        ActionService(settings, actions, limits, tokens, bundles, listing, links, TraceStore(redis)), server
+        ActionService(
+            settings, actions, limits, tokens, bundles, listing, links, TraceStore(redis), ReportStore(redis)
+        ),
+        server,
     )
     bundles_pb2_grpc.add_BundleServiceServicer_to_server(BundleService(bundles, limits), server)
     dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchService(actions, limits, tokens, wakeup), server)

@@ -58,6 +58,9 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     # Traced calls: an action records its own (its token names it); it and its tenant read them.
     _ACTIONS + "RecordTraces": frozenset({"action"}),
     _ACTIONS + "ListTraces": frozenset({"tenant", "action"}),
+    # Reports: an action puts its own; it and its tenant read them.
+    _ACTIONS + "PutReport": frozenset({"action"}),
+    _ACTIONS + "GetReport": frozenset({"tenant", "action"}),
     _DISPATCH + "Lease": frozenset({"dispatcher"}),
     _DISPATCH + "Report": frozenset({"dispatcher"}),
 }
