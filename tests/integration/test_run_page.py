@@ -19,6 +19,7 @@ import pytest
 
 from fanout.quota.actions import Report
 from fanout.quota.phases import FAILED, RUNNING, SUCCEEDED
+from fanout.quota.reports import ReportStore
 from fanout.server.app import ControlPlane
 from fanout.server.metrics_http import MetricsServer
 from fanout.server.run_page import RunPage
@@ -212,6 +213,42 @@ def test_the_run_page_shows_failures_live_and_another_tenant_sees_nothing(
     assert status == 200 and len(page_of["actions"]) == 2 and page_of["next_cursor"]  # type: ignore[arg-type]
     assert get_json(f"{api}/actions?phase=NOPE", mine)[0] == 400
     assert get_json(f"{api}/actions?cursor=garbage", mine)[0] == 400
+
+
+def test_an_action_report_shows_in_a_frame_where_its_scripts_do_not_run(
+    loop_thread: LoopThread, own_plane: ControlPlane, http: MetricsServer, browser: object
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver: object = browser
+    token = loop_thread.run(own_plane.tokens.create("tenant", "page-r"))
+    report = (
+        b"<h1 id='hello'>Hello from the report</h1>"
+        b"<script>document.body.dataset.ran = 'yes'; parent.document.title = 'taken';</script>"
+    )
+
+    async def a_run_with_a_report() -> None:
+        store = own_plane.actions
+        await store.register_tenant("page-r")
+        await store.create_run("page-r", "withreport", "root", spec("root", ""))
+        (root,) = await store.lease("page-r", 1)
+        await store.report("page-r", [Report("withreport", "root", root.attempt, RUNNING)])
+        await ReportStore(own_plane.redis).put("page-r", "withreport", "root", root.attempt, report)
+
+    loop_thread.run(a_run_with_a_report())
+    driver.get(f"{http.base_url}/runs/withreport#action-root")  # type: ignore[attr-defined]
+    sign_in(driver, token)
+    frame = eventually(lambda: driver.find_elements(By.ID, "report"), timeout=15)[0]  # type: ignore[attr-defined]
+    assert frame.get_attribute("sandbox") == ""  # every restriction: no scripts, an origin of its own
+    title = driver.title  # type: ignore[attr-defined]
+    driver.switch_to.frame(frame)  # type: ignore[attr-defined]
+    try:
+        assert driver.find_element(By.ID, "hello").text == "Hello from the report"  # type: ignore[attr-defined]
+        ran = driver.execute_script("return document.body.dataset.ran || ''")  # type: ignore[attr-defined]
+    finally:
+        driver.switch_to.default_content()  # type: ignore[attr-defined]
+    assert ran == ""  # its script never ran...
+    assert driver.title == title != "taken"  # type: ignore[attr-defined]  # ...nor reached the page
 
 
 def test_the_page_answers_quickly_from_counts_not_the_whole_run(

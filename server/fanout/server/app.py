@@ -83,7 +83,7 @@ class ControlPlane:
 
     def run_page(self) -> RunPage:
         """The run page's handlers, for the HTTP port; called on this server's event loop."""
-        return RunPage(self.listing, self.tokens, self.links, asyncio.get_running_loop())
+        return RunPage(self.listing, self.tokens, self.links, asyncio.get_running_loop(), ReportStore(self.redis))
 
     def serve_pages(self, base_url: str) -> None:
         """Runs' `url` points to the run page under `base_url` (http://host:port) from now on."""

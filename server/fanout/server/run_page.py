@@ -3,7 +3,8 @@
   GET /runs/NAME                 the page (static; it reads NAME from its own address)
   GET /api/runs/NAME             the run: phase, counts per phase, and its newest failures
   GET /api/runs/NAME/actions     a page of its actions (phase, group, prefix, cursor, limit)
-  GET /api/runs/NAME/actions/A   one action: what the page's link to an action (#action-A) shows
+  GET /api/runs/NAME/actions/A   one action: what the page's link to an action (#action-A) shows,
+                                 its report included (in a sandboxed frame: no script of it runs)
 
 The JSON endpoints want a tenant token in the Authorization header, never in the address, so
 no token lands in a URL, a history or an access log; a run of another tenant is 404 exactly
@@ -26,6 +27,7 @@ from google.protobuf.message import Message
 
 from fanout.quota import errors, phases
 from fanout.quota.listing import Listing
+from fanout.quota.reports import ReportStore
 from fanout.quota.tokens import TokenStore
 from fanout.server import run_views, validation
 from fanout.server.status import ServiceError
@@ -71,8 +73,10 @@ class RunPage:
         tokens: TokenStore,
         links: run_views.PageLinks,
         loop: asyncio.AbstractEventLoop,
+        reports: ReportStore,
     ) -> None:
         self._listing = listing
+        self._reports = reports
         self._tokens = tokens
         self._links = links
         self._loop = loop
@@ -159,11 +163,14 @@ class RunPage:
         entry = await self._listing.action(tenant, run, query["name"])
         status = run_views.action_message(run, entry)
         printed = await self._listing.output(tenant, run, entry.name, entry.attempt) if entry.attempt else None
+        report = await self._reports.get(tenant, run, entry.name)
         return {
             **json_format.MessageToDict(status, preserving_proto_field_name=True),
             # The tail of what its latest attempt printed; the whole (up to 1 MiB) with `fanout logs`.
             "output": printed[-PAGE_OUTPUT_BYTES:].decode("utf-8", "replace") if printed is not None else None,
             "output_cut": printed is not None and len(printed) > PAGE_OUTPUT_BYTES,
+            # Its report (fanout.report), the tenant's own HTML: the page shows it in a sandboxed frame.
+            "report": report.decode("utf-8", "replace") if report is not None else None,
         }
 
 
