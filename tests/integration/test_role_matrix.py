@@ -241,15 +241,33 @@ def test_run_listing_rpcs_against_every_role(world: World) -> None:
     assert missing_run.value.code() == NOT_FOUND
 
 
-def test_trace_rpcs_against_every_role(world: World) -> None:
-    """RecordTraces: only the running action itself. ListTraces: the tenant, and an action token of the run."""
+# An action's own records: (the write, its request, the read, its request, what the read gives back).
+OWN_RECORDS = {
+    "traces": (
+        "RecordTraces",
+        lambda run, action: pb.RecordTracesRequest(
+            run=run, action=action, records=[pb.TraceRecord(key="matrix", name="f", output=b"1")]
+        ),
+        "ListTraces",
+        lambda run: pb.ListTracesRequest(run=run, action="root"),
+        lambda reply: [r.key for r in reply.records] == ["matrix"],
+    ),
+    "report": (
+        "PutReport",
+        lambda run, action: pb.PutReportRequest(run=run, action=action, html=b"<p>matrix</p>"),
+        "GetReport",
+        lambda run: pb.GetReportRequest(run=run, action="root"),
+        lambda reply: reply.html == b"<p>matrix</p>",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(OWN_RECORDS))
+def test_own_record_rpcs_against_every_role(world: World, kind: str) -> None:
+    """Traced calls and reports: written only by the running action itself, read by its tenant and its run."""
+    write, write_request, read, read_request, holds_it = OWN_RECORDS[kind]
     run = world.runs[0]
     stub = actions_pb2_grpc.ActionServiceStub(world.channel)
-    record = pb.TraceRecord(key="matrix", name="f", output=b"1")
-    requests: dict[str, Any] = {
-        "RecordTraces": pb.RecordTracesRequest(run=run, action="root", records=[record]),
-        "ListTraces": pb.ListTracesRequest(run=run, action="root"),
-    }
     readers = {
         **{role: DENIED for role in ROLES},
         "tenant": OK,
@@ -258,51 +276,21 @@ def test_trace_rpcs_against_every_role(world: World) -> None:
         "action_other_run": NOT_FOUND,
     }
     want = {
-        "RecordTraces": {**{role: DENIED for role in ROLES}, "action_this_run": OK, "action_other_run": NOT_FOUND},
-        "ListTraces": readers,
+        write: {**{role: DENIED for role in ROLES}, "action_this_run": OK, "action_other_run": NOT_FOUND},
+        read: readers,
     }
-    assert {m.rsplit("/", 1)[1] for m in METHOD_ROLES if m.endswith(("/RecordTraces", "/ListTraces"))} == set(want)
+    assert {m.rsplit("/", 1)[1] for m in METHOD_ROLES if m.endswith((f"/{write}", f"/{read}"))} == set(want)
+    requests = {write: write_request(run, "root"), read: read_request(run)}
     got = {
         method: {role: _code(getattr(stub, method), request, world.tokens[role]) for role in ROLES}
         for method, request in requests.items()
     }
     assert got == want
-    # Only the action's own record is there, once, whoever tried.
-    listed = stub.ListTraces(requests["ListTraces"], metadata=[("authorization", f"Bearer {world.tokens['tenant']}")])
-    assert [r.key for r in listed.records] == ["matrix"]
-    # The run's own action token, for another action of the run: refused, not recorded.
-    other = pb.RecordTracesRequest(run=run, action="matrix-kid", records=[record])
-    assert _code(stub.RecordTraces, other, world.tokens["action_this_run"]) == DENIED
-
-
-def test_report_rpcs_against_every_role(world: World) -> None:
-    """PutReport: only the running action itself. GetReport: the tenant, and an action token of the run."""
-    run = world.runs[0]
-    stub = actions_pb2_grpc.ActionServiceStub(world.channel)
-    requests: dict[str, Any] = {
-        "PutReport": pb.PutReportRequest(run=run, action="root", html=b"<p>matrix</p>"),
-        "GetReport": pb.GetReportRequest(run=run, action="root"),
-    }
-    want = {
-        "PutReport": {**{role: DENIED for role in ROLES}, "action_this_run": OK, "action_other_run": NOT_FOUND},
-        "GetReport": {
-            **{role: DENIED for role in ROLES},
-            "tenant": OK,
-            "other_tenant": NOT_FOUND,  # exactly like a missing run
-            "action_this_run": OK,
-            "action_other_run": NOT_FOUND,
-        },
-    }
-    assert {m.rsplit("/", 1)[1] for m in METHOD_ROLES if m.endswith(("/PutReport", "/GetReport"))} == set(want)
-    got = {
-        method: {role: _code(getattr(stub, method), request, world.tokens[role]) for role in ROLES}
-        for method, request in requests.items()
-    }
-    assert got == want
-    kept = stub.GetReport(requests["GetReport"], metadata=[("authorization", f"Bearer {world.tokens['tenant']}")])
-    assert kept.html == b"<p>matrix</p>"
-    other = pb.PutReportRequest(run=run, action="matrix-kid", html=b"<p>not mine</p>")
-    assert _code(stub.PutReport, other, world.tokens["action_this_run"]) == DENIED
+    # Only the action's own write is there, whoever tried.
+    reply = getattr(stub, read)(requests[read], metadata=[("authorization", f"Bearer {world.tokens['tenant']}")])
+    assert holds_it(reply)
+    # The run's own action token, for another action of the run: refused.
+    assert _code(getattr(stub, write), write_request(run, "matrix-kid"), world.tokens["action_this_run"]) == DENIED
 
 
 def _code(method: Any, request: Any, token: str) -> grpc.StatusCode:

@@ -340,10 +340,7 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         self, request: pb.RecordTracesRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.RecordTracesResponse:
         who = principal()
-        check_action_scope(who, request.run, None)  # another run's: not found, exactly like a missing one
-        if request.action != who.action:
-            raise denied(f"action {who.action!r} records only its own traced calls, not those of {request.action!r}")
-        limit = (await self._limits.effective(who.tenant)).max_payload_bytes
+        limit = await self._own_record_limit(who, request.run, request.action)
         if any(len(record.output) > limit for record in request.records):
             raise invalid(f"a traced call's output is over max_payload_bytes ({limit})")
         await self._traces.record(who.tenant, request.run, request.action, who.attempt, list(request.records))
@@ -353,12 +350,9 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         self, request: pb.ListTracesRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.ListTracesResponse:
         who = principal()
-        validation.run_name(request.run)
-        validation.action_name(request.action)
-        check_action_scope(who, request.run, None)
         if request.cursor and not request.cursor.isdigit():
             raise invalid("cursor: pass the next_cursor of the previous page")
-        await self._store.get_action(who.tenant, request.run, request.action)  # NotFound: no such action of ours
+        await self._readable_action(who, request.run, request.action)
         records, cursor = await self._traces.page(who.tenant, request.run, request.action, request.cursor)
         return pb.ListTracesResponse(records=records, next_cursor=cursor)
 
@@ -366,10 +360,7 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         self, request: pb.PutReportRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.PutReportResponse:
         who = principal()
-        check_action_scope(who, request.run, None)  # another run's: not found, exactly like a missing one
-        if request.action != who.action:
-            raise denied(f"action {who.action!r} writes only its own report, not that of {request.action!r}")
-        limit = (await self._limits.effective(who.tenant)).max_payload_bytes
+        limit = await self._own_record_limit(who, request.run, request.action)
         if len(request.html) > limit:
             raise invalid(f"the report is {len(request.html)} bytes, over max_payload_bytes ({limit})")
         await self._reports.put(who.tenant, request.run, request.action, who.attempt, request.html)
@@ -379,12 +370,23 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         self, request: pb.GetReportRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.GetReportResponse:
         who = principal()
-        validation.run_name(request.run)
-        validation.action_name(request.action)
-        check_action_scope(who, request.run, None)
-        await self._store.get_action(who.tenant, request.run, request.action)  # NotFound: no such action of ours
+        await self._readable_action(who, request.run, request.action)
         page = await self._reports.get(who.tenant, request.run, request.action)
         return pb.GetReportResponse(html=page or b"", kept=page is not None)
+
+    async def _own_record_limit(self, who: Principal, run: str, action: str) -> int:
+        """An action writing its own record (traced calls, report): it must be that action; the size cap."""
+        check_action_scope(who, run, None)  # another run's: not found, exactly like a missing one
+        if action != who.action:
+            raise denied(f"action {who.action!r} writes only its own records, not those of {action!r}")
+        return (await self._limits.effective(who.tenant)).max_payload_bytes
+
+    async def _readable_action(self, who: Principal, run: str, action: str) -> None:
+        """The caller's tenant's action (or its own run's): NotFound otherwise, exactly like a missing one."""
+        validation.run_name(run)
+        validation.action_name(action)
+        check_action_scope(who, run, None)
+        await self._store.get_action(who.tenant, run, action)
 
     async def _run(self, tenant: str, run: str) -> pb.Run:
         return run_views.run_message(await self._listing.run_summary(tenant, run), self._links)
