@@ -104,11 +104,13 @@ class Controller:
             # Followed from the first await until the parent finishes: later awaits resume from the cursor.
             self._hub.watch(self)
             try:
-                status = await asyncio.shield(future)
+                # Awaited directly, not shielded (a shield per child costs a future and two callbacks):
+                # this call is its only awaiter, so a cancel that reaches it cancels the future too.
+                status = await future
             except asyncio.CancelledError:
                 # Nobody awaits this child any more (task.cancel(), a cancelled gather or TaskGroup,
                 # a timeout): abort it and its descendants on the server now, not when the root ends.
-                if not future.done():
+                if future.cancelled():
                     self._abandon(name)
                 raise
         return _outcome(status, task)

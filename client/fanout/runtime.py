@@ -23,7 +23,20 @@ from fanout.task import FILE_MODULE_PREFIX, Task
 from fanout.v1 import actions_pb2 as pb
 
 
+# Tasks already found, by reference and the bundle active then: a worker's every action of one
+# task finds it here instead of resolving paths and walking modules again.
+_loaded: dict[tuple[str, object], Task[Any, Any]] = {}
+
+
 def load_task(ref: str) -> Task[Any, Any]:
+    key = (ref, active.current())
+    found = _loaded.get(key)
+    if found is None:
+        found = _loaded[key] = _load_task(ref)
+    return found
+
+
+def _load_task(ref: str) -> Task[Any, Any]:
     kind, _, rest = ref.partition(":")
     location, _, qualname = rest.rpartition(":")
     if kind == "file":

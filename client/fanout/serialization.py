@@ -13,6 +13,7 @@ with one msgspec cannot check, like a DataFrame) travels as plain JSON.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import typing
 from collections.abc import Callable
@@ -38,6 +39,25 @@ class Types:
         except Exception:  # names the module cannot resolve (defined in a function, say): plain JSON
             hints = {}
         return cls(inspect.signature(fn), hints)
+
+    @functools.cached_property
+    def positional(self) -> tuple[str, ...] | None:
+        """The names positional arguments bind to, in order; None when *args takes some (bind() decides)."""
+        names = []
+        for parameter in self.signature.parameters.values():
+            if parameter.kind == parameter.VAR_POSITIONAL:
+                return None
+            if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+                names.append(parameter.name)
+        return tuple(names)
+
+    def bound_names(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> list[str] | None:
+        """The parameter of each positional argument when the call is a plain one (no kwargs, no more
+        arguments than parameters): the per-action path, without inspect's bind(). None otherwise."""
+        names = self.positional
+        if kwargs or names is None or len(args) > len(names):
+            return None
+        return list(names[: len(args)])
 
     def returns(self) -> Any:
         return self.hints.get("return", Any)
@@ -68,9 +88,13 @@ def _encode(value: Any, order: typing.Literal["deterministic"] | None = _ENCODER
     return msgspec.json.encode(value, enc_hook=_enc_hook, order=order)
 
 
+# Types whose JSON form is the value itself: an exact match needs no conversion, nor a check.
+_SCALARS = frozenset({int, str, float, bool})
+
+
 def _typed(value: Any, kind: Any) -> Any:
     """`value` (as JSON decodes it) as `kind`; unchanged where `kind` is Any or msgspec cannot check it."""
-    if kind is Any:
+    if kind is Any or (kind in _SCALARS and type(value) is kind):
         return value
     try:
         return msgspec.convert(value, type=kind, strict=False, dec_hook=_dec_hook)
@@ -82,7 +106,7 @@ def _typed(value: Any, kind: Any) -> Any:
 
 def _check(what: str, value: Any, kind: Any) -> None:
     """A TypeError when `value` does not fit `kind`, in the words of `what`."""
-    if kind is Any:
+    if kind is Any or (kind in _SCALARS and type(value) is kind):
         return
     try:
         _typed(msgspec.to_builtins(value, enc_hook=_enc_hook, order=_ENCODER_ORDER), kind)
@@ -94,9 +118,14 @@ def _check(what: str, value: Any, kind: Any) -> None:
 
 def encode_inputs(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], types: Types | None = None) -> bytes:
     if types is not None:
-        bound = types.signature.bind_partial(*args, **kwargs)
-        for name, value in bound.arguments.items():
-            _check(f"task {task_name}: argument {name!r}", value, types.of_parameter(name))
+        names = types.bound_names(args, kwargs)
+        if names is not None:
+            for name, value in zip(names, args, strict=True):
+                _check(f"task {task_name}: argument {name!r}", value, types.of_parameter(name))
+        else:
+            bound = types.signature.bind_partial(*args, **kwargs)
+            for name, value in bound.arguments.items():
+                _check(f"task {task_name}: argument {name!r}", value, types.of_parameter(name))
     try:
         return _encode({"args": list(args), "kwargs": kwargs})
     except (TypeError, NotImplementedError) as exc:
@@ -110,6 +139,9 @@ def decode_inputs(data: bytes, types: Types | None = None) -> tuple[list[Any], d
     args, kwargs = payload["args"], payload["kwargs"]
     if types is None:
         return args, kwargs
+    names = types.bound_names(args, kwargs)
+    if names is not None:
+        return [_typed(value, types.of_parameter(name)) for name, value in zip(names, args, strict=True)], {}
     bound = types.signature.bind_partial(*args, **kwargs)
     for name, value in bound.arguments.items():
         bound.arguments[name] = _typed(value, types.of_parameter(name))

@@ -67,6 +67,11 @@ def activate(root: Path, paths: list[str] | tuple[str, ...]) -> None:
         sys.path.insert(0, entry)
 
 
+def current() -> Path | None:
+    """The active bundle's root (None: none), which a relative task reference is resolved against."""
+    return _active
+
+
 def relative_to_active(path: str) -> str | None:
     """`path` relative to the active bundle's root, if it lies inside it."""
     if _active is None:
