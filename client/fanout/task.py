@@ -249,6 +249,12 @@ class Task(Generic[P, R]):
         copy._ref = self._ref
         return copy
 
+    def forward(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """The function itself, called here (Flyte's task.forward): no action, no record, no container.
+
+        An async task's forward returns the coroutine to await; a plain one's, the value."""
+        return self.fn(*args, **kwargs)
+
     async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Flyte's awaitable form of a call, for async callers."""
         return await self(*args, **kwargs)

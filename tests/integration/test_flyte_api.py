@@ -242,3 +242,9 @@ def test_map_group_name_labels_its_children_inside_the_open_group(tenant: Tenant
     stored = redis_client.hgetall(keys.TenantKeys(tenant.name).specs(run.name))
     groups = [pb.ActionSpec.FromString(body).group for body in stored.values()]
     assert sorted(groups) == ["", "outer/batch", "outer/batch", "outer/batch", "outer/batch"]  # the root, then 4
+
+
+def test_forward_runs_the_task_in_the_calling_action(tenant: Tenant) -> None:
+    run = start(tenant, "forwards", 5)
+    assert run.outputs() == 11
+    assert tenant.client.get_run(run.name).action_count == 1  # the root only: no child was made

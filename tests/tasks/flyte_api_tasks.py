@@ -135,3 +135,19 @@ async def map_in_group(n: int) -> list[int]:
     with fanout.group("outer"):
         naps = functools.partial(nap, seconds=0.0)
         return [x async for x in fanout.map.aio(naps, range(n), group_name="batch", concurrency=2)]
+
+
+@env.task
+async def forwarded_double(x: int) -> int:
+    return 2 * x
+
+
+@env.task
+def forwarded_plain_inc(x: int) -> int:
+    return x + 1
+
+
+@env.task
+async def forwards(x: int) -> int:
+    """Both forms of task.forward: run here, in this action, with no child action."""
+    return forwarded_plain_inc.forward(await forwarded_double.forward(x))
