@@ -22,7 +22,6 @@ from fanout.controller import Controller
 from fanout.task import FILE_MODULE_PREFIX, Task
 from fanout.v1 import actions_pb2 as pb
 
-
 # Tasks already found, by reference and the bundle active then: a worker's every action of one
 # task finds it here instead of resolving paths and walking modules again.
 _loaded: dict[tuple[str, object], Task[Any, Any]] = {}
