@@ -140,6 +140,9 @@ def run(per_action: int = 20, pooled: int = 200) -> list[Figure]:
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="fanout-bench-docker-") as tmp, ExitStack() as stack:
         root = Path(tmp)
+        # A process-backend dispatcher running as root starts actions under their tenants' uids, which
+        # must pass through its folder's parents: mkdtemp makes this one 0700.
+        root.chmod(0o711)
         store = RedisProcess(root / "redis").start()
         stack.callback(store.stop)
         admin_file = root / "admin-token"
