@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import io
 import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fanout.client import TERMINAL_PHASES, Client
+from fanout.config import ClientConfig
+
+if TYPE_CHECKING:
+    from fanout.dispatch.containers import ContainerBackend
+    from fanout.dispatch.dispatcher import Dispatcher
 
 T = TypeVar("T")
 
@@ -160,3 +166,21 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+@contextlib.contextmanager
+def dispatching_containers(
+    loop: LoopThread, endpoint: str, token: str, backend: ContainerBackend, capacity: int = 64
+) -> Iterator[Dispatcher]:
+    """A dispatcher on a container backend, running on `loop` against `endpoint` until the block ends."""
+    from fanout.dispatch.dispatcher import Dispatcher
+
+    dispatcher = Dispatcher(
+        ClientConfig(endpoint=endpoint, token=token), backend, capacity=capacity, new_worker=backend.new_worker
+    )
+    running = asyncio.run_coroutine_threadsafe(dispatcher.run(), loop.loop)
+    try:
+        yield dispatcher
+    finally:
+        loop.loop.call_soon_threadsafe(dispatcher.stop)
+        running.result(60)

@@ -9,7 +9,6 @@ the containers as they do on this machine.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -21,13 +20,12 @@ from pathlib import Path
 import docker
 import pytest
 
-from fanout.config import ClientConfig
 from fanout.dispatch.containers import LABEL_OWNER, ContainerBackend
 from fanout.dispatch.dispatcher import Dispatcher
 from fanout.dispatch.docker_launcher import DockerLauncher
 from fanout.server.app import ControlPlane
 from tests.containers import container_tasks
-from tests.helpers import LoopThread
+from tests.helpers import LoopThread, dispatching_containers
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS_FILE = Path(container_tasks.__file__).resolve()
@@ -73,14 +71,6 @@ def docker_dispatcher(
     token = loop_thread.run(own_plane.tokens.create("dispatcher"))
     owner = f"test-{os.getpid()}-{id(own_plane):x}"
     backend = ContainerBackend(DockerLauncher.from_env(), owner)
-    dispatcher = Dispatcher(
-        ClientConfig(endpoint=f"127.0.0.1:{own_plane.port}", token=token),
-        backend,
-        capacity=64,
-        new_worker=backend.new_worker,
-    )
-    running = asyncio.run_coroutine_threadsafe(dispatcher.run(), loop_thread.loop)
-    yield DockerDispatcher(dispatcher, owner)
-    loop_thread.loop.call_soon_threadsafe(dispatcher.stop)
-    running.result(60)
+    with dispatching_containers(loop_thread, f"127.0.0.1:{own_plane.port}", token, backend) as dispatcher:
+        yield DockerDispatcher(dispatcher, owner)
     assert containers_of(engine, owner) == []  # a stopped dispatcher leaves no container

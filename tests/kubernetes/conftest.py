@@ -9,7 +9,6 @@ fanout installed, as the image has).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections.abc import Iterator
@@ -19,12 +18,11 @@ from pathlib import Path
 import pytest
 from kubernetes import config
 
-from fanout.config import ClientConfig
 from fanout.dispatch.containers import DEFAULT_IMAGE, ContainerBackend
 from fanout.dispatch.dispatcher import Dispatcher
 from fanout.dispatch.kubernetes_launcher import KubernetesLauncher
 from fanout.server.app import ControlPlane
-from tests.helpers import LoopThread
+from tests.helpers import LoopThread, dispatching_containers
 from tests.kubernetes.fake_apiserver import FakeKubernetesApiServer
 
 # What the fake kubelet's processes start with for the runtime image: this interpreter first on PATH.
@@ -64,14 +62,6 @@ def pod_dispatcher(
     owner = f"test-{os.getpid()}-{id(own_plane):x}"
     namespace = getattr(request.module, "NAMESPACE", "fanout-{tenant}")
     backend = ContainerBackend(launcher_for(fake_cluster, owner, namespace), owner)
-    dispatcher = Dispatcher(
-        ClientConfig(endpoint=f"127.0.0.1:{own_plane.port}", token=token),
-        backend,
-        capacity=64,
-        new_worker=backend.new_worker,
-    )
-    running = asyncio.run_coroutine_threadsafe(dispatcher.run(), loop_thread.loop)
-    yield PodDispatcher(dispatcher, owner)
-    loop_thread.loop.call_soon_threadsafe(dispatcher.stop)
-    running.result(60)
+    with dispatching_containers(loop_thread, f"127.0.0.1:{own_plane.port}", token, backend) as dispatcher:
+        yield PodDispatcher(dispatcher, owner)
     assert fake_cluster.pods_labelled(**{"fanout.owner": owner}) == []  # a stopped dispatcher leaves no pod
