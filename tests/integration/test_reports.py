@@ -23,6 +23,8 @@ from tests.helpers import LoopThread, eventually
 TASKS = Path(__file__).resolve().parents[1] / "tasks" / "report_tasks.py"
 FANOUT = str(Path(sys.executable).parent / "fanout")
 
+ROOMY = 1 << 40  # a max_stored_bytes no test here comes near
+
 
 def task(name: str) -> object:
     return load_task(f"file:{TASKS}:{name}")
@@ -89,5 +91,5 @@ def test_an_ended_action_report_cannot_change(
     run.wait(timeout=30)
     store = ReportStore(plane.redis)
     with pytest.raises(FailedPrecondition, match="not running"):
-        loop_thread.run(store.put(tenant.name, run.name, "root", 1, b"<p>rewritten</p>"))
+        loop_thread.run(store.put(tenant.name, run.name, "root", 1, b"<p>rewritten</p>", ROOMY))
     assert "rewritten" not in run.report()

@@ -233,7 +233,7 @@ def test_an_action_report_shows_in_a_frame_where_its_scripts_do_not_run(
         await store.create_run("page-r", "withreport", "root", spec("root", ""))
         (root,) = await store.lease("page-r", 1)
         await store.report("page-r", [Report("withreport", "root", root.attempt, RUNNING)])
-        await ReportStore(own_plane.redis).put("page-r", "withreport", "root", root.attempt, report)
+        await ReportStore(own_plane.redis).put("page-r", "withreport", "root", root.attempt, report, 1 << 40)
 
     loop_thread.run(a_run_with_a_report())
     driver.get(f"{http.base_url}/runs/withreport#action-root")  # type: ignore[attr-defined]

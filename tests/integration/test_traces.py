@@ -25,6 +25,8 @@ from tests.tasks import fanout_tasks
 
 FANOUT = str(Path(sys.executable).parent / "fanout")
 
+ROOMY = 1 << 40  # a max_stored_bytes no test here comes near
+
 
 def test_a_retry_replays_the_traced_calls_of_the_failed_attempt(
     dispatcher: Dispatcher, tenant: Tenant, endpoint: str, tmp_path: Path
@@ -68,9 +70,9 @@ def test_only_a_leased_attempt_records(
     record = pb.TraceRecord(key="k1", name="f", output=b"1")
 
     with pytest.raises(FailedPrecondition, match="not running"):  # it ended: nothing may follow it
-        loop_thread.run(store.record(tenant.name, run.name, "root", 1, [record]))
+        loop_thread.run(store.record(tenant.name, run.name, "root", 1, [record], ROOMY))
     with pytest.raises(FailedPrecondition, match="not running"):  # a run that never was (or was dropped)
-        loop_thread.run(store.record(tenant.name, "rnosuchrun", "root", 1, [record]))
+        loop_thread.run(store.record(tenant.name, "rnosuchrun", "root", 1, [record], ROOMY))
     assert loop_thread.run(store.page(tenant.name, run.name, "root", "")) == ([], "")
 
 
@@ -95,11 +97,11 @@ def test_a_run_holds_at_most_its_cap_of_traces(
         def records(*keys: str) -> list[pb.TraceRecord]:
             return [pb.TraceRecord(key=key, name="f", output=b"1") for key in keys]
 
-        loop_thread.run(store.record(tenant.name, run.name, "root", root.attempt, records("a", "b", "c")))
+        loop_thread.run(store.record(tenant.name, run.name, "root", root.attempt, records("a", "b", "c"), ROOMY))
         with pytest.raises(FailedPrecondition, match="holds 5 traces"):  # 3 + 3 > 5: none of the three
-            loop_thread.run(store.record(tenant.name, run.name, "root", root.attempt, records("d", "e", "f")))
+            loop_thread.run(store.record(tenant.name, run.name, "root", root.attempt, records("d", "e", "f"), ROOMY))
         with pytest.raises(FailedPrecondition, match="not running"):  # another attempt's token may not write
-            loop_thread.run(store.record(tenant.name, run.name, "root", root.attempt + 1, records("g")))
+            loop_thread.run(store.record(tenant.name, run.name, "root", root.attempt + 1, records("g"), ROOMY))
         kept, _ = loop_thread.run(store.page(tenant.name, run.name, "root", ""))
         assert sorted(r.key for r in kept) == ["a", "b", "c"]
     finally:

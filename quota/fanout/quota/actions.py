@@ -585,11 +585,14 @@ class ActionStore:
 
     @fail_closed
     async def keep_outputs(self, tenant: str, outputs: Sequence[tuple[str, str, int, bytes]]) -> None:
-        """Keep what attempts printed, (run, action, attempt, output) each: one round trip for them all."""
+        """Keep what attempts printed, (run, action, attempt, output) each, counted in the tenant's stored
+        bytes (keep_output.lua): one round trip for them all."""
         k = keys.TenantKeys(tenant)
         async with self._redis.pipeline(transaction=False) as pipe:
             for run, name, attempt, printed in outputs:
-                pipe.hset(k.outputs(run), f"{name}/{attempt}", printed)
+                await self._scripts.keep_output(
+                    keys=[k.outputs(run), k.run(run), k.stats], args=[f"{name}/{attempt}", printed], client=pipe
+                )
             await pipe.execute()
 
     @fail_closed

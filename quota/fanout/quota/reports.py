@@ -13,7 +13,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from fanout.quota import keys, phases
-from fanout.quota.errors import FailedPrecondition
+from fanout.quota.errors import FailedPrecondition, QuotaExceeded
 from fanout.quota.failclosed import fail_closed
 from fanout.quota.scripts import source
 
@@ -24,11 +24,15 @@ class ReportStore:
         self._write = redis.register_script(source("write_while_leased"))
 
     @fail_closed
-    async def put(self, tenant: str, run: str, action: str, attempt: int, page: bytes) -> None:
-        """Keep `page` as the action's report; FailedPrecondition if that attempt does not hold its lease."""
+    async def put(self, tenant: str, run: str, action: str, attempt: int, page: bytes, max_stored_bytes: int) -> None:
+        """Keep `page` as the action's report; FailedPrecondition if that attempt does not hold its lease,
+        QuotaExceeded past the tenant's max_stored_bytes."""
         k = keys.TenantKeys(tenant)
-        args = [action, attempt, phases.QUEUED, phases.SUCCEEDED, 0, action, page]
-        if not await self._write(keys=[k.states(run), k.reports(run)], args=args):
+        args = [action, attempt, phases.QUEUED, phases.SUCCEEDED, 0, max_stored_bytes, action, page]
+        done = await self._write(keys=[k.states(run), k.reports(run), k.run(run), k.stats], args=args)
+        if isinstance(done, list):
+            raise QuotaExceeded("max_stored_bytes", max_stored_bytes, int(done[1]), int(done[2]))
+        if not done:
             raise FailedPrecondition(f"attempt {attempt} of action {action!r} is not running: its report is kept")
 
     @fail_closed

@@ -45,6 +45,7 @@ class Scripts:
     events: AsyncScript
     set_limits: AsyncScript
     mark_ready: AsyncScript
+    keep_output: AsyncScript
 
     @classmethod
     def register(cls, redis: aioredis.Redis) -> Scripts:

@@ -19,7 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from fanout.quota import keys, phases
-from fanout.quota.errors import FailedPrecondition, InvalidArgument
+from fanout.quota.errors import FailedPrecondition, InvalidArgument, QuotaExceeded
 from fanout.quota.failclosed import fail_closed
 from fanout.quota.scripts import source
 from fanout.v1 import actions_pb2 as pb
@@ -38,18 +38,23 @@ class TraceStore:
         self._record = redis.register_script(source("write_while_leased"))
 
     @fail_closed
-    async def record(self, tenant: str, run: str, action: str, attempt: int, records: list[pb.TraceRecord]) -> None:
-        """Keep `records` of that running attempt; FailedPrecondition if it no longer runs or the run is full."""
+    async def record(
+        self, tenant: str, run: str, action: str, attempt: int, records: list[pb.TraceRecord], max_stored_bytes: int
+    ) -> None:
+        """Keep `records` of that running attempt; FailedPrecondition if it no longer runs or the run is full,
+        QuotaExceeded past the tenant's max_stored_bytes."""
         if not 1 <= len(records) <= MAX_RECORDS:
             raise InvalidArgument(f"record 1 to {MAX_RECORDS} traces per call, not {len(records)}")
-        args: list[Any] = [action, attempt, phases.QUEUED, phases.SUCCEEDED, MAX_PER_RUN]  # then field, value pairs
+        args: list[Any] = [action, attempt, phases.QUEUED, phases.SUCCEEDED, MAX_PER_RUN, max_stored_bytes]
         for record in records:
             if not record.key or len(record.key) > KEY_MAX or "/" in record.key:
                 raise InvalidArgument(f"a trace key is 1 to {KEY_MAX} characters without '/'")
             record.attempt = attempt
             args += [f"{action}/{record.key}", record.SerializeToString()]
         k = keys.TenantKeys(tenant)
-        done = await self._record(keys=[k.states(run), k.traces(run)], args=args)
+        done = await self._record(keys=[k.states(run), k.traces(run), k.run(run), k.stats], args=args)
+        if isinstance(done, list):
+            raise QuotaExceeded("max_stored_bytes", max_stored_bytes, int(done[1]), int(done[2]))
         if done == 0:
             raise FailedPrecondition(f"attempt {attempt} of action {action!r} is not running: nothing recorded")
         if done == -1:

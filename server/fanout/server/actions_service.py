@@ -16,7 +16,7 @@ from fanout.quota.actions import MAX_ABORT_NAMES, ActionStore, EventsTrimmed
 from fanout.quota.admission import Batch
 from fanout.quota.bundles import BundleStore, term
 from fanout.quota.errors import FailedPrecondition, NotFound, QuotaExceeded
-from fanout.quota.limits import LimitStore
+from fanout.quota.limits import Limits, LimitStore
 from fanout.quota.listing import Listing
 from fanout.quota.reports import ReportStore
 from fanout.quota.tokens import Principal, TokenStore
@@ -340,10 +340,13 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         self, request: pb.RecordTracesRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.RecordTracesResponse:
         who = principal()
-        limit = await self._own_record_limit(who, request.run, request.action)
-        if any(len(record.output) > limit for record in request.records):
-            raise invalid(f"a traced call's output is over max_payload_bytes ({limit})")
-        await self._traces.record(who.tenant, request.run, request.action, who.attempt, list(request.records))
+        limits = await self._own_record_limits(who, request.run, request.action)
+        if any(len(record.output) > limits.max_payload_bytes for record in request.records):
+            raise invalid(f"a traced call's output is over max_payload_bytes ({limits.max_payload_bytes})")
+        records = list(request.records)
+        await self._traces.record(
+            who.tenant, request.run, request.action, who.attempt, records, limits.max_stored_bytes
+        )
         return pb.RecordTracesResponse()
 
     async def ListTraces(
@@ -360,10 +363,12 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         self, request: pb.PutReportRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.PutReportResponse:
         who = principal()
-        limit = await self._own_record_limit(who, request.run, request.action)
-        if len(request.html) > limit:
-            raise invalid(f"the report is {len(request.html)} bytes, over max_payload_bytes ({limit})")
-        await self._reports.put(who.tenant, request.run, request.action, who.attempt, request.html)
+        limits = await self._own_record_limits(who, request.run, request.action)
+        if len(request.html) > limits.max_payload_bytes:
+            size, limit = len(request.html), limits.max_payload_bytes
+            raise invalid(f"the report is {size} bytes, over max_payload_bytes ({limit})")
+        page = request.html
+        await self._reports.put(who.tenant, request.run, request.action, who.attempt, page, limits.max_stored_bytes)
         return pb.PutReportResponse()
 
     async def GetReport(
@@ -374,12 +379,12 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
         page = await self._reports.get(who.tenant, request.run, request.action)
         return pb.GetReportResponse(html=page or b"", kept=page is not None)
 
-    async def _own_record_limit(self, who: Principal, run: str, action: str) -> int:
-        """An action writing its own record (traced calls, report): it must be that action; the size cap."""
+    async def _own_record_limits(self, who: Principal, run: str, action: str) -> Limits:
+        """An action writing its own record (traced calls, report): it must be that action; its tenant's limits."""
         check_action_scope(who, run, None)  # another run's: not found, exactly like a missing one
         if action != who.action:
             raise denied(f"action {who.action!r} writes only its own records, not those of {action!r}")
-        return (await self._limits.effective(who.tenant)).max_payload_bytes
+        return await self._limits.effective(who.tenant)
 
     async def _readable_action(self, who: Principal, run: str, action: str) -> None:
         """The caller's tenant's action (or its own run's): NotFound otherwise, exactly like a missing one."""
