@@ -34,8 +34,9 @@ from fanout.task import FILE_MODULE_PREFIX
 from fanout.v1 import actions_pb2 as pb
 
 F = TypeVar("F", bound=Callable[..., Any])
-# RecordTraces takes at most this many records per call (quota/traces.py).
+# RecordTraces takes at most this many records, and bytes of outputs, per call (quota/traces.py).
 MAX_RECORDS = 1000
+MAX_BYTES_PER_CALL = 4 << 20
 
 
 def trace(fn: F) -> F:
@@ -70,6 +71,9 @@ def trace(fn: F) -> F:
     return traced  # type: ignore[return-value]
 
 
+_Pending = tuple[pb.TraceRecord, "asyncio.Future[None]"]
+
+
 class TraceBook:
     """One action attempt's traced calls: what earlier attempts recorded, and what this one records."""
 
@@ -81,7 +85,7 @@ class TraceBook:
         # A first attempt has nothing to replay: it never asks.
         self._recorded: dict[str, pb.TraceRecord] | None = {} if attempt <= 1 else None
         self._loading: asyncio.Lock = asyncio.Lock()
-        self._pending: list[tuple[pb.TraceRecord, asyncio.Future[None]]] = []
+        self._pending: list[_Pending] = []
         self._flush_scheduled = False
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -116,12 +120,12 @@ class TraceBook:
     def _flush(self) -> None:
         self._flush_scheduled = False
         pending, self._pending = self._pending, []
-        for start in range(0, len(pending), MAX_RECORDS):
-            task = asyncio.ensure_future(self._send(pending[start : start + MAX_RECORDS]))
+        for batch in _calls(pending):
+            task = asyncio.ensure_future(self._send(batch))
             self._sending.add(task)  # a reference, so it is not collected mid-flight
             task.add_done_callback(self._sending.discard)
 
-    async def _send(self, batch: list[tuple[pb.TraceRecord, asyncio.Future[None]]]) -> None:
+    async def _send(self, batch: list[_Pending]) -> None:
         request = pb.RecordTracesRequest(run=self._run, action=self._action, records=[r for r, _ in batch])
         try:
             await self._client.call(self._client.actions.RecordTraces, request, token=self._token)
@@ -132,3 +136,18 @@ class TraceBook:
             for _, kept in batch:
                 if not kept.done():
                     kept.set_result(None)
+
+
+def _calls(pending: list[_Pending]) -> list[list[_Pending]]:
+    """`pending` cut into calls of at most MAX_RECORDS records and MAX_BYTES_PER_CALL bytes of outputs
+    (a record bigger than that goes alone)."""
+    calls: list[list[_Pending]] = []
+    size = 0
+    for item in pending:
+        grows = len(item[0].output)
+        if not calls or len(calls[-1]) >= MAX_RECORDS or (size + grows > MAX_BYTES_PER_CALL and calls[-1]):
+            calls.append([])
+            size = 0
+        calls[-1].append(item)
+        size += grows
+    return calls

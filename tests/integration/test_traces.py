@@ -14,7 +14,7 @@ import pytest
 from fanout import errors
 from fanout.dispatch.dispatcher import Dispatcher
 from fanout.quota import traces
-from fanout.quota.errors import FailedPrecondition
+from fanout.quota.errors import FailedPrecondition, InvalidArgument
 from fanout.runs import start_run
 from fanout.runtime import load_task
 from fanout.server.app import ControlPlane
@@ -100,6 +100,9 @@ def test_a_run_holds_at_most_its_cap_of_traces(
         loop_thread.run(store.record(tenant.name, run.name, "root", root.attempt, records("a", "b", "c"), ROOMY))
         with pytest.raises(FailedPrecondition, match="holds 5 traces"):  # 3 + 3 > 5: none of the three
             loop_thread.run(store.record(tenant.name, run.name, "root", root.attempt, records("d", "e", "f"), ROOMY))
+        big = [pb.TraceRecord(key=k, name="f", output=b"x" * (3 << 20)) for k in ("p", "q")]
+        with pytest.raises(InvalidArgument, match="bytes of outputs per call"):  # one script copies little
+            loop_thread.run(store.record(tenant.name, run.name, "root", root.attempt, big, ROOMY))
         with pytest.raises(FailedPrecondition, match="not running"):  # another attempt's token may not write
             loop_thread.run(store.record(tenant.name, run.name, "root", root.attempt + 1, records("g"), ROOMY))
         kept, _ = loop_thread.run(store.page(tenant.name, run.name, "root", ""))

@@ -25,6 +25,9 @@ from fanout.quota.scripts import source
 from fanout.v1 import actions_pb2 as pb
 
 MAX_RECORDS = 1000  # per call
+# Bytes of outputs per call (one record alone may be bigger, up to max_payload_bytes): what one
+# script copies into Redis stays a few milliseconds' work.
+MAX_BYTES_PER_CALL = 4 << 20
 MAX_PER_RUN = 100_000
 KEY_MAX = 128
 # Fields HSCAN looks at per step, and steps per ListTraces page: each step is short, a page bounded.
@@ -45,6 +48,9 @@ class TraceStore:
         QuotaExceeded past the tenant's max_stored_bytes."""
         if not 1 <= len(records) <= MAX_RECORDS:
             raise InvalidArgument(f"record 1 to {MAX_RECORDS} traces per call, not {len(records)}")
+        size = sum(len(record.output) for record in records)
+        if len(records) > 1 and size > MAX_BYTES_PER_CALL:
+            raise InvalidArgument(f"record at most {MAX_BYTES_PER_CALL} bytes of outputs per call, not {size}")
         args: list[Any] = [action, attempt, phases.QUEUED, phases.SUCCEEDED, MAX_PER_RUN, max_stored_bytes]
         for record in records:
             if not record.key or len(record.key) > KEY_MAX or "/" in record.key:
