@@ -293,6 +293,47 @@ def test_a_tenants_reports_do_not_wait_behind_another_tenants_call(
     assert loop_thread.run(small_goes_first())
 
 
+def test_an_end_reported_while_its_running_report_waits_supersedes_it(
+    loop_thread: LoopThread,
+    two_planes: tuple[ControlPlane, ControlPlane],
+    tenant_on_a: Tenant,
+    streams: list[LeaseStream],
+) -> None:
+    """A terminal report made while its action's RUNNING report still waits in the lane replaces it:
+    the action moves straight to its end (one event for the parent's watch, not two)."""
+    a, _ = two_planes
+    runs = [tenant_on_a.client.create_run(pb.ActionSpec(task_ref="module:x:y")).name for _ in range(3)]
+    stream = open_stream(loop_thread, a, tenant_on_a, capacity=len(runs))
+    streams.append(stream)
+    first, *others = [stream.next_action(PUSHED_WITHIN) for _ in runs]
+    sent: list[list[tuple[str, int]]] = []
+
+    class Held(StallTenant):
+        async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+            sent.append([(r.run, r.phase) for r in request.reports])
+            return await super().intercept_unary_unary(continuation, details, request)
+
+    async def scenario() -> list[bool]:
+        held = Held(tenant_on_a.name)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{a.port}", interceptors=[held]) as channel:
+            reporter = Reporter(dispatch_pb2_grpc.DispatchServiceStub(channel), tuple(stream.metadata))
+            reporter.start()
+            try:
+                outcomes = [reporter.report(report_of(tenant_on_a.name, first, pb.RUNNING))]
+                await asyncio.sleep(0.1)  # its call is out, and held: the lane is busy
+                outcomes += [reporter.report(report_of(tenant_on_a.name, x, pb.RUNNING)) for x in others]
+                outcomes += [reporter.report(report_of(tenant_on_a.name, x, pb.SUCCEEDED)) for x in others]
+                held.release.set()
+                return list(await asyncio.gather(*outcomes))
+            finally:
+                await reporter.stop()
+
+    assert all(loop_thread.run(scenario()))
+    # The second call carries the two ends alone: their RUNNING reports never left.
+    assert sent == [[(first.run, pb.RUNNING)], [(x.run, pb.SUCCEEDED) for x in others]]
+    assert [tenant_on_a.client.get_action(x.run, "root").phase for x in others] == [pb.SUCCEEDED] * 2
+
+
 def test_results_bigger_than_a_page_all_reach_a_batched_watch(
     loop_thread: LoopThread,
     two_planes: tuple[ControlPlane, ControlPlane],

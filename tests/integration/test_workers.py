@@ -18,7 +18,6 @@ import pytest
 import fanout
 import fanout.serialization
 from fanout import errors
-from fanout.client import TERMINAL_PHASES
 from fanout.dispatch.dispatcher import Dispatcher
 from fanout.dispatch.process_backend import ProcessBackend
 from fanout.runs import start_run
@@ -148,19 +147,6 @@ def test_action_processes_are_bounded_and_a_waiting_parent_gives_its_room_back(t
         await backend.shutdown()
 
     asyncio.run(main())
-
-
-def test_an_action_that_ends_before_its_running_report_left_skips_it(tenant: Tenant, dispatcher: Dispatcher) -> None:
-    """A terminal report supersedes a RUNNING report still waiting to be sent: one event per fast child, not two."""
-    run = start(tenant, "pooled_fan", 500)
-    assert len(run.wait(60).outputs()) == 500
-    phases: list[int] = []
-    for event in tenant.client.watch_children(run.name, "root", cursor="0-0", timeout=10):
-        phases.append(event.update.phase)
-        if sum(phase in TERMINAL_PHASES for phase in phases) == 500:
-            break
-    # Without supersession every child has both events; how many are saved depends on timing.
-    assert phases.count(pb.RUNNING) < 500
 
 
 SYNC_TASKS_FILE = Path(__file__).parent.parent / "tasks" / "sync_tasks.py"
