@@ -83,10 +83,14 @@ def _check_passable(state: Path) -> None:
     assert stat.S_IMODE(state.stat().st_mode) == 0o711
     home = sandbox.identity("acme")
     assert home is not None
-    # The tenant's uid must reach its home through the state folder. Checked by a new process under
-    # that uid, not a fork of this one: the session's gRPC threads make a bare fork() unsafe (seen:
-    # the child crashed in threading's after-fork hook).
-    # The shell's test, not this interpreter: the tenant's uid may not reach this virtualenv.
-    probe = ["/bin/sh", "-c", 'test -w "$1" && test -x "$1"', "probe", str(home.home)]
-    reached = subprocess.run(probe, user=home.uid, group=home.gid, extra_groups=[], timeout=30)
-    assert reached.returncode == 0
+    # The tenant's uid must reach its home through the state folder: checked by /bin/sh's test under
+    # that uid, started by setpriv. Not by a fork of this process, nor by subprocess's user=: both
+    # fork() here and run gRPC's after-fork handlers while the session's gRPC threads are busy
+    # (seen: the child crashed with SIGSEGV, once each way). Without a uid change, subprocess uses
+    # vfork, which runs none. And not this interpreter: the tenant's uid may not reach the virtualenv.
+    probe = [
+        "setpriv", f"--reuid={home.uid}", f"--regid={home.gid}", "--clear-groups",
+        "/bin/sh", "-c", 'test -w "$1" && test -x "$1"', "probe", str(home.home),
+    ]  # fmt: skip
+    reached = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+    assert reached.returncode == 0, reached.stderr
