@@ -52,8 +52,3 @@ async def sleeper(seconds: float) -> float:
 @nowhere.task
 async def unreachable() -> int:
     return 1
-
-
-@env.task
-async def environment() -> dict:
-    return dict(os.environ)
