@@ -91,7 +91,10 @@ def load(path: str | Path | None = None, **overrides: str | None) -> ClientConfi
 
 def _read_file(path: Path) -> ClientConfig:
     try:
-        data: Any = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
+        # An empty file (a worker's FANOUT_CONFIG=/dev/null) needs no YAML parser: a one-shot
+        # worker reads one at each start.
+        data: Any = (yaml.safe_load(text) if text.strip() else None) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist (FANOUT_CONFIG)") from None
     except (OSError, yaml.YAMLError) as exc:

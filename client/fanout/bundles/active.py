@@ -44,7 +44,9 @@ async def prepare(client: AsyncClient, bundle: pb.CodeBundle, token: str | None)
 
 
 async def _fetch(client: AsyncClient, digest: str, token: str | None) -> Path:
-    hit = await asyncio.to_thread(unpack.cached, digest)
+    # One stat, once per process and bundle, on the loop: a thread for it would cost a one-shot
+    # worker a thread pool to start and join, several times the stat.
+    hit = unpack.cached(digest)
     if hit is not None:
         return hit
     data = await client.get_bundle(digest, token=token)
