@@ -21,7 +21,15 @@ from grpc_status import rpc_status
 
 from fanout import errors
 from fanout.quota import keys
-from fanout.quota.actions import ActionStore
+from fanout.quota.actions import (
+    HEARTBEAT_CHUNK,
+    LEASE_WORK,
+    REPORT_CHUNK,
+    ActionStore,
+    LeasedAction,
+    LeaseRef,
+    Report,
+)
 from fanout.quota.admission import ADMIT_CHUNK_ACTIONS, STALLED_MOVE_SECONDS, chunked
 from fanout.quota.errors import FailedPrecondition, QuotaExceeded
 from fanout.quota.scripts import Scripts
@@ -382,3 +390,54 @@ def test_a_committed_batch_of_a_parent_aborted_before_the_move_queues_nothing(
     count: Any = r.hget(k.run(run), "count")
     assert r.hlen(k.states(run)) == int(count) == 2  # root and mid: the charge came back
     assert tenant.queued() == 1  # the root
+
+
+def leased_children(tenant: Tenant, store: ActionStore, run: str, n: int) -> list[LeasedAction]:
+    """Admit `n` children of a new root and lease them all (the root too, which stays leased)."""
+    tenant.set_limits(max_concurrency=n + 1)
+    tenant.client.submit_batch(run, "root", specs("c", n))
+    leased: list[LeasedAction] = []
+    for _ in range(2 * n // LEASE_WORK + 2):  # bounded: each call leases up to LEASE_WORK
+        leased += tenant.loop.run(store.lease(tenant.name, LEASE_WORK))
+    children = [a for a in leased if a.parent]
+    assert len(children) == n
+    return children
+
+
+def test_a_big_report_is_applied_in_short_scripts(tenant: Tenant, r: redis.Redis, own_plane: ControlPlane) -> None:
+    """A dispatcher may report its whole capacity in one call; it is applied a chunk per script."""
+    store: ActionStore = own_plane.actions
+    run = new_run(tenant)
+    children = leased_children(tenant, store, run, BIG)
+    result = pb.ActionResult(outputs=b"1").SerializeToString()
+    reports = [Report(a.run, a.name, a.attempt, pb.SUCCEEDED, result) for a in children]
+    log = Slowlog(r)
+
+    ignored = tenant.loop.run(store.report(tenant.name, reports))
+
+    times = log.scripts("report")
+    assert ignored == 0
+    assert len(times) >= BIG // REPORT_CHUNK
+    assert max(times) < SCRIPT_BOUND_US, sorted(times)[-5:]
+    assert r.scard(keys.TenantKeys(tenant.name).slots) == 1  # only the root holds a slot now
+    assert tenant.client.get_action(run, f"c{BIG - 1}").phase == pb.SUCCEEDED
+
+
+def test_a_big_heartbeat_is_renewed_in_short_scripts(tenant: Tenant, r: redis.Redis, own_plane: ControlPlane) -> None:
+    store: ActionStore = own_plane.actions
+    run = new_run(tenant)
+    children = leased_children(tenant, store, run, BIG)
+    leased_key = keys.TenantKeys(tenant.name).leased
+    before = r.zscore(leased_key, f"{run}/c{BIG - 1}")
+    time.sleep(0.01)  # the renewed deadline is later than the first one
+    log = Slowlog(r)
+
+    waiting, cancelled = tenant.loop.run(
+        store.heartbeat(tenant.name, [LeaseRef(a.run, a.name, a.attempt) for a in children])
+    )
+
+    times = log.scripts("heartbeat")
+    assert (waiting, cancelled) == ([], [])
+    assert len(times) >= BIG // HEARTBEAT_CHUNK
+    assert max(times) < SCRIPT_BOUND_US, sorted(times)[-5:]
+    assert r.zscore(leased_key, f"{run}/c{BIG - 1}") > before

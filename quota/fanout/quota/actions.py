@@ -8,7 +8,7 @@ names and counts, never payload contents.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -48,6 +48,13 @@ WAKE_READ_SECONDS = 1.0
 CLOSE_STEP_ABORTS = 100
 CLOSE_STEP_READS = 1_000
 DROP_STEP_PARENTS = 200
+# A Report RPC or a heartbeat may carry thousands of actions (a dispatcher's whole capacity);
+# they are applied a chunk per script, each a few milliseconds: a report costs about 20 µs of
+# Redis on a quiet 2-core machine (its state, result and event), a renewed lease under 10.
+REPORT_CHUNK = 250
+# Results of about this many bytes per report script, too: each is copied into the script's arguments.
+REPORT_CHUNK_BYTES = 4 << 20
+HEARTBEAT_CHUNK = 500
 # A report that ends a root closes small runs before it is answered; the
 # periodic loop goes on with bigger ones.
 REPORT_CLOSE_STEPS = 2
@@ -130,6 +137,22 @@ class RunInfo:
     phase: int
     action_count: int
     created_at: float
+
+
+def _report_head(r: Report) -> str:
+    return f"{r.run} {r.name} {r.attempt} {r.phase} {len(r.result)} {r.retry_after!r}"
+
+
+def _report_chunks(reports: Sequence[Report]) -> Iterator[Sequence[Report]]:
+    """The reports in order, in chunks of at most REPORT_CHUNK reports and about REPORT_CHUNK_BYTES of results."""
+    start, size = 0, 0
+    for i, r in enumerate(reports):
+        if i > start and (i - start == REPORT_CHUNK or size + len(r.result) > REPORT_CHUNK_BYTES):
+            yield reports[start:i]
+            start, size = i, 0
+        size += len(r.result)
+    if start < len(reports):
+        yield reports[start:]
 
 
 def _leased(tenant: str, heads: bytes, specs: bytes) -> list[LeasedAction]:
@@ -324,9 +347,14 @@ class ActionStore:
     async def report(self, tenant: str, reports: Sequence[Report]) -> int:
         """Apply phase reports; returns how many were ignored (stale or duplicate)."""
         k = keys.TenantKeys(tenant)
-        heads = "\n".join(f"{r.run} {r.name} {r.attempt} {r.phase} {len(r.result)} {r.retry_after!r}" for r in reports)
-        args = [k.prefix, self._clock(), self.events_maxlen, heads, b"".join(r.result for r in reports)]
-        ignored, closed = await self._scripts.report(keys=[k.slots, k.leased, k.stats, k.delayed, k.closing], args=args)
+        ignored, closed = 0, []
+        for chunk in _report_chunks(reports):
+            heads = "\n".join(_report_head(r) for r in chunk)
+            args = [k.prefix, self._clock(), self.events_maxlen, heads, b"".join(r.result for r in chunk)]
+            script_keys = [k.slots, k.leased, k.stats, k.delayed, k.closing]
+            chunk_ignored, chunk_closed = await self._scripts.report(keys=script_keys, args=args)
+            ignored += int(chunk_ignored)
+            closed += chunk_closed
         if any(r.retry_after for r in reports):
             await self._mark_ready(tenant)  # the retry waits in the delayed set; its slot is free
         elif int(ignored) < len(reports) and any(phases.is_terminal(r.phase) for r in reports):
@@ -341,11 +369,17 @@ class ActionStore:
         if not leases:
             return [], []
         k = keys.TenantKeys(tenant)
-        args: list[str | int | float] = [k.prefix, self._clock() + self.lease_seconds]
-        for lease in leases:
-            args += [lease.run, lease.name, lease.attempt]
-        waiting, cancelled = await self._scripts.heartbeat(keys=[k.slots, k.leased], args=args)
-        return [leases[int(i)] for i in waiting], [leases[int(i)] for i in cancelled]
+        waiting: list[LeaseRef] = []
+        cancelled: list[LeaseRef] = []
+        for start in range(0, len(leases), HEARTBEAT_CHUNK):
+            chunk = leases[start : start + HEARTBEAT_CHUNK]
+            args: list[str | int | float] = [k.prefix, self._clock() + self.lease_seconds]
+            for lease in chunk:
+                args += [lease.run, lease.name, lease.attempt]
+            chunk_waiting, chunk_cancelled = await self._scripts.heartbeat(keys=[k.slots, k.leased], args=args)
+            waiting += (chunk[int(i)] for i in chunk_waiting)
+            cancelled += (chunk[int(i)] for i in chunk_cancelled)
+        return waiting, cancelled
 
     def lost_contact(self) -> None:
         """Redis was unreachable: from when it answers again, leases get one full period before reaping."""
