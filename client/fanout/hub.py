@@ -31,7 +31,9 @@ from fanout.v1 import actions_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 10_000
+# Actions per SubmitMany: big enough that a call's fixed cost is nothing per action, small enough
+# that one call does not hold the server's event loop (and other tenants' calls) for long.
+MAX_BATCH = 2_000
 # Well under the server's default max_batch_bytes (64 MiB), so big inputs split instead of being refused.
 MAX_BATCH_BYTES = 16 << 20
 # How long the watch stream stays open with no parent on it: a worker's parents come in waves.
