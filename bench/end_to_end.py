@@ -64,6 +64,9 @@ class EndToEnd:
 def run() -> EndToEnd:
     with tempfile.TemporaryDirectory(prefix="fanout-bench-e2e-") as tmp:
         root = Path(tmp)
+        # Passable by others (not listable): run as root, `fanout up` runs each tenant's actions under
+        # the tenant's own uid, which must reach its folder under the data directory.
+        root.chmod(0o711)
         task_file = root / "bench_tasks.py"  # never fanout.py: it would shadow the package
         task_file.write_text(TASK_FILE)
         data_dir = root / "data"
