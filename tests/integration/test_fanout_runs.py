@@ -110,6 +110,12 @@ def test_nested_fanouts_finish_with_one_concurrency_slot(tenant: Tenant) -> None
 
 
 def test_dispatcher_reports_running_then_a_single_terminal_phase(tenant: Tenant, dispatcher: Dispatcher) -> None:
+    """Each child's watch shows RUNNING at most once, then exactly one terminal phase.
+
+    RUNNING may be missing: an end reported while the RUNNING report still waits in the
+    dispatcher's lane supersedes it (test_pushed_leases.py pins that case down), which a fast
+    child on a busy machine does now and then.
+    """
     run = start(tenant, TASKS_FILE, "fan_squares", 4)
     assert run.outputs() == [0, 1, 4, 9]
 
@@ -121,7 +127,8 @@ def test_dispatcher_reports_running_then_a_single_terminal_phase(tenant: Tenant,
     by_child: dict[str, list[int]] = {}
     for name, phase in phases:
         by_child.setdefault(name, []).append(phase)
-    assert all(p == [pb.RUNNING, pb.SUCCEEDED] for p in by_child.values()), by_child
+    assert len(by_child) == 4
+    assert all(p in ([pb.RUNNING, pb.SUCCEEDED], [pb.SUCCEEDED]) for p in by_child.values()), by_child
 
 
 def test_a_tenant_is_polled_while_it_has_work_and_dropped_after(tenant: Tenant, redis_client: redis.Redis) -> None:
