@@ -11,7 +11,9 @@ can be the longest command anyway. The steps:
 1. one SubmitBatch of 100,000 actions through the gRPC server;
 2. AbortRun of a run holding 300,001 actions (root + 3 batches of 100,000, admitted before the step);
 3. leasing that aborted run's tenant after the abort (through the quota store, as the dispatch service
-   does), until the tenant has nothing left to lease.
+   does), until the tenant has nothing left to lease;
+4. with RENEWED actions of another run leased, one heartbeat renewing all their leases, then one
+   report of all their outcomes (through the quota store, as one Report RPC of a dispatcher would).
 
 Each step's wall time is printed too. Figures are printed, never asserted.
 """
@@ -31,7 +33,7 @@ from bench.lone_server import SERVER_MODE, lone_server
 from fanout.client import Client
 from fanout.config import ClientConfig
 from fanout.errors import FanoutError
-from fanout.quota.actions import ActionStore
+from fanout.quota.actions import ActionStore, LeasedAction, LeaseRef, Report
 from fanout.quota.limits import Limits, LimitStore
 from fanout.quota.scripts import Scripts, source
 from fanout.v1 import actions_pb2 as pb
@@ -41,6 +43,7 @@ ABORT_BATCHES = 3  # of ADMISSION children each, under one root: 300,001 actions
 LEASE_WANT = 64
 LEASE_MAX_CALLS = 10_000  # a bound on the lease loop, far above what it needs
 THRESHOLD_US = 1_000
+RENEWED = 20_000
 SLOWLOG_MAX_LEN = 100_000
 
 
@@ -82,22 +85,57 @@ def run() -> Slowlog:
             steps.append(_measure(r, f"AbortRun of {total:,} actions", lambda: client.abort_run(run.name, "bench")))
         asyncio.run(_lease_all(server.redis_url, "warmup"))  # loads lease.lua, so SCRIPT LOAD is not measured
         steps.append(_measure(r, "lease after the abort", lambda: asyncio.run(_lease_all(server.redis_url, "abort"))))
+        with Client(ClientConfig(endpoint=server.endpoint, token=server.tenant_token("renew"))) as client:
+            run = client.create_run(pb.ActionSpec(name="root", task_ref="module:x:y"))
+            client.submit_batch(run.name, "root", specs("r", RENEWED))
+        held = [a for a in asyncio.run(_lease_all(server.redis_url, "renew", RENEWED + 1)) if a.parent]
+        steps.append(
+            _measure(r, f"heartbeat of {len(held):,} leases", lambda: asyncio.run(_renew(server.redis_url, held)))
+        )
+        steps.append(
+            _measure(r, f"Report of {len(held):,} outcomes", lambda: asyncio.run(_report(server.redis_url, held)))
+        )
         return Slowlog(SERVER_MODE, steps)
 
 
-async def _lease_all(url: str, tenant: str) -> int:
-    """Lease as the dispatch service does until a lease finds nothing; returns the calls made."""
+async def _lease_all(url: str, tenant: str, concurrency: int = Limits.max_concurrency) -> list[LeasedAction]:
+    """Lease as the dispatch service does until a lease finds nothing (at most LEASE_MAX_CALLS calls)."""
     client = aioredis.Redis.from_url(url)
     try:
-        scripts = Scripts.register(client)
-        store = ActionStore(client, scripts, LimitStore(client, scripts, Limits()))
-        for calls in range(1, LEASE_MAX_CALLS + 1):
-            leased = await store.lease(tenant, LEASE_WANT)
-            if not leased:
-                return calls
-        return LEASE_MAX_CALLS
+        store = _store(client, concurrency)
+        leased: list[LeasedAction] = []
+        for _ in range(LEASE_MAX_CALLS):
+            more = await store.lease(tenant, LEASE_WANT)
+            if not more:
+                break
+            leased += more
+        return leased
     finally:
         await client.aclose()
+
+
+async def _renew(url: str, held: list[LeasedAction]) -> None:
+    client = aioredis.Redis.from_url(url)
+    try:
+        await _store(client).heartbeat(held[0].tenant, [LeaseRef(a.run, a.name, a.attempt) for a in held])
+    finally:
+        await client.aclose()
+
+
+async def _report(url: str, held: list[LeasedAction]) -> None:
+    result = pb.ActionResult(outputs=b"1").SerializeToString()
+    client = aioredis.Redis.from_url(url)
+    try:
+        reports = [Report(a.run, a.name, a.attempt, pb.SUCCEEDED, result) for a in held]
+        await _store(client).report(held[0].tenant, reports)
+    finally:
+        await client.aclose()
+
+
+def _store(client: aioredis.Redis, concurrency: int = Limits.max_concurrency) -> ActionStore:
+    """The quota store a server would use; `concurrency` is the tenants' default max_concurrency."""
+    scripts = Scripts.register(client)
+    return ActionStore(client, scripts, LimitStore(client, scripts, Limits(max_concurrency=concurrency)))
 
 
 def _measure(r: redis.Redis, name: str, step: Callable[[], object]) -> Step:
