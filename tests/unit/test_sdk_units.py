@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from fanout import config, errors, serialization
+from fanout import config, errors, gc_tuning, serialization
 from fanout.controller import child_name
 from fanout.quota import keys
 from fanout.runtime import load_task
@@ -86,3 +88,13 @@ def test_config_errors_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("FANOUT_CONFIG", str(tmp_path / "none.yaml"))
     with pytest.raises(errors.ConfigError, match="no endpoint"):
         config.ClientConfig().require()
+
+
+def test_gc_tuning_freezes_start_up_and_raises_the_young_threshold() -> None:
+    # In a process of its own: the collector's settings are process-wide.
+    code = (
+        "import gc; from fanout import gc_tuning; gc_tuning.tune_for_throughput(); "
+        "print(gc.get_threshold()[0], gc.get_freeze_count() > 0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [str(gc_tuning.GEN0_THRESHOLD), "True"]

@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from fanout import config as client_config
-from fanout import tracing
+from fanout import gc_tuning, tracing
 from fanout.cli.token_args import add_token_args
 from fanout.dispatch.dispatcher import DEFAULT_CAPACITY
 from fanout.errors import ConfigError
@@ -172,6 +172,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         tenant_uids=args.tenant_uids,
     )
     tracing.setup("fanout-up")
+    gc_tuning.tune_for_throughput()
     return asyncio.run(up(options))
 
 
@@ -189,6 +190,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         signing_key_file=args.signing_key_file,
     )
     tracing.setup("fanout-server")
+    gc_tuning.tune_for_throughput()
     return asyncio.run(serve(settings, args.admin_token_file))
 
 
@@ -241,4 +243,5 @@ def cmd_dispatcher(args: argparse.Namespace) -> int:
 
     logging.getLogger(__name__).info("dispatcher %s serving %s", dispatcher.id, cfg.endpoint)
     tracing.setup("fanout-dispatcher")
+    gc_tuning.tune_for_throughput()
     return asyncio.run(main())

@@ -54,7 +54,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fanout import config, memory, output, runtime, tracing
+from fanout import config, gc_tuning, memory, output, runtime, tracing
 from fanout.client import AsyncClient
 from fanout.dispatch import become_user
 from fanout.dispatch.frames import frame, read_frame
@@ -325,6 +325,7 @@ def main() -> None:
         # A container's worker: frames on a connection to the dispatcher, output on stdout/stderr (the container's log).
         line_buffered_output()
         tracing.setup("fanout-worker")
+        gc_tuning.tune_for_throughput()
         try:
             asyncio.run(_serve_connected_with_threads(sys.argv[2]))
         finally:
@@ -341,6 +342,7 @@ def main() -> None:
     line_buffered_output()
     start_log_keeper()
     tracing.setup("fanout-worker")
+    gc_tuning.tune_for_throughput()
     try:
         asyncio.run(_serve_with_threads(requests, replies))
     finally:
