@@ -94,7 +94,7 @@ async def _run_task(
     controller = Controller(client, run, action, workdir=spec.workdir, token=token, bundle=bundle, attempt=attempt)
     page: report.Report | None = None
     try:
-        if spec.bundle.digest:
+        if spec.bundle.digest and not active.is_active(spec.bundle):
             await active.prepare(client, spec.bundle, token)
         task = load_task(spec.task_ref)
         args, kwargs = serialization.decode_inputs(spec.inputs, task.types)

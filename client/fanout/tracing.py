@@ -98,12 +98,18 @@ def flush() -> None:
         force_flush(5_000)
 
 
-@contextlib.contextmanager
-def span(name: str, traceparent: str = "", **attributes: str) -> Iterator[None]:
+def span(name: str, traceparent: str = "", **attributes: str) -> contextlib.AbstractContextManager[None]:
     """A span, current inside the block; under `traceparent` (a W3C header value) when given."""
     if _configured is None:
-        yield
-        return
+        return _NO_SPAN  # every action enters one: when tracing is off it costs nothing
+    return _span(name, traceparent, attributes)
+
+
+_NO_SPAN = contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _span(name: str, traceparent: str, attributes: dict[str, str]) -> Iterator[None]:
     from opentelemetry import trace
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 

@@ -29,6 +29,13 @@ def active_root() -> Path | None:
     return _active
 
 
+def is_active(bundle: pb.CodeBundle) -> bool:
+    """Whether `bundle` is fetched and active already: nothing for prepare() to do (a worker's every action
+    but its first), which the runtime checks without the cost of a coroutine."""
+    root = _roots.get(bundle.digest)
+    return root is not None and root == _active and _active_paths == tuple(bundle.paths)
+
+
 async def prepare(client: AsyncClient, bundle: pb.CodeBundle, token: str | None) -> Path:
     """Fetch and unpack `bundle` unless this process or the cache has it, then put it on sys.path."""
     digest = bundle.digest
