@@ -138,11 +138,18 @@ def _stack(task: asyncio.Task[Any]) -> str:
 # answering, so fail-closed stays within seconds.
 REDIS_CONNECT_TIMEOUT_SECONDS = 2.0
 REDIS_SOCKET_TIMEOUT_SECONDS = WATCH_BLOCK_MS / 1000 + 3.0
+# Connections to one Redis: each command in flight holds one, and a busy server has hundreds in
+# flight (every watch's read, every RPC's scripts). The pool's default changed between majors too
+# (redis-py 8 fails the 101st command at once); past this many, a command waits for a free one.
+REDIS_MAX_CONNECTIONS = 512
 
 
 def connect_redis(url: str) -> aioredis.Redis:
     return redis_connect.connect_async(
-        url, connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS, socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS
+        url,
+        connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+        max_connections=REDIS_MAX_CONNECTIONS,
     )
 
 

@@ -31,10 +31,11 @@ def cluster_url(url: str) -> str | None:
     return None
 
 
-def connect_async(url: str, *, connect_timeout: float, socket_timeout: float) -> aioredis.Redis:
+def connect_async(url: str, *, connect_timeout: float, socket_timeout: float, max_connections: int) -> aioredis.Redis:
     """The asyncio client the server uses. No silent resend: a command that timed out may have run
     (a script may have admitted or released), and an unreachable Redis must fail the RPC now
-    (UNAVAILABLE), not after a chain of backed-off retries."""
+    (UNAVAILABLE), not after a chain of backed-off retries. At most `max_connections` to one
+    server; a command beyond them waits for one (up to the socket timeout) instead of failing."""
     node = cluster_url(url)
     if node is not None:
         cluster: Any = AsyncRedisCluster.from_url(
@@ -45,13 +46,16 @@ def connect_async(url: str, *, connect_timeout: float, socket_timeout: float) ->
             health_check_interval=10,
         )
         return cluster  # same command surface for everything the server calls
-    return aioredis.Redis.from_url(
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=socket_timeout,
         socket_connect_timeout=connect_timeout,
         socket_timeout=socket_timeout,
         retry=AsyncRetry(NoBackoff(), 0),
         health_check_interval=10,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 def connect_sync(url: str, timeout: float) -> Any:
