@@ -2,7 +2,8 @@
 
 A worker runs many parents on one client. Children submitted in one turn of
 the event loop, by any of them, go out in one SubmitMany (split only by the
-batch caps), each parent's section carrying that parent's own action token;
+batch caps; at most MAX_SUBMITS_IN_FLIGHT calls at once, the rest wait in
+order), each parent's section carrying that parent's own action token;
 a refused section fails or retries only its parent's children, exactly as a
 SubmitBatch of its own would. One WatchMany stream carries the child events
 of every parent: a parent is added (with its token) when it first awaits a
@@ -18,6 +19,7 @@ import logging
 import re
 import time
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -36,6 +38,10 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 2_000
 # Well under the server's default max_batch_bytes (64 MiB), so big inputs split instead of being refused.
 MAX_BATCH_BYTES = 16 << 20
+# SubmitMany calls one process has in flight; the rest wait here, in order. Enough to keep a server
+# admitting; unbounded, a gather of a million children sent 500 calls at once, and the server's
+# admissions crowded out everything else it does (a dispatcher's lease renewals above all).
+MAX_SUBMITS_IN_FLIGHT = 4
 # How long the watch stream stays open with no parent on it: a worker's parents come in waves.
 IDLE_STREAM_SECONDS = 5.0
 # Names per AbortAction call (the server's cap), and how long a parent waits for one.
@@ -104,6 +110,7 @@ class Hub:
         self._flush_scheduled = False
         self._tasks: set[asyncio.Future[None]] = set()
         self._sending: set[asyncio.Future[None]] = set()  # SubmitMany calls in flight
+        self._queued: deque[list[_Section]] = deque()  # calls waiting for one of those to end
         self._aborts: dict[int, tuple[Parent, list[str]]] = {}  # id(parent) -> names, this turn
         self._abort_scheduled = False
         self._ids = itertools.count(1)
@@ -127,10 +134,17 @@ class Hub:
     def _flush(self) -> None:
         self._flush_scheduled = False
         pending, self._pending = self._pending, []
-        for call in _calls(_by_parent(pending)):
-            task = self._spawn(self._send(call))
+        self._queued.extend(_calls(_by_parent(pending)))
+        while self._queued and len(self._sending) < MAX_SUBMITS_IN_FLIGHT:
+            task = self._spawn(self._send(self._queued.popleft()))
             self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+            task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Future[None]) -> None:
+        self._sending.discard(task)
+        if self._queued and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
         task = asyncio.ensure_future(coro)
@@ -218,12 +232,14 @@ class Hub:
     def _unsend(self, parent: Parent, names: list[str]) -> list[str]:
         """Drop `names` from the submissions not sent yet; returns those already sent (or on their way)."""
         wanted = set(names)
-        for section in self._pending:
+        for section in itertools.chain(self._pending, *self._queued):
             if section.parent is parent:
                 kept = [spec for spec in section.specs if spec.name not in wanted]
                 wanted -= {spec.name for spec in section.specs} - {spec.name for spec in kept}
                 section.specs = kept
         self._pending = [section for section in self._pending if section.specs]
+        calls = (call for call in ([s for s in call if s.specs] for call in self._queued) if call)
+        self._queued = deque(calls)
         return [name for name in names if name in wanted]
 
     def _flush_aborts(self) -> None:

@@ -1,0 +1,81 @@
+"""A process's hub sends a big turn of children a few SubmitMany calls at a time, to a real server.
+
+Unbounded, a gather of a million children went out as 500 calls at once, and the server's
+admissions crowded out a dispatcher's lease renewals until leases lapsed (make bench-million).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from fanout import hub
+from fanout.client import AsyncClient
+from fanout.config import ClientConfig
+from fanout.v1 import actions_pb2 as pb
+from tests.conftest import Tenant
+
+CALLS = 10
+
+
+@dataclass
+class Parent:
+    """A parent as the hub sees one (a controller's run, name and token); it records failures."""
+
+    run: str
+    parent: str
+    credential: str
+    failed: list[str] = field(default_factory=list)
+
+    def settle(self, status: pb.ActionStatus) -> None:
+        pass
+
+    def fail(self, names: list[str], exc: Exception) -> None:
+        self.failed += names
+
+
+class CountingClient(AsyncClient):
+    """The real client, counting its calls in flight."""
+
+    in_flight = 0
+    peak = 0
+
+    async def call(self, method: Any, request: Any, timeout: float | None = 120.0, token: str | None = None) -> Any:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            return await super().call(method, request, timeout=timeout, token=token)
+        finally:
+            self.in_flight -= 1
+
+
+def test_a_big_turn_goes_out_a_few_calls_at_a_time(
+    tenant: Tenant, endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub, "MAX_BATCH", 10)
+    run = tenant.client.create_run(pb.ActionSpec(name="root", task_ref="module:tests:root")).name
+    children = [pb.ActionSpec(name=f"c{i}", task_ref="module:tests:noop") for i in range(CALLS * hub.MAX_BATCH)]
+    parent = Parent(run, "root", tenant.token)
+
+    async def main() -> int:
+        client = CountingClient(ClientConfig(endpoint=endpoint, token=tenant.token))
+        submissions = hub.Hub.of(client)
+        try:
+            submissions.submit(parent, children)
+            for _ in range(1_000):  # bounded: ten calls to a local server take well under a second each
+                await asyncio.sleep(0.01)
+                if not submissions._sending and not submissions._queued:
+                    break
+            return client.peak
+        finally:
+            await submissions.close()
+            await client.close()
+
+    peak = tenant.loop.run(main())
+
+    assert peak == hub.MAX_SUBMITS_IN_FLIGHT
+    assert parent.failed == []
+    assert tenant.client.get_run(run).action_count == 1 + CALLS * hub.MAX_BATCH
