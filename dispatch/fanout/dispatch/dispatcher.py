@@ -14,9 +14,7 @@ twice. A backend keeps an outcome until its report was answered.
 Actions whose environment has a ReusePolicy run in pools of reusable
 workers instead (pools.py); their results live in memory only, so after a
 crash of this process (or of a worker) they run again once their leases
-lapse: at-least-once, like any lost lease. That is the hot path of a big
-fanout, so it costs no asyncio task per action: a pooled action is a pool
-job whose end is a callback. The backend's actions each get a task.
+lapse: at-least-once, like any lost lease.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 
@@ -67,14 +65,6 @@ MIN_RETRY_SECONDS = 0.001
 STOPPED = failure("Stopped", "stopped by the control plane", pb.ABORTED)
 
 
-class Running(Protocol):
-    """A leased action being run: a backend's asyncio task, or a pool's job."""
-
-    def done(self) -> bool: ...
-
-    def cancel(self) -> Any: ...
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -99,7 +89,7 @@ class Dispatcher:
         self.action_endpoint = action_endpoint or config.endpoint
         self.id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self._metadata = (("authorization", f"Bearer {config.token}"),)
-        self._running: dict[str, tuple[dpb.LeasedAction, Running]] = {}
+        self._running: dict[str, tuple[dpb.LeasedAction, asyncio.Task[None]]] = {}
         self._waiting: set[str] = set()
         self._images_noted: set[str] = set()
         # Messages for the current lease stream; None ends the stream's request side.
@@ -144,10 +134,10 @@ class Dispatcher:
             # shutdown must not be reported as a failure. Unreported actions
             # keep their leases, which expire, and run again elsewhere or
             # after a restart.
-            running = [run for _, run in self._running.values()]
-            for run in running:
-                run.cancel()
-            await asyncio.gather(*(r for r in running if isinstance(r, asyncio.Task)), return_exceptions=True)
+            tasks = [task for _, task in self._running.values()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await reporter.drain()
             # Outcomes whose report got no answer stay on disk for the next start.
             if self._releases:
@@ -197,7 +187,7 @@ class Dispatcher:
                     return
                 self._lease_seconds = response.lease_seconds or self._lease_seconds
                 for action in response.actions:
-                    self._start(action, reporter)
+                    self._running[_ref(action)] = (action, asyncio.create_task(self._execute(action, reporter)))
                 self._on_heartbeat_answer(response)
         finally:
             stopper.cancel()
@@ -225,11 +215,9 @@ class Dispatcher:
             if entry is not None and entry[0].attempt == ref.attempt and not entry[1].done():
                 log.info("stopping %s: aborted, finished or leased elsewhere", key, extra=_fields(entry[0]))
                 entry[1].cancel()
-                if isinstance(entry[1], asyncio.Task):
+                if not reusable(entry[0].spec):
                     # The control plane has its end already: keep no more of its work than of a failure's.
                     self._release_after(entry[0], STOPPED, entry[1])
-                else:
-                    self._ended(key)  # a pool's job ends unreported: no task's `finally` does this
 
     def _give_credit(self) -> None:
         # Credit freed in one turn of the loop goes out as one message, not one per action.
@@ -242,73 +230,46 @@ class Dispatcher:
         if credit and not self._stopping.is_set():
             self._outbox.put_nowait(dpb.LeaseRequest(credit=credit))
 
-    def _start(self, action: dpb.LeasedAction, reporter: Reporter) -> None:
-        if action.spec.image and not self.backend.runs_images and action.spec.image not in self._images_noted:
-            self._images_noted.add(action.spec.image)  # said once per image, not per action
-            log.info("image %s is not used: this backend runs tasks in the dispatcher's Python", action.spec.image)
-        if reusable(action.spec) and not self.sandbox.refusal(action.spec):
-            self._submit_to_pool(action, reporter)
-        else:
-            self._running[_ref(action)] = (action, asyncio.create_task(self._execute(action, reporter)))
-
-    def _submit_to_pool(self, action: dpb.LeasedAction, reporter: Reporter) -> None:
-        key, launched = _ref(action), time.monotonic()
-
-        def started() -> None:
-            reporter.report(_report(action, pb.RUNNING))
-            dispatch_metrics.started(action, "pool")
-
-        def done(outcome: Outcome | WorkerLost) -> None:
-            self._ended(key)
-            if isinstance(outcome, WorkerLost):
-                # No report: the lease lapses and the control plane runs it again.
-                lost = "%s is lost with its worker (%s); it runs again after its lease"
-                log.warning(lost, key, outcome, extra=_fields(action))
-                return
-            dispatch_metrics.finished(outcome, "pool", time.monotonic() - launched)
-            self._finish(action, outcome, reporter, keeps_work=False)  # a pool keeps nothing once the outcome is here
-
-        try:
-            job = self.pools.submit(action, self.action_endpoint, started, done)
-        except Exception as exc:  # a pool bug fails the action, not the dispatcher
-            log.exception("the pool failed on %s", key, extra=_fields(action))
-            done(failure("BackendError", f"{type(exc).__name__}: {exc}"))
-            return
-        if not job.done():
-            self._running[key] = (action, job)
-
     async def _execute(self, action: dpb.LeasedAction, reporter: Reporter) -> None:
         def started() -> None:
             reporter.report(_report(action, pb.RUNNING))
             dispatch_metrics.started(action, backend)
 
         key = _ref(action)
-        backend, launched = dispatch_metrics.backend_name(self.backend, False), time.monotonic()
+        pooled = reusable(action.spec)
+        if action.spec.image and not self.backend.runs_images and action.spec.image not in self._images_noted:
+            self._images_noted.add(action.spec.image)  # said once per image, not per action
+            log.info("image %s is not used: this backend runs tasks in the dispatcher's Python", action.spec.image)
+        backend, launched = dispatch_metrics.backend_name(self.backend, pooled), time.monotonic()
         try:
             try:
                 if refusal := self.sandbox.refusal(action.spec):
                     outcome = failure("UntrustedSpec", refusal, non_recoverable=True)
+                elif pooled:
+                    outcome = await self.pools.run(action, self.action_endpoint, started)
                 else:
                     outcome = await self.backend.run(action, self.action_endpoint, started)
             except asyncio.CancelledError:
                 # Shutting down (the lease expires and the action runs again
                 # elsewhere) or told to stop (the server already has its end).
                 raise
+            except WorkerLost as exc:
+                # No report: the lease lapses and the control plane runs it again.
+                log.warning(
+                    "%s is lost with its worker (%s); it runs again after its lease", key, exc, extra=_fields(action)
+                )
+                return
             except Exception as exc:  # a backend bug fails the action, not the dispatcher
                 log.exception("backend failed on %s", key, extra=_fields(action))
                 outcome = failure("BackendError", f"{type(exc).__name__}: {exc}")
             dispatch_metrics.finished(outcome, backend, time.monotonic() - launched)
-            self._finish(action, outcome, reporter)
+            self._finish(action, outcome, reporter, keeps_work=not pooled)
         finally:
-            self._ended(key)
-
-    def _ended(self, key: str) -> None:
-        """An action left this dispatcher (finished, lost or stopped): its capacity comes back."""
-        self._running.pop(key, None)
-        if key in self._waiting:
-            self._waiting.discard(key)  # its credit went back when it started waiting
-        else:
-            self._give_credit()
+            self._running.pop(key, None)
+            if key in self._waiting:
+                self._waiting.discard(key)  # its credit went back when it started waiting
+            else:
+                self._give_credit()
 
     def _finish(
         self, action: dpb.LeasedAction, outcome: Outcome, reporter: Reporter, keeps_work: bool = True

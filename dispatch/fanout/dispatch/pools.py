@@ -9,13 +9,7 @@ says waits on its children gives its slot back (it is an idle coroutine in
 the worker), so a nested fanout in one environment cannot fill its own
 pool and deadlock.
 
-An action is a job with callbacks, not an asyncio task: submit() queues it,
-its end calls `on_done` once (from the frame that brought its outcome), and
-cancel() takes it back from wherever it is, telling nobody. So the
-dispatcher spends no task, future or await per action on this path; run()
-wraps a job in a future for the callers that want one.
-
-What a dead worker held is lost on purpose: its jobs end with WorkerLost, the
+What a dead worker held is lost on purpose: run() raises WorkerLost, the
 dispatcher drops those actions without a report and stops renewing their
 leases, and the control plane leases them again once the leases lapse (at
 most one lease period). The same holds when the dispatcher itself dies: a
@@ -48,7 +42,7 @@ import os
 import signal
 import sys
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,9 +67,6 @@ STOP_TIMEOUT_SECONDS = 10.0
 TIMEOUT_GRACE_SECONDS = 5.0
 
 Key = tuple[str, str, int]  # run, action name, attempt
-# How a job's end is told: its outcome, or WorkerLost when it died with its worker (its lease
-# lapses and it runs again). Called once, and never for a job taken back by cancel().
-Done = Callable[["Outcome | WorkerLost"], None]
 
 
 class WorkerLost(RuntimeError):
@@ -88,25 +79,14 @@ def reusable(spec: pb.ActionSpec) -> bool:
 
 
 @dataclass(eq=False)
-class Job:
-    """One action in a pool: queued here, then running in `worker`, until it ends or is taken back."""
-
-    pool: Pool
+class _Job:
     action: dpb.LeasedAction
     key: Key
     on_started: StartedCallback
-    on_done: Done
+    outcome: asyncio.Future[Outcome]
     worker: FramedWorker | None = None
     holds_slot: bool = False
     timer: asyncio.TimerHandle | None = None
-    ended: bool = False
-
-    def done(self) -> bool:
-        return self.ended
-
-    def cancel(self) -> None:
-        """Take it back (aborted, leased elsewhere, or the dispatcher stops); its end is told to nobody."""
-        self.pool.take_back(self)
 
 
 @dataclass(frozen=True)
@@ -156,7 +136,7 @@ class FramedWorker:
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
-        self.jobs: dict[Key, Job] = {}
+        self.jobs: dict[Key, _Job] = {}
         self.slots_used = 0
         self.log_slot = 0
         self.idle_timer: asyncio.TimerHandle | None = None
@@ -195,7 +175,7 @@ class FramedWorker:
         self._writer = writer
         self._reader = asyncio.create_task(self._read(reader))
 
-    def send(self, job: Job) -> None:
+    def send(self, job: _Job) -> None:
         self.jobs[job.key] = job
         self._outbox.run.append(job.action)
         self._schedule_flush()
@@ -337,28 +317,27 @@ class Pool:
         self._log_slots: set[int] = set()
         self.workers: list[FramedWorker] = []
         self._starting = 0
-        self._queue: deque[Job] = deque()
+        self._queue: deque[_Job] = deque()
         self._tasks: set[asyncio.Task[None]] = set()  # starts and stops in flight
 
-    def submit(self, action: dpb.LeasedAction, on_started: StartedCallback, on_done: Done) -> Job:
-        job = Job(self, action, (action.run, action.spec.name, action.attempt), on_started, on_done)
+    async def run(self, action: dpb.LeasedAction, on_started: StartedCallback) -> Outcome:
+        key = (action.run, action.spec.name, action.attempt)
+        job = _Job(action, key, on_started, asyncio.get_running_loop().create_future())
         self._queue.append(job)
         self._pump()
-        return job
-
-    async def run(self, action: dpb.LeasedAction, on_started: StartedCallback) -> Outcome:
-        """submit() as a coroutine: its outcome, WorkerLost raised; cancelling it takes the job back."""
-        return await _awaited(lambda done: self.submit(action, on_started, done))
-
-    def take_back(self, job: Job) -> None:
-        if job.ended:
-            return
-        _end(job)
-        if job.worker is None:
-            with contextlib.suppress(ValueError):
-                self._queue.remove(job)
-        elif job.key in job.worker.jobs:  # still running there: its ABORTED answer ends it unreported
-            job.worker.cancel(job.key, timed_out=False)
+        try:
+            return await job.outcome  # cancelling this task cancels the future too: _resolve skips it
+        except asyncio.CancelledError:
+            # Aborted, leased elsewhere, or the dispatcher stops: take it back from wherever it is.
+            if job.worker is None:
+                with contextlib.suppress(ValueError):
+                    self._queue.remove(job)
+            elif key in job.worker.jobs:  # still running there
+                job.worker.cancel(key, timed_out=False)
+            raise
+        finally:
+            if job.timer is not None:
+                job.timer.cancel()
 
     def waiting(self, action: dpb.LeasedAction) -> None:
         """The action waits on its children: its slot goes to other work (it stays in its worker)."""
@@ -384,7 +363,7 @@ class Pool:
             for _ in range(min(room, len(self._queue))):
                 self._dispatch(self._queue.popleft(), worker)
 
-    def _dispatch(self, job: Job, worker: FramedWorker) -> None:
+    def _dispatch(self, job: _Job, worker: FramedWorker) -> None:
         if worker.idle_timer is not None:
             worker.idle_timer.cancel()
             worker.idle_timer = None
@@ -397,15 +376,15 @@ class Pool:
             job.timer = asyncio.get_running_loop().call_later(timeout, self._time_out, job)
         job.on_started()
 
-    def _time_out(self, job: Job) -> None:
-        if job.ended or job.worker is None:
+    def _time_out(self, job: _Job) -> None:
+        if job.outcome.done() or job.worker is None:
             return
         job.worker.cancel(job.key, timed_out=True)
         job.timer = asyncio.get_running_loop().call_later(TIMEOUT_GRACE_SECONDS, self._stuck, job)
 
-    def _stuck(self, job: Job) -> None:
+    def _stuck(self, job: _Job) -> None:
         """The worker did not answer a timeout: its event loop is blocked. Kill it; this action timed out."""
-        if job.ended or job.worker is None:
+        if job.outcome.done() or job.worker is None:
             return
         log.warning("worker %s did not stop %s in time; killing it", job.worker.name, job.key)
         _resolve(job, _timed_out(job.action))
@@ -434,10 +413,12 @@ class Pool:
         if worker.jobs:
             lost = len(worker.jobs)
             log.warning("worker %s of %s exited (%s) with %d actions", worker.name, self.key.label, code, lost)
-        jobs = list(worker.jobs.values())
+        for job in worker.jobs.values():
+            if outcome is not None:
+                _resolve(job, outcome)
+            elif not job.outcome.done():
+                job.outcome.set_exception(WorkerLost(f"worker {worker.name} exited with code {code}"))
         worker.jobs.clear()
-        for job in jobs:
-            _resolve(job, outcome or WorkerLost(f"worker {worker.name} exited with code {code}"))
         if worker.idle_timer is not None:
             worker.idle_timer.cancel()
         self._pump()
@@ -514,11 +495,8 @@ class Pools:
         # (its env unsorted: another order of the same env only misses this cache).
         self._by_fields: dict[tuple[Any, ...], Pool] = {}
 
-    def submit(self, action: dpb.LeasedAction, endpoint: str, on_started: StartedCallback, on_done: Done) -> Job:
-        return self._pool(action, endpoint).submit(action, on_started, on_done)
-
-    async def run(self, action: dpb.LeasedAction, endpoint: str, on_started: StartedCallback) -> Outcome:
-        return await self._pool(action, endpoint).run(action, on_started)
+    def run(self, action: dpb.LeasedAction, endpoint: str, on_started: StartedCallback) -> Awaitable[Outcome]:
+        return self._pool(action, endpoint).run(action, on_started)
 
     def waiting(self, action: dpb.LeasedAction) -> None:
         pool = self._by_fields.get(_fields(action))
@@ -551,40 +529,9 @@ class Pools:
         await asyncio.gather(*(pool.shutdown() for pool in pools))
 
 
-def _resolve(job: Job, outcome: Outcome | WorkerLost) -> None:
-    if job.ended:
-        return
-    _end(job)
-    try:
-        job.on_done(outcome)
-    except Exception:  # the caller's bug must not break the pool's bookkeeping of the jobs after it
-        log.exception("the end of %s could not be handled", job.key)
-
-
-def _end(job: Job) -> None:
-    job.ended = True
-    if job.timer is not None:
-        job.timer.cancel()
-        job.timer = None
-
-
-async def _awaited(submit: Callable[[Done], Job]) -> Outcome:
-    future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-
-    def done(outcome: Outcome | WorkerLost) -> None:
-        if future.done():
-            return
-        if isinstance(outcome, WorkerLost):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)
-
-    job = submit(done)
-    try:
-        return await future
-    except asyncio.CancelledError:
-        job.cancel()
-        raise
+def _resolve(job: _Job, outcome: Outcome) -> None:
+    if not job.outcome.done():
+        job.outcome.set_result(outcome)
 
 
 def _timed_out(action: dpb.LeasedAction) -> Outcome:
