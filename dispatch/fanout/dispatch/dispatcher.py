@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import socket
@@ -98,6 +99,10 @@ class Dispatcher:
         self._lease_seconds = 15.0
         self._stopping = asyncio.Event()
         self._releases: set[asyncio.Task[None]] = set()
+        # Ended here, their outcome not yet accepted by the control plane: their leases are still
+        # renewed, or a report queued behind a busy server's backlog would find its lease lapsed
+        # and its action running again elsewhere.
+        self._unreported: dict[tuple[str, int], dpb.LeasedAction] = {}
 
     async def run(self) -> None:
         """Serve until stop(); reconnects with backoff when the stream breaks."""
@@ -169,7 +174,7 @@ class Dispatcher:
         outbox: asyncio.Queue[dpb.LeaseRequest | None] = asyncio.Queue()
         self._outbox = outbox
         outbox.put_nowait(dpb.LeaseRequest(hello=dpb.Hello(dispatcher_id=self.id, capacity=max(free, 0))))
-        if self._running:
+        if self._running or self._unreported:
             # Renew at once: the leases went unrenewed while there was no stream.
             outbox.put_nowait(self._heartbeat_request())
         call = stub.Lease(self._requests(outbox), metadata=self._metadata)
@@ -280,6 +285,9 @@ class Dispatcher:
         if outcome.phase in (pb.FAILED, pb.TIMED_OUT) and retryable and action.attempt <= action.spec.retries:
             report.retry_after_seconds = retry_backoff(action.attempt, action.spec)
         sent = reporter.report(report)
+        unreported = (_ref(action), action.attempt)
+        self._unreported[unreported] = action
+        sent.add_done_callback(lambda _: self._unreported.pop(unreported, None))
         if keeps_work:  # a pool keeps nothing once the outcome is here
             self._release_after(action, outcome, sent)
         return sent
@@ -300,14 +308,12 @@ class Dispatcher:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(min(self._lease_seconds / 3, HEARTBEAT_SECONDS))
-            if self._running:
+            if self._running or self._unreported:
                 self._outbox.put_nowait(self._heartbeat_request())
 
     def _heartbeat_request(self) -> dpb.LeaseRequest:
-        leases = [
-            dpb.LeaseRef(tenant=a.tenant, run=a.run, name=a.spec.name, attempt=a.attempt)
-            for a, _ in self._running.values()
-        ]
+        held = itertools.chain((a for a, _ in self._running.values()), self._unreported.values())
+        leases = [dpb.LeaseRef(tenant=a.tenant, run=a.run, name=a.spec.name, attempt=a.attempt) for a in held]
         return dpb.LeaseRequest(heartbeat=dpb.Heartbeat(leases=leases))
 
 
