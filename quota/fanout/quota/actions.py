@@ -347,16 +347,14 @@ class ActionStore:
     async def report(self, tenant: str, reports: Sequence[Report]) -> int:
         """Apply phase reports; returns how many were ignored (stale or duplicate)."""
         k = keys.TenantKeys(tenant)
-        script_keys = [k.slots, k.leased, k.stats, k.delayed, k.closing]
-        # The chunks in one round trip, in order: short scripts, not one wait in Redis' queue each.
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for chunk in _report_chunks(reports):
-                heads = "\n".join(_report_head(r) for r in chunk)
-                args = [k.prefix, self._clock(), self.events_maxlen, heads, b"".join(r.result for r in chunk)]
-                await self._scripts.report(keys=script_keys, args=args, client=pipe)
-            answers = await pipe.execute()
-        ignored = sum(int(chunk_ignored) for chunk_ignored, _ in answers)
-        closed = [run for _, chunk_closed in answers for run in chunk_closed]
+        ignored, closed = 0, []
+        for chunk in _report_chunks(reports):
+            heads = "\n".join(_report_head(r) for r in chunk)
+            args = [k.prefix, self._clock(), self.events_maxlen, heads, b"".join(r.result for r in chunk)]
+            script_keys = [k.slots, k.leased, k.stats, k.delayed, k.closing]
+            chunk_ignored, chunk_closed = await self._scripts.report(keys=script_keys, args=args)
+            ignored += int(chunk_ignored)
+            closed += chunk_closed
         if any(r.retry_after for r in reports):
             await self._mark_ready(tenant)  # the retry waits in the delayed set; its slot is free
         elif int(ignored) < len(reports) and any(phases.is_terminal(r.phase) for r in reports):
@@ -371,19 +369,14 @@ class ActionStore:
         if not leases:
             return [], []
         k = keys.TenantKeys(tenant)
-        chunks = [leases[start : start + HEARTBEAT_CHUNK] for start in range(0, len(leases), HEARTBEAT_CHUNK)]
-        # In one round trip: a heartbeat that took a wait in Redis' queue per chunk fell behind the
-        # dispatcher's next one under load, and leases lapsed while their actions ran.
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for chunk in chunks:
-                args: list[str | int | float] = [k.prefix, self._clock() + self.lease_seconds]
-                for lease in chunk:
-                    args += [lease.run, lease.name, lease.attempt]
-                await self._scripts.heartbeat(keys=[k.slots, k.leased], args=args, client=pipe)
-            answers = await pipe.execute()
         waiting: list[LeaseRef] = []
         cancelled: list[LeaseRef] = []
-        for chunk, (chunk_waiting, chunk_cancelled) in zip(chunks, answers, strict=True):
+        for start in range(0, len(leases), HEARTBEAT_CHUNK):
+            chunk = leases[start : start + HEARTBEAT_CHUNK]
+            args: list[str | int | float] = [k.prefix, self._clock() + self.lease_seconds]
+            for lease in chunk:
+                args += [lease.run, lease.name, lease.attempt]
+            chunk_waiting, chunk_cancelled = await self._scripts.heartbeat(keys=[k.slots, k.leased], args=args)
             waiting += (chunk[int(i)] for i in chunk_waiting)
             cancelled += (chunk[int(i)] for i in chunk_cancelled)
         return waiting, cancelled
