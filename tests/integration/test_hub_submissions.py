@@ -2,11 +2,15 @@
 
 Unbounded, a gather of a million children went out as 500 calls at once, and the server's
 admissions crowded out a dispatcher's lease renewals until leases lapsed (make bench-million).
+
+The server is the module's own, with no dispatcher: the session's dispatcher would run the
+parent's root action, and once it ended the run would refuse the calls still waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,10 +19,24 @@ import pytest
 from fanout import hub
 from fanout.client import AsyncClient
 from fanout.config import ClientConfig
+from fanout.server.app import ControlPlane
 from fanout.v1 import actions_pb2 as pb
-from tests.conftest import Tenant
+from tests.conftest import Tenant, make_tenant
+from tests.helpers import LoopThread
 
 CALLS = 10
+
+
+@pytest.fixture(scope="module")
+def endpoint(own_plane: ControlPlane) -> str:
+    return f"127.0.0.1:{own_plane.port}"
+
+
+@pytest.fixture
+def tenant(loop_thread: LoopThread, own_plane: ControlPlane, endpoint: str) -> Iterator[Tenant]:
+    t = make_tenant(loop_thread, own_plane, endpoint)
+    yield t
+    t.client.close()
 
 
 @dataclass
@@ -34,7 +52,7 @@ class Parent:
         pass
 
     def fail(self, names: list[str], exc: Exception) -> None:
-        self.failed += names
+        self.failed += [f"{name}: {exc}" for name in names]
 
 
 class CountingClient(AsyncClient):
