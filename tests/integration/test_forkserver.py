@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import os
 import signal
@@ -346,3 +347,30 @@ def test_a_fanout_through_the_control_plane_runs_in_children_of_one_zygote(tenan
     assert len(set(parents)) == 1
     assert parents[0] != os.getpid()
     assert b"forkserver" in Path(f"/proc/{parents[0]}/cmdline").read_bytes()
+
+
+def test_a_wait_given_up_leaves_no_unretrieved_error_when_the_zygote_goes(
+    tmp_path: Path, tasks_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A dispatcher shutting down cancels its actions' waits, then closes the zygote: the exit
+    # status those waits gave up on is lost, and that is no error worth logging.
+    spec = spec_for(tasks_file, "hang", str(tmp_path / "pids"))
+
+    async def scenario(server: ForkServer) -> None:
+        proc = await server.spawn(runtime_env(tmp_path, spec), tmp_path, tmp_path / "output.log")
+        waiting = asyncio.ensure_future(proc.wait())
+        await asyncio.sleep(0)
+        waiting.cancel()
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGKILL)
+        for _ in range(200):  # bounded: the reader notices a killed zygote in milliseconds
+            if not server.alive:
+                break
+            await asyncio.sleep(0.05)
+        assert not server.alive
+        os.killpg(proc.pid, signal.SIGKILL)
+
+    with_fork_server(scenario)
+    gc.collect()
+
+    assert "exception was never retrieved" not in caplog.text

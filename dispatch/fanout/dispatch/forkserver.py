@@ -189,16 +189,24 @@ class ForkServer:
             return
         pid = message["pid"]
         # Registered here, in frame order, so the exit frame that may follow at once finds it.
-        self._exits[pid] = asyncio.get_running_loop().create_future()
+        exited = self._exits[pid] = asyncio.get_running_loop().create_future()
+        # A waiter may give up (a timeout, a shutdown) before the zygote dies and fails this
+        # future: a lost status nobody waits for is no error to log.
+        exited.add_done_callback(_observe)
         if spawned.cancelled():
             _kill_group(pid)  # nobody will wait for this action: do not leave it running
         else:
-            spawned.set_result(ForkedProcess(pid, self._exits[pid]))
+            spawned.set_result(ForkedProcess(pid, exited))
 
 
 def _fail(future: asyncio.Future[Any], message: str, error: Callable[[str], Exception] = ForkServerError) -> None:
     if not future.done():
         future.set_exception(error(message))
+
+
+def _observe(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _kill_group(pid: int) -> None:
