@@ -1,0 +1,147 @@
+"""An action's lease stays renewed after it ended, until its outcome report is answered.
+
+The defect this pins (fixed in 2f31adc): an action left the dispatcher's heartbeat when it ended,
+before its report was answered. Behind a busy server the report could wait longer than a lease
+period; the server then reclaimed the lease of an action that had already finished, queued it
+again, and it ran a second time.
+
+Here the server is real and not slowed: the dispatcher's own outgoing Report call carrying the
+action's end is held on its channel (a client interceptor) for several lease periods, the way a
+busy server's backlog holds it. The lease must survive the wait, and the action must end once.
+The control plane is this module's own, with a short lease, and no other dispatcher leases from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import redis
+
+from fanout import channel
+from fanout.config import ClientConfig
+from fanout.dispatch import dispatcher as dispatcher_module
+from fanout.dispatch.backend import Outcome, StartedCallback
+from fanout.dispatch.dispatcher import Dispatcher
+from fanout.dispatch.process_backend import ProcessBackend
+from fanout.quota import keys
+from fanout.server.app import ControlPlane
+from fanout.server.redis_process import RedisProcess
+from fanout.server.settings import Settings
+from fanout.v1 import actions_pb2 as pb
+from fanout.v1 import dispatch_pb2 as dpb
+from tests.conftest import Tenant, make_tenant
+from tests.helpers import LoopThread, eventually
+
+LEASE_SECONDS = 2.0
+# Reclaiming an unrenewed lease takes one lease period and one reap interval: the report is held
+# for well over that, so an unrenewed lease would have been reclaimed (and the action leased again).
+HELD_SECONDS = 3.5 * LEASE_SECONDS
+TERMINAL = (pb.SUCCEEDED, pb.FAILED, pb.ABORTED, pb.TIMED_OUT)
+
+
+@pytest.fixture(scope="module")
+def own_settings(settings: Settings, own_redis: RedisProcess) -> Settings:
+    return replace(settings, redis_url=own_redis.url, lease_seconds=LEASE_SECONDS, reap_interval_seconds=0.2)
+
+
+class HoldEnds(grpc.aio.UnaryUnaryClientInterceptor):
+    """On the dispatcher's channel: records every report it sends, and holds each Report call that
+    carries an action's end until released (the call then goes to the server unchanged)."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()  # set on the loop's thread (call_soon_threadsafe)
+        self.holding = threading.Event()  # seen by the test's thread
+        self.reports: list[tuple[str, int, int]] = []  # (run, attempt, phase), in the order sent
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        if isinstance(request, dpb.ReportRequest):
+            self.reports += [(r.run, r.attempt, r.phase) for r in request.reports]
+            if any(r.phase in TERMINAL for r in request.reports):
+                self.holding.set()
+                await self.release.wait()
+        return await continuation(details, request)
+
+
+class CountingBackend(ProcessBackend):
+    """The real process backend, noting each (run, attempt) it is given to run."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.ran: list[tuple[str, int]] = []
+
+    async def run(self, action: dpb.LeasedAction, endpoint: str, on_started: StartedCallback) -> Outcome:
+        self.ran.append((action.run, action.attempt))
+        return await super().run(action, endpoint, on_started)
+
+
+@pytest.fixture
+def renew_tenant(loop_thread: LoopThread, own_plane: ControlPlane) -> Iterator[Tenant]:
+    t = make_tenant(loop_thread, own_plane, f"127.0.0.1:{own_plane.port}", prefix="renew")
+    yield t
+    t.client.close()
+
+
+def test_an_ended_actions_lease_is_renewed_while_its_report_waits(
+    loop_thread: LoopThread,
+    own_plane: ControlPlane,
+    own_redis_client: redis.Redis,
+    renew_tenant: Tenant,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hold = HoldEnds()
+
+    def held_channel(config: ClientConfig) -> grpc.aio.Channel:
+        # The dispatcher's one channel, as channel.async_channel makes it, with the interceptor.
+        return grpc.aio.insecure_channel(config.endpoint, options=channel._OPTIONS, interceptors=[hold])
+
+    monkeypatch.setattr(dispatcher_module, "async_channel", held_channel)
+    token = loop_thread.run(own_plane.tokens.create("dispatcher"))
+    backend = CountingBackend(tmp_path / "actions")
+    dispatcher = Dispatcher(ClientConfig(endpoint=f"127.0.0.1:{own_plane.port}", token=token), backend, capacity=4)
+    running = asyncio.run_coroutine_threadsafe(dispatcher.run(), loop_thread.loop)
+    try:
+        run = renew_tenant.client.create_run(pb.ActionSpec(task_ref="module:x:y", command=["true"])).name
+        assert hold.holding.wait(15), f"the action's end was never reported; reports sent: {hold.reports}"
+        ended = time.monotonic()
+        assert (run, 1, pb.SUCCEEDED) in hold.reports
+
+        # The action has ended here; its report waits. Its lease must outlive several lease periods.
+        time.sleep(HELD_SECONDS)
+        status = renew_tenant.client.get_action(run, "root")
+        tenant_keys = keys.TenantKeys(renew_tenant.name)
+        lost = own_redis_client.hget(f"{tenant_keys.prefix}lost:{run}", "root")
+        still_leased = own_redis_client.zscore(tenant_keys.leased, f"{run}/root") is not None
+        waited = time.monotonic() - ended
+        assert (status.attempt, lost, still_leased, backend.ran) == (1, None, True, [(run, 1)]), (
+            f"after {waited:.1f}s ({waited / LEASE_SECONDS:.1f} lease periods) with its end unreported, the "
+            f"server reclaimed the ended action's lease: attempt {status.attempt}, "
+            f"phase {pb.Phase.Name(status.phase)}, leases lost {lost!r}, still leased {still_leased}, "
+            f"runs here {backend.ran}"
+        )
+        assert status.phase in (pb.INITIALIZING, pb.RUNNING)  # not ended yet: its end is still held
+
+        # The report goes out: the action ends once, in its first attempt.
+        loop_thread.loop.call_soon_threadsafe(hold.release.set)
+
+        def its_end() -> tuple[str, int]:
+            now = renew_tenant.client.get_action(run, "root")
+            assert now.phase in TERMINAL, pb.Phase.Name(now.phase)
+            return pb.Phase.Name(now.phase), now.attempt
+
+        assert eventually(its_end, timeout=10) == ("SUCCEEDED", 1)
+        assert backend.ran == [(run, 1)]
+        assert {attempt for r, attempt, _ in hold.reports if r == run} == {1}
+        assert [phase for r, _, phase in hold.reports if r == run and phase in TERMINAL] == [pb.SUCCEEDED]
+    finally:
+        loop_thread.loop.call_soon_threadsafe(hold.release.set)
+        loop_thread.loop.call_soon_threadsafe(dispatcher.stop)
+        running.result(30)
