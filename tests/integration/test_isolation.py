@@ -63,6 +63,17 @@ def _try(path):
         return f"error:{exc.errno}"
 
 
+def _imports():
+    # Modules no worker imports before it drops to the tenant's uid: found on its path after the drop.
+    found = {}
+    for name in ("colorsys", "cmath"):  # pure Python, and a C extension of the standard library
+        try:
+            found[name] = __import__(name).__name__
+        except ImportError as exc:
+            found[name] = f"{type(exc).__name__}: {exc}"
+    return found
+
+
 def _probe(paths, plant):
     home = os.environ.get("HOME", "")
     planted = []
@@ -77,7 +88,7 @@ def _probe(paths, plant):
         "uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "groups": os.getgroups(),
         "env": dict(os.environ), "home": home, "cwd": os.getcwd(),
         "home_owner_mode": owner_and_mode(home), "cwd_owner_mode": owner_and_mode(os.getcwd()),
-        "planted": planted, "seen": {p: _try(p) for p in paths},
+        "planted": planted, "seen": {p: _try(p) for p in paths}, "imports": _imports(),
     })
 
 
@@ -239,6 +250,8 @@ def test_an_action_reads_no_platform_secret_and_no_other_tenants_files(platform:
         assert report["groups"] in ([], [report["gid"]])
         assert report["home_owner_mode"] == [report["uid"], 0o700]
         assert report["cwd_owner_mode"] == [report["uid"], 0o700]  # its private folder (or home, in a pool)
+        # The rest of the standard library stays importable after the drop, wherever the interpreter lives.
+        assert report["imports"] == {"colorsys": "colorsys", "cmath": "cmath"}
 
 
 @pytest.mark.parametrize("task", ["probe_own", "probe_pooled"])
