@@ -96,11 +96,9 @@ class Controller:
             if future is None:
                 future = asyncio.get_running_loop().create_future()
                 self._waiting[name] = future
-                spec = task.spec(name, inputs)
-                spec.workdir = self.workdir
-                if self.bundle is not None:
-                    spec.bundle.CopyFrom(self.bundle)
-                self._hub.submit(self, [spec])
+                self._submit(task, name, inputs)
+            # Not kept while the child runs: a pending child holds its frame, a million of them at once.
+            del inputs
             # Followed from the first await until the parent finishes: later awaits resume from the cursor.
             self._hub.watch(self)
             try:
@@ -114,6 +112,13 @@ class Controller:
                     self._abandon(name)
                 raise
         return _outcome(status, task)
+
+    def _submit(self, task: Task[Any, Any], name: str, inputs: bytes) -> None:
+        spec = task.spec(name, inputs)
+        spec.workdir = self.workdir
+        if self.bundle is not None:
+            spec.bundle.CopyFrom(self.bundle)
+        self._hub.submit(self, [spec])
 
     def _abandon(self, name: str) -> None:
         self._waiting.pop(name, None)
