@@ -2,12 +2,15 @@
 
 How: a deployment of separate processes (bench/deploy.py: Redis, `fanout server`,
 `fanout dispatcher` with the process backend, CAPACITY actions at once). Each
-sample is one run whose root is a no-op on reusable workers (bench/tasks.py
-`noop`): its latency is from just before CreateRun (which admits the root) to
-the moment the server recorded the root's RUNNING report, read from the id of
+sample is one run whose root is a short nap on reusable workers (bench/tasks.py
+`brief`: a no-op is done in its first step, and its worker never says it runs,
+so it has no RUNNING report to time): its latency is from just before
+CreateRun (which admits the root) to the moment the server recorded the root's
+RUNNING report, read from the id of
 that event in the run's event stream (Redis' clock, in ms, on this machine:
 the same clock as ours). So it covers admission, the pushed lease, the
-dispatcher starting the action and its RUNNING report. Two cases:
+dispatcher sending the action to a worker, the worker saying it runs on past
+its first step, and the RUNNING report. Two cases:
 
 - idle: samples one after another on an otherwise idle system;
 - under a fanout: the same, for a small tenant, while another tenant's fanout of
@@ -53,7 +56,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 @dataclass(frozen=True)
 class Case:
     samples: int
-    without_running: int  # samples timed to their terminal report: their RUNNING report was superseded
+    without_running: int  # samples timed to their terminal report: they had no RUNNING report
     p50_ms: float | None
     p99_ms: float | None
     max_ms: float | None
@@ -71,7 +74,7 @@ class Latency:
 
 
 def run() -> dict[str, Any]:
-    noop = load_task(f"file:{TASK_FILE}:noop")
+    noop = load_task(f"file:{TASK_FILE}:brief")
     fan = load_task(f"file:{TASK_FILE}:fan")
     large_concurrency = CAPACITY // 2
     with deployment(CAPACITY) as d:
@@ -91,8 +94,8 @@ def _sample(client: Client, noop: Any, i: int) -> tuple[float, bool]:
     whether there was one).
 
     A dispatcher sends only the terminal report of an action that ended before its RUNNING
-    report left (the reporter drops the superseded one): then the terminal report's time counts,
-    an upper bound.
+    report left (the reporter drops the superseded one), or ended in its first step: then the
+    terminal report's time counts, an upper bound.
     """
     spec = noop.spec("root", serialization.encode_inputs(noop.name, (i,), {}))
     began = time.time()
@@ -154,7 +157,7 @@ def main() -> None:
         c = figures[key]
         print(
             f"admission to RUNNING, {label}: p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms, max {c['max_ms']} ms "
-            f"({c['samples']} samples, {c['without_running']} timed to their end: RUNNING superseded)"
+            f"({c['samples']} samples, {c['without_running']} timed to their end: no RUNNING report)"
         )
     print(
         f"  {figures['note']}; large fanout of {figures['large_fanout']:,} at max_concurrency "

@@ -59,6 +59,13 @@ async def noop(i: int) -> int:
 
 
 @reused.task
+async def brief(i: int) -> int:
+    """Runs on past its first step, so its worker says it runs and it gets a RUNNING report (bench/latency.py)."""
+    await asyncio.sleep(0.005)
+    return i
+
+
+@reused.task
 async def fan(n: int) -> dict[str, Any]:
     return await _fan(noop, n)
 

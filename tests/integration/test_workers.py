@@ -18,7 +18,9 @@ import pytest
 import fanout
 import fanout.serialization
 from fanout import errors
+from fanout.config import ClientConfig
 from fanout.dispatch.dispatcher import Dispatcher
+from fanout.dispatch.pools import Pools, WorkerFactory, WorkerProcess
 from fanout.dispatch.process_backend import ProcessBackend
 from fanout.runs import start_run
 from fanout.runtime import load_task
@@ -212,3 +214,77 @@ def test_a_reusable_workers_log_keeps_a_bounded_tail_however_much_its_tasks_prin
     text = log_file.read_text()
     assert LOG_KEEP_BYTES // 2 <= len(text) <= LOG_LIMIT_BYTES
     assert text.endswith("line 00029999 " + "x" * 80 + "\nthe last line\n")  # the tail is what is kept
+
+
+def child_phases(tenant: Tenant, run: str, children: int) -> dict[str, list[int]]:
+    """Every phase each child of the root went through, from the run's events."""
+    seen: dict[str, list[int]] = {}
+    for event in tenant.client.watch_children(run, "root", cursor="0-0"):
+        seen.setdefault(event.update.name, []).append(event.update.phase)
+        if sum(1 for phases in seen.values() if phases[-1] == pb.SUCCEEDED) == children:
+            return seen
+    raise AssertionError(f"the watch ended early: {seen}")
+
+
+def test_a_pooled_child_shows_running_only_if_it_runs_past_its_first_step(
+    tenant: Tenant, dispatcher: Dispatcher
+) -> None:
+    # A no-op is done in its first step: its worker never says it runs, so no RUNNING report is
+    # made for it (the hot path of a big fanout). One that awaits something shows RUNNING first.
+    run = start(tenant, "echoes_and_naps", 3, 0.3)
+    assert run.wait(60).outputs() == [0, 1, 2, 0, 1, 2]
+
+    seen = child_phases(tenant, run.name, 6)
+    echoes = [phases for name, phases in seen.items() if name.startswith("pooled_echo")]
+    naps = [phases for name, phases in seen.items() if name.startswith("pooled_nap")]
+    assert echoes == [[pb.SUCCEEDED]] * 3, seen
+    assert naps == [[pb.RUNNING, pb.SUCCEEDED]] * 3, seen
+
+
+class OlderWorker(WorkerProcess):
+    """A real worker process that is taken not to name its running actions, as a worker of an
+    earlier release would not (its ready frame without tells_running)."""
+
+    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await super()._connect(reader, writer)
+        self.tells_running = False
+
+
+@pytest.mark.parametrize(("new_worker", "said_running"), [(WorkerProcess, ["nap"]), (OlderWorker, ["echo", "nap"])])
+def test_running_is_said_by_the_worker_or_for_an_older_one_once_sent(
+    new_worker: WorkerFactory, said_running: list[str]
+) -> None:
+    reuse = pb.ReusePolicy(replicas=1, concurrency=4, idle_ttl_seconds=30)
+
+    def leased(name: str, task: str, inputs: bytes) -> dpb.LeasedAction:
+        spec = pb.ActionSpec(name=name, task_ref=f"file:{TASKS_FILE}:{task}", inputs=inputs, reuse=reuse)
+        return dpb.LeasedAction(tenant="t", run="r", spec=spec, attempt=1, action_token="unused")
+
+    async def main() -> tuple[list[str], list[str], list[int]]:
+        # Leaf tasks: they never call the control plane, so nothing listens at this endpoint.
+        pools = Pools(ClientConfig(endpoint="127.0.0.1:1", token="unused"), new_worker=new_worker)
+        started: list[str] = []
+        running: list[str] = []
+        try:
+            outcomes = await asyncio.gather(
+                *(
+                    pools.run(
+                        leased(name, task, inputs),
+                        "127.0.0.1:1",
+                        lambda name=name: started.append(name),
+                        lambda name=name: running.append(name),
+                    )
+                    for name, task, inputs in (
+                        ("echo", "pooled_echo", b'{"args":[7],"kwargs":{}}'),
+                        ("nap", "pooled_nap", b'{"args":[8,0.2],"kwargs":{}}'),
+                    )
+                )
+            )
+        finally:
+            await pools.shutdown()
+        return sorted(started), sorted(running), [o.phase for o in outcomes]
+
+    started, running, phases = asyncio.run(main())
+    assert started == ["echo", "nap"]  # sent to the worker: the admission-to-start metric counts both
+    assert running == said_running
+    assert phases == [pb.SUCCEEDED, pb.SUCCEEDED]

@@ -356,3 +356,20 @@ async def traced_then_flaky(marker_dir: str, n: int) -> int:
     if attempt == 1:
         raise RuntimeError("the first attempt fails after its traced calls")
     return sum(squares)
+
+
+@pool_env.task
+async def pooled_echo(x: int) -> int:
+    """Done in its first step: it never shows RUNNING."""
+    return x
+
+
+@pool_env.task
+async def pooled_nap(x: int, seconds: float) -> int:
+    await asyncio.sleep(seconds)
+    return x
+
+
+@pool_env.task
+async def echoes_and_naps(n: int, seconds: float) -> list[int]:
+    return list(await asyncio.gather(*(pooled_echo(i) for i in range(n)), *(pooled_nap(i, seconds) for i in range(n))))

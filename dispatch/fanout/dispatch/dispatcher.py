@@ -237,8 +237,12 @@ class Dispatcher:
 
     async def _execute(self, action: dpb.LeasedAction, reporter: Reporter) -> None:
         def started() -> None:
-            reporter.report(_report(action, pb.RUNNING))
+            if not pooled:
+                running()
             dispatch_metrics.started(action, backend)
+
+        def running() -> None:
+            reporter.report(_report(action, pb.RUNNING))
 
         key = _ref(action)
         pooled = reusable(action.spec)
@@ -251,7 +255,8 @@ class Dispatcher:
                 if refusal := self.sandbox.refusal(action.spec):
                     outcome = failure("UntrustedSpec", refusal, non_recoverable=True)
                 elif pooled:
-                    outcome = await self.pools.run(action, self.action_endpoint, started)
+                    # RUNNING once the worker says it runs on: a no-op never shows it (see pools.py).
+                    outcome = await self.pools.run(action, self.action_endpoint, started, running)
                 else:
                     outcome = await self.backend.run(action, self.action_endpoint, started)
             except asyncio.CancelledError:

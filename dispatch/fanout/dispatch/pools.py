@@ -9,6 +9,13 @@ says waits on its children gives its slot back (it is an idle coroutine in
 the worker), so a nested fanout in one environment cannot fill its own
 pool and deadlock.
 
+An action counts as started once it is sent to a worker (the admission-to-start
+metric), but RUNNING only once the worker says it still runs after its first
+step: a no-op, done in that step, goes straight to its end, which saves the
+hot path of a big fanout a report, a script's work and a watch event per
+action. A worker of an earlier release does not say (its `ready` lacks
+tells_running): its actions are RUNNING once sent, as they were.
+
 What a dead worker held is lost on purpose: run() raises WorkerLost, the
 dispatcher drops those actions without a report and stops renewing their
 leases, and the control plane leases them again once the leases lapse (at
@@ -84,6 +91,9 @@ class _Job:
     key: Key
     on_started: StartedCallback
     outcome: asyncio.Future[Outcome]
+    # Called once the worker says the action still runs after its first step (see worker.py);
+    # None: on_started says it, as the action is sent.
+    on_running: StartedCallback | None = None
     worker: FramedWorker | None = None
     holds_slot: bool = False
     timer: asyncio.TimerHandle | None = None
@@ -144,6 +154,7 @@ class FramedWorker:
         self._reader: asyncio.Task[None] | None = None
         self._outbox = wpb.ToWorker()
         self._flush_scheduled = False
+        self.tells_running = False  # it names its running actions (an older worker does not)
 
     @property
     def pid(self) -> int | None:
@@ -172,6 +183,7 @@ class FramedWorker:
         ready = wpb.FromWorker.FromString(await asyncio.wait_for(read_frame(reader), START_TIMEOUT_SECONDS))
         if not ready.HasField("ready"):
             raise ValueError("the worker's first frame is not `ready`")
+        self.tells_running = ready.ready.tells_running
         self._writer = writer
         self._reader = asyncio.create_task(self._read(reader))
 
@@ -208,6 +220,10 @@ class FramedWorker:
                 message = wpb.FromWorker.FromString(await read_frame(stream))
                 for outcome in message.finished:
                     self.pool.finished(self, outcome)
+                for action in message.running if self.tells_running else ():
+                    job = self.jobs.get((action.run, action.name, action.attempt))
+                    if job is not None and job.on_running is not None:
+                        job.on_running()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # it exited
         except ValueError:
@@ -320,9 +336,13 @@ class Pool:
         self._queue: deque[_Job] = deque()
         self._tasks: set[asyncio.Task[None]] = set()  # starts and stops in flight
 
-    async def run(self, action: dpb.LeasedAction, on_started: StartedCallback) -> Outcome:
+    async def run(
+        self, action: dpb.LeasedAction, on_started: StartedCallback, on_running: StartedCallback | None = None
+    ) -> Outcome:
+        """Run `action` on a worker: on_started() once it is sent there, on_running() once it runs
+        past its first step (if given: an action that ends in its first step never calls it)."""
         key = (action.run, action.spec.name, action.attempt)
-        job = _Job(action, key, on_started, asyncio.get_running_loop().create_future())
+        job = _Job(action, key, on_started, asyncio.get_running_loop().create_future(), on_running)
         self._queue.append(job)
         self._pump()
         try:
@@ -375,6 +395,8 @@ class Pool:
         if timeout:
             job.timer = asyncio.get_running_loop().call_later(timeout, self._time_out, job)
         job.on_started()
+        if job.on_running is not None and not worker.tells_running:
+            job.on_running()  # an older worker: running once sent, as it was
 
     def _time_out(self, job: _Job) -> None:
         if job.outcome.done() or job.worker is None:
@@ -495,8 +517,14 @@ class Pools:
         # (its env unsorted: another order of the same env only misses this cache).
         self._by_fields: dict[tuple[Any, ...], Pool] = {}
 
-    def run(self, action: dpb.LeasedAction, endpoint: str, on_started: StartedCallback) -> Awaitable[Outcome]:
-        return self._pool(action, endpoint).run(action, on_started)
+    def run(
+        self,
+        action: dpb.LeasedAction,
+        endpoint: str,
+        on_started: StartedCallback,
+        on_running: StartedCallback | None = None,
+    ) -> Awaitable[Outcome]:
+        return self._pool(action, endpoint).run(action, on_started, on_running)
 
     def waiting(self, action: dpb.LeasedAction) -> None:
         pool = self._by_fields.get(_fields(action))

@@ -14,8 +14,8 @@ queue behind the backlog of another tenant's huge fanout.
 
 A terminal report supersedes its action's RUNNING report while that one
 waits in its lane: the action moves straight to its end, and the parent's
-watch carries one event instead of two (most actions of a big fanout on
-reusable workers finish before their RUNNING report could leave).
+watch carries one event instead of two. (An action on a reusable worker that
+ends in its first step, a no-op, has no RUNNING report at all: see pools.py.)
 
 Reports are idempotent on the server (phases only move forward, one terminal
 phase), so resending a batch after an error is safe. Each report's future

@@ -28,8 +28,10 @@ Protocol: fanout.v1 ToWorker frames on stdin, FromWorker frames on stdout
 container's worker), the same frames on a TCP connection it opens to the
 dispatcher's worker listener, after a WorkerHello with the slot id and key
 the dispatcher put in its environment (ENV_WORKER_ID, ENV_WORKER_KEY). The first frame out says it is ready.
-Outcomes finished in one turn of the event loop go out in one frame. A
-cancel answers ABORTED (the dispatcher reports nothing) or TIMED_OUT. The
+Outcomes finished in one turn of the event loop go out in one frame; so do
+the actions of one frame still running after their first step (`running`:
+what the dispatcher reports RUNNING; a no-op, done in its first step, never
+is). A cancel answers ABORTED (the dispatcher reports nothing) or TIMED_OUT. The
 worker does not bound its own concurrency: the dispatcher sends it no more
 than the pool's `concurrency` at once. At the end of stdin (the dispatcher
 stopped it, or died) it cancels what still runs, reports nothing and exits:
@@ -87,18 +89,21 @@ LOG_CHECK_SECONDS = 0.2
 
 Key = tuple[str, str, int]  # run, action name, attempt
 Send = Callable[[list[wpb.WorkerOutcome]], None]
+TellRunning = Callable[[list[wpb.WorkerAction]], None]
 
 
 class Worker:
-    def __init__(self, client: AsyncClient, send: Send) -> None:
+    def __init__(self, client: AsyncClient, send: Send, tell_running: TellRunning | None = None) -> None:
         self._client = client
         self._send = send
+        self._tell_running = tell_running
         self._tasks: dict[Key, asyncio.Task[pb.ActionResult]] = {}
         self._timed_out: set[Key] = set()
         self._finished: list[wpb.WorkerOutcome] = []
         self._flush_scheduled = False
 
     def handle(self, message: wpb.ToWorker) -> None:
+        started: list[Key] = []
         for action in message.run:
             key = (action.run, action.spec.name, action.attempt)
             if key not in self._tasks:  # a repeated frame must not run an action twice
@@ -106,6 +111,10 @@ class Worker:
                 # A callback, not a `finally` in _run: a task cancelled before its first step runs none of it.
                 task.add_done_callback(functools.partial(self._done, key, action.spec.timeout_seconds))
                 self._tasks[key] = task
+                started.append(key)
+        if started and self._tell_running is not None:
+            # Scheduled after the tasks' first steps, which run in the next turn of the loop in order.
+            asyncio.get_running_loop().call_soon(self._still_running, started)
         for cancel in message.cancel:
             key = (cancel.run, cancel.name, cancel.attempt)
             running = self._tasks.get(key)
@@ -122,6 +131,11 @@ class Worker:
         return await runtime.run_task(
             self._client, spec, action.run, spec.name, max_output, token=action.action_token, attempt=action.attempt
         )
+
+    def _still_running(self, started: list[Key]) -> None:
+        running = [k for k in started if (task := self._tasks.get(k)) is not None and not task.done()]
+        if running and self._tell_running is not None:
+            self._tell_running([wpb.WorkerAction(run=k[0], name=k[1], attempt=k[2]) for k in running])
 
     def _done(self, key: Key, timeout: int, task: asyncio.Task[pb.ActionResult]) -> None:
         del self._tasks[key]
@@ -192,8 +206,13 @@ async def serve_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
         if not writer.is_closing():
             writer.write(frame(wpb.FromWorker(finished=done).SerializeToString()))
 
-    worker = Worker(client, send)
-    writer.write(frame(wpb.FromWorker(ready=wpb.WorkerReady(pid=os.getpid())).SerializeToString()))
+    def tell_running(running: list[wpb.WorkerAction]) -> None:
+        if not writer.is_closing():
+            writer.write(frame(wpb.FromWorker(running=running).SerializeToString()))
+
+    worker = Worker(client, send, tell_running)
+    ready = wpb.WorkerReady(pid=os.getpid(), tells_running=True)
+    writer.write(frame(wpb.FromWorker(ready=ready).SerializeToString()))
     try:
         while True:
             try:

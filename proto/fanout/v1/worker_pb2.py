@@ -26,7 +26,7 @@ from fanout.v1 import actions_pb2 as fanout_dot_v1_dot_actions__pb2
 from fanout.v1 import dispatch_pb2 as fanout_dot_v1_dot_dispatch__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x61nout/v1/worker.proto\x12\tfanout.v1\x1a\x17\x66\x61nout/v1/actions.proto\x1a\x18\x66\x61nout/v1/dispatch.proto\"Y\n\x08ToWorker\x12$\n\x03run\x18\x01 \x03(\x0b\x32\x17.fanout.v1.LeasedAction\x12\'\n\x06\x63\x61ncel\x18\x02 \x03(\x0b\x32\x17.fanout.v1.WorkerCancel\"M\n\x0cWorkerCancel\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x11\n\ttimed_out\x18\x04 \x01(\x08\"\x86\x01\n\nFromWorker\x12%\n\x05ready\x18\x01 \x01(\x0b\x32\x16.fanout.v1.WorkerReady\x12*\n\x08\x66inished\x18\x02 \x03(\x0b\x32\x18.fanout.v1.WorkerOutcome\x12%\n\x05hello\x18n \x01(\x0b\x32\x16.fanout.v1.WorkerHello\"-\n\x0bWorkerHello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"\x1a\n\x0bWorkerReady\x12\x0b\n\x03pid\x18\x01 \x01(\r\"\x85\x01\n\rWorkerOutcome\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x1f\n\x05phase\x18\x04 \x01(\x0e\x32\x10.fanout.v1.Phase\x12\'\n\x06result\x18\x05 \x01(\x0b\x32\x17.fanout.v1.ActionResultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x61nout/v1/worker.proto\x12\tfanout.v1\x1a\x17\x66\x61nout/v1/actions.proto\x1a\x18\x66\x61nout/v1/dispatch.proto\"Y\n\x08ToWorker\x12$\n\x03run\x18\x01 \x03(\x0b\x32\x17.fanout.v1.LeasedAction\x12\'\n\x06\x63\x61ncel\x18\x02 \x03(\x0b\x32\x17.fanout.v1.WorkerCancel\"M\n\x0cWorkerCancel\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x11\n\ttimed_out\x18\x04 \x01(\x08\"\xb0\x01\n\nFromWorker\x12%\n\x05ready\x18\x01 \x01(\x0b\x32\x16.fanout.v1.WorkerReady\x12*\n\x08\x66inished\x18\x02 \x03(\x0b\x32\x18.fanout.v1.WorkerOutcome\x12(\n\x07running\x18\x03 \x03(\x0b\x32\x17.fanout.v1.WorkerAction\x12%\n\x05hello\x18n \x01(\x0b\x32\x16.fanout.v1.WorkerHello\"-\n\x0bWorkerHello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"1\n\x0bWorkerReady\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x15\n\rtells_running\x18\x02 \x01(\x08\":\n\x0cWorkerAction\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\"\x85\x01\n\rWorkerOutcome\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x1f\n\x05phase\x18\x04 \x01(\x0e\x32\x10.fanout.v1.Phase\x12\'\n\x06result\x18\x05 \x01(\x0b\x32\x17.fanout.v1.ActionResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,11 +38,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKERCANCEL']._serialized_start=179
   _globals['_WORKERCANCEL']._serialized_end=256
   _globals['_FROMWORKER']._serialized_start=259
-  _globals['_FROMWORKER']._serialized_end=393
-  _globals['_WORKERHELLO']._serialized_start=395
-  _globals['_WORKERHELLO']._serialized_end=440
-  _globals['_WORKERREADY']._serialized_start=442
-  _globals['_WORKERREADY']._serialized_end=468
-  _globals['_WORKEROUTCOME']._serialized_start=471
-  _globals['_WORKEROUTCOME']._serialized_end=604
+  _globals['_FROMWORKER']._serialized_end=435
+  _globals['_WORKERHELLO']._serialized_start=437
+  _globals['_WORKERHELLO']._serialized_end=482
+  _globals['_WORKERREADY']._serialized_start=484
+  _globals['_WORKERREADY']._serialized_end=533
+  _globals['_WORKERACTION']._serialized_start=535
+  _globals['_WORKERACTION']._serialized_end=593
+  _globals['_WORKEROUTCOME']._serialized_start=596
+  _globals['_WORKEROUTCOME']._serialized_end=729
 # @@protoc_insertion_point(module_scope)

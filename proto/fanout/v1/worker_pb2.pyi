@@ -29,14 +29,16 @@ class WorkerCancel(_message.Message):
     def __init__(self, run: _Optional[str] = ..., name: _Optional[str] = ..., attempt: _Optional[int] = ..., timed_out: _Optional[bool] = ...) -> None: ...
 
 class FromWorker(_message.Message):
-    __slots__ = ("ready", "finished", "hello")
+    __slots__ = ("ready", "finished", "running", "hello")
     READY_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
     ready: WorkerReady
     finished: _containers.RepeatedCompositeFieldContainer[WorkerOutcome]
+    running: _containers.RepeatedCompositeFieldContainer[WorkerAction]
     hello: WorkerHello
-    def __init__(self, ready: _Optional[_Union[WorkerReady, _Mapping]] = ..., finished: _Optional[_Iterable[_Union[WorkerOutcome, _Mapping]]] = ..., hello: _Optional[_Union[WorkerHello, _Mapping]] = ...) -> None: ...
+    def __init__(self, ready: _Optional[_Union[WorkerReady, _Mapping]] = ..., finished: _Optional[_Iterable[_Union[WorkerOutcome, _Mapping]]] = ..., running: _Optional[_Iterable[_Union[WorkerAction, _Mapping]]] = ..., hello: _Optional[_Union[WorkerHello, _Mapping]] = ...) -> None: ...
 
 class WorkerHello(_message.Message):
     __slots__ = ("worker_id", "key")
@@ -47,10 +49,22 @@ class WorkerHello(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
 
 class WorkerReady(_message.Message):
-    __slots__ = ("pid",)
+    __slots__ = ("pid", "tells_running")
     PID_FIELD_NUMBER: _ClassVar[int]
+    TELLS_RUNNING_FIELD_NUMBER: _ClassVar[int]
     pid: int
-    def __init__(self, pid: _Optional[int] = ...) -> None: ...
+    tells_running: bool
+    def __init__(self, pid: _Optional[int] = ..., tells_running: _Optional[bool] = ...) -> None: ...
+
+class WorkerAction(_message.Message):
+    __slots__ = ("run", "name", "attempt")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    run: str
+    name: str
+    attempt: int
+    def __init__(self, run: _Optional[str] = ..., name: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class WorkerOutcome(_message.Message):
     __slots__ = ("run", "name", "attempt", "phase", "result")
