@@ -163,6 +163,18 @@ def own_plane(loop_thread: LoopThread, own_settings: Settings) -> Iterator[Contr
 
 
 @pytest.fixture(scope="module")
+def own_endpoint(own_plane: ControlPlane) -> str:
+    return f"127.0.0.1:{own_plane.port}"
+
+
+@pytest.fixture
+def own_tenant(loop_thread: LoopThread, own_plane: ControlPlane, own_endpoint: str) -> Iterator[Tenant]:
+    t = make_tenant(loop_thread, own_plane, own_endpoint, prefix="own")
+    yield t
+    t.client.close()
+
+
+@pytest.fixture(scope="module")
 def own_redis_client(own_redis: RedisProcess) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(own_redis.url)
     yield client

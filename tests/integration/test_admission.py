@@ -7,31 +7,27 @@ would otherwise take (and fail) their actions the moment they are admitted.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from fanout import errors
-from fanout.server.app import ControlPlane
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import actions_pb2_grpc
-from tests.conftest import Tenant, make_tenant
-from tests.helpers import LoopThread, race_submitters
+from tests.conftest import Tenant
+from tests.helpers import race_submitters
+
+
+# This module's tests run on a server of their own, with no dispatcher (conftest.py).
+@pytest.fixture
+def endpoint(own_endpoint: str) -> str:
+    return own_endpoint
 
 
 @pytest.fixture
-def endpoint(own_plane: ControlPlane) -> str:
-    return f"127.0.0.1:{own_plane.port}"
-
-
-@pytest.fixture
-def tenant(loop_thread: LoopThread, own_plane: ControlPlane, endpoint: str) -> Iterator[Tenant]:
-    t = make_tenant(loop_thread, own_plane, endpoint)
-    yield t
-    t.client.close()
+def tenant(own_tenant: Tenant) -> Tenant:
+    return own_tenant
 
 
 def specs(prefix: str, n: int) -> list[pb.ActionSpec]:

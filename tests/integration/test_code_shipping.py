@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from fanout.dispatch.dispatcher import Dispatcher
 from fanout.dispatch.process_backend import ProcessBackend
 from fanout.server.app import ControlPlane
 from fanout.v1 import actions_pb2 as pb
-from tests.conftest import Tenant, make_tenant
+from tests.conftest import Tenant
 from tests.helpers import LoopThread, eventually
 
 TASKS = """
@@ -93,13 +92,6 @@ def finished_root(tenant: Tenant, run: str) -> pb.ActionStatus:
         return status if status.phase in TERMINAL_PHASES else None
 
     return eventually(root, timeout=60)
-
-
-@pytest.fixture
-def own_tenant(loop_thread: LoopThread, own_plane: ControlPlane) -> Iterator[Tenant]:
-    t = make_tenant(loop_thread, own_plane, f"127.0.0.1:{own_plane.port}", prefix="ship")
-    yield t
-    t.client.close()
 
 
 def test_a_run_imports_its_project_from_the_bundle_where_the_project_is_not(

@@ -10,7 +10,6 @@ parent's root action, and once it ended the run would refuse the calls still wai
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,24 +18,20 @@ import pytest
 from fanout import hub
 from fanout.client import AsyncClient
 from fanout.config import ClientConfig
-from fanout.server.app import ControlPlane
 from fanout.v1 import actions_pb2 as pb
-from tests.conftest import Tenant, make_tenant
-from tests.helpers import LoopThread
+from tests.conftest import Tenant
 
 CALLS = 10
 
 
-@pytest.fixture(scope="module")
-def endpoint(own_plane: ControlPlane) -> str:
-    return f"127.0.0.1:{own_plane.port}"
+@pytest.fixture
+def endpoint(own_endpoint: str) -> str:
+    return own_endpoint
 
 
 @pytest.fixture
-def tenant(loop_thread: LoopThread, own_plane: ControlPlane, endpoint: str) -> Iterator[Tenant]:
-    t = make_tenant(loop_thread, own_plane, endpoint)
-    yield t
-    t.client.close()
+def tenant(own_tenant: Tenant) -> Tenant:
+    return own_tenant
 
 
 @dataclass

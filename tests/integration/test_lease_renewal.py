@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from fanout.server.redis_process import RedisProcess
 from fanout.server.settings import Settings
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb
-from tests.conftest import Tenant, make_tenant
+from tests.conftest import Tenant
 from tests.helpers import LoopThread, eventually
 
 LEASE_SECONDS = 2.0
@@ -82,18 +81,11 @@ class CountingBackend(ProcessBackend):
         return await super().run(action, endpoint, on_started)
 
 
-@pytest.fixture
-def renew_tenant(loop_thread: LoopThread, own_plane: ControlPlane) -> Iterator[Tenant]:
-    t = make_tenant(loop_thread, own_plane, f"127.0.0.1:{own_plane.port}", prefix="renew")
-    yield t
-    t.client.close()
-
-
 def test_an_ended_actions_lease_is_renewed_while_its_report_waits(
     loop_thread: LoopThread,
     own_plane: ControlPlane,
     own_redis_client: redis.Redis,
-    renew_tenant: Tenant,
+    own_tenant: Tenant,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -109,15 +101,15 @@ def test_an_ended_actions_lease_is_renewed_while_its_report_waits(
     dispatcher = Dispatcher(ClientConfig(endpoint=f"127.0.0.1:{own_plane.port}", token=token), backend, capacity=4)
     running = asyncio.run_coroutine_threadsafe(dispatcher.run(), loop_thread.loop)
     try:
-        run = renew_tenant.client.create_run(pb.ActionSpec(task_ref="module:x:y", command=["true"])).name
+        run = own_tenant.client.create_run(pb.ActionSpec(task_ref="module:x:y", command=["true"])).name
         assert hold.holding.wait(15), f"the action's end was never reported; reports sent: {hold.reports}"
         ended = time.monotonic()
         assert (run, 1, pb.SUCCEEDED) in hold.reports
 
         # The action has ended here; its report waits. Its lease must outlive several lease periods.
         time.sleep(HELD_SECONDS)
-        status = renew_tenant.client.get_action(run, "root")
-        tenant_keys = keys.TenantKeys(renew_tenant.name)
+        status = own_tenant.client.get_action(run, "root")
+        tenant_keys = keys.TenantKeys(own_tenant.name)
         lost = own_redis_client.hget(f"{tenant_keys.prefix}lost:{run}", "root")
         still_leased = own_redis_client.zscore(tenant_keys.leased, f"{run}/root") is not None
         waited = time.monotonic() - ended
@@ -133,7 +125,7 @@ def test_an_ended_actions_lease_is_renewed_while_its_report_waits(
         loop_thread.loop.call_soon_threadsafe(hold.release.set)
 
         def its_end() -> tuple[str, int]:
-            now = renew_tenant.client.get_action(run, "root")
+            now = own_tenant.client.get_action(run, "root")
             assert now.phase in TERMINAL, pb.Phase.Name(now.phase)
             return pb.Phase.Name(now.phase), now.attempt
 

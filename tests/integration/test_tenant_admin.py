@@ -32,11 +32,6 @@ from tests.conftest import Tenant, make_tenant
 from tests.helpers import LoopThread, eventually
 
 
-@pytest.fixture(scope="module")
-def own_endpoint(own_plane: ControlPlane) -> str:
-    return f"127.0.0.1:{own_plane.port}"
-
-
 class NamedAdmin(Client):
     """An admin client that knows its token's name: the actor its changes are audited under."""
 
@@ -51,13 +46,6 @@ def admin(loop_thread: LoopThread, own_plane: ControlPlane, own_endpoint: str) -
     new = loop_thread.run(own_plane.tokens.issue("admin", name=f"alice-{time.monotonic_ns()}", owner="alice"))
     with NamedAdmin(own_endpoint, new.token, new.name) as client:
         yield client
-
-
-@pytest.fixture
-def own_tenant(loop_thread: LoopThread, own_plane: ControlPlane, own_endpoint: str) -> Iterator[Tenant]:
-    t = make_tenant(loop_thread, own_plane, own_endpoint, prefix="adm")
-    yield t
-    t.client.close()
 
 
 def code(call: Callable[[Any], Any], request: object) -> grpc.StatusCode:
