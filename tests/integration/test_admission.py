@@ -17,17 +17,7 @@ from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import actions_pb2_grpc
 from tests.conftest import Tenant
 from tests.helpers import race_submitters
-
-
-# This module's tests run on a server of their own, with no dispatcher (conftest.py).
-@pytest.fixture
-def endpoint(own_endpoint: str) -> str:
-    return own_endpoint
-
-
-@pytest.fixture
-def tenant(own_tenant: Tenant) -> Tenant:
-    return own_tenant
+from tests.own_server import own_server_endpoint, own_server_tenant  # noqa: F401 (fixtures)
 
 
 def specs(prefix: str, n: int) -> list[pb.ActionSpec]:

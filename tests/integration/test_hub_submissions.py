@@ -20,18 +20,9 @@ from fanout.client import AsyncClient
 from fanout.config import ClientConfig
 from fanout.v1 import actions_pb2 as pb
 from tests.conftest import Tenant
+from tests.own_server import own_server_endpoint, own_server_tenant  # noqa: F401 (fixtures)
 
 CALLS = 10
-
-
-@pytest.fixture
-def endpoint(own_endpoint: str) -> str:
-    return own_endpoint
-
-
-@pytest.fixture
-def tenant(own_tenant: Tenant) -> Tenant:
-    return own_tenant
 
 
 @dataclass
