@@ -19,6 +19,7 @@ import fanout
 import fanout.serialization
 from fanout import errors
 from fanout.config import ClientConfig
+from fanout.dispatch import pools as pools_module
 from fanout.dispatch.dispatcher import Dispatcher
 from fanout.dispatch.pools import Pools, WorkerFactory, WorkerProcess
 from fanout.dispatch.process_backend import ProcessBackend
@@ -250,41 +251,56 @@ class OlderWorker(WorkerProcess):
         self.tells_running = False
 
 
+def pooled(name: str, task: str, inputs: bytes) -> dpb.LeasedAction:
+    reuse = pb.ReusePolicy(replicas=1, concurrency=4, idle_ttl_seconds=30)
+    spec = pb.ActionSpec(name=name, task_ref=f"file:{TASKS_FILE}:{task}", inputs=inputs, reuse=reuse)
+    return dpb.LeasedAction(tenant="t", run="r", spec=spec, attempt=1, action_token="unused")
+
+
+def run_in_a_pool(new_worker: WorkerFactory, *actions: dpb.LeasedAction) -> list[tuple[str, str]]:
+    """Run leaf actions in one pool; what happened, in order: (name, "started" | "running" | "ended")."""
+
+    async def main() -> list[tuple[str, str]]:
+        # Leaf tasks: they never call the control plane, so nothing listens at this endpoint.
+        pools = Pools(ClientConfig(endpoint="127.0.0.1:1", token="unused"), new_worker=new_worker)
+        seen: list[tuple[str, str]] = []
+
+        async def one(action: dpb.LeasedAction) -> None:
+            name = action.spec.name
+            started, running = lambda: seen.append((name, "started")), lambda: seen.append((name, "running"))
+            outcome = await pools.run(action, "127.0.0.1:1", started, running)
+            assert outcome.phase == pb.SUCCEEDED, outcome
+            seen.append((name, "ended"))
+
+        try:
+            await asyncio.gather(*(one(action) for action in actions))
+        finally:
+            await pools.shutdown()
+        return seen
+
+    return asyncio.run(main())
+
+
 @pytest.mark.parametrize(("new_worker", "said_running"), [(WorkerProcess, ["nap"]), (OlderWorker, ["echo", "nap"])])
 def test_running_is_said_by_the_worker_or_for_an_older_one_once_sent(
     new_worker: WorkerFactory, said_running: list[str]
 ) -> None:
-    reuse = pb.ReusePolicy(replicas=1, concurrency=4, idle_ttl_seconds=30)
+    seen = run_in_a_pool(
+        new_worker,
+        pooled("echo", "pooled_echo", b'{"args":[7],"kwargs":{}}'),
+        pooled("nap", "pooled_nap", b'{"args":[8,0.2],"kwargs":{}}'),
+    )
+    # Both sent to the worker (the admission-to-start metric counts both); RUNNING as said.
+    assert sorted(name for name, what in seen if what == "started") == ["echo", "nap"]
+    assert sorted(name for name, what in seen if what == "running") == said_running
+    assert sorted(name for name, what in seen if what == "ended") == ["echo", "nap"]
 
-    def leased(name: str, task: str, inputs: bytes) -> dpb.LeasedAction:
-        spec = pb.ActionSpec(name=name, task_ref=f"file:{TASKS_FILE}:{task}", inputs=inputs, reuse=reuse)
-        return dpb.LeasedAction(tenant="t", run="r", spec=spec, attempt=1, action_token="unused")
 
-    async def main() -> tuple[list[str], list[str], list[int]]:
-        # Leaf tasks: they never call the control plane, so nothing listens at this endpoint.
-        pools = Pools(ClientConfig(endpoint="127.0.0.1:1", token="unused"), new_worker=new_worker)
-        started: list[str] = []
-        running: list[str] = []
-        try:
-            outcomes = await asyncio.gather(
-                *(
-                    pools.run(
-                        leased(name, task, inputs),
-                        "127.0.0.1:1",
-                        lambda name=name: started.append(name),
-                        lambda name=name: running.append(name),
-                    )
-                    for name, task, inputs in (
-                        ("echo", "pooled_echo", b'{"args":[7],"kwargs":{}}'),
-                        ("nap", "pooled_nap", b'{"args":[8,0.2],"kwargs":{}}'),
-                    )
-                )
-            )
-        finally:
-            await pools.shutdown()
-        return sorted(started), sorted(running), [o.phase for o in outcomes]
-
-    started, running, phases = asyncio.run(main())
-    assert started == ["echo", "nap"]  # sent to the worker: the admission-to-start metric counts both
-    assert running == said_running
-    assert phases == [pb.SUCCEEDED, pb.SUCCEEDED]
+def test_an_action_blocking_its_workers_loop_is_running_once_unheard_of_for_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # CPU-bound code with no await holds the worker's loop in its first step: the worker cannot
+    # say it runs, so the pool says it after UNTOLD_RUNNING_SECONDS, while it still runs.
+    monkeypatch.setattr(pools_module, "UNTOLD_RUNNING_SECONDS", 0.2)
+    seen = run_in_a_pool(WorkerProcess, pooled("block", "pooled_block", b'{"args":[1.5],"kwargs":{}}'))
+    assert seen == [("block", "started"), ("block", "running"), ("block", "ended")]

@@ -373,3 +373,12 @@ async def pooled_nap(x: int, seconds: float) -> int:
 @pool_env.task
 async def echoes_and_naps(n: int, seconds: float) -> list[int]:
     return list(await asyncio.gather(*(pooled_echo(i) for i in range(n)), *(pooled_nap(i, seconds) for i in range(n))))
+
+
+@pool_env.task
+async def pooled_block(seconds: float) -> int:
+    """Blocks its worker's event loop in its first step: it cannot say it runs."""
+    import time
+
+    time.sleep(seconds)  # noqa: ASYNC251 - blocking on purpose
+    return 0

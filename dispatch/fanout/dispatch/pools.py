@@ -14,7 +14,10 @@ metric), but RUNNING only once the worker says it still runs after its first
 step: a no-op, done in that step, goes straight to its end, which saves the
 hot path of a big fanout a report, a script's work and a watch event per
 action. A worker of an earlier release does not say (its `ready` lacks
-tells_running): its actions are RUNNING once sent, as they were.
+tells_running): its actions are RUNNING once sent, as they were. Nor can a
+worker whose task blocks its event loop in its first step (CPU-bound code
+with no await): an action unheard of for UNTOLD_RUNNING_SECONDS is reported
+RUNNING anyway, since it is running.
 
 What a dead worker held is lost on purpose: run() raises WorkerLost, the
 dispatcher drops those actions without a report and stops renewing their
@@ -72,6 +75,8 @@ WORKER_COMMAND = (sys.executable, "-m", "fanout.dispatch.worker")
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
 TIMEOUT_GRACE_SECONDS = 5.0
+# An action sent to a worker that has neither said it runs nor ended within this is RUNNING anyway.
+UNTOLD_RUNNING_SECONDS = 1.0
 
 Key = tuple[str, str, int]  # run, action name, attempt
 
@@ -91,9 +96,10 @@ class _Job:
     key: Key
     on_started: StartedCallback
     outcome: asyncio.Future[Outcome]
-    # Called once the worker says the action still runs after its first step (see worker.py);
-    # None: on_started says it, as the action is sent.
+    # Called once the worker says the action still runs after its first step (see worker.py), then
+    # cleared; None from the start: on_started says it, as the action is sent.
     on_running: StartedCallback | None = None
+    sent_at: float = 0.0  # loop time
     worker: FramedWorker | None = None
     holds_slot: bool = False
     timer: asyncio.TimerHandle | None = None
@@ -222,8 +228,8 @@ class FramedWorker:
                     self.pool.finished(self, outcome)
                 for action in message.running if self.tells_running else ():
                     job = self.jobs.get((action.run, action.name, action.attempt))
-                    if job is not None and job.on_running is not None:
-                        job.on_running()
+                    if job is not None:
+                        _running(job)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # it exited
         except ValueError:
@@ -335,6 +341,7 @@ class Pool:
         self._starting = 0
         self._queue: deque[_Job] = deque()
         self._tasks: set[asyncio.Task[None]] = set()  # starts and stops in flight
+        self._untold_check: asyncio.TimerHandle | None = None
 
     async def run(
         self, action: dpb.LeasedAction, on_started: StartedCallback, on_running: StartedCallback | None = None
@@ -395,8 +402,30 @@ class Pool:
         if timeout:
             job.timer = asyncio.get_running_loop().call_later(timeout, self._time_out, job)
         job.on_started()
-        if job.on_running is not None and not worker.tells_running:
-            job.on_running()  # an older worker: running once sent, as it was
+        if job.on_running is None:
+            return
+        if not worker.tells_running:
+            _running(job)  # an older worker: running once sent, as it was
+            return
+        loop = asyncio.get_running_loop()
+        job.sent_at = loop.time()
+        if self._untold_check is None:
+            self._untold_check = loop.call_later(UNTOLD_RUNNING_SECONDS, self._running_untold)
+
+    def _running_untold(self) -> None:
+        """Report RUNNING for the actions sent UNTOLD_RUNNING_SECONDS ago that still have not said it."""
+        self._untold_check = None
+        loop = asyncio.get_running_loop()
+        due, untold = loop.time() - UNTOLD_RUNNING_SECONDS, False
+        for worker in self.workers:
+            for job in worker.jobs.values():
+                if job.on_running is not None:
+                    if job.sent_at <= due:
+                        _running(job)
+                    else:
+                        untold = True
+        if untold:
+            self._untold_check = loop.call_later(UNTOLD_RUNNING_SECONDS, self._running_untold)
 
     def _time_out(self, job: _Job) -> None:
         if job.outcome.done() or job.worker is None:
@@ -491,6 +520,8 @@ class Pool:
         task.add_done_callback(self._tasks.discard)
 
     async def shutdown(self) -> None:
+        if self._untold_check is not None:
+            self._untold_check.cancel()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -555,6 +586,13 @@ class Pools:
     async def shutdown(self) -> None:
         pools, self._pools = list(self._pools.values()), {}
         await asyncio.gather(*(pool.shutdown() for pool in pools))
+
+
+def _running(job: _Job) -> None:
+    """Say once that the job's action runs."""
+    running, job.on_running = job.on_running, None
+    if running is not None:
+        running()
 
 
 def _resolve(job: _Job, outcome: Outcome) -> None:
