@@ -151,6 +151,32 @@ def test_concurrent_uploads_never_pass_the_tenant_cap(
     assert len(stored) == 3
 
 
+def test_uploads_one_after_another_never_pass_the_tenant_cap(
+    loop_thread: LoopThread, redis_server: RedisProcess, tenant: Tenant
+) -> None:
+    # A finished upload's index entry once had a fractional expiry (touch wrote time.time() + ttl),
+    # which the next reservation read as malformed and dropped: it no longer counted against the cap.
+    blobs = [BUNDLE + bytes([i]) for i in range(4)]
+
+    async def upload_in_turn() -> list[bool | BaseException]:
+        client = aioredis.Redis.from_url(redis_server.url)
+        store = BundleStore(client, max_tenant_bytes=3 * len(blobs[0]))
+        outcomes: list[bool | BaseException] = []
+        try:
+            for blob in blobs:
+                try:
+                    outcomes.append(await store.put(tenant.name, hashlib.sha256(blob).hexdigest(), blob, ttl=60))
+                except QuotaExceeded as exc:
+                    outcomes.append(exc)
+        finally:
+            await client.aclose()
+        return outcomes
+
+    outcomes = loop_thread.run(upload_in_turn())
+    assert outcomes[:3] == [True, True, True], outcomes
+    assert isinstance(outcomes[3], QuotaExceeded) and outcomes[3].limit_name == "max_tenant_bundle_bytes"
+
+
 def test_a_run_naming_a_missing_or_malformed_bundle_is_refused(tenant: Tenant) -> None:
     with pytest.raises(errors.InvalidRequest, match="not uploaded"):
         tenant.client.create_run(pb.ActionSpec(task_ref="module:m:f", bundle=pb.CodeBundle(digest="a" * 64)))

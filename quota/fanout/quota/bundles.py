@@ -109,9 +109,8 @@ class BundleStore:
     async def touch(self, tenant: str, digest: str, ttl: int) -> int:
         """Keep the bundle another `ttl` seconds; its size. NotFound when the tenant has no such bundle."""
         k = keys.TenantKeys(tenant)
-        size = int(
-            await self._touch(keys=[k.bundles, k.bundle(check_digest(digest))], args=[digest, ttl, time.time() + ttl])
-        )
+        expires = int(time.time()) + ttl  # whole seconds: bundle_reserve.lua reads the entry back
+        size = int(await self._touch(keys=[k.bundles, k.bundle(check_digest(digest))], args=[digest, ttl, expires]))
         if size < 0:
             raise NotFound(f"bundle {digest} not found; upload it first")
         return size

@@ -12,7 +12,8 @@ end
 local entries = redis.call('HGETALL', KEYS[1])
 local used, count = 0, 0
 for i = 1, #entries, 2 do
-  local bytes, until_ = string.match(entries[i + 1], '^(%d+):(%d+)$')
+  -- Whole seconds; an entry touched by an older server has a fraction, which still counts.
+  local bytes, until_ = string.match(entries[i + 1], '^(%d+):(%d+)%.?%d*$')
   if until_ == nil or tonumber(until_) <= now then
     redis.call('HDEL', KEYS[1], entries[i])
   elseif entries[i] ~= digest then
