@@ -10,14 +10,15 @@ charging new ones.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import re
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from fanout import errors, serialization
+from fanout import errors, groups, serialization, tracing
 from fanout.client import TERMINAL_PHASES, AsyncClient
-from fanout.hub import Hub
+from fanout.hub import Child, Hub
 from fanout.v1 import actions_pb2 as pb
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 _CURRENT: ContextVar[Controller | None] = ContextVar("fanout_controller", default=None)
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+# Child spec templates one parent keeps (see Controller._template): a few per task it calls.
+MAX_TEMPLATES = 64
 
 
 def current() -> Controller | None:
@@ -34,8 +37,13 @@ def current() -> Controller | None:
 
 def child_name(parent: str, task_ref: str, inputs: bytes, seq: int) -> str:
     digest = hashlib.sha256(f"{parent}\0{task_ref}\0{seq}\0".encode() + inputs).hexdigest()[:20]
-    short = _NAME_UNSAFE.sub("-", task_ref.rsplit(":", 1)[-1].rsplit(".", 1)[-1])[:40].strip("-_") or "task"
-    return f"{short}-{digest}"
+    return f"{_short_name(task_ref)}-{digest}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _short_name(task_ref: str) -> str:
+    """The readable part of a child's name: its function's name, made safe (the same for every call)."""
+    return _NAME_UNSAFE.sub("-", task_ref.rsplit(":", 1)[-1].rsplit(".", 1)[-1])[:40].strip("-_") or "task"
 
 
 class Controller:
@@ -65,6 +73,8 @@ class Controller:
         # Children whose await was cancelled: aborted on the server, their outcome no longer wanted.
         self._abandoned: set[str] = set()
         self._traces: TraceBook | None = None
+        # Per task (and the group and trace its calls are made in): the spec its children share.
+        self._templates: dict[tuple[Task[Any, Any], str, str], tuple[pb.ActionSpec, int]] = {}
 
     @property
     def traces(self) -> TraceBook:
@@ -114,11 +124,25 @@ class Controller:
         return _outcome(status, task)
 
     def _submit(self, task: Task[Any, Any], name: str, inputs: bytes) -> None:
-        spec = task.spec(name, inputs)
-        spec.workdir = self.workdir
-        if self.bundle is not None:
-            spec.bundle.CopyFrom(self.bundle)
-        self._hub.submit(self, [spec])
+        self._hub.submit(self, [Child(name, inputs, *self._template(task))])
+
+    def _template(self, task: Task[Any, Any]) -> tuple[pb.ActionSpec, int]:
+        """The spec of `task`'s children called here but for their names and inputs, and its size.
+
+        Made at the first such call: its children are put together from it as their call is built
+        (hub.py), not spec by spec in the turn that calls them.
+        """
+        key = (task, groups.current(), tracing.current_traceparent())
+        template = self._templates.get(key)
+        if template is None:
+            if len(self._templates) >= MAX_TEMPLATES:  # e.g. a span per call: each its own template
+                self._templates.clear()
+            spec = task.spec("", b"")
+            spec.workdir = self.workdir
+            if self.bundle is not None:
+                spec.bundle.CopyFrom(self.bundle)
+            template = self._templates[key] = (spec, spec.ByteSize())
+        return template
 
     def _abandon(self, name: str) -> None:
         self._waiting.pop(name, None)

@@ -61,7 +61,8 @@ def test_a_big_turn_goes_out_a_few_calls_at_a_time(
 ) -> None:
     monkeypatch.setattr(hub, "MAX_BATCH", 10)
     run = tenant.client.create_run(pb.ActionSpec(name="root", task_ref="module:tests:root")).name
-    children = [pb.ActionSpec(name=f"c{i}", task_ref="module:tests:noop") for i in range(CALLS * hub.MAX_BATCH)]
+    template = pb.ActionSpec(task_ref="module:tests:noop")
+    children = [hub.Child(f"c{i}", b"", template, template.ByteSize()) for i in range(CALLS * hub.MAX_BATCH)]
     parent = Parent(run, "root", tenant.token)
 
     async def main() -> int:

@@ -18,12 +18,15 @@ class FakeParent:
     run: str = "r"
 
 
-def specs(prefix: str, n: int, size: int = 0) -> list[pb.ActionSpec]:
-    return [pb.ActionSpec(name=f"{prefix}{i}", inputs=b"x" * size) for i in range(n)]
+TEMPLATE = pb.ActionSpec(task_ref="module:tests:noop")
+
+
+def specs(prefix: str, n: int, size: int = 0) -> list[hub.Child]:
+    return [hub.Child(f"{prefix}{i}", b"x" * size, TEMPLATE, TEMPLATE.ByteSize()) for i in range(n)]
 
 
 def layout(calls: list[list[hub._Section]]) -> list[list[tuple[str, int]]]:
-    return [[(section.parent.parent, len(section.specs)) for section in call] for call in calls]
+    return [[(section.parent.parent, len(section.children)) for section in call] for call in calls]
 
 
 def test_one_turn_of_many_parents_is_one_call_with_one_section_per_parent() -> None:
@@ -33,7 +36,7 @@ def test_one_turn_of_many_parents_is_one_call_with_one_section_per_parent() -> N
     calls = hub._calls(hub._by_parent(pending))
 
     assert layout(calls) == [[("a", 4), ("b", 2)]]
-    assert [s.name for s in calls[0][0].specs] == ["a0", "x0", "x1", "x2"]  # in the order they were called
+    assert [s.name for s in calls[0][0].children] == ["a0", "x0", "x1", "x2"]  # in the order they were called
 
 
 def test_a_turn_over_the_action_cap_splits_a_section_across_calls(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,9 +49,21 @@ def test_a_turn_over_the_action_cap_splits_a_section_across_calls(monkeypatch: p
 
 
 def test_a_turn_over_the_byte_cap_splits_by_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hub, "MAX_BATCH_BYTES", 250)
+    children = specs("a", 5, size=100)
+    monkeypatch.setattr(hub, "MAX_BATCH_BYTES", 2 * children[0].size() + 1)  # room for two
     a = FakeParent("a")
 
-    calls = hub._calls([hub._Section(a, specs("a", 5, size=100))])
+    calls = hub._calls([hub._Section(a, children)])
 
     assert layout(calls) == [[("a", 2)], [("a", 2)], [("a", 1)]]
+
+
+def test_a_childs_size_is_at_least_its_specs() -> None:
+    """The byte cap holds: the estimate is never under what the spec put together will weigh."""
+    template = pb.ActionSpec(task_ref="module:tests:noop", environment="e", retries=3)
+    for inputs in (b"", b"x" * 100, b"x" * 200_000):
+        child = hub.Child("a-name", inputs, template, template.ByteSize())
+        spec = pb.ActionSpec()
+        spec.CopyFrom(template)
+        spec.name, spec.inputs = child.name, child.inputs
+        assert spec.ByteSize() <= child.size() <= spec.ByteSize() + 8
