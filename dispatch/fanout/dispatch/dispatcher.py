@@ -40,6 +40,7 @@ from fanout.dispatch.backend import Backend, Outcome, failure
 from fanout.dispatch.pools import Pools, WorkerFactory, WorkerLost, WorkerProcess, reusable
 from fanout.dispatch.reporter import Reporter
 from fanout.dispatch.sandbox import Sandbox
+from fanout.dispatch.starts import Starts
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb
 from fanout.v1 import dispatch_pb2_grpc
@@ -91,6 +92,9 @@ class Dispatcher:
         self.id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self._metadata = (("authorization", f"Bearer {config.token}"),)
         self._running: dict[str, tuple[dpb.LeasedAction, asyncio.Task[None]]] = {}
+        # Leased, and waiting for a turn of the loop to start (see starts.py).
+        self._starts = Starts(self._start)
+        self._reporter: Reporter | None = None
         self._waiting: set[str] = set()
         self._images_noted: set[str] = set()
         # Messages for the current lease stream; None ends the stream's request side.
@@ -108,7 +112,7 @@ class Dispatcher:
         """Serve until stop(); reconnects with backoff when the stream breaks."""
         channel = async_channel(self.config)
         stub = dispatch_pb2_grpc.DispatchServiceStub(channel)
-        reporter = Reporter(stub, self._metadata)
+        reporter = self._reporter = Reporter(stub, self._metadata)
         reporter.start()
         heartbeat = asyncio.create_task(self._heartbeat())
         loop = asyncio.get_running_loop()
@@ -118,7 +122,7 @@ class Dispatcher:
             while not self._stopping.is_set():
                 opened = loop.time()
                 try:
-                    await self._lease(stub, reporter)
+                    await self._lease(stub)
                     delay = FIRST_RECONNECT_SECONDS
                 except grpc.RpcError as exc:
                     code = exc.code()
@@ -139,6 +143,7 @@ class Dispatcher:
             # shutdown must not be reported as a failure. Unreported actions
             # keep their leases, which expire, and run again elsewhere or
             # after a restart.
+            self._starts.clear()
             tasks = [task for _, task in self._running.values()]
             for task in tasks:
                 task.cancel()
@@ -167,36 +172,46 @@ class Dispatcher:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def _lease(self, stub: dispatch_pb2_grpc.DispatchServiceStub, reporter: Reporter) -> None:
-        free = self.capacity - (len(self._running) - len(self._waiting))
+    async def _lease(self, stub: dispatch_pb2_grpc.DispatchServiceStub) -> None:
+        free = self.capacity - (len(self._running) + len(self._starts) - len(self._waiting))
         self._credit = 0  # counted in `free`: the new stream's hello carries it
         # Credit given back on an old stream is lost with it; start each stream afresh.
         outbox: asyncio.Queue[dpb.LeaseRequest | None] = asyncio.Queue()
         self._outbox = outbox
         outbox.put_nowait(dpb.LeaseRequest(hello=dpb.Hello(dispatcher_id=self.id, capacity=max(free, 0))))
-        if self._running or self._unreported:
+        if self._running or self._starts or self._unreported:
             # Renew at once: the leases went unrenewed while there was no stream.
             outbox.put_nowait(self._heartbeat_request())
         call = stub.Lease(self._requests(outbox), metadata=self._metadata)
+        reading = asyncio.create_task(self._read_leases(call))
         stopper = asyncio.create_task(self._stopping.wait())
         try:
-            while True:
-                read = asyncio.ensure_future(call.read())
-                done, _ = await asyncio.wait({read, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if stopper in done:
-                    read.cancel()
-                    call.cancel()
-                    return
-                response = read.result()
-                if response is grpc.aio.EOF:
-                    return
-                self._lease_seconds = response.lease_seconds or self._lease_seconds
-                for action in response.actions:
-                    self._running[_ref(action)] = (action, asyncio.create_task(self._execute(action, reporter)))
-                self._on_heartbeat_answer(response)
+            await asyncio.wait({reading, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if not reading.done():  # stopping
+                call.cancel()
+                reading.cancel()
+                await asyncio.gather(reading, return_exceptions=True)
+                return
+            reading.result()  # the stream's end: its error if it broke
         finally:
             stopper.cancel()
             outbox.put_nowait(None)  # let the request generator finish instead of hanging on the queue
+
+    async def _read_leases(self, call: grpc.aio.StreamStreamCall[dpb.LeaseRequest, dpb.LeaseResponse]) -> None:
+        """Take each response off the stream as it comes; its actions wait for their start in self._starts.
+
+        Read as fast as they come, not one after the other's start: a small tenant's lease,
+        behind a big tenant's responses on the stream, is read within a few turns of the loop
+        and starts in the next one (starts.py).
+        """
+        async for response in call:
+            self._lease_seconds = response.lease_seconds or self._lease_seconds
+            self._on_heartbeat_answer(response)
+            self._starts.add(response.actions)
+
+    def _start(self, action: dpb.LeasedAction) -> None:
+        assert self._reporter is not None
+        self._running[_ref(action)] = (action, asyncio.create_task(self._execute(action, self._reporter)))
 
     @staticmethod
     async def _requests(outbox: asyncio.Queue[dpb.LeaseRequest | None]) -> AsyncIterator[dpb.LeaseRequest]:
@@ -215,6 +230,9 @@ class Dispatcher:
                 else:
                     self.backend.waiting(entry[0])
         for ref in response.cancelled:
+            if self._starts.remove(ref.tenant, (ref.run, ref.name, ref.attempt)) is not None:
+                self._give_credit()  # never started: the control plane has its end, and it holds no slot
+                continue
             key = _key(ref.tenant, ref.run, ref.name)
             entry = self._running.get(key)
             if entry is not None and entry[0].attempt == ref.attempt and not entry[1].done():
@@ -313,11 +331,11 @@ class Dispatcher:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(min(self._lease_seconds / 3, HEARTBEAT_SECONDS))
-            if self._running or self._unreported:
+            if self._running or self._starts or self._unreported:
                 self._outbox.put_nowait(self._heartbeat_request())
 
     def _heartbeat_request(self) -> dpb.LeaseRequest:
-        held = itertools.chain((a for a, _ in self._running.values()), self._unreported.values())
+        held = itertools.chain((a for a, _ in self._running.values()), self._starts.held(), self._unreported.values())
         leases = [dpb.LeaseRef(tenant=a.tenant, run=a.run, name=a.spec.name, attempt=a.attempt) for a in held]
         return dpb.LeaseRequest(heartbeat=dpb.Heartbeat(leases=leases))
 
