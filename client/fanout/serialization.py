@@ -64,10 +64,14 @@ class Types:
 
     def of_parameter(self, name: str) -> Any:
         """The type one bound argument must have; Any for *args and **kwargs, which hold many."""
-        parameter = self.signature.parameters.get(name)
-        if parameter is None or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-            return Any
-        return self.hints.get(name, Any)
+        return self._parameter_types.get(name, Any)
+
+    @functools.cached_property
+    def _parameter_types(self) -> dict[str, Any]:
+        # Worked out once: every call of the task, and every run of it, checks its arguments.
+        many = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        parameters = self.signature.parameters.items()
+        return {name: Any if p.kind in many else self.hints.get(name, Any) for name, p in parameters}
 
 
 def _enc_hook(value: Any) -> Any:
@@ -92,9 +96,14 @@ def _encode(value: Any, order: typing.Literal["deterministic"] | None = _ENCODER
 _SCALARS = frozenset({int, str, float, bool})
 
 
+def _as_is(value: Any, kind: Any) -> bool:
+    """Whether `value` is of `kind` as it is, with nothing to check or convert (most arguments)."""
+    return kind is Any or (kind in _SCALARS and type(value) is kind)
+
+
 def _typed(value: Any, kind: Any) -> Any:
     """`value` (as JSON decodes it) as `kind`; unchanged where `kind` is Any or msgspec cannot check it."""
-    if kind is Any or (kind in _SCALARS and type(value) is kind):
+    if _as_is(value, kind):
         return value
     try:
         return msgspec.convert(value, type=kind, strict=False, dec_hook=_dec_hook)
@@ -106,7 +115,7 @@ def _typed(value: Any, kind: Any) -> Any:
 
 def _check(what: str, value: Any, kind: Any) -> None:
     """A TypeError when `value` does not fit `kind`, in the words of `what`."""
-    if kind is Any or (kind in _SCALARS and type(value) is kind):
+    if _as_is(value, kind):
         return
     try:
         _typed(msgspec.to_builtins(value, enc_hook=_enc_hook, order=_ENCODER_ORDER), kind)
@@ -121,7 +130,9 @@ def encode_inputs(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
         names = types.bound_names(args, kwargs)
         if names is not None:
             for name, value in zip(names, args, strict=True):
-                _check(f"task {task_name}: argument {name!r}", value, types.of_parameter(name))
+                kind = types.of_parameter(name)
+                if not _as_is(value, kind):  # named only when checked: a call of a million children
+                    _check(f"task {task_name}: argument {name!r}", value, kind)
         else:
             bound = types.signature.bind_partial(*args, **kwargs)
             for name, value in bound.arguments.items():
