@@ -14,7 +14,9 @@ twice. A backend keeps an outcome until its report was answered.
 Actions whose environment has a ReusePolicy run in pools of reusable
 workers instead (pools.py); their results live in memory only, so after a
 crash of this process (or of a worker) they run again once their leases
-lapse: at-least-once, like any lost lease.
+lapse: at-least-once, like any lost lease. That is a big fanout's hot path,
+so such an action costs no asyncio task here: it is a pool's job, whose end
+is a callback. The backend's actions each get a task.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -67,6 +69,14 @@ MIN_RETRY_SECONDS = 0.001
 STOPPED = failure("Stopped", "stopped by the control plane", pb.ABORTED)
 
 
+class Running(Protocol):
+    """A leased action being run: a backend's asyncio task, or a pool's job."""
+
+    def done(self) -> bool: ...
+
+    def cancel(self) -> Any: ...
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -91,7 +101,7 @@ class Dispatcher:
         self.action_endpoint = action_endpoint or config.endpoint
         self.id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self._metadata = (("authorization", f"Bearer {config.token}"),)
-        self._running: dict[str, tuple[dpb.LeasedAction, asyncio.Task[None]]] = {}
+        self._running: dict[str, tuple[dpb.LeasedAction, Running]] = {}
         # Leased, and waiting for a turn of the loop to start (see starts.py).
         self._starts = Starts(self._start)
         self._reporter: Reporter | None = None
@@ -144,10 +154,10 @@ class Dispatcher:
             # keep their leases, which expire, and run again elsewhere or
             # after a restart.
             self._starts.clear()
-            tasks = [task for _, task in self._running.values()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            running = [run for _, run in self._running.values()]
+            for run in running:
+                run.cancel()
+            await asyncio.gather(*(r for r in running if isinstance(r, asyncio.Task)), return_exceptions=True)
             await reporter.drain()
             # Outcomes whose report got no answer stay on disk for the next start.
             if self._releases:
@@ -210,8 +220,44 @@ class Dispatcher:
             self._starts.add(response.actions)
 
     def _start(self, action: dpb.LeasedAction) -> None:
-        assert self._reporter is not None
-        self._running[_ref(action)] = (action, asyncio.create_task(self._execute(action, self._reporter)))
+        reporter = self._reporter
+        assert reporter is not None
+        if action.spec.image and not self.backend.runs_images and action.spec.image not in self._images_noted:
+            self._images_noted.add(action.spec.image)  # said once per image, not per action
+            log.info("image %s is not used: this backend runs tasks in the dispatcher's Python", action.spec.image)
+        if reusable(action.spec) and not self.sandbox.refusal(action.spec):
+            self._submit_to_pool(action, reporter)
+        else:
+            self._running[_ref(action)] = (action, asyncio.create_task(self._execute(action, reporter)))
+
+    def _submit_to_pool(self, action: dpb.LeasedAction, reporter: Reporter) -> None:
+        key, backend, launched = _ref(action), dispatch_metrics.backend_name(self.backend, True), time.monotonic()
+
+        def started() -> None:
+            dispatch_metrics.started(action, backend)
+
+        def running() -> None:
+            reporter.report(_report(action, pb.RUNNING))
+
+        def done(outcome: Outcome | WorkerLost) -> None:
+            self._ended(key)
+            if isinstance(outcome, WorkerLost):
+                # No report: the lease lapses and the control plane runs it again.
+                lost = "%s is lost with its worker (%s); it runs again after its lease"
+                log.warning(lost, key, outcome, extra=_fields(action))
+                return
+            dispatch_metrics.finished(outcome, backend, time.monotonic() - launched)
+            self._finish(action, outcome, reporter, keeps_work=False)  # a pool keeps nothing once the outcome is here
+
+        try:
+            # RUNNING once the worker says it runs on: a no-op never shows it (see pools.py).
+            job = self.pools.submit(action, self.action_endpoint, started, done, running)
+        except Exception as exc:  # a pool bug fails the action, not the dispatcher
+            log.exception("the pool failed on %s", key, extra=_fields(action))
+            done(failure("BackendError", f"{type(exc).__name__}: {exc}"))
+            return
+        if not job.done():
+            self._running[key] = (action, job)
 
     @staticmethod
     async def _requests(outbox: asyncio.Queue[dpb.LeaseRequest | None]) -> AsyncIterator[dpb.LeaseRequest]:
@@ -238,9 +284,11 @@ class Dispatcher:
             if entry is not None and entry[0].attempt == ref.attempt and not entry[1].done():
                 log.info("stopping %s: aborted, finished or leased elsewhere", key, extra=_fields(entry[0]))
                 entry[1].cancel()
-                if not reusable(entry[0].spec):
+                if isinstance(entry[1], asyncio.Task):
                     # The control plane has its end already: keep no more of its work than of a failure's.
                     self._release_after(entry[0], STOPPED, entry[1])
+                else:
+                    self._ended(key)  # a pool's job ends unreported: no task's `finally` does this
 
     def _give_credit(self) -> None:
         # Credit freed in one turn of the loop goes out as one message, not one per action.
@@ -254,50 +302,39 @@ class Dispatcher:
             self._outbox.put_nowait(dpb.LeaseRequest(credit=credit))
 
     async def _execute(self, action: dpb.LeasedAction, reporter: Reporter) -> None:
+        """Run an action in the backend (a process or container of its own), or refuse its spec."""
+
         def started() -> None:
-            if not pooled:
-                running()
+            reporter.report(_report(action, pb.RUNNING))
             dispatch_metrics.started(action, backend)
 
-        def running() -> None:
-            reporter.report(_report(action, pb.RUNNING))
-
         key = _ref(action)
-        pooled = reusable(action.spec)
-        if action.spec.image and not self.backend.runs_images and action.spec.image not in self._images_noted:
-            self._images_noted.add(action.spec.image)  # said once per image, not per action
-            log.info("image %s is not used: this backend runs tasks in the dispatcher's Python", action.spec.image)
-        backend, launched = dispatch_metrics.backend_name(self.backend, pooled), time.monotonic()
+        backend, launched = dispatch_metrics.backend_name(self.backend, False), time.monotonic()
         try:
             try:
                 if refusal := self.sandbox.refusal(action.spec):
                     outcome = failure("UntrustedSpec", refusal, non_recoverable=True)
-                elif pooled:
-                    # RUNNING once the worker says it runs on: a no-op never shows it (see pools.py).
-                    outcome = await self.pools.run(action, self.action_endpoint, started, running)
                 else:
                     outcome = await self.backend.run(action, self.action_endpoint, started)
             except asyncio.CancelledError:
                 # Shutting down (the lease expires and the action runs again
                 # elsewhere) or told to stop (the server already has its end).
                 raise
-            except WorkerLost as exc:
-                # No report: the lease lapses and the control plane runs it again.
-                log.warning(
-                    "%s is lost with its worker (%s); it runs again after its lease", key, exc, extra=_fields(action)
-                )
-                return
             except Exception as exc:  # a backend bug fails the action, not the dispatcher
                 log.exception("backend failed on %s", key, extra=_fields(action))
                 outcome = failure("BackendError", f"{type(exc).__name__}: {exc}")
             dispatch_metrics.finished(outcome, backend, time.monotonic() - launched)
-            self._finish(action, outcome, reporter, keeps_work=not pooled)
+            self._finish(action, outcome, reporter)
         finally:
-            self._running.pop(key, None)
-            if key in self._waiting:
-                self._waiting.discard(key)  # its credit went back when it started waiting
-            else:
-                self._give_credit()
+            self._ended(key)
+
+    def _ended(self, key: str) -> None:
+        """An action left this dispatcher (finished, lost or stopped): its capacity comes back."""
+        self._running.pop(key, None)
+        if key in self._waiting:
+            self._waiting.discard(key)  # its credit went back when it started waiting
+        else:
+            self._give_credit()
 
     def _finish(
         self, action: dpb.LeasedAction, outcome: Outcome, reporter: Reporter, keeps_work: bool = True

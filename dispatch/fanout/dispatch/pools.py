@@ -19,7 +19,12 @@ worker whose task blocks its event loop in its first step (CPU-bound code
 with no await): an action unheard of for UNTOLD_RUNNING_SECONDS is reported
 RUNNING anyway, since it is running.
 
-What a dead worker held is lost on purpose: run() raises WorkerLost, the
+A job ends by a call of its on_done, once: its outcome, or WorkerLost. It is
+no asyncio task: the reusable path is a big fanout's hot path, and a task,
+a future and their awaits per action cost the dispatcher about a fifth of
+its time there. (run() is the coroutine form, for one-shot pools and tests.)
+
+What a dead worker held is lost on purpose: its jobs end with WorkerLost, the
 dispatcher drops those actions without a report and stops renewing their
 leases, and the control plane leases them again once the leases lapse (at
 most one lease period). The same holds when the dispatcher itself dies: a
@@ -95,12 +100,19 @@ def reusable(spec: pb.ActionSpec) -> bool:
     return spec.HasField("reuse") and not spec.command
 
 
+# How a job ends: its outcome, or WorkerLost (it runs again after its lease).
+DoneCallback = Callable[[Outcome | WorkerLost], None]
+
+
 @dataclass(eq=False)
-class _Job:
+class Job:
+    """One action sent, or to be sent, to a pool's worker; cancel() takes it back, and on_done is not called."""
+
     action: dpb.LeasedAction
     key: Key
+    pool: Pool
     on_started: StartedCallback
-    outcome: asyncio.Future[Outcome]
+    on_done: DoneCallback
     # Called once the worker says the action still runs after its first step (see worker.py), then
     # cleared; None from the start: on_started says it, as the action is sent.
     on_running: StartedCallback | None = None
@@ -108,6 +120,23 @@ class _Job:
     worker: FramedWorker | None = None
     holds_slot: bool = False
     timer: asyncio.TimerHandle | None = None
+    ended: bool = False
+
+    def done(self) -> bool:
+        return self.ended
+
+    def cancel(self) -> None:
+        """Aborted, leased elsewhere, or the dispatcher stops: take it back from wherever it is."""
+        if self.ended:
+            return
+        self.ended = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.worker is None:
+            with contextlib.suppress(ValueError):
+                self.pool._queue.remove(self)
+        elif self.key in self.worker.jobs:  # still running there: its answer (ABORTED) is dropped
+            self.worker.cancel(self.key, timed_out=False)
 
 
 @dataclass(frozen=True)
@@ -157,7 +186,7 @@ class FramedWorker:
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
-        self.jobs: dict[Key, _Job] = {}
+        self.jobs: dict[Key, Job] = {}
         self.slots_used = 0
         self.log_slot = 0
         self.idle_timer: asyncio.TimerHandle | None = None
@@ -198,7 +227,7 @@ class FramedWorker:
         self._writer = writer
         self._reader = asyncio.create_task(self._read(reader))
 
-    def send(self, job: _Job) -> None:
+    def send(self, job: Job) -> None:
         self.jobs[job.key] = job
         self._outbox.run.append(job.action)
         self._schedule_flush()
@@ -348,32 +377,43 @@ class Pool:
         self._log_slots: set[int] = set()
         self.workers: list[FramedWorker] = []
         self._starting = 0
-        self._queue: deque[_Job] = deque()
+        self._queue: deque[Job] = deque()
         self._tasks: set[asyncio.Task[None]] = set()  # starts and stops in flight
         self._untold_check: asyncio.TimerHandle | None = None
+
+    def submit(
+        self,
+        action: dpb.LeasedAction,
+        on_started: StartedCallback,
+        on_done: DoneCallback,
+        on_running: StartedCallback | None = None,
+    ) -> Job:
+        """Run `action` on a worker: on_started() once it is sent there, on_running() once it runs
+        past its first step (if given: an action that ends in its first step never calls it), and
+        on_done() with its outcome, or WorkerLost, at its end."""
+        job = Job(action, (action.run, action.spec.name, action.attempt), self, on_started, on_done, on_running)
+        self._queue.append(job)
+        self._pump()
+        return job
 
     async def run(
         self, action: dpb.LeasedAction, on_started: StartedCallback, on_running: StartedCallback | None = None
     ) -> Outcome:
-        """Run `action` on a worker: on_started() once it is sent there, on_running() once it runs
-        past its first step (if given: an action that ends in its first step never calls it)."""
-        key = (action.run, action.spec.name, action.attempt)
-        job = _Job(action, key, on_started, asyncio.get_running_loop().create_future(), on_running)
-        self._queue.append(job)
-        self._pump()
+        """submit() as a coroutine: the outcome, or WorkerLost raised; cancelling it cancels the job."""
+        ended: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+
+        def done(outcome: Outcome | WorkerLost) -> None:
+            if isinstance(outcome, WorkerLost):
+                ended.set_exception(outcome)
+            else:
+                ended.set_result(outcome)
+
+        job = self.submit(action, on_started, done, on_running)
         try:
-            return await job.outcome  # cancelling this task cancels the future too: _resolve skips it
+            return await ended
         except asyncio.CancelledError:
-            # Aborted, leased elsewhere, or the dispatcher stops: take it back from wherever it is.
-            if job.worker is None:
-                with contextlib.suppress(ValueError):
-                    self._queue.remove(job)
-            elif key in job.worker.jobs:  # still running there
-                job.worker.cancel(key, timed_out=False)
+            job.cancel()
             raise
-        finally:
-            if job.timer is not None:
-                job.timer.cancel()
 
     def waiting(self, action: dpb.LeasedAction) -> None:
         """The action waits on its children: its slot goes to other work (it stays in its worker)."""
@@ -399,7 +439,7 @@ class Pool:
             for _ in range(min(room, len(self._queue))):
                 self._dispatch(self._queue.popleft(), worker)
 
-    def _dispatch(self, job: _Job, worker: FramedWorker) -> None:
+    def _dispatch(self, job: Job, worker: FramedWorker) -> None:
         if worker.idle_timer is not None:
             worker.idle_timer.cancel()
             worker.idle_timer = None
@@ -436,15 +476,15 @@ class Pool:
         if untold:
             self._untold_check = loop.call_later(UNTOLD_RUNNING_SECONDS, self._running_untold)
 
-    def _time_out(self, job: _Job) -> None:
-        if job.outcome.done() or job.worker is None:
+    def _time_out(self, job: Job) -> None:
+        if job.ended or job.worker is None:
             return
         job.worker.cancel(job.key, timed_out=True)
         job.timer = asyncio.get_running_loop().call_later(TIMEOUT_GRACE_SECONDS, self._stuck, job)
 
-    def _stuck(self, job: _Job) -> None:
+    def _stuck(self, job: Job) -> None:
         """The worker did not answer a timeout: its event loop is blocked. Kill it; this action timed out."""
-        if job.outcome.done() or job.worker is None:
+        if job.ended or job.worker is None:
             return
         log.warning("worker %s did not stop %s in time; killing it", job.worker.name, job.key)
         _resolve(job, _timed_out(job.action))
@@ -471,13 +511,11 @@ class Pool:
             self.workers.remove(worker)
         self._log_slots.discard(worker.log_slot)
         if worker.jobs:
-            lost = len(worker.jobs)
-            log.warning("worker %s of %s exited (%s) with %d actions", worker.name, self.key.label, code, lost)
-        for job in worker.jobs.values():
-            if outcome is not None:
-                _resolve(job, outcome)
-            elif not job.outcome.done():
-                job.outcome.set_exception(WorkerLost(f"worker {worker.name} exited with code {code}"))
+            held = len(worker.jobs)
+            log.warning("worker %s of %s exited (%s) with %d actions", worker.name, self.key.label, code, held)
+        lost = WorkerLost(f"worker {worker.name} exited with code {code}")
+        for job in list(worker.jobs.values()):
+            _resolve(job, outcome if outcome is not None else lost)
         worker.jobs.clear()
         if worker.idle_timer is not None:
             worker.idle_timer.cancel()
@@ -557,6 +595,16 @@ class Pools:
         # (its env unsorted: another order of the same env only misses this cache).
         self._by_fields: dict[tuple[Any, ...], Pool] = {}
 
+    def submit(
+        self,
+        action: dpb.LeasedAction,
+        endpoint: str,
+        on_started: StartedCallback,
+        on_done: DoneCallback,
+        on_running: StartedCallback | None = None,
+    ) -> Job:
+        return self._pool(action, endpoint).submit(action, on_started, on_done, on_running)
+
     def run(
         self,
         action: dpb.LeasedAction,
@@ -597,16 +645,21 @@ class Pools:
         await asyncio.gather(*(pool.shutdown() for pool in pools))
 
 
-def _running(job: _Job) -> None:
-    """Say once that the job's action runs."""
+def _running(job: Job) -> None:
+    """Say once that the job's action runs (not once it ended: it may be waiting for its cancel's answer)."""
     running, job.on_running = job.on_running, None
-    if running is not None:
+    if running is not None and not job.ended:
         running()
 
 
-def _resolve(job: _Job, outcome: Outcome) -> None:
-    if not job.outcome.done():
-        job.outcome.set_result(outcome)
+def _resolve(job: Job, outcome: Outcome | WorkerLost) -> None:
+    """End the job with `outcome`, once (a cancelled job is ended already: nobody waits for it)."""
+    if job.ended:
+        return
+    job.ended = True
+    if job.timer is not None:
+        job.timer.cancel()
+    job.on_done(outcome)
 
 
 def _timed_out(action: dpb.LeasedAction) -> Outcome:
