@@ -33,7 +33,8 @@ def is_active(bundle: pb.CodeBundle) -> bool:
     """Whether `bundle` is fetched and active already: nothing for prepare() to do (a worker's every action
     but its first), which the runtime checks without the cost of a coroutine."""
     root = _roots.get(bundle.digest)
-    return root is not None and root == _active and _active_paths == tuple(bundle.paths)
+    # The same Path object once activated: `is` first, since Path equality compares the parts.
+    return root is not None and (root is _active or root == _active) and _active_paths == tuple(bundle.paths)
 
 
 async def prepare(client: AsyncClient, bundle: pb.CodeBundle, token: str | None) -> Path:
