@@ -244,7 +244,7 @@ def test_reports_made_in_one_turn_of_the_loop_share_one_call(
             reporter = Reporter(dispatch_pb2_grpc.DispatchServiceStub(channel), tuple(stream.metadata))
             reporter.start()
             try:
-                sent = [reporter.report(report_of(tenant_on_a.name, action, pb.RUNNING)) for action in leased]
+                sent = [reporter.report_answered(report_of(tenant_on_a.name, action, pb.RUNNING)) for action in leased]
                 return [*await asyncio.gather(*sent), counter.calls == [len(leased)]]
             finally:
                 await reporter.stop()
@@ -281,9 +281,9 @@ def test_a_tenants_reports_do_not_wait_behind_another_tenants_call(
             reporter = Reporter(dispatch_pb2_grpc.DispatchServiceStub(channel), (("authorization", f"Bearer {token}"),))
             reporter.start()
             try:
-                large = reporter.report(running("large"))
+                large = reporter.report_answered(running("large"))
                 await asyncio.sleep(0.1)  # its call is out, and held
-                small = await asyncio.wait_for(reporter.report(running("small")), PUSHED_WITHIN)
+                small = await asyncio.wait_for(reporter.report_answered(running("small")), PUSHED_WITHIN)
                 held = not large.done()
                 stall.release.set()
                 return small and held and await large
@@ -319,10 +319,10 @@ def test_an_end_reported_while_its_running_report_waits_supersedes_it(
             reporter = Reporter(dispatch_pb2_grpc.DispatchServiceStub(channel), tuple(stream.metadata))
             reporter.start()
             try:
-                outcomes = [reporter.report(report_of(tenant_on_a.name, first, pb.RUNNING))]
+                outcomes = [reporter.report_answered(report_of(tenant_on_a.name, first, pb.RUNNING))]
                 await asyncio.sleep(0.1)  # its call is out, and held: the lane is busy
-                outcomes += [reporter.report(report_of(tenant_on_a.name, x, pb.RUNNING)) for x in others]
-                outcomes += [reporter.report(report_of(tenant_on_a.name, x, pb.SUCCEEDED)) for x in others]
+                outcomes += [reporter.report_answered(report_of(tenant_on_a.name, x, pb.RUNNING)) for x in others]
+                outcomes += [reporter.report_answered(report_of(tenant_on_a.name, x, pb.SUCCEEDED)) for x in others]
                 held.release.set()
                 return list(await asyncio.gather(*outcomes))
             finally:

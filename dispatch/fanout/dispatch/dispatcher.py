@@ -29,7 +29,7 @@ import math
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -113,10 +113,6 @@ class Dispatcher:
         self._lease_seconds = 15.0
         self._stopping = asyncio.Event()
         self._releases: set[asyncio.Task[None]] = set()
-        # Ended here, their outcome not yet accepted by the control plane: their leases are still
-        # renewed, or a report queued behind a busy server's backlog would find its lease lapsed
-        # and its action running again elsewhere.
-        self._unreported: dict[tuple[str, int], dpb.LeasedAction] = {}
 
     async def run(self) -> None:
         """Serve until stop(); reconnects with backoff when the stream breaks."""
@@ -177,7 +173,7 @@ class Dispatcher:
             return
         log.info("reporting %d results an earlier dispatcher left unreported", len(recovered))
         sent = [self._finish(action, outcome, reporter) for action, outcome in recovered]
-        await asyncio.wait(sent, timeout=RECOVERY_REPORT_SECONDS)
+        await asyncio.wait([s for s in sent if s is not None], timeout=RECOVERY_REPORT_SECONDS)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -189,7 +185,7 @@ class Dispatcher:
         outbox: asyncio.Queue[dpb.LeaseRequest | None] = asyncio.Queue()
         self._outbox = outbox
         outbox.put_nowait(dpb.LeaseRequest(hello=dpb.Hello(dispatcher_id=self.id, capacity=max(free, 0))))
-        if self._running or self._starts or self._unreported:
+        if self._holds_leases():
             # Renew at once: the leases went unrenewed while there was no stream.
             outbox.put_nowait(self._heartbeat_request())
         call = stub.Lease(self._requests(outbox), metadata=self._metadata)
@@ -338,18 +334,20 @@ class Dispatcher:
 
     def _finish(
         self, action: dpb.LeasedAction, outcome: Outcome, reporter: Reporter, keeps_work: bool = True
-    ) -> asyncio.Future[bool]:
-        """Report a terminal outcome; the backend drops what it kept once the report was answered."""
+    ) -> asyncio.Future[bool] | None:
+        """Report a terminal outcome; the backend drops what it kept once the report was answered.
+
+        Until then the reporter names it among its unanswered reports, and its lease is renewed.
+        """
         report = _report(action, outcome.phase, outcome)
         retryable = not outcome.result.error.non_recoverable  # a NonRecoverableError spends no retries
         if outcome.phase in (pb.FAILED, pb.TIMED_OUT) and retryable and action.attempt <= action.spec.retries:
             report.retry_after_seconds = retry_backoff(action.attempt, action.spec)
-        sent = reporter.report(report)
-        unreported = (_ref(action), action.attempt)
-        self._unreported[unreported] = action
-        sent.add_done_callback(lambda _: self._unreported.pop(unreported, None))
-        if keeps_work:  # a pool keeps nothing once the outcome is here
-            self._release_after(action, outcome, sent)
+        if not keeps_work:  # a pool keeps nothing once the outcome is here
+            reporter.report(report)
+            return None
+        sent = reporter.report_answered(report)
+        self._release_after(action, outcome, sent)
         return sent
 
     def _release_after(self, action: dpb.LeasedAction, outcome: Outcome, done: asyncio.Future[Any]) -> None:
@@ -368,12 +366,21 @@ class Dispatcher:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(min(self._lease_seconds / 3, HEARTBEAT_SECONDS))
-            if self._running or self._starts or self._unreported:
+            if self._holds_leases():
                 self._outbox.put_nowait(self._heartbeat_request())
 
+    def _holds_leases(self) -> bool:
+        return bool(self._running or self._starts or next(self._unanswered(), None))
+
+    def _unanswered(self) -> Iterator[dpb.PhaseReport]:
+        """Ended here, their outcome not yet accepted by the control plane: their leases are still renewed."""
+        return self._reporter.unanswered() if self._reporter is not None else iter(())
+
     def _heartbeat_request(self) -> dpb.LeaseRequest:
-        held = itertools.chain((a for a, _ in self._running.values()), self._starts.held(), self._unreported.values())
+        held = itertools.chain((a for a, _ in self._running.values()), self._starts.held())
         leases = [dpb.LeaseRef(tenant=a.tenant, run=a.run, name=a.spec.name, attempt=a.attempt) for a in held]
+        ended = (dpb.LeaseRef(tenant=r.tenant, run=r.run, name=r.name, attempt=r.attempt) for r in self._unanswered())
+        leases.extend(ended)
         return dpb.LeaseRequest(heartbeat=dpb.Heartbeat(leases=leases))
 
 

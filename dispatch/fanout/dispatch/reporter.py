@@ -18,16 +18,23 @@ watch carries one event instead of two. (An action on a reusable worker that
 ends in its first step, a no-op, has no RUNNING report at all: see pools.py.)
 
 Reports are idempotent on the server (phases only move forward, one terminal
-phase), so resending a batch after an error is safe. Each report's future
-resolves once its call was answered (True) or rejected for good (False), so
-the dispatcher keeps an action's result on disk until then.
+phase), so resending a batch after an error is safe. Until its call is
+answered, a terminal report is named by unanswered(): the dispatcher renews
+its action's lease meanwhile, or a report queued behind a busy server's
+backlog would find the lease lapsed and its action running again elsewhere.
+report_answered() also gives a future, resolved once the call was answered
+(True) or rejected for good (False): the dispatcher keeps a backend action's
+result on disk until then. The hot path (a pooled action's end) makes no
+future: one per action cost more than the report itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import deque
+from collections.abc import Iterator
 
 import grpc
 
@@ -42,7 +49,8 @@ log = logging.getLogger(__name__)
 MAX_REPORTS_PER_CALL = 1000
 MAX_CALLS_IN_FLIGHT = 8
 
-_Pending = deque[tuple[dpb.PhaseReport, "asyncio.Future[bool]"]]
+_Entry = tuple[dpb.PhaseReport, "asyncio.Future[bool] | None"]
+_Pending = deque[_Entry]
 _Key = tuple[str, str, str, int]  # tenant, run, action, attempt
 
 
@@ -53,6 +61,7 @@ class Reporter:
         self._pending: dict[str, _Pending] = {}  # by tenant, in the order reported
         self._lanes: dict[str, asyncio.Task[None]] = {}  # the tenants whose reports are being sent
         self._calls = asyncio.Semaphore(MAX_CALLS_IN_FLIGHT)
+        self._sending: dict[int, list[_Entry]] = {}  # the batches of the calls in flight, by id
         self._started = False
         self._unsent_running: set[_Key] = set()  # RUNNING reports still in their lane
         self._superseded: set[_Key] = set()  # ... of which a terminal report came after
@@ -63,18 +72,36 @@ class Reporter:
         for tenant in self._pending:
             self._open_lane(tenant)
 
-    def report(self, report: dpb.PhaseReport) -> asyncio.Future[bool]:
+    def report(self, report: dpb.PhaseReport) -> None:
+        """Send `report` (in a batch, in its tenant's lane)."""
+        self._add(report, None)
+
+    def report_answered(self, report: dpb.PhaseReport) -> asyncio.Future[bool]:
+        """Send `report`; the future says once its call was answered (True) or refused for good (False)."""
         sent: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._add(report, sent)
+        return sent
+
+    def unanswered(self) -> Iterator[dpb.PhaseReport]:
+        """The terminal reports not answered yet: waiting in their lanes, or in a call in flight."""
+        for entries in itertools.chain(self._pending.values(), self._sending.values()):
+            for report, _ in entries:
+                if report.phase != pb.RUNNING:
+                    yield report
+
+    def _add(self, report: dpb.PhaseReport, sent: asyncio.Future[bool] | None) -> None:
         key = _key(report)
         if report.phase == pb.RUNNING:
             self._unsent_running.add(key)
         elif key in self._unsent_running:
             self._unsent_running.discard(key)
             self._superseded.add(key)
-        self._pending.setdefault(report.tenant, deque()).append((report, sent))
+        pending = self._pending.get(report.tenant)
+        if pending is None:
+            pending = self._pending[report.tenant] = deque()
+        pending.append((report, sent))
         if self._started:
             self._open_lane(report.tenant)
-        return sent
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait until every report was sent (or the timeout passed)."""
@@ -103,9 +130,13 @@ class Reporter:
                     batch = self._take(pending)
                     if not batch:
                         continue
-                    accepted = await self._send([report for report, _ in batch])
+                    self._sending[id(batch)] = batch
+                    try:
+                        accepted = await self._send([report for report, _ in batch])
+                    finally:
+                        del self._sending[id(batch)]
                 for _, sent in batch:
-                    if not sent.done():
+                    if sent is not None and not sent.done():
                         sent.set_result(accepted)
         finally:
             # No await since the loop saw `pending` empty: a report made now opens a new lane.
@@ -113,9 +144,9 @@ class Reporter:
             if not pending:
                 del self._pending[tenant]
 
-    def _take(self, pending: _Pending) -> list[tuple[dpb.PhaseReport, asyncio.Future[bool]]]:
+    def _take(self, pending: _Pending) -> list[_Entry]:
         """The next call's reports, without the RUNNING reports their action's end superseded."""
-        batch: list[tuple[dpb.PhaseReport, asyncio.Future[bool]]] = []
+        batch: list[_Entry] = []
         while pending and len(batch) < MAX_REPORTS_PER_CALL:
             report, sent = pending.popleft()
             if report.phase == pb.RUNNING:
@@ -123,7 +154,8 @@ class Reporter:
                 self._unsent_running.discard(key)
                 if key in self._superseded:
                     self._superseded.discard(key)
-                    sent.set_result(True)  # its end, in this lane behind it, says more
+                    if sent is not None:
+                        sent.set_result(True)  # its end, in this lane behind it, says more
                     continue
             batch.append((report, sent))
         return batch
