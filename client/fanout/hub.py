@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 # Actions per SubmitMany: big enough that a call's fixed cost is nothing per action, small enough
 # that one call does not hold the server's event loop (and other tenants' calls) for long.
 MAX_BATCH = 2_000
+# The first call of a turn carries fewer: admitted sooner, its actions start running while the server
+# admits the rest (a big turn's first 2,000 kept the dispatcher idle for ~90 ms).
+FIRST_BATCH = 250
 # Well under the server's default max_batch_bytes (64 MiB), so big inputs split instead of being refused.
 MAX_BATCH_BYTES = 16 << 20
 # SubmitMany calls one process has in flight; the rest wait here, in order. Enough to keep a server
@@ -383,11 +386,13 @@ def _calls(sections: list[_Section]) -> list[list[_Section]]:
     """
     calls: list[list[_Section]] = [[]]
     count = size = 0
+    most = min(FIRST_BATCH, MAX_BATCH)
     for section in sections:
         piece: list[Child] = []
         for child in section.children:
             spec_size = child.size()
-            if count and (count >= MAX_BATCH or size + spec_size > MAX_BATCH_BYTES):
+            if count and (count >= most or size + spec_size > MAX_BATCH_BYTES):
+                most = MAX_BATCH
                 if piece:
                     calls[-1].append(_Section(section.parent, piece, section.delay))
                     piece = []

@@ -67,3 +67,15 @@ def test_a_childs_size_is_at_least_its_specs() -> None:
         spec.CopyFrom(template)
         spec.name, spec.inputs = child.name, child.inputs
         assert spec.ByteSize() <= child.size() <= spec.ByteSize() + 8
+
+
+def test_a_big_turns_first_call_is_small_so_its_actions_start_while_the_rest_are_admitted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(hub, "FIRST_BATCH", 3)
+    monkeypatch.setattr(hub, "MAX_BATCH", 5)
+    a = FakeParent("a")
+
+    calls = hub._calls([hub._Section(a, specs("a", 12))])
+
+    assert layout(calls) == [[("a", 3)], [("a", 5)], [("a", 4)]]
