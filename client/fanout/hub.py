@@ -144,7 +144,11 @@ class Hub:
     # Submission --------------------------------------------------------
 
     def submit(self, parent: Parent, children: list[Child]) -> None:
-        self._pending.append(_Section(parent, children))
+        last = self._pending[-1] if self._pending else None
+        if last is not None and last.parent is parent:
+            last.children += children  # a gather's calls, one after another: one section, not one per child
+        else:
+            self._pending.append(_Section(parent, list(children)))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             # call_soon runs after every coroutine already scheduled in this turn,
