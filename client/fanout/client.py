@@ -6,6 +6,8 @@ fanout.errors exceptions, so callers never handle raw status codes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -257,6 +259,9 @@ class AsyncClient:
         self._channel: aio.Channel | None = None
         self._stub: actions_pb2_grpc.ActionServiceStub | None = None
         self._metadata = (("authorization", f"Bearer {config.token}"),)
+        # For call_now(): a plain channel, made on first use, whose own threads send and receive.
+        self._sync_channel: grpc.Channel | None = None
+        self._sync_stub: actions_pb2_grpc.ActionServiceStub | None = None
 
     def _metadata_for(self, token: str | None) -> tuple[tuple[str, str], ...]:
         return self._metadata if token is None else (("authorization", f"Bearer {token}"),)
@@ -275,6 +280,31 @@ class AsyncClient:
             return await method(request, metadata=self._metadata_for(token), timeout=timeout)
         except grpc.RpcError as exc:
             raise translate(exc) from None
+
+    def call_now(
+        self, method: str, request: Any, timeout: float | None = 120.0, token: str | None = None
+    ) -> asyncio.Future[Any]:
+        """Put an ActionService call on the wire before returning; the future gets its reply (or error).
+
+        For a long stretch of the event loop, such as the turn in which a gather starts thousands of
+        child calls: an aio call would go out only once the turn ended, and the control plane would
+        sit idle meanwhile. This one goes through a plain gRPC channel, whose threads send it at once
+        and hand the reply back to the loop.
+        """
+        loop = asyncio.get_running_loop()
+        if self._sync_stub is None:
+            self._sync_channel = sync_channel(self.config)
+            self._sync_stub = actions_pb2_grpc.ActionServiceStub(self._sync_channel)
+        reply: asyncio.Future[Any] = loop.create_future()
+        call = getattr(self._sync_stub, method).future(request, metadata=self._metadata_for(token), timeout=timeout)
+        reply.add_done_callback(lambda _: call.cancel() if reply.cancelled() else None)
+
+        def answered(_: grpc.Future) -> None:  # in a gRPC thread, or here if it is answered already
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(_settle, reply, call)
+
+        call.add_done_callback(answered)
+        return reply
 
     async def submit_batch(
         self, run: str, parent: str, actions: Sequence[pb.ActionSpec], token: str | None = None
@@ -310,5 +340,19 @@ class AsyncClient:
             raise translate(exc) from None
 
     async def close(self) -> None:
+        if self._sync_channel is not None:
+            self._sync_channel.close()
         if self._channel is not None:
             await self._channel.close()
+
+
+def _settle(reply: asyncio.Future[Any], call: grpc.Future) -> None:
+    """Hand a call_now() call's outcome to the future its caller awaits."""
+    if reply.done():
+        return
+    try:
+        reply.set_result(call.result())
+    except grpc.FutureCancelledError:
+        reply.cancel()
+    except grpc.RpcError as exc:
+        reply.set_exception(translate(exc))

@@ -127,6 +127,8 @@ class Hub:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
         self._pending: list[_Section] = []
+        self._pending_count = 0  # children in _pending
+        self._sent_early = 0  # calls this turn sent before its end (see submit)
         self._flush_scheduled = False
         self._tasks: set[asyncio.Future[None]] = set()
         self._sending: set[asyncio.Future[None]] = set()  # SubmitMany calls in flight
@@ -149,20 +151,45 @@ class Hub:
             last.children += children  # a gather's calls, one after another: one section, not one per child
         else:
             self._pending.append(_Section(parent, list(children)))
+        self._pending_count += len(children)
+        if self._pending_count >= (MAX_BATCH if self._sent_early else FIRST_BATCH):
+            self._send_early()
         if not self._flush_scheduled:
             self._flush_scheduled = True
             # call_soon runs after every coroutine already scheduled in this turn,
             # so the calls of every parent's asyncio.gather in this turn share a batch.
             asyncio.get_running_loop().call_soon(self._flush)
 
+    def _send_early(self) -> None:
+        """Send what this turn called so far, now: a big turn is still running the calls after it.
+
+        A gather of 10,000 children runs all their first steps in one turn of the loop, ~0.1 s of
+        it; sent at its end, the server, the dispatcher and the workers idle meanwhile. So once a
+        call's worth is pending (a small one first: it starts running soonest), it goes out at once
+        through call_now(), while this turn goes on. The rest goes at the turn's end, as usual.
+        """
+        if len(self._sending) >= MAX_SUBMITS_IN_FLIGHT or self._queued:
+            return  # as many calls as we allow are in flight: this turn's end sends the rest in order
+        first, *rest = _calls(_by_parent(self._pending), MAX_BATCH if self._sent_early else FIRST_BATCH)
+        self._pending = [section for call in rest for section in call]  # over the byte cap: later
+        self._pending_count = sum(len(section.children) for section in self._pending)
+        self._sent_early += 1
+        started = self._client.call_now("SubmitMany", _request(first))
+        self._track_send(self._send(first, started))
+
     def _flush(self) -> None:
         self._flush_scheduled = False
-        pending, self._pending = self._pending, []
-        self._queued.extend(_calls(_by_parent(pending)))
+        pending, self._pending, self._pending_count = self._pending, [], 0
+        first = MAX_BATCH if self._sent_early else FIRST_BATCH  # a small first call, unless one went already
+        self._sent_early = 0
+        self._queued.extend(_calls(_by_parent(pending), first))
         while self._queued and len(self._sending) < MAX_SUBMITS_IN_FLIGHT:
-            task = self._spawn(self._send(self._queued.popleft()))
-            self._sending.add(task)
-            task.add_done_callback(self._sent)
+            self._track_send(self._send(self._queued.popleft()))
+
+    def _track_send(self, send: Coroutine[Any, Any, None]) -> None:
+        task = self._spawn(send)
+        self._sending.add(task)
+        task.add_done_callback(self._sent)
 
     def _sent(self, task: asyncio.Future[None]) -> None:
         self._sending.discard(task)
@@ -176,18 +203,13 @@ class Hub:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _send(self, sections: list[_Section]) -> None:
-        request = pb.SubmitManyRequest()
-        for section in sections:
-            batch = request.sections.add(action_token=section.parent.credential).batch
-            batch.run, batch.parent = section.parent.run, section.parent.parent
-            add = batch.actions.add
-            for child in section.children:
-                spec = add()
-                spec.CopyFrom(child.template)
-                spec.name, spec.inputs = child.name, child.inputs
+    async def _send(self, sections: list[_Section], started: asyncio.Future[Any] | None = None) -> None:
+        """Send one call (or take the reply of one call_now() `started`), and act on each section's answer."""
         try:
-            reply = await self._client.call(self._client.actions.SubmitMany, request)
+            if started is not None:
+                reply = await started
+            else:
+                reply = await self._client.call(self._client.actions.SubmitMany, _request(sections))
         except errors.FanoutError as exc:  # the call as a whole: each section as if refused alone
             for section in sections:
                 self._refused(section, exc)
@@ -383,14 +405,29 @@ def _by_parent(sections: list[_Section]) -> list[_Section]:
     return list(merged.values())
 
 
-def _calls(sections: list[_Section]) -> list[list[_Section]]:
-    """The sections of one turn in SubmitMany-sized calls: at most MAX_BATCH actions and MAX_BATCH_BYTES each.
+def _request(sections: list[_Section]) -> pb.SubmitManyRequest:
+    """One call's request: each child's spec put together from its template, in place."""
+    request = pb.SubmitManyRequest()
+    for section in sections:
+        batch = request.sections.add(action_token=section.parent.credential).batch
+        batch.run, batch.parent = section.parent.run, section.parent.parent
+        add = batch.actions.add
+        for child in section.children:
+            spec = add()
+            spec.CopyFrom(child.template)
+            spec.name, spec.inputs = child.name, child.inputs
+    return request
+
+
+def _calls(sections: list[_Section], first: int | None = None) -> list[list[_Section]]:
+    """The sections of one turn in SubmitMany-sized calls: at most MAX_BATCH actions and MAX_BATCH_BYTES each,
+    and `first` (FIRST_BATCH unless given) in the first.
 
     A section too big for the room left in a call is split; its pieces are sections of the same parent.
     """
     calls: list[list[_Section]] = [[]]
     count = size = 0
-    most = min(FIRST_BATCH, MAX_BATCH)
+    most = min(FIRST_BATCH if first is None else first, MAX_BATCH)
     for section in sections:
         piece: list[Child] = []
         for child in section.children:

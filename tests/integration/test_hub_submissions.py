@@ -10,6 +10,7 @@ parent's root action, and once it ended the run would refuse the calls still wai
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,3 +85,30 @@ def test_a_big_turn_goes_out_a_few_calls_at_a_time(
     assert peak == hub.MAX_SUBMITS_IN_FLIGHT
     assert parent.failed == []
     assert tenant.client.get_run(run).action_count == 1 + CALLS * hub.MAX_BATCH
+
+
+def test_a_big_turns_first_call_reaches_the_server_before_the_turn_ends(tenant: Tenant, endpoint: str) -> None:
+    """A gather's children are called in one turn of the loop; the first of them are admitted during it."""
+    run = tenant.client.create_run(pb.ActionSpec(name="root", task_ref="module:tests:root")).name
+    template = pb.ActionSpec(task_ref="module:tests:noop")
+    children = [hub.Child(f"c{i}", b"", template, template.ByteSize()) for i in range(hub.FIRST_BATCH)]
+    parent = Parent(run, "root", tenant.token)
+
+    async def main() -> int:
+        client = AsyncClient(ClientConfig(endpoint=endpoint, token=tenant.token))
+        submissions = hub.Hub.of(client)
+        try:
+            for child in children:  # one by one, as the first steps of a gather's calls make them
+                submissions.submit(parent, [child])
+            # Nothing here awaits: this is still the turn that made the calls, and it waits for the server.
+            deadline = time.monotonic() + 5
+            while (count := tenant.client.get_run(run).action_count) <= 1 and time.monotonic() < deadline:
+                time.sleep(0.01)  # noqa: ASYNC251 - blocking this turn is the point
+            return count
+        finally:
+            await submissions.close()
+            await client.close()
+
+    # A loop of its own, in this thread: blocking it must not block the server's.
+    assert asyncio.run(main()) == 1 + hub.FIRST_BATCH
+    assert parent.failed == []
