@@ -129,6 +129,7 @@ class Hub:
         self._pending: list[_Section] = []
         self._pending_count = 0  # children in _pending
         self._sent_early = 0  # calls this turn sent before its end (see submit)
+        self._early_failed = False  # call_now() failed once: no more sends during a turn
         self._flush_scheduled = False
         self._tasks: set[asyncio.Future[None]] = set()
         self._sending: set[asyncio.Future[None]] = set()  # SubmitMany calls in flight
@@ -174,7 +175,13 @@ class Hub:
         self._pending = [section for call in rest for section in call]  # over the byte cap: later
         self._pending_count = sum(len(section.children) for section in self._pending)
         self._sent_early += 1
-        started = self._client.call_now("SubmitMany", _request(first))
+        started = None
+        if not self._early_failed:
+            try:
+                started = self._client.call_now("SubmitMany", _request(first))
+            except Exception:  # e.g. no plain channel can be made here: sent the usual way, after the turn
+                log.exception("cannot send children during the turn; they go at its end from now on")
+                self._early_failed = True
         self._track_send(self._send(first, started))
 
     def _flush(self) -> None:

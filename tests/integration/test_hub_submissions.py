@@ -112,3 +112,35 @@ def test_a_big_turns_first_call_reaches_the_server_before_the_turn_ends(tenant: 
     # A loop of its own, in this thread: blocking it must not block the server's.
     assert asyncio.run(main()) == 1 + hub.FIRST_BATCH
     assert parent.failed == []
+
+
+class NoPlainChannel(AsyncClient):
+    """The real client, but one that cannot send during a turn."""
+
+    def call_now(self, method: str, request: Any, timeout: float | None = 120.0, token: str | None = None) -> Any:
+        raise RuntimeError("no plain channel here")
+
+
+def test_children_a_turn_cannot_send_early_go_at_its_end(tenant: Tenant, endpoint: str) -> None:
+    run = tenant.client.create_run(pb.ActionSpec(name="root", task_ref="module:tests:root")).name
+    template = pb.ActionSpec(task_ref="module:tests:noop")
+    children = [hub.Child(f"c{i}", b"", template, template.ByteSize()) for i in range(2 * hub.FIRST_BATCH)]
+    parent = Parent(run, "root", tenant.token)
+
+    async def main() -> None:
+        client = NoPlainChannel(ClientConfig(endpoint=endpoint, token=tenant.token))
+        submissions = hub.Hub.of(client)
+        try:
+            for child in children:
+                submissions.submit(parent, [child])
+            for _ in range(1_000):  # bounded: a few calls to a local server take well under a second
+                await asyncio.sleep(0.01)
+                if not submissions._sending and not submissions._queued:
+                    break
+        finally:
+            await submissions.close()
+            await client.close()
+
+    asyncio.run(main())
+    assert parent.failed == []
+    assert tenant.client.get_run(run).action_count == 1 + len(children)
