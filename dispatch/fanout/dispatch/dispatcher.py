@@ -60,6 +60,11 @@ STABLE_STREAM_SECONDS = 1.0
 # How long a starting dispatcher waits for the reports of recovered results
 # before it leases: less than a lease, so the old leases are still valid.
 RECOVERY_REPORT_SECONDS = 5.0
+# Freed capacity goes back to the server at once while it holds less credit for us than this, else
+# in batches of CREDIT_BATCH: it leases at most a chunk (256) per tenant per round, so while it holds
+# two chunks' worth, more credit changes nothing it does, and each credit message costs both sides.
+CREDIT_SLACK = 512
+CREDIT_BATCH = 256
 # Leased actions a dispatcher holds at once: enough for a few full pools of
 # reusable workers (their slots are asyncio tasks); processes are bounded by the backend.
 DEFAULT_CAPACITY = 1024
@@ -109,7 +114,9 @@ class Dispatcher:
         self._images_noted: set[str] = set()
         # Messages for the current lease stream; None ends the stream's request side.
         self._outbox: asyncio.Queue[dpb.LeaseRequest | None] = asyncio.Queue()
-        self._credit = 0  # given back in this turn of the loop, not yet sent
+        self._credit = 0  # given back, not yet sent
+        self._credit_scheduled = False
+        self._granted = 0  # credit the server holds for us: the hello's, plus what we sent, less what it leased
         self._lease_seconds = 15.0
         self._stopping = asyncio.Event()
         self._releases: set[asyncio.Task[None]] = set()
@@ -181,6 +188,7 @@ class Dispatcher:
     async def _lease(self, stub: dispatch_pb2_grpc.DispatchServiceStub) -> None:
         free = self.capacity - (len(self._running) + len(self._starts) - len(self._waiting))
         self._credit = 0  # counted in `free`: the new stream's hello carries it
+        self._granted = max(free, 0)
         # Credit given back on an old stream is lost with it; start each stream afresh.
         outbox: asyncio.Queue[dpb.LeaseRequest | None] = asyncio.Queue()
         self._outbox = outbox
@@ -214,6 +222,9 @@ class Dispatcher:
             self._lease_seconds = response.lease_seconds or self._lease_seconds
             self._on_heartbeat_answer(response)
             self._starts.add(response.actions)
+            self._granted -= len(response.actions)
+            if self._credit and self._granted < CREDIT_SLACK:
+                self._schedule_credit()  # what was held back is wanted now
 
     def _start(self, action: dpb.LeasedAction) -> None:
         reporter = self._reporter
@@ -287,14 +298,21 @@ class Dispatcher:
                     self._ended(key)  # a pool's job ends unreported: no task's `finally` does this
 
     def _give_credit(self) -> None:
-        # Credit freed in one turn of the loop goes out as one message, not one per action.
         self._credit += 1
-        if self._credit == 1:
+        if self._granted < CREDIT_SLACK or self._credit >= CREDIT_BATCH:
+            self._schedule_credit()
+
+    def _schedule_credit(self) -> None:
+        # Credit freed in one turn of the loop goes out as one message, not one per action.
+        if not self._credit_scheduled:
+            self._credit_scheduled = True
             asyncio.get_running_loop().call_soon(self._send_credit)
 
     def _send_credit(self) -> None:
+        self._credit_scheduled = False
         credit, self._credit = self._credit, 0
         if credit and not self._stopping.is_set():
+            self._granted += credit
             self._outbox.put_nowait(dpb.LeaseRequest(credit=credit))
 
     async def _execute(self, action: dpb.LeasedAction, reporter: Reporter) -> None:
