@@ -106,8 +106,7 @@ def test_a_big_turns_first_call_reaches_the_server_before_the_turn_ends(tenant: 
                 time.sleep(0.01)  # noqa: ASYNC251 - blocking this turn is the point
             return count
         finally:
-            await submissions.close()
-            await client.close()
+            await sent_and_closed(submissions, client)
 
     # A loop of its own, in this thread: blocking it must not block the server's.
     assert asyncio.run(main()) == 1 + hub.FIRST_BATCH
@@ -117,7 +116,7 @@ def test_a_big_turns_first_call_reaches_the_server_before_the_turn_ends(tenant: 
 class NoPlainChannel(AsyncClient):
     """The real client, but one that cannot send during a turn."""
 
-    def call_now(self, method: str, request: Any, timeout: float | None = 120.0, token: str | None = None) -> Any:
+    def call_now(self, method: str, request: Any, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("no plain channel here")
 
 
@@ -133,14 +132,19 @@ def test_children_a_turn_cannot_send_early_go_at_its_end(tenant: Tenant, endpoin
         try:
             for child in children:
                 submissions.submit(parent, [child])
-            for _ in range(1_000):  # bounded: a few calls to a local server take well under a second
-                await asyncio.sleep(0.01)
-                if not submissions._sending and not submissions._queued:
-                    break
         finally:
-            await submissions.close()
-            await client.close()
+            await sent_and_closed(submissions, client)
 
     asyncio.run(main())
     assert parent.failed == []
     assert tenant.client.get_run(run).action_count == 1 + len(children)
+
+
+async def sent_and_closed(submissions: hub.Hub, client: AsyncClient) -> None:
+    """Let the hub send what it holds (bounded: a few calls to a local server take well under a second), then close."""
+    for _ in range(1_000):
+        await asyncio.sleep(0.01)
+        if not submissions._sending and not submissions._queued and not submissions._pending:
+            break
+    await submissions.close()
+    await client.close()
