@@ -73,7 +73,7 @@ class Parent(Protocol):
 class Child(NamedTuple):
     """A child to submit: its own name and inputs, and the rest of its spec, shared with its siblings.
 
-    The spec is put together only as its call is built (_send), straight into the request: a turn
+    The spec is put together only as its call is built (_request), straight into the request: a turn
     that calls a million children makes no spec per child, and its calls go out sooner.
     """
 
@@ -255,6 +255,7 @@ class Hub:
 
     def _requeue(self, section: _Section) -> None:
         self._pending.append(section)
+        self._pending_count += len(section.children)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -301,6 +302,7 @@ class Hub:
                 wanted -= {child.name for child in section.children} - {child.name for child in kept}
                 section.children = kept
         self._pending = [section for section in self._pending if section.children]
+        self._pending_count = sum(len(section.children) for section in self._pending)
         calls = (call for call in ([s for s in call if s.children] for call in self._queued) if call)
         self._queued = deque(calls)
         return [name for name in names if name in wanted]

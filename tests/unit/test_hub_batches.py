@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from typing import cast
 
 import pytest
 
 from fanout import hub
+from fanout.client import AsyncClient
 from fanout.v1 import actions_pb2 as pb
 
 
@@ -79,3 +82,17 @@ def test_a_big_turns_first_call_is_small_so_its_actions_start_while_the_rest_are
     calls = hub._calls([hub._Section(a, specs("a", 12))])
 
     assert layout(calls) == [[("a", 3)], [("a", 5)], [("a", 4)]]
+
+
+def test_children_taken_back_before_they_are_sent_leave_the_pending_count() -> None:
+    """The count decides when a turn sends early: it follows what is pending."""
+
+    async def main() -> tuple[int, list[str]]:
+        submissions = hub.Hub(cast(AsyncClient, object()))  # nothing is sent: no client is needed
+        submissions._flush_scheduled = True  # and no turn's end sends
+        a = FakeParent("a")
+        submissions.submit(a, specs("a", 5))
+        submissions._unsend(a, ["a1", "a3"])
+        return submissions._pending_count, [c.name for s in submissions._pending for c in s.children]
+
+    assert asyncio.run(main()) == (3, ["a0", "a2", "a4"])
