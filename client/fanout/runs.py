@@ -239,10 +239,7 @@ def follow(
                 run, parent, cursor, timeout=remaining, batched=True, with_groups=with_groups
             ):
                 unreachable_since = None
-                # Replay events carry the snapshot's cursor: it counts only once
-                # replay_done is seen, else a resumed stream would skip the rest.
-                if event.HasField("replay_done") or cursor:
-                    cursor = event.cursor
+                cursor = event.cursor  # always one to resume from, halfway through a replay too
                 if event.updates or event.HasField("replay_done"):
                     yield event
             reason = "the stream ended"  # a stopping server ends streams; resume like after any drop

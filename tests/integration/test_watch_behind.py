@@ -33,12 +33,7 @@ def test_a_watch_resumed_from_a_cursor_the_stream_trimmed_past_gets_every_child(
         cursor = next(e.cursor for e in replay if e.HasField("replay_done"))
         replay.close()
 
-        def all_done() -> bool:
-            watch = tenant.client.watch_children(run.name, run.root, timeout=30)
-            done = sum(1 for e in _until_replay_done(watch) if e.update.phase == pb.SUCCEEDED)
-            return done == CHILDREN
-
-        eventually(all_done, timeout=60, interval=0.5)
+        eventually(lambda: _succeeded(tenant, run.name, run.root) == CHILDREN, timeout=60, interval=0.5)
 
         # Resume from the old cursor: every child's end must arrive before the watch goes quiet.
         seen: set[str] = set()
@@ -50,6 +45,43 @@ def test_a_watch_resumed_from_a_cursor_the_stream_trimmed_past_gets_every_child(
         assert seen == {c.name for c in children}
     finally:
         tenant.client.abort_run(run.name)
+
+
+@pytest.mark.usefixtures("dispatcher")
+def test_a_watch_dropped_halfway_through_its_replay_resumes_without_missing_a_child(
+    tenant: Tenant, plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replay's events must not carry a cursor past the children it has yet to send."""
+    monkeypatch.setattr(plane.actions, "events_maxlen", 20)
+    run = tenant.client.create_run(pb.ActionSpec(task_ref="sleeper", command=["sleep", "60"]))
+    try:
+        children = [pb.ActionSpec(name=f"c{i}", task_ref="true", command=["true"]) for i in range(CHILDREN)]
+        tenant.client.submit_batch(run.name, run.root, children)
+        replay = tenant.client.watch_children(run.name, run.root, timeout=30)
+        cursor = next(e.cursor for e in replay if e.HasField("replay_done"))
+        replay.close()
+        eventually(lambda: _succeeded(tenant, run.name, run.root) == CHILDREN, timeout=60, interval=0.5)
+
+        # Behind the trimmed stream, the watch replays; it drops after the replay's first child.
+        behind = tenant.client.watch_children(run.name, run.root, cursor=cursor, timeout=30)
+        first = next(behind)
+        behind.close()
+        assert first.HasField("update")
+
+        seen = {first.update.name}
+        for event in tenant.client.watch_children(run.name, run.root, cursor=first.cursor, timeout=30):
+            if event.HasField("update") and event.update.phase == pb.SUCCEEDED:
+                seen.add(event.update.name)
+            if not event.HasField("update") and not event.HasField("replay_done"):
+                break  # a heartbeat: nothing more is coming
+        assert seen == {c.name for c in children}
+    finally:
+        tenant.client.abort_run(run.name)
+
+
+def _succeeded(tenant: Tenant, run: str, parent: str) -> int:
+    watch = tenant.client.watch_children(run, parent, timeout=30)
+    return sum(1 for e in _until_replay_done(watch) if e.update.phase == pb.SUCCEEDED)
 
 
 def _until_replay_done(events: Iterator[pb.WatchEvent]) -> Iterator[pb.WatchEvent]:

@@ -210,7 +210,7 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
             except EventsTrimmed:
                 # The watch fell behind its parent's capped event stream: what was trimmed may
                 # hold changes it never saw, so it gets current state again (repeats are harmless).
-                async for event in replay(self._store, who.tenant, request):
+                async for event in replay(self._store, who.tenant, request, cursor):
                     if groups:
                         await groups.fill(event)
                     yield event

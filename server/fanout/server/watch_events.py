@@ -70,16 +70,21 @@ class Groups:
             status.group = self._known.get(status.name, "")
 
 
-async def replay(store: ActionStore, tenant: str, request: pb.WatchChildrenRequest) -> AsyncIterator[pb.WatchEvent]:
-    """Current state of the children, then replay_done; every event carries the cursor to follow from.
+async def replay(
+    store: ActionStore, tenant: str, request: pb.WatchChildrenRequest, resume_from: str = ""
+) -> AsyncIterator[pb.WatchEvent]:
+    """Current state of the children, then replay_done with the cursor to follow from.
 
     The replay pages through the children, a short script per page (a parent may have
-    millions); live events follow from the first page's cursor, so none is missed.
+    millions); live events follow from the first page's cursor, so none is missed. Until
+    replay_done, events carry `resume_from`, the cursor the watcher had before (none for a
+    first replay): a stream dropped halfway resumes from there and replays again. The first
+    page's cursor would skip the children not replayed yet that had ended before it.
     """
     page = await store.snapshot(tenant, request.run, request.parent)
     cursor = page.cursor
     while True:
-        for event in watch_events(request, [(cursor, child) for child in page.children]):
+        for event in watch_events(request, [(resume_from, child) for child in page.children]):
             yield event
         if page.next_offset is None:
             break

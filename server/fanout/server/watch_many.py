@@ -144,7 +144,7 @@ class WatchMany:
         return [_event(sub.id, event) async for event in self._replay(sub)]
 
     async def _replay(self, sub: _Subscription) -> AsyncIterator[pb.WatchEvent]:
-        async for event in replay(self._store, self._tenant, sub.request):
+        async for event in replay(self._store, self._tenant, sub.request, sub.cursor):
             sub.cursor = event.cursor
             yield event
 
