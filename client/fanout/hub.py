@@ -6,9 +6,10 @@ batch caps; at most MAX_SUBMITS_IN_FLIGHT calls at once, the rest wait in
 order), each parent's section carrying that parent's own action token;
 a refused section fails or retries only its parent's children, exactly as a
 SubmitBatch of its own would. One WatchMany stream carries the child events
-of every parent: a parent is added (with its token) when it first awaits a
-child and removed when it finishes; after a disconnect the stream is opened
-again and every parent re-added from its cursor, so nothing is missed.
+of every parent: a parent is added (with its token, from its first event) when
+it first awaits a child and removed when it finishes; after a disconnect the
+stream is opened again and every parent re-added from its cursor, so nothing
+is missed.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ IDLE_STREAM_SECONDS = 5.0
 # Names per AbortAction call (the server's cap), and how long a parent waits for one.
 MAX_ABORT_NAMES = 1_000
 ABORT_TIMEOUT_SECONDS = 10.0
+# The cursor before a stream's first event.
+FROM_THE_START = "0-0"
 # How the server names one action of a refused batch (google.rpc.BadRequest field).
 _ACTION_FIELD = re.compile(r"actions\[(\d+)\]")
 
@@ -97,12 +100,13 @@ class _Section:
 @dataclass
 class _Subscription:
     parent: Parent
-    cursor: str = ""
-    replayed: bool = False  # the cursor follows on from a full replay
+    # A parent's events from the first: a new parent's children have not all ended yet, and
+    # following their changes costs a fraction of a replay of every child's state (the server
+    # replays anyway if the stream was trimmed). A resumed stream goes on from the last event.
+    cursor: str = FROM_THE_START
 
     def add(self, sub_id: int) -> pb.WatchManyRequest:
-        cursor = self.cursor if self.replayed else ""
-        add = pb.WatchAdd(id=sub_id, action_token=self.parent.credential, run=self.parent.run, cursor=cursor)
+        add = pb.WatchAdd(id=sub_id, action_token=self.parent.credential, run=self.parent.run, cursor=self.cursor)
         add.parent = self.parent.parent
         return pb.WatchManyRequest(add=add)
 
@@ -390,8 +394,8 @@ class Hub:
             return
         for status in event.event.updates:
             sub.parent.settle(status)
-        if event.event.HasField("replay_done") or sub.replayed:
-            sub.cursor, sub.replayed = event.event.cursor, True
+        if event.event.cursor:  # every event has one to resume from, a replay's too (see WatchEvent)
+            sub.cursor = event.event.cursor
 
     async def close(self) -> None:
         tasks = [*self._tasks, *([self._follow] if self._follow else [])]

@@ -165,6 +165,44 @@ def test_a_stream_admits_only_parents_whose_own_tokens_it_holds_and_one_end_dist
         tenant.client.abort_run(other)
 
 
+@pytest.mark.parametrize("events_maxlen", [100_000, 20])
+def test_a_parent_added_from_its_first_event_learns_every_child_that_ended_before(
+    tenant: Tenant,
+    plane: ControlPlane,
+    loop_thread: LoopThread,
+    stub: actions_pb2_grpc.ActionServiceStub,
+    monkeypatch: pytest.MonkeyPatch,
+    events_maxlen: int,
+) -> None:
+    """How a worker adds a new parent (cursor "0-0"): its children's events from the first; from a
+    stream trimmed past its first events (a cap of 20), the server replays current state instead."""
+    monkeypatch.setattr(plane.actions, "events_maxlen", events_maxlen)
+    run = tenant.client.create_run(sleeper("root", 30)).name
+    token = running_token(tenant, plane, loop_thread, run, "root")
+    names = [f"c{i}" for i in range(250)]
+    tenant.client.submit_batch(run, "root", [pb.ActionSpec(name=n, command=["true"]) for n in names])
+    eventually(lambda: tenant.client.get_run(run).action_count == 1 + len(names), timeout=15)
+    eventually(lambda: all(tenant.client.get_action(run, n).phase == pb.SUCCEEDED for n in names[-5:]), timeout=60)
+    watch = ManyWatch(stub)
+    try:
+        watch.add(1, token, run, "root", cursor="0-0")
+        ended: set[str] = set()
+        cursors: set[str] = set()
+        replayed = False
+        while ended != set(names) or (events_maxlen == 20 and not replayed):
+            event = watch.next_event(1).event
+            ended |= {u.name for u in event.updates if u.phase == pb.SUCCEEDED}
+            cursors |= {event.cursor} if event.updates else set()
+            replayed = replayed or event.HasField("replay_done")
+        if events_maxlen == 20:
+            assert cursors == {"0-0"}  # a replay's events say where to resume it: where it began
+        else:
+            assert "0-0" not in cursors and not replayed  # followed: each event's cursor is its own
+    finally:
+        watch.close()
+        tenant.client.abort_run(run)
+
+
 def details(error: bytes, kind: type[M]) -> list[M]:
     """The details of one kind in a section's serialized google.rpc.Status."""
     found = []
