@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 # A tenant's lane has one call in flight, so this bounds one tenant's report rate: at 250 a run of a
 # million actions took three times as long. The server applies a call in short scripts (REPORT_CHUNK).
 MAX_REPORTS_PER_CALL = 1000
+# Far under the server's message cap (max_message_bytes, 256 MiB by default), past which it refuses
+# a call for good; a tenant's results may each be up to its max_payload_bytes (1 MiB by default).
+MAX_BYTES_PER_CALL = 16 << 20
 MAX_CALLS_IN_FLIGHT = 8
 
 _Entry = tuple[dpb.PhaseReport, "asyncio.Future[bool] | None"]
@@ -145,9 +148,14 @@ class Reporter:
                 del self._pending[tenant]
 
     def _take(self, pending: _Pending) -> list[_Entry]:
-        """The next call's reports, without the RUNNING reports their action's end superseded."""
+        """The next call's reports (at most MAX_REPORTS_PER_CALL and about MAX_BYTES_PER_CALL), without
+        the RUNNING reports their action's end superseded."""
         batch: list[_Entry] = []
+        size = 0
         while pending and len(batch) < MAX_REPORTS_PER_CALL:
+            cost = pending[0][0].ByteSize()
+            if batch and size + cost > MAX_BYTES_PER_CALL:
+                break  # the next call takes it (one report alone always goes)
             report, sent = pending.popleft()
             if report.phase == pb.RUNNING:
                 key = _key(report)
@@ -158,6 +166,7 @@ class Reporter:
                         sent.set_result(True)  # its end, in this lane behind it, says more
                     continue
             batch.append((report, sent))
+            size += cost
         return batch
 
     async def _send(self, batch: list[dpb.PhaseReport]) -> bool:
