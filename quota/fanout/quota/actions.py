@@ -7,6 +7,7 @@ names and counts, never payload contents.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -347,14 +348,27 @@ class ActionStore:
     async def report(self, tenant: str, reports: Sequence[Report]) -> int:
         """Apply phase reports; returns how many were ignored (stale or duplicate)."""
         k = keys.TenantKeys(tenant)
-        ignored, closed = 0, []
-        for chunk in _report_chunks(reports):
-            heads = "\n".join(_report_head(r) for r in chunk)
-            args = [k.prefix, self._clock(), self.events_maxlen, heads, b"".join(r.result for r in chunk)]
-            script_keys = [k.slots, k.leased, k.stats, k.delayed, k.closing]
-            chunk_ignored, chunk_closed = await self._scripts.report(keys=script_keys, args=args)
-            ignored += int(chunk_ignored)
-            closed += chunk_closed
+        script_keys = [k.slots, k.leased, k.stats, k.delayed, k.closing]
+        now = self._clock()
+        # The chunks go out together, each its own short script: one wait in a busy Redis' queue,
+        # not one per chunk. Their order does not matter: phases only move forward.
+        replies = await asyncio.gather(
+            *(
+                self._scripts.report(
+                    keys=script_keys,
+                    args=[
+                        k.prefix,
+                        now,
+                        self.events_maxlen,
+                        "\n".join(_report_head(r) for r in chunk),
+                        b"".join(r.result for r in chunk),
+                    ],
+                )
+                for chunk in _report_chunks(reports)
+            )
+        )
+        ignored = sum(int(chunk_ignored) for chunk_ignored, _ in replies)
+        closed = [run for _, chunk_closed in replies for run in chunk_closed]
         if any(r.retry_after for r in reports):
             await self._mark_ready(tenant)  # the retry waits in the delayed set; its slot is free
         elif int(ignored) < len(reports) and any(phases.is_terminal(r.phase) for r in reports):
