@@ -55,6 +55,8 @@ DROP_STEP_PARENTS = 200
 REPORT_CHUNK = 250
 # Results of about this many bytes per report script, too: each is copied into the script's arguments.
 REPORT_CHUNK_BYTES = 4 << 20
+# Chunks of one report call in Redis' queue at once.
+REPORT_CHUNKS_AT_ONCE = 2
 HEARTBEAT_CHUNK = 500
 # A report that ends a root closes small runs before it is answered; the
 # periodic loop goes on with bigger ones.
@@ -350,23 +352,18 @@ class ActionStore:
         k = keys.TenantKeys(tenant)
         script_keys = [k.slots, k.leased, k.stats, k.delayed, k.closing]
         now = self._clock()
-        # The chunks go out together, each its own short script: one wait in a busy Redis' queue,
-        # not one per chunk. Their order does not matter: phases only move forward.
-        replies = await asyncio.gather(
-            *(
-                self._scripts.report(
-                    keys=script_keys,
-                    args=[
-                        k.prefix,
-                        now,
-                        self.events_maxlen,
-                        "\n".join(_report_head(r) for r in chunk),
-                        b"".join(r.result for r in chunk),
-                    ],
-                )
-                for chunk in _report_chunks(reports)
-            )
-        )
+        # Two chunks at a time, each its own short script: one waits in a busy Redis' queue while
+        # the other runs, and another tenant's script never waits behind more than two of them.
+        # Their order does not matter: phases only move forward.
+        gate = asyncio.Semaphore(REPORT_CHUNKS_AT_ONCE)
+
+        async def apply(chunk: Sequence[Report]) -> Any:
+            heads = "\n".join(_report_head(r) for r in chunk)
+            async with gate:
+                args = [k.prefix, now, self.events_maxlen, heads, b"".join(r.result for r in chunk)]
+                return await self._scripts.report(keys=script_keys, args=args)
+
+        replies = await asyncio.gather(*(apply(chunk) for chunk in _report_chunks(reports)))
         ignored = sum(int(chunk_ignored) for chunk_ignored, _ in replies)
         closed = [run for _, chunk_closed in replies for run in chunk_closed]
         if any(r.retry_after for r in reports):
