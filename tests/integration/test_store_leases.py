@@ -1,4 +1,5 @@
-"""Leases against a real Redis with the clock in the test's hands (the store takes it injected).
+"""Leases, and the events they end in, against a real Redis with the clock in the test's hands
+(the store takes it injected).
 
 The Redis is this module's own: the session's has a dispatcher leasing
 whatever it finds, which would race these tests for their actions.
@@ -16,7 +17,7 @@ import redis.asyncio as aioredis
 
 from fanout.quota.actions import ActionStore, LeaseRef, Report
 from fanout.quota.limits import Limits, LimitStore
-from fanout.quota.phases import FAILED, QUEUED
+from fanout.quota.phases import FAILED, QUEUED, RUNNING, SUCCEEDED
 from fanout.quota.scripts import Scripts
 from fanout.server.redis_process import RedisProcess
 from fanout.v1 import actions_pb2 as pb
@@ -123,5 +124,35 @@ def test_a_lost_attempts_late_report_is_ignored_while_the_action_waits_to_run_ag
         assert (await store.get_run(tenant, "r1")).phase != FAILED
         (again,) = await store.lease(tenant, 10)
         assert again.attempt == lost.attempt + 1
+
+    with_store(own_redis, body)
+
+
+def test_events_give_each_change_its_own_result_whatever_its_bytes(own_redis: RedisProcess) -> None:
+    """events.lua packs a page of changes into two strings: every result must come back whole and
+    in its own change, empty ones, ones holding the separators, binary and large ones alike."""
+    results = {
+        "c0": b"",
+        "c1": b"one two\nthree four",
+        "c2": bytes(range(256)) * 3,
+        "c3": b"x" * 700_000,
+        "c4": b"y" * 700_000,  # the two large ones take more than a page's bytes (EVENTS_PAGE_BYTES)
+    }
+
+    async def body(store: ActionStore, clock: Clock, tenant: str) -> None:
+        await store.create_run(tenant, "r1", "root", b"spec")
+        await store.admit(tenant, "r1", "root", [(name, b"spec") for name in results])
+        leased = {a.name: a for a in await store.lease(tenant, 10)}
+        reports = [Report("r1", "c0", leased["c0"].attempt, RUNNING)]
+        reports += [Report("r1", name, leased[name].attempt, SUCCEEDED, result) for name, result in results.items()]
+        for report in reports:  # one at a time: each its own event, in this order
+            assert await store.report(tenant, [report]) == 0
+
+        changes, cursor = [], "0-0"
+        while page := await store.events(tenant, "r1", "root", cursor, 0, count=3):
+            assert len(page) <= 3
+            changes += [child for _, child in page]
+            cursor = page[-1][0]
+        assert [(c.name, c.phase, c.result) for c in changes] == [(r.name, r.phase, r.result) for r in reports]
 
     with_store(own_redis, body)

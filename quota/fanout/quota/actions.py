@@ -699,20 +699,17 @@ class ActionStore:
         stream = keys.TenantKeys(tenant).events(run, parent)
         args = [cursor, count, EVENTS_PAGE_BYTES, self.events_maxlen]
         reply = await self._scripts.events(keys=[stream], args=args)
-        if (
-            block_ms > 0
-            and not reply[0]
-            and len(reply) == 1
-            and await self._redis.xread({stream: cursor}, count=1, block=block_ms)
-        ):
+        if block_ms > 0 and not reply[0] and await self._redis.xread({stream: cursor}, count=1, block=block_ms):
             reply = await self._scripts.events(keys=[stream], args=args)
         if reply[0] == _TRIMMED:
             raise EventsTrimmed(f"events of {run}/{parent} after {cursor} were trimmed")
         out: list[tuple[str, ChildState]] = []
+        results, at = reply[1] if len(reply) > 1 else b"", 0
         for head in reply[0].split(b"\n") if reply[0] else []:
-            entry_id, phase, attempt, index, name = head.split(b" ", 4)
-            result = reply[int(index)] if index != b"0" else b""
-            out.append((entry_id.decode(), ChildState(name.decode(), int(phase), int(attempt), result)))
+            entry_id, phase, attempt, size, name = head.split(b" ", 4)
+            end = at + int(size)
+            out.append((entry_id.decode(), ChildState(name.decode(), int(phase), int(attempt), results[at:end])))
+            at = end
         return out
 
     @fail_closed
