@@ -24,7 +24,7 @@ from fanout.config import ClientConfig
 from fanout.controller import Controller
 from fanout.dispatch.reporter import Reporter
 from fanout.runtime import load_task
-from fanout.server import dispatch_service
+from fanout.server import dispatch_service, wakeup
 from fanout.server.app import ControlPlane, create_server
 from fanout.server.redis_process import RedisProcess
 from fanout.server.settings import Settings
@@ -145,6 +145,36 @@ def test_an_admission_through_one_server_wakes_a_stream_on_another(
         run = tenant_on_a.client.create_run(pb.ActionSpec(task_ref="module:x:y"))
         action = stream.next_action(PUSHED_WITHIN)
         assert (action.run, action.spec.name) == (run.name, "root"), i
+
+
+def test_an_admission_wakes_its_own_servers_stream_without_the_published_wake(
+    loop_thread: LoopThread,
+    settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server hears of what it admits at once, not through its wake coming back from Redis:
+    this one never subscribes to the published wakes, and its stream is leased to all the same."""
+
+    async def deaf(self: wakeup.Wakeup) -> None:
+        await asyncio.Event().wait()  # never subscribes, until the server stops it
+
+    monkeypatch.setattr(dispatch_service, "SWEEP_SECONDS", SWEEP_SECONDS)
+    monkeypatch.setattr(wakeup.Wakeup, "listen", deaf)
+    store = RedisProcess(tmp_path_factory.mktemp("deaf-redis")).start()
+    plane = loop_thread.run(create_server(replace(settings, redis_url=store.url)))
+    tenant = make_tenant(loop_thread, plane, f"127.0.0.1:{plane.port}", prefix="deaf")
+    stream = open_stream(loop_thread, plane, tenant)
+    try:
+        for i in range(3):
+            run = tenant.client.create_run(pb.ActionSpec(task_ref="module:x:y"))
+            action = stream.next_action(PUSHED_WITHIN)
+            assert (action.run, action.spec.name) == (run.name, "root"), i
+    finally:
+        stream.close()
+        tenant.client.close()
+        loop_thread.run(plane.stop(grace=1))
+        store.stop()
 
 
 def test_a_freed_concurrency_slot_wakes_a_waiting_action(

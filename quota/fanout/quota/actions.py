@@ -203,6 +203,7 @@ class ActionStore:
         self.events_maxlen = events_maxlen
         self._clock = clock
         self._admitter = Admitter(self._redis, scripts, limits, clock, self._mark_ready)
+        self._local_wakes: list[Callable[[str], None]] = []
         # Reaping waits a lease period after Redis was unreachable (see reap).
         self._lost_contact = False
         self._reap_resumes_at = 0.0
@@ -301,6 +302,20 @@ class ActionStore:
         """Mark the tenant ready and wake every server's lease streams for it (e.g. a retry fell due)."""
         await self._mark_ready(tenant)
 
+    def on_wake(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(tenant)` at once whenever this store wakes a tenant, besides publishing the wake.
+
+        This process's own lease streams then need not wait for the published wake to come back
+        through Redis: on a busy server that was two waits in Redis' queue and two event-loop turns
+        on the way from an admission to its lease. The published wake still reaches them too; a
+        second wake costs a lease that may find nothing, never a lost one.
+        """
+        self._local_wakes.append(callback)
+
+    def _wake_here(self, tenant: str) -> None:
+        for callback in self._local_wakes:
+            callback(tenant)
+
     async def wakes(self, subscribed: Callable[[], None]) -> AsyncIterator[str]:
         """The tenants woken on any server (see keys.WAKE_CHANNEL), as they are, until the caller stops.
 
@@ -326,14 +341,19 @@ class ActionStore:
             await pubsub.aclose()
 
     async def _mark_ready(self, tenant: str) -> None:
-        # One round trip; the mark lands before the wake, so a woken stream that finds nothing
-        # to lease leaves the mark to the sweep only when the work is truly gone.
+        # This server's streams at once: the work is queued already. A stream that leases before the
+        # mark lands and finds nothing (another server's stream took it) unmarks the tenant, and the
+        # mark landing after that is a stale one the next sweep drops: a wasted lease, no lost work.
+        self._wake_here(tenant)
+        # One round trip; the mark lands before the published wake, so a stream it wakes that finds
+        # nothing to lease leaves the mark to the sweep only when the work is truly gone.
         await self._scripts.mark_ready(keys=[keys.READY], args=[tenant, keys.WAKE_CHANNEL])
 
     async def _wake_if_ready(self, tenant: str) -> None:
         # A tenant keeps its ready mark while it has work waiting (lease.lua counts it), so a
         # freed slot wakes the streams only when something can use it.
         if await self._redis.sismember(keys.READY, tenant):
+            self._wake_here(tenant)
             await self._redis.publish(keys.WAKE_CHANNEL, tenant)
 
     async def _mark_idle(self, tenant: str) -> None:

@@ -3,7 +3,9 @@
 Whatever makes work leasable (an admission, a requeue, a due retry, a freed
 slot) publishes the tenant's name (ActionStore.wake and the paths that call
 it); every server holds one subscription and hands each name to its streams
-at once, so no stream polls. Pub/sub may drop a message (a broken
+at once, so no stream polls. This server's own streams hear of what it
+admits or requeues at once as well (ActionStore.on_wake), without waiting
+for its wake to come back from Redis. Pub/sub may drop a message (a broken
 connection): after each (re)subscription every stream sweeps the ready
 tenants, and streams sweep now and then anyway, off the critical path.
 """
@@ -42,6 +44,7 @@ class Wakeup:
         # Wakes waiting for a retry to fall due, by (tenant, due time in tenths of a second):
         # retries reported together share one.
         self._timers: dict[tuple[str, int], asyncio.Task[None]] = {}
+        store.on_wake(self.wake)  # what this server admits or requeues wakes its streams without a round trip
 
     def register(self, stream: Sleeper) -> None:
         self._streams.add(stream)
