@@ -12,6 +12,7 @@ import time
 from prometheus_client import Counter, Histogram
 
 from fanout.dispatch.backend import Outcome
+from fanout.server.histograms import Batched
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb
 
@@ -54,24 +55,26 @@ def backend_name(backend: object, pooled: bool) -> str:
 
 
 # Both histograms are observed for every action: their labelled children are looked up once
-# (labels() takes a lock and builds a key each call, a measurable share of the dispatcher's CPU).
+# (labels() takes a lock and builds a key each call), and a turn's values are observed together.
 @functools.cache
-def _admission_to_running(backend: str) -> Histogram:
-    return ADMISSION_TO_RUNNING.labels(backend)
+def _admission_to_running(backend: str) -> Batched:
+    return Batched(ADMISSION_TO_RUNNING.labels(backend))
 
 
 @functools.cache
-def _duration(backend: str, phase: int) -> Histogram:
-    return ACTION_DURATION.labels(backend, _PHASES.get(phase, "UNKNOWN"))
+def _duration(backend: str, phase: int) -> Batched:
+    return Batched(ACTION_DURATION.labels(backend, _PHASES.get(phase, "UNKNOWN")))
 
 
 def started(action: dpb.LeasedAction, backend: str) -> None:
     if action.admitted_at:
-        _admission_to_running(backend).observe(max(0.0, time.time() - action.admitted_at))
+        _admission_to_running(backend).add(max(0.0, time.time() - action.admitted_at))
 
 
 def finished(outcome: Outcome, backend: str, seconds: float) -> None:
-    _duration(backend, outcome.phase).observe(seconds)
+    _duration(backend, outcome.phase).add(seconds)
+    if outcome.phase == pb.SUCCEEDED:
+        return  # neither a launch error nor an OOM kill
     error = outcome.result.error
     if error.type in _LAUNCH_ERRORS:
         LAUNCH_ERRORS.labels(backend).inc()

@@ -30,6 +30,7 @@ from fanout.quota.limits import LimitStore
 from fanout.quota.tokens import Principal, TokenStore
 from fanout.server import event_log, metrics, validation
 from fanout.server.auth import principal
+from fanout.server.histograms import observe_many
 from fanout.server.status import denied, invalid
 from fanout.server.wakeup import Wakeup
 from fanout.v1 import actions_pb2 as pb
@@ -115,7 +116,7 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
         response = dpb.LeaseResponse(lease_seconds=self._store.lease_seconds)
         for action in leased:
             self._add_proto(response, action, limits.max_payload_bytes)
-            metrics.DISPATCH_LATENCY.observe(max(0.0, now - action.admitted_at))
+        observe_many(metrics.DISPATCH_LATENCY, [max(0.0, now - action.admitted_at) for action in leased])
         metrics.ACTIONS_LEASED.inc(len(leased))
         return response
 
