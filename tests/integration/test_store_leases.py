@@ -15,6 +15,7 @@ from typing import TypeVar
 import pytest
 import redis.asyncio as aioredis
 
+from fanout.quota import keys
 from fanout.quota.actions import ActionStore, LeaseRef, Report
 from fanout.quota.limits import Limits, LimitStore
 from fanout.quota.phases import FAILED, QUEUED, RUNNING, SUCCEEDED
@@ -154,5 +155,80 @@ def test_events_give_each_change_its_own_result_whatever_its_bytes(own_redis: Re
             changes += [child for _, child in page]
             cursor = page[-1][0]
         assert [(c.name, c.phase, c.result) for c in changes] == [(r.name, r.phase, r.result) for r in reports]
+
+    with_store(own_redis, body)
+
+
+def test_a_lease_carries_the_output_cap_of_its_tenant(own_redis: RedisProcess) -> None:
+    """lease.lua reads the cap with the lease (the dispatcher tells each action how much it may return)."""
+
+    async def body(store: ActionStore, clock: Clock, tenant: str) -> None:
+        await store.create_run(tenant, "r1", "root", b"spec")
+        (leased,) = await store.lease(tenant, 10)
+        assert leased.max_payload_bytes == Limits().max_payload_bytes  # the default
+
+        redis = aioredis.Redis.from_url(own_redis.url)
+        try:
+            await LimitStore(redis, Scripts.register(redis), Limits(), clock).set(
+                tenant, {"max_payload_bytes": 4096}, "admin", "test"
+            )
+        finally:
+            await redis.aclose()
+        await store.create_run(tenant, "r2", "root", b"spec")
+        (leased,) = await store.lease(tenant, 10)
+        assert leased.max_payload_bytes == 4096
+
+    with_store(own_redis, body)
+
+
+def test_a_lease_that_takes_a_tenants_last_work_unmarks_it_and_one_that_leaves_some_does_not(
+    own_redis: RedisProcess,
+) -> None:
+    """Not only a lease that finds nothing: then a slot its actions free later wakes no lease
+    stream for nothing (_wake_if_ready)."""
+
+    async def body(store: ActionStore, clock: Clock, tenant: str) -> None:
+        redis = aioredis.Redis.from_url(own_redis.url)
+        try:
+            await store.create_run(tenant, "r1", "root", b"spec")
+            await store.create_run(tenant, "r2", "root", b"spec")
+            assert len(await store.lease(tenant, 1)) == 1
+            assert await redis.sismember(keys.READY, tenant)  # r2's root still waits
+            assert len(await store.lease(tenant, 10)) == 1
+            assert not await redis.sismember(keys.READY, tenant)
+        finally:
+            await redis.aclose()
+
+    with_store(own_redis, body)
+
+
+def test_a_stores_subscription_hears_other_servers_wakes_and_not_its_own(own_redis: RedisProcess) -> None:
+    """Its own wakes reached its streams when they were made (on_wake): a second one costs a lease for nothing."""
+
+    async def body(store: ActionStore, clock: Clock, tenant: str) -> None:
+        redis = aioredis.Redis.from_url(own_redis.url)
+        scripts = Scripts.register(redis)
+        other = ActionStore(redis, scripts, LimitStore(redis, scripts, Limits(), clock), clock=clock)
+        subscribed = asyncio.Event()
+        heard: list[str] = []
+
+        async def listen() -> None:
+            async for woken in store.wakes(subscribed=subscribed.set):
+                heard.append(woken)
+
+        listener = asyncio.create_task(listen())
+        try:
+            await asyncio.wait_for(subscribed.wait(), 5)
+            await store.wake(f"{tenant}-here")
+            await other.wake(f"{tenant}-there")  # published after ours: heard after ours would be
+            for _ in range(500):
+                if heard:
+                    break
+                await asyncio.sleep(0.01)
+            assert heard == [f"{tenant}-there"]
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+            await redis.aclose()
 
     with_store(own_redis, body)

@@ -8,6 +8,7 @@ names and counts, never payload contents.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -100,6 +101,12 @@ class LeasedAction(NamedTuple):  # a tuple: thousands are built per second, chea
     attempt: int
     spec: bytes
     admitted_at: float
+    max_payload_bytes: int  # the tenant's cap on its output, read in the same step as the lease
+
+
+class LeaseChunk(NamedTuple):
+    actions: list[LeasedAction]
+    drained: bool  # it took the tenant's last waiting work: the tenant may be marked idle
 
 
 class Report(NamedTuple):  # a tuple, as LeasedAction
@@ -158,7 +165,7 @@ def _report_chunks(reports: Sequence[Report]) -> Iterator[Sequence[Report]]:
         yield reports[start:]
 
 
-def _leased(tenant: str, heads: bytes, specs: bytes) -> list[LeasedAction]:
+def _leased(tenant: str, heads: bytes, specs: bytes, payload_cap: int) -> list[LeasedAction]:
     """The actions of one packed lease.lua reply: a line of figures per action, and their specs end to end."""
     out: list[LeasedAction] = []
     at = 0
@@ -167,7 +174,14 @@ def _leased(tenant: str, heads: bytes, specs: bytes) -> list[LeasedAction]:
         end = at + int(size)
         out.append(
             LeasedAction(
-                tenant, run.decode(), name.decode(), parent.decode(), int(attempt), specs[at:end], float(admitted)
+                tenant,
+                run.decode(),
+                name.decode(),
+                parent.decode(),
+                int(attempt),
+                specs[at:end],
+                float(admitted),
+                payload_cap,
             )
         )
         at = end
@@ -204,6 +218,8 @@ class ActionStore:
         self._clock = clock
         self._admitter = Admitter(self._redis, scripts, limits, clock, self._mark_ready)
         self._local_wakes: list[Callable[[str], None]] = []
+        # Names this store's published wakes, so that its own subscription skips them (see wakes()).
+        self._origin = secrets.token_hex(8)
         # Reaping waits a lease period after Redis was unreachable (see reap).
         self._lost_contact = False
         self._reap_resumes_at = 0.0
@@ -267,16 +283,26 @@ class ActionStore:
 
     # Dispatch --------------------------------------------------------------
 
-    @fail_closed
     async def lease(self, tenant: str, want: int, scoped: bool = False) -> list[LeasedAction]:
         """Lease up to `want` actions; a tenant left with nothing queued is dropped from the ready set.
 
         `scoped`: the caller is a dispatcher scoped to this tenant, the only kind that leases a BYOC tenant's work.
         """
+        chunk = await self.lease_chunk(tenant, want, scoped)
+        if chunk.drained:
+            await self.mark_idle(tenant)
+        return chunk.actions
+
+    @fail_closed
+    async def lease_chunk(self, tenant: str, want: int, scoped: bool = False) -> LeaseChunk:
+        """lease(), leaving to the caller to mark a drained tenant idle (mark_idle) once it sent the actions.
+
+        A tenant that got nothing is marked idle here: there is nothing to send first.
+        """
         k = keys.TenantKeys(tenant)
         out: list[LeasedAction] = []
         for _ in range(LEASE_CALLS):
-            heads, specs, pending, bounded = await self._scripts.lease(
+            heads, specs, pending, bounded, payload_cap = await self._scripts.lease(
                 keys=[k.queue, k.slots, k.leased, k.limits, k.delayed, k.runs, k.placement, k.stats, k.closing],
                 args=[
                     k.prefix,
@@ -288,14 +314,15 @@ class ActionStore:
                     int(scoped),
                     QUEUED_TOO_LONG_RESULT,
                     self.events_maxlen,
+                    self.defaults.max_payload_bytes,
                 ],
             )
-            out += _leased(tenant, heads, specs)
+            out += _leased(tenant, heads, specs, int(payload_cap))
             if not bounded or len(out) >= want:
                 break
         if not out and not pending:
-            await self._mark_idle(tenant)
-        return out
+            await self.mark_idle(tenant)
+        return LeaseChunk(out, drained=bool(out) and not pending)
 
     @fail_closed
     async def wake(self, tenant: str) -> None:
@@ -307,8 +334,8 @@ class ActionStore:
 
         This process's own lease streams then need not wait for the published wake to come back
         through Redis: on a busy server that was two waits in Redis' queue and two event-loop turns
-        on the way from an admission to its lease. The published wake still reaches them too; a
-        second wake costs a lease that may find nothing, never a lost one.
+        on the way from an admission to its lease. This store's subscription (wakes()) skips the
+        published copy.
         """
         self._local_wakes.append(callback)
 
@@ -317,10 +344,12 @@ class ActionStore:
             callback(tenant)
 
     async def wakes(self, subscribed: Callable[[], None]) -> AsyncIterator[str]:
-        """The tenants woken on any server (see keys.WAKE_CHANNEL), as they are, until the caller stops.
+        """The tenants woken on any other server (see keys.WAKE_CHANNEL), as they are, until the caller stops.
 
-        Calls `subscribed` once the subscription holds: wakes published before it were missed, so
-        the caller sweeps then. Raises Unavailable when the subscription is lost.
+        This store's own wakes are left out: they called the on_wake callbacks when they were made,
+        and a second wake would cost each stream a lease that finds nothing. Calls `subscribed` once
+        the subscription holds: wakes published before it were missed, so the caller sweeps then.
+        Raises Unavailable when the subscription is lost.
         """
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         try:
@@ -333,7 +362,9 @@ class ActionStore:
                 if message is None:
                     raise_if_cancelling()  # the read may have taken our cancel for its own timeout
                 else:
-                    yield message["data"].decode()
+                    tenant, _, origin = message["data"].decode().partition(" ")
+                    if origin != self._origin:
+                        yield tenant
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise_if_cancelling(exc)
             raise Unavailable(f"lost the wake subscription: {exc}") from exc
@@ -347,23 +378,36 @@ class ActionStore:
         self._wake_here(tenant)
         # One round trip; the mark lands before the published wake, so a stream it wakes that finds
         # nothing to lease leaves the mark to the sweep only when the work is truly gone.
-        await self._scripts.mark_ready(keys=[keys.READY], args=[tenant, keys.WAKE_CHANNEL])
+        await self._scripts.mark_ready(keys=[keys.READY], args=[tenant, keys.WAKE_CHANNEL, self._wake_message(tenant)])
 
     async def _wake_if_ready(self, tenant: str) -> None:
         # A tenant keeps its ready mark while it has work waiting (lease.lua counts it), so a
         # freed slot wakes the streams only when something can use it.
         if await self._redis.sismember(keys.READY, tenant):
             self._wake_here(tenant)
-            await self._redis.publish(keys.WAKE_CHANNEL, tenant)
+            await self._redis.publish(keys.WAKE_CHANNEL, self._wake_message(tenant))
 
-    async def _mark_idle(self, tenant: str) -> None:
+    def _wake_message(self, tenant: str) -> str:
+        return f"{tenant} {self._origin}"
+
+    @fail_closed
+    async def mark_idle(self, tenant: str) -> None:
+        """Drop the tenant from the ready set unless it has work waiting.
+
+        So a tenant stays marked only while it has work: a slot its actions free then wakes no
+        stream (_wake_if_ready).
+        """
         # Admission queues first and marks ready after, so checking the queue
         # after removing the mark cannot lose a wakeup: either we see its
         # actions here, or its mark lands after our removal.
         # No wake with that mark: whoever queued the work wakes the streams after queueing it.
+        # Two round trips, not one script: the ready set and the tenant's keys may be in
+        # different slots of a Redis Cluster. The three lengths share the tenant's slot.
         k = keys.TenantKeys(tenant)
         await self._redis.srem(keys.READY, tenant)
-        if await self._redis.llen(k.queue) or await self._redis.llen(k.runs) or await self._redis.zcard(k.delayed):
+        async with self._redis.pipeline(transaction=False) as pipe:
+            waiting = await pipe.llen(k.queue).llen(k.runs).zcard(k.delayed).execute()
+        if any(waiting):
             await self._redis.sadd(keys.READY, tenant)
 
     @fail_closed

@@ -246,8 +246,10 @@ READY = f"{PREFIX}:ready"
 """Set of tenants that may have leasable work: lease streams sweep these now and then, as a safety net."""
 
 WAKE_CHANNEL = f"{PREFIX}:wake"
-"""Pub/sub channel: a tenant's name is published when work of it may have become leasable (admitted,
-requeued, a retry due, a slot freed); every server subscribes and wakes its lease streams at once."""
+"""Pub/sub channel: "<tenant> <origin>" is published when work of the tenant may have become leasable
+(admitted, requeued, a retry due, a slot freed); every server subscribes and wakes its lease streams at
+once. The origin names the publishing server, whose own streams were woken already (older servers
+publish the bare tenant name)."""
 
 
 # The token keys share the hash tag {_tokens}: creating or rotating one changes three of them in

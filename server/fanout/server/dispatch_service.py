@@ -81,9 +81,11 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
                         stream.woken.update([who.tenant] if who.tenant else await self._store.tenants())
                     tenant = stream.next_tenant()
                     if tenant is not None:
-                        response = await self._lease(stream, tenant)
+                        response, drained = await self._lease(stream, tenant)
                         if response is not None:
                             yield response
+                        if drained:  # once the actions went out: they need not wait for it
+                            await self._store.mark_idle(tenant)
                         continue
                 stream.nudge.clear()
                 if stream.outbox or (stream.credit > 0 and (stream.woken or stream.sweep_due)):
@@ -98,27 +100,25 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
             self._wakeup.unregister(stream)
             reader.cancel()
 
-    async def _lease(self, stream: _Stream, tenant: str) -> dpb.LeaseResponse | None:
-        """Lease a chunk of `tenant`'s work: its own response, sent as soon as it is leased.
-
-        The tenant's limits are read alongside the lease, not after it: one wait, not two.
-        """
+    async def _lease(self, stream: _Stream, tenant: str) -> tuple[dpb.LeaseResponse | None, bool]:
+        """Lease a chunk of `tenant`'s work: its own response, sent as soon as it is leased, and
+        whether that took the tenant's last waiting work."""
         want = min(TENANT_CHUNK, stream.credit)
         # Only a dispatcher scoped to the tenant leases a BYOC tenant's work (lease.lua checks the placement).
         scoped = stream.scope == tenant
-        leased, limits = await asyncio.gather(self._store.lease(tenant, want, scoped), self._limits.effective(tenant))
+        leased, drained = await self._store.lease_chunk(tenant, want, scoped)
         if len(leased) == want:
             stream.wanted[tenant] = None  # more may wait: its next chunk after the other tenants'
         if not leased:
-            return None
+            return None, drained
         stream.credit -= len(leased)
         now = time.time()
         response = dpb.LeaseResponse(lease_seconds=self._store.lease_seconds)
         for action in leased:
-            self._add_proto(response, action, limits.max_payload_bytes)
+            self._add_proto(response, action)
         observe_many(metrics.DISPATCH_LATENCY, [max(0.0, now - action.admitted_at) for action in leased])
         metrics.ACTIONS_LEASED.inc(len(leased))
-        return response
+        return response, drained
 
     async def _read(self, requests: AsyncIterator[dpb.LeaseRequest], who: Principal, stream: _Stream) -> None:
         async for msg in requests:
@@ -143,7 +143,7 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
             answer.cancelled.extend(_ref_proto(tenant, r) for r in cancelled)
         return answer
 
-    def _add_proto(self, response: dpb.LeaseResponse, action: LeasedAction, max_payload_bytes: int) -> None:
+    def _add_proto(self, response: dpb.LeaseResponse, action: LeasedAction) -> None:
         leased = response.actions.add(
             tenant=action.tenant,
             run=action.run,
@@ -151,7 +151,7 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
             action_token=self._tokens.mint_action_token(action.tenant, action.run, action.name, action.attempt),
             parent=action.parent,
             admitted_at=action.admitted_at,
-            max_payload_bytes=max_payload_bytes,
+            max_payload_bytes=action.max_payload_bytes,
         )
         leased.spec.MergeFromString(action.spec)  # parsed in place: no copy of the spec
 

@@ -13,9 +13,11 @@
 --       8 stats, 9 closing
 -- ARGV: 1 tenant prefix, 2 default max_concurrency, 3 want, 4 now, 5 lease seconds, 6 most work,
 --       7 "1" when the caller is a dispatcher scoped to this tenant, 8 serialized "queued too long"
---       result, 9 events maxlen
--- Returns {heads, specs, actions or runs still waiting, 1 when the work bound stopped it else 0}:
--- packed so that the reply costs the caller two strings to parse, not seven values per action.
+--       result, 9 events maxlen, 10 default max_payload_bytes
+-- Returns {heads, specs, actions or runs still waiting, 1 when the work bound stopped it else 0,
+-- the tenant's max_payload_bytes (what the leased actions may return; read here, so a lease needs
+-- no second round trip for it)}: packed so that the reply costs the caller two strings to parse,
+-- not seven values per action.
 -- heads joins "<run> <name> <attempt> <admitted at> <spec bytes> <parent>" per action with "\n"
 -- (names hold no space or newline; the parent comes last, "" for a root); specs is every leased
 -- action's spec, concatenated in the same order.
@@ -29,7 +31,7 @@ local function still_waiting()
 end
 
 if ARGV[7] ~= '1' and redis.call('GET', KEYS[7]) == 'byoc' then
-  return {'', '', still_waiting(), 0}  -- its work waits for its own dispatchers
+  return {'', '', still_waiting(), 0, 0}  -- its work waits for its own dispatchers
 end
 
 -- Retries whose backoff has passed join the queue first.
@@ -142,4 +144,5 @@ for run, moved in pairs(leased_from) do
   end
 end
 
-return {table.concat(heads, '\n'), table.concat(specs), still_waiting(), work >= budget and 1 or 0}
+local payload_cap = #heads > 0 and tonumber(redis.call('HGET', KEYS[4], 'max_payload_bytes') or ARGV[10]) or 0
+return {table.concat(heads, '\n'), table.concat(specs), still_waiting(), work >= budget and 1 or 0, payload_cap}
