@@ -296,6 +296,45 @@ class StallTenant(grpc.aio.UnaryUnaryClientInterceptor):
         return await continuation(details, request)
 
 
+def test_a_lone_report_goes_out_in_the_next_turn_of_the_loop(
+    loop_thread: LoopThread,
+    two_planes: tuple[ControlPlane, ControlPlane],
+    tenant_on_a: Tenant,
+    streams: list[LeaseStream],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The turn that made it is all its lane waits for: its call starts before whatever that turn
+    scheduled after it (on an idle dispatcher, a further turn was a further half millisecond)."""
+    a, _ = two_planes
+    tenant_on_a.client.create_run(pb.ActionSpec(task_ref="module:x:y"))
+    stream = open_stream(loop_thread, a, tenant_on_a)
+    streams.append(stream)
+    action = stream.next_action(PUSHED_WITHIN)
+
+    async def calls_started_by_the_next_callback() -> list[int]:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{a.port}") as channel:
+            reporter = Reporter(dispatch_pb2_grpc.DispatchServiceStub(channel), tuple(stream.metadata))
+            started: list[int] = []
+            send = reporter._send
+
+            async def noted(batch: list[dpb.PhaseReport]) -> bool:
+                started.append(len(batch))
+                return await send(batch)
+
+            monkeypatch.setattr(reporter, "_send", noted)
+            reporter.start()
+            try:
+                answered = reporter.report_answered(report_of(tenant_on_a.name, action, pb.RUNNING))
+                seen: list[int] = []
+                asyncio.get_running_loop().call_soon(lambda: seen.append(len(started)))
+                assert await answered
+                return seen
+            finally:
+                await reporter.stop()
+
+    assert loop_thread.run(calls_started_by_the_next_callback()) == [1]
+
+
 def test_a_tenants_reports_do_not_wait_behind_another_tenants_call(
     loop_thread: LoopThread, two_planes: tuple[ControlPlane, ControlPlane]
 ) -> None:

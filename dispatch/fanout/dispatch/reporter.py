@@ -117,18 +117,19 @@ class Reporter:
 
     def _open_lane(self, tenant: str) -> None:
         if tenant not in self._lanes:
-            self._lanes[tenant] = asyncio.create_task(self._lane(tenant))
+            self._lanes[tenant] = asyncio.create_task(self._lane(tenant, len(self._pending[tenant])))
 
-    async def _lane(self, tenant: str) -> None:
+    async def _lane(self, tenant: str, opened_with: int) -> None:
         pending = self._pending[tenant]
+        # The turn that opened the lane ends before the lane's first step: it is the first turn
+        # waited for. A lone report then goes out in that step, not a turn later.
+        ready = opened_with
         try:
             while pending:
                 # Let the turns of the loop that are reporting end: until one reports nothing more.
-                while len(pending) < MAX_REPORTS_PER_CALL:
+                while len(pending) < MAX_REPORTS_PER_CALL and len(pending) != ready:
                     ready = len(pending)
                     await asyncio.sleep(0)
-                    if len(pending) == ready:
-                        break
                 async with self._calls:
                     # Taken once the call may go: what came while it waited for its turn rides along.
                     batch = self._take(pending)
@@ -142,6 +143,7 @@ class Reporter:
                 for _, sent in batch:
                     if sent is not None and not sent.done():
                         sent.set_result(accepted)
+                ready = -1  # what came during the call: wait for a turn that adds nothing
         finally:
             # No await since the loop saw `pending` empty: a report made now opens a new lane.
             del self._lanes[tenant]
