@@ -5,10 +5,11 @@ before its report was answered. Behind a busy server the report could wait longe
 period; the server then reclaimed the lease of an action that had already finished, queued it
 again, and it ran a second time.
 
-Here the server is real and not slowed: the dispatcher's own outgoing Report call carrying the
-action's end is held on its channel (a client interceptor) for several lease periods, the way a
-busy server's backlog holds it. The lease must survive the wait, and the action must end once.
-The control plane is this module's own, with a short lease, and no other dispatcher leases from it.
+Here the server is real and not slowed but for one thing: the batch of reports carrying the
+action's end is held before it is applied (DispatchService._apply, whether it came on the lease
+stream or in a Report call) for several lease periods, the way a busy server's backlog holds it.
+The lease must survive the wait, and the action must end once. The control plane is this module's
+own, with a short lease, and no other dispatcher leases from it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,9 @@ from fanout.dispatch.backend import Outcome, StartedCallback
 from fanout.dispatch.dispatcher import Dispatcher
 from fanout.dispatch.process_backend import ProcessBackend
 from fanout.quota import keys
+from fanout.quota.tokens import Principal
 from fanout.server.app import ControlPlane
+from fanout.server.dispatch_service import DispatchService
 from fanout.server.redis_process import RedisProcess
 from fanout.server.settings import Settings
 from fanout.v1 import actions_pb2 as pb
@@ -51,22 +55,24 @@ def own_settings(settings: Settings, own_redis: RedisProcess) -> Settings:
     return replace(settings, redis_url=own_redis.url, lease_seconds=LEASE_SECONDS, reap_interval_seconds=0.2)
 
 
-class HoldEnds(grpc.aio.UnaryUnaryClientInterceptor):
-    """On the dispatcher's channel: records every report it sends, and holds each Report call that
-    carries an action's end until released (the call then goes to the server unchanged)."""
+class HoldEnds:
+    """In the server: records every report it is to apply, and holds each batch that carries an
+    action's end until released (the batch is then applied unchanged)."""
 
-    def __init__(self) -> None:
+    def __init__(self, apply: Callable[..., Awaitable[dpb.ReportResponse]]) -> None:
         self.release = asyncio.Event()  # set on the loop's thread (call_soon_threadsafe)
         self.holding = threading.Event()  # seen by the test's thread
         self.reports: list[tuple[str, int, int]] = []  # (run, attempt, phase), in the order sent
+        self._apply = apply
 
-    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        if isinstance(request, dpb.ReportRequest):
-            self.reports += [(r.run, r.attempt, r.phase) for r in request.reports]
-            if any(r.phase in TERMINAL for r in request.reports):
-                self.holding.set()
-                await self.release.wait()
-        return await continuation(details, request)
+    async def __call__(
+        self, service: DispatchService, who: Principal, reports: Sequence[dpb.PhaseReport]
+    ) -> dpb.ReportResponse:
+        self.reports += [(r.run, r.attempt, r.phase) for r in reports]
+        if any(r.phase in TERMINAL for r in reports):
+            self.holding.set()
+            await self.release.wait()
+        return await self._apply(service, who, reports)
 
 
 class CountingBackend(ProcessBackend):
@@ -89,13 +95,12 @@ def test_an_ended_actions_lease_is_renewed_while_its_report_waits(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    hold = HoldEnds()
+    hold = HoldEnds(DispatchService._apply)
 
-    def held_channel(config: ClientConfig) -> grpc.aio.Channel:
-        # The dispatcher's one channel, as channel.async_channel makes it, with the interceptor.
-        return grpc.aio.insecure_channel(config.endpoint, options=channel._OPTIONS, interceptors=[hold])
+    async def held(service: DispatchService, who: Principal, reports: Sequence[dpb.PhaseReport]) -> dpb.ReportResponse:
+        return await hold(service, who, reports)
 
-    monkeypatch.setattr(dispatcher_module, "async_channel", held_channel)
+    monkeypatch.setattr(DispatchService, "_apply", held)
     token = loop_thread.run(own_plane.tokens.create("dispatcher"))
     backend = CountingBackend(tmp_path / "actions")
     dispatcher = Dispatcher(ClientConfig(endpoint=f"127.0.0.1:{own_plane.port}", token=token), backend, capacity=4)
@@ -135,5 +140,54 @@ def test_an_ended_actions_lease_is_renewed_while_its_report_waits(
         assert [phase for r, _, phase in hold.reports if r == run and phase in TERMINAL] == [pb.SUCCEEDED]
     finally:
         loop_thread.loop.call_soon_threadsafe(hold.release.set)
+        loop_thread.loop.call_soon_threadsafe(dispatcher.stop)
+        running.result(30)
+
+
+class CountCalls(grpc.aio.UnaryUnaryClientInterceptor):
+    """On the dispatcher's channel: the unary calls it makes, by method."""
+
+    def __init__(self) -> None:
+        self.methods: list[str] = []
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        method = details.method
+        self.methods.append(method.decode() if isinstance(method, bytes) else method)
+        return await continuation(details, request)
+
+
+def test_a_dispatcher_sends_its_reports_on_its_lease_stream(
+    loop_thread: LoopThread,
+    own_plane: ControlPlane,
+    own_tenant: Tenant,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its server takes them there: an action's RUNNING and its end make no Report call."""
+    calls = CountCalls()
+
+    def counted_channel(config: ClientConfig) -> grpc.aio.Channel:
+        # The dispatcher's one channel, as channel.async_channel makes it, with the interceptor.
+        return grpc.aio.insecure_channel(config.endpoint, options=channel._OPTIONS, interceptors=[calls])
+
+    monkeypatch.setattr(dispatcher_module, "async_channel", counted_channel)
+    token = loop_thread.run(own_plane.tokens.create("dispatcher"))
+    dispatcher = Dispatcher(
+        ClientConfig(endpoint=f"127.0.0.1:{own_plane.port}", token=token), ProcessBackend(tmp_path / "a"), capacity=4
+    )
+    running = asyncio.run_coroutine_threadsafe(dispatcher.run(), loop_thread.loop)
+    try:
+        run = own_tenant.client.create_run(pb.ActionSpec(task_ref="module:x:y", command=["sleep", "0.3"])).name
+        seen: list[int] = []
+
+        def its_end() -> bool:
+            phase = own_tenant.client.get_action(run, "root").phase
+            seen.append(phase)
+            return phase == pb.SUCCEEDED
+
+        eventually(its_end, timeout=15)
+        assert pb.RUNNING in seen  # its RUNNING report was applied too, before its end
+        assert "/fanout.v1.DispatchService/Report" not in calls.methods, calls.methods
+    finally:
         loop_thread.loop.call_soon_threadsafe(dispatcher.stop)
         running.result(30)

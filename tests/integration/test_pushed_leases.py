@@ -22,7 +22,7 @@ from fanout import serialization
 from fanout.client import AsyncClient
 from fanout.config import ClientConfig
 from fanout.controller import Controller
-from fanout.dispatch.reporter import Reporter
+from fanout.dispatch.reporter import Reporter, ReportStream
 from fanout.runtime import load_task
 from fanout.server import dispatch_service, wakeup
 from fanout.server.app import ControlPlane, create_server
@@ -76,6 +76,8 @@ class LeaseStream:
         self._outbox.put(dpb.LeaseRequest(hello=dpb.Hello(dispatcher_id="pushed", capacity=capacity)))
         self._call = self.stub.Lease(self._requests(), metadata=self.metadata, timeout=60)
         self.leased: queue.Queue[dpb.LeasedAction] = queue.Queue()
+        self.answers: queue.Queue[dpb.ReportAnswer] = queue.Queue()
+        self.takes_reports = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -86,8 +88,12 @@ class LeaseStream:
     def _read(self) -> None:
         try:
             for response in self._call:
+                if response.takes_reports:
+                    self.takes_reports.set()
                 for action in response.actions:
                     self.leased.put(action)
+                for answer in response.answers:
+                    self.answers.put(answer)
         except grpc.RpcError:
             pass  # cancelled by close()
 
@@ -102,6 +108,14 @@ class LeaseStream:
 
     def report_all(self, reports: list[dpb.PhaseReport]) -> None:
         self.stub.Report(dpb.ReportRequest(reports=reports), metadata=self.metadata, timeout=10)
+
+    def report_on_stream(self, batch_id: int, reports: list[dpb.PhaseReport]) -> dpb.ReportAnswer:
+        """Send a batch as a message on this stream; its answer, read off the stream."""
+        self._outbox.put(dpb.LeaseRequest(report=dpb.StreamedReport(id=batch_id, reports=reports)))
+        try:
+            return self.answers.get(timeout=10)
+        except queue.Empty:
+            raise AssertionError(f"batch {batch_id} sent on the stream got no answer") from None
 
     def close(self) -> None:
         self._outbox.put(None)
@@ -333,6 +347,72 @@ def test_a_lone_report_goes_out_in_the_next_turn_of_the_loop(
                 await reporter.stop()
 
     assert loop_thread.run(calls_started_by_the_next_callback()) == [1]
+
+
+def test_reports_sent_on_the_lease_stream_are_applied_and_answered_on_it(
+    loop_thread: LoopThread,
+    two_planes: tuple[ControlPlane, ControlPlane],
+    tenant_on_a: Tenant,
+    streams: list[LeaseStream],
+) -> None:
+    """No Report call and no token lookup per batch: the stream's token was checked when it opened.
+    A batch refused whole (this dispatcher is scoped to another tenant) gets the status a call would
+    have ended with, and the stream goes on."""
+    a, _ = two_planes
+    runs = [tenant_on_a.client.create_run(pb.ActionSpec(task_ref="module:x:y")).name for _ in range(2)]
+    stream = open_stream(loop_thread, a, tenant_on_a)
+    streams.append(stream)
+    assert stream.takes_reports.wait(PUSHED_WITHIN)  # said in the stream's first response
+    leased = [stream.next_action(PUSHED_WITHIN) for _ in runs]
+
+    running = stream.report_on_stream(7, [report_of(tenant_on_a.name, action, pb.RUNNING) for action in leased])
+    assert (running.id, running.error_code, running.response.ignored) == (7, 0, 0)
+    assert {tenant_on_a.client.get_action(run, "root").phase for run in runs} == {pb.RUNNING}
+
+    elsewhere = stream.report_on_stream(8, [report_of("another-tenant", leased[0], pb.SUCCEEDED)])
+    assert (elsewhere.id, elsewhere.error_code) == (8, grpc.StatusCode.PERMISSION_DENIED.value[0])
+    assert "another-tenant" in elsewhere.error_details
+
+    done = [report_of(tenant_on_a.name, action, pb.SUCCEEDED, b"42") for action in leased]
+    ended = stream.report_on_stream(9, [*done, done[0]])  # the repeat is ignored, as in a call
+    assert (ended.id, ended.error_code, ended.response.ignored) == (9, 0, 1)
+    assert {tenant_on_a.client.get_action(run, "root").phase for run in runs} == {pb.SUCCEEDED}
+
+
+def test_a_batch_whose_stream_ended_unanswered_is_sent_again_by_a_call(
+    loop_thread: LoopThread,
+    two_planes: tuple[ControlPlane, ControlPlane],
+    tenant_on_a: Tenant,
+    streams: list[LeaseStream],
+) -> None:
+    """A dispatcher's lease stream broke with a batch on it: the batch is sent again, by a Report call
+    until the next stream takes reports (reports are idempotent, so sending one twice is safe)."""
+    a, _ = two_planes
+    run = tenant_on_a.client.create_run(pb.ActionSpec(task_ref="module:x:y")).name
+    stream = open_stream(loop_thread, a, tenant_on_a)
+    streams.append(stream)
+    action = stream.next_action(PUSHED_WITHIN)
+
+    async def report_across_the_break() -> list[int]:
+        counter = CountReports()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{a.port}", interceptors=[counter]) as channel:
+            reporter = Reporter(dispatch_pb2_grpc.DispatchServiceStub(channel), tuple(stream.metadata))
+            lost: list[dpb.LeaseRequest] = []
+            broken = ReportStream(lost.append)  # its messages never leave: the stream is breaking
+            reporter.use_stream(broken)
+            reporter.start()
+            try:
+                answered = reporter.report_answered(report_of(tenant_on_a.name, action, pb.SUCCEEDED, b"1"))
+                await asyncio.sleep(0.1)
+                reporter.use_stream(None)  # what the dispatcher does when a stream ends, then:
+                broken.close()
+                assert await asyncio.wait_for(answered, PUSHED_WITHIN)
+                return [len(lost), *counter.calls]
+            finally:
+                await reporter.stop()
+
+    assert loop_thread.run(report_across_the_break()) == [1, 1]  # once on the stream, once by a call
+    assert tenant_on_a.client.get_action(run, "root").phase == pb.SUCCEEDED
 
 
 def test_a_tenants_reports_do_not_wait_behind_another_tenants_call(

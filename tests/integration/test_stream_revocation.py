@@ -59,6 +59,7 @@ def test_a_revoked_dispatcher_tokens_lease_stream_ends_unauthenticated(
 
     call = dispatch_pb2_grpc.DispatchServiceStub(channel).Lease(requests(), metadata=bearer(token), timeout=10)
     try:
+        assert next(call).takes_reports  # every lease stream's first response
         assert next(call).cancelled
         loop_thread.run(plane.tokens.revoke(token))
         # New work for this tenant: a stream that outlives its token would lease it.

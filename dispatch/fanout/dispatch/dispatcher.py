@@ -40,7 +40,7 @@ from fanout.config import ClientConfig
 from fanout.dispatch import metrics as dispatch_metrics
 from fanout.dispatch.backend import Backend, Outcome, failure
 from fanout.dispatch.pools import Pools, WorkerFactory, WorkerLost, WorkerProcess, reusable
-from fanout.dispatch.reporter import Reporter
+from fanout.dispatch.reporter import Reporter, ReportStream
 from fanout.dispatch.sandbox import Sandbox
 from fanout.dispatch.starts import Starts
 from fanout.v1 import actions_pb2 as pb
@@ -196,8 +196,9 @@ class Dispatcher:
         if self._holds_leases():
             # Renew at once: the leases went unrenewed while there was no stream.
             outbox.put_nowait(self._heartbeat_request())
+        reports = ReportStream(outbox.put_nowait)
         call = stub.Lease(self._requests(outbox), metadata=self._metadata)
-        reading = asyncio.create_task(self._read_leases(call))
+        reading = asyncio.create_task(self._read_leases(call, reports))
         stopper = asyncio.create_task(self._stopping.wait())
         try:
             await asyncio.wait({reading, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -209,9 +210,14 @@ class Dispatcher:
             reading.result()  # the stream's end: its error if it broke
         finally:
             stopper.cancel()
+            if self._reporter is not None:
+                self._reporter.use_stream(None)  # Report calls until the next stream takes reports
+            reports.close()  # what it did not answer is sent again
             outbox.put_nowait(None)  # let the request generator finish instead of hanging on the queue
 
-    async def _read_leases(self, call: grpc.aio.StreamStreamCall[dpb.LeaseRequest, dpb.LeaseResponse]) -> None:
+    async def _read_leases(
+        self, call: grpc.aio.StreamStreamCall[dpb.LeaseRequest, dpb.LeaseResponse], reports: ReportStream
+    ) -> None:
         """Take each response off the stream as it comes; its actions wait for their start in self._starts.
 
         Read as fast as they come, not one after the other's start: a small tenant's lease,
@@ -219,6 +225,10 @@ class Dispatcher:
         and starts in the next one (starts.py).
         """
         async for response in call:
+            if response.takes_reports and self._reporter is not None:
+                self._reporter.use_stream(reports)  # reports go on this stream from now on
+            if response.answers:
+                reports.answered(response.answers)
             self._lease_seconds = response.lease_seconds or self._lease_seconds
             self._on_heartbeat_answer(response)
             self._starts.add(response.actions)

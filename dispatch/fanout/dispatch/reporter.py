@@ -1,4 +1,9 @@
-"""Batches phase reports into few Report RPCs, retrying while the server is away.
+"""Batches phase reports into few messages, retrying while the server is away.
+
+A batch goes as a message on the lease stream when the server takes reports
+there (use_stream; answered on the stream by id), else as a Report call. If
+the stream ends before the answer came, the batch is sent again, by whatever
+way is there then.
 
 A batch is what is ready, not what a timer collected: the reports made in
 the turns of the event loop that made the first one (say, the RUNNING of
@@ -34,7 +39,7 @@ import asyncio
 import itertools
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import grpc
 
@@ -52,16 +57,54 @@ MAX_REPORTS_PER_CALL = 4000
 # a call for good; a tenant's results may each be up to its max_payload_bytes (1 MiB by default).
 MAX_BYTES_PER_CALL = 16 << 20
 MAX_CALLS_IN_FLIGHT = 8
+# A batch sent on the lease stream whose answer takes longer than a Report call may is sent again.
+ANSWER_SECONDS = 30.0
+# Statuses after which a batch is sent again later; after any other it is dropped (and logged).
+RETRIED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+# The lease stream a batch went on ended before its answer came.
+_LOST = (grpc.StatusCode.UNAVAILABLE, "the lease stream ended before the answer came")
 
 _Entry = tuple[dpb.PhaseReport, "asyncio.Future[bool] | None"]
 _Pending = deque[_Entry]
 _Key = tuple[str, str, str, int]  # tenant, run, action, attempt
 
 
+class ReportStream:
+    """A lease stream that takes reports: each batch a message on it, its answer matched by id."""
+
+    def __init__(self, send: Callable[[dpb.LeaseRequest], None]) -> None:
+        self._send = send
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[dpb.ReportAnswer | None]] = {}
+
+    def send(self, reports: list[dpb.PhaseReport]) -> asyncio.Future[dpb.ReportAnswer | None]:
+        """Send a batch; the future gives its answer, or None if the stream ended first."""
+        batch_id = next(self._ids)
+        answer: asyncio.Future[dpb.ReportAnswer | None] = asyncio.get_running_loop().create_future()
+        self._waiting[batch_id] = answer
+        self._send(dpb.LeaseRequest(report=dpb.StreamedReport(id=batch_id, reports=reports)))
+        return answer
+
+    def answered(self, answers: Iterable[dpb.ReportAnswer]) -> None:
+        for answer in answers:
+            waiting = self._waiting.pop(answer.id, None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(answer)
+
+    def close(self) -> None:
+        """The stream ended: the batches it did not answer get None."""
+        waiting, self._waiting = self._waiting, {}
+        for answer in waiting.values():
+            if not answer.done():
+                answer.set_result(None)
+
+
 class Reporter:
     def __init__(self, stub: dispatch_pb2_grpc.DispatchServiceStub, metadata: tuple[tuple[str, str], ...]) -> None:
         self._stub = stub
         self._metadata = metadata
+        self._stream: ReportStream | None = None  # the lease stream batches go on, when it takes them
         self._pending: dict[str, _Pending] = {}  # by tenant, in the order reported
         self._lanes: dict[str, asyncio.Task[None]] = {}  # the tenants whose reports are being sent
         self._calls = asyncio.Semaphore(MAX_CALLS_IN_FLIGHT)
@@ -75,6 +118,10 @@ class Reporter:
         self._started = True
         for tenant in self._pending:
             self._open_lane(tenant)
+
+    def use_stream(self, stream: ReportStream | None) -> None:
+        """Send the next batches on this lease stream (None: by Report calls)."""
+        self._stream = stream
 
     def report(self, report: dpb.PhaseReport) -> None:
         """Send `report` (in a batch, in its tenant's lane)."""
@@ -175,17 +222,38 @@ class Reporter:
     async def _send(self, batch: list[dpb.PhaseReport]) -> bool:
         delay = 0.1
         while True:
-            try:
-                await self._stub.Report(dpb.ReportRequest(reports=batch), metadata=self._metadata, timeout=30)
+            stream = self._stream
+            failure = await (self._on_stream(stream, batch) if stream is not None else self._by_call(batch))
+            if failure is None:
                 return True
-            except grpc.RpcError as exc:
-                code = exc.code()
-                if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    log.error("report rejected (%s: %s); dropping %d reports", code.name, exc.details(), len(batch))
-                    return False
-                log.warning("control plane unavailable; retrying %d reports in %.1fs", len(batch), delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            if failure is _LOST:
+                continue  # at once, by whatever way there is now: the stream is gone from self._stream
+            code, details = failure
+            if code not in RETRIED:
+                log.error("report rejected (%s: %s); dropping %d reports", code.name, details, len(batch))
+                return False
+            log.warning("control plane unavailable (%s); retrying %d reports in %.1fs", details, len(batch), delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _by_call(self, batch: list[dpb.PhaseReport]) -> tuple[grpc.StatusCode, str] | None:
+        try:
+            await self._stub.Report(dpb.ReportRequest(reports=batch), metadata=self._metadata, timeout=ANSWER_SECONDS)
+            return None
+        except grpc.RpcError as exc:
+            return exc.code(), exc.details() or ""
+
+    @staticmethod
+    async def _on_stream(stream: ReportStream, batch: list[dpb.PhaseReport]) -> tuple[grpc.StatusCode, str] | None:
+        try:
+            answer = await asyncio.wait_for(stream.send(batch), ANSWER_SECONDS)
+        except TimeoutError:
+            return grpc.StatusCode.DEADLINE_EXCEEDED, f"no answer on the lease stream in {ANSWER_SECONDS:.0f}s"
+        if answer is None:
+            return _LOST
+        if not answer.error_code:
+            return None
+        return _STATUS_CODES.get(answer.error_code, grpc.StatusCode.UNKNOWN), answer.error_details
 
     async def stop(self) -> None:
         lanes = list(self._lanes.values())

@@ -25,33 +25,37 @@ _sym_db = _symbol_database.Default()
 from fanout.v1 import actions_pb2 as fanout_dot_v1_dot_actions__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x61nout/v1/dispatch.proto\x12\tfanout.v1\x1a\x17\x66\x61nout/v1/actions.proto\"u\n\x0cLeaseRequest\x12!\n\x05hello\x18\x01 \x01(\x0b\x32\x10.fanout.v1.HelloH\x00\x12\x10\n\x06\x63redit\x18\x02 \x01(\rH\x00\x12)\n\theartbeat\x18\x03 \x01(\x0b\x32\x14.fanout.v1.HeartbeatH\x00\x42\x05\n\x03msg\"0\n\x05Hello\x12\x15\n\rdispatcher_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\r\"F\n\x08LeaseRef\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0b\n\x03run\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\"0\n\tHeartbeat\x12#\n\x06leases\x18\x01 \x03(\x0b\x32\x13.fanout.v1.LeaseRef\"\xb7\x01\n\x0cLeasedAction\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0b\n\x03run\x18\x02 \x01(\t\x12#\n\x04spec\x18\x03 \x01(\x0b\x32\x15.fanout.v1.ActionSpec\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12\x14\n\x0c\x61\x63tion_token\x18\x05 \x01(\t\x12\x0e\n\x06parent\x18\x06 \x01(\t\x12\x13\n\x0b\x61\x64mitted_at\x18\x07 \x01(\x01\x12\x19\n\x11max_payload_bytes\x18\x08 \x01(\x04\"\x9e\x01\n\rLeaseResponse\x12(\n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32\x17.fanout.v1.LeasedAction\x12\x15\n\rlease_seconds\x18\x02 \x01(\x01\x12$\n\x07waiting\x18\x03 \x03(\x0b\x32\x13.fanout.v1.LeaseRef\x12&\n\tcancelled\x18\x04 \x03(\x0b\x32\x13.fanout.v1.LeaseRef\"\xb0\x01\n\x0bPhaseReport\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0b\n\x03run\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12\x1f\n\x05phase\x18\x05 \x01(\x0e\x32\x10.fanout.v1.Phase\x12\'\n\x06result\x18\x06 \x01(\x0b\x32\x17.fanout.v1.ActionResult\x12\x1b\n\x13retry_after_seconds\x18\x07 \x01(\x01\"8\n\rReportRequest\x12\'\n\x07reports\x18\x01 \x03(\x0b\x32\x16.fanout.v1.PhaseReport\"L\n\x0eReportResponse\x12\x0f\n\x07ignored\x18\x01 \x01(\r\x12)\n\x07refused\x18\x02 \x03(\x0b\x32\x18.fanout.v1.RefusedReport\"3\n\rRefusedReport\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t2\x90\x01\n\x0f\x44ispatchService\x12>\n\x05Lease\x12\x17.fanout.v1.LeaseRequest\x1a\x18.fanout.v1.LeaseResponse(\x01\x30\x01\x12=\n\x06Report\x12\x18.fanout.v1.ReportRequest\x1a\x19.fanout.v1.ReportResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x61nout/v1/dispatch.proto\x12\tfanout.v1\x1a\x17\x66\x61nout/v1/actions.proto\"\xa2\x01\n\x0cLeaseRequest\x12!\n\x05hello\x18\x01 \x01(\x0b\x32\x10.fanout.v1.HelloH\x00\x12\x10\n\x06\x63redit\x18\x02 \x01(\rH\x00\x12)\n\theartbeat\x18\x03 \x01(\x0b\x32\x14.fanout.v1.HeartbeatH\x00\x12+\n\x06report\x18\x04 \x01(\x0b\x32\x19.fanout.v1.StreamedReportH\x00\x42\x05\n\x03msg\"E\n\x0eStreamedReport\x12\n\n\x02id\x18\x01 \x01(\x04\x12\'\n\x07reports\x18\x02 \x03(\x0b\x32\x16.fanout.v1.PhaseReport\"r\n\x0cReportAnswer\x12\n\n\x02id\x18\x01 \x01(\x04\x12+\n\x08response\x18\x02 \x01(\x0b\x32\x19.fanout.v1.ReportResponse\x12\x12\n\nerror_code\x18\x03 \x01(\r\x12\x15\n\rerror_details\x18\x04 \x01(\t\"0\n\x05Hello\x12\x15\n\rdispatcher_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\r\"F\n\x08LeaseRef\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0b\n\x03run\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\"0\n\tHeartbeat\x12#\n\x06leases\x18\x01 \x03(\x0b\x32\x13.fanout.v1.LeaseRef\"\xb7\x01\n\x0cLeasedAction\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0b\n\x03run\x18\x02 \x01(\t\x12#\n\x04spec\x18\x03 \x01(\x0b\x32\x15.fanout.v1.ActionSpec\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12\x14\n\x0c\x61\x63tion_token\x18\x05 \x01(\t\x12\x0e\n\x06parent\x18\x06 \x01(\t\x12\x13\n\x0b\x61\x64mitted_at\x18\x07 \x01(\x01\x12\x19\n\x11max_payload_bytes\x18\x08 \x01(\x04\"\xdf\x01\n\rLeaseResponse\x12(\n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32\x17.fanout.v1.LeasedAction\x12\x15\n\rlease_seconds\x18\x02 \x01(\x01\x12$\n\x07waiting\x18\x03 \x03(\x0b\x32\x13.fanout.v1.LeaseRef\x12&\n\tcancelled\x18\x04 \x03(\x0b\x32\x13.fanout.v1.LeaseRef\x12\x15\n\rtakes_reports\x18\x05 \x01(\x08\x12(\n\x07\x61nswers\x18\x06 \x03(\x0b\x32\x17.fanout.v1.ReportAnswer\"\xb0\x01\n\x0bPhaseReport\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0b\n\x03run\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12\x1f\n\x05phase\x18\x05 \x01(\x0e\x32\x10.fanout.v1.Phase\x12\'\n\x06result\x18\x06 \x01(\x0b\x32\x17.fanout.v1.ActionResult\x12\x1b\n\x13retry_after_seconds\x18\x07 \x01(\x01\"8\n\rReportRequest\x12\'\n\x07reports\x18\x01 \x03(\x0b\x32\x16.fanout.v1.PhaseReport\"L\n\x0eReportResponse\x12\x0f\n\x07ignored\x18\x01 \x01(\r\x12)\n\x07refused\x18\x02 \x03(\x0b\x32\x18.fanout.v1.RefusedReport\"3\n\rRefusedReport\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t2\x90\x01\n\x0f\x44ispatchService\x12>\n\x05Lease\x12\x17.fanout.v1.LeaseRequest\x1a\x18.fanout.v1.LeaseResponse(\x01\x30\x01\x12=\n\x06Report\x12\x18.fanout.v1.ReportRequest\x1a\x19.fanout.v1.ReportResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fanout.v1.dispatch_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LEASEREQUEST']._serialized_start=64
-  _globals['_LEASEREQUEST']._serialized_end=181
-  _globals['_HELLO']._serialized_start=183
-  _globals['_HELLO']._serialized_end=231
-  _globals['_LEASEREF']._serialized_start=233
-  _globals['_LEASEREF']._serialized_end=303
-  _globals['_HEARTBEAT']._serialized_start=305
-  _globals['_HEARTBEAT']._serialized_end=353
-  _globals['_LEASEDACTION']._serialized_start=356
-  _globals['_LEASEDACTION']._serialized_end=539
-  _globals['_LEASERESPONSE']._serialized_start=542
-  _globals['_LEASERESPONSE']._serialized_end=700
-  _globals['_PHASEREPORT']._serialized_start=703
-  _globals['_PHASEREPORT']._serialized_end=879
-  _globals['_REPORTREQUEST']._serialized_start=881
-  _globals['_REPORTREQUEST']._serialized_end=937
-  _globals['_REPORTRESPONSE']._serialized_start=939
-  _globals['_REPORTRESPONSE']._serialized_end=1015
-  _globals['_REFUSEDREPORT']._serialized_start=1017
-  _globals['_REFUSEDREPORT']._serialized_end=1068
-  _globals['_DISPATCHSERVICE']._serialized_start=1071
-  _globals['_DISPATCHSERVICE']._serialized_end=1215
+  _globals['_LEASEREQUEST']._serialized_start=65
+  _globals['_LEASEREQUEST']._serialized_end=227
+  _globals['_STREAMEDREPORT']._serialized_start=229
+  _globals['_STREAMEDREPORT']._serialized_end=298
+  _globals['_REPORTANSWER']._serialized_start=300
+  _globals['_REPORTANSWER']._serialized_end=414
+  _globals['_HELLO']._serialized_start=416
+  _globals['_HELLO']._serialized_end=464
+  _globals['_LEASEREF']._serialized_start=466
+  _globals['_LEASEREF']._serialized_end=536
+  _globals['_HEARTBEAT']._serialized_start=538
+  _globals['_HEARTBEAT']._serialized_end=586
+  _globals['_LEASEDACTION']._serialized_start=589
+  _globals['_LEASEDACTION']._serialized_end=772
+  _globals['_LEASERESPONSE']._serialized_start=775
+  _globals['_LEASERESPONSE']._serialized_end=998
+  _globals['_PHASEREPORT']._serialized_start=1001
+  _globals['_PHASEREPORT']._serialized_end=1177
+  _globals['_REPORTREQUEST']._serialized_start=1179
+  _globals['_REPORTREQUEST']._serialized_end=1235
+  _globals['_REPORTRESPONSE']._serialized_start=1237
+  _globals['_REPORTRESPONSE']._serialized_end=1313
+  _globals['_REFUSEDREPORT']._serialized_start=1315
+  _globals['_REFUSEDREPORT']._serialized_end=1366
+  _globals['_DISPATCHSERVICE']._serialized_start=1369
+  _globals['_DISPATCHSERVICE']._serialized_end=1513
 # @@protoc_insertion_point(module_scope)

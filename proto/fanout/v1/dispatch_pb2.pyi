@@ -8,14 +8,36 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LeaseRequest(_message.Message):
-    __slots__ = ("hello", "credit", "heartbeat")
+    __slots__ = ("hello", "credit", "heartbeat", "report")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     CREDIT_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     credit: int
     heartbeat: Heartbeat
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., credit: _Optional[int] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+    report: StreamedReport
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., credit: _Optional[int] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., report: _Optional[_Union[StreamedReport, _Mapping]] = ...) -> None: ...
+
+class StreamedReport(_message.Message):
+    __slots__ = ("id", "reports")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    reports: _containers.RepeatedCompositeFieldContainer[PhaseReport]
+    def __init__(self, id: _Optional[int] = ..., reports: _Optional[_Iterable[_Union[PhaseReport, _Mapping]]] = ...) -> None: ...
+
+class ReportAnswer(_message.Message):
+    __slots__ = ("id", "response", "error_code", "error_details")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_DETAILS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    response: ReportResponse
+    error_code: int
+    error_details: str
+    def __init__(self, id: _Optional[int] = ..., response: _Optional[_Union[ReportResponse, _Mapping]] = ..., error_code: _Optional[int] = ..., error_details: _Optional[str] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("dispatcher_id", "capacity")
@@ -64,16 +86,20 @@ class LeasedAction(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., run: _Optional[str] = ..., spec: _Optional[_Union[_actions_pb2.ActionSpec, _Mapping]] = ..., attempt: _Optional[int] = ..., action_token: _Optional[str] = ..., parent: _Optional[str] = ..., admitted_at: _Optional[float] = ..., max_payload_bytes: _Optional[int] = ...) -> None: ...
 
 class LeaseResponse(_message.Message):
-    __slots__ = ("actions", "lease_seconds", "waiting", "cancelled")
+    __slots__ = ("actions", "lease_seconds", "waiting", "cancelled", "takes_reports", "answers")
     ACTIONS_FIELD_NUMBER: _ClassVar[int]
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     WAITING_FIELD_NUMBER: _ClassVar[int]
     CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    TAKES_REPORTS_FIELD_NUMBER: _ClassVar[int]
+    ANSWERS_FIELD_NUMBER: _ClassVar[int]
     actions: _containers.RepeatedCompositeFieldContainer[LeasedAction]
     lease_seconds: float
     waiting: _containers.RepeatedCompositeFieldContainer[LeaseRef]
     cancelled: _containers.RepeatedCompositeFieldContainer[LeaseRef]
-    def __init__(self, actions: _Optional[_Iterable[_Union[LeasedAction, _Mapping]]] = ..., lease_seconds: _Optional[float] = ..., waiting: _Optional[_Iterable[_Union[LeaseRef, _Mapping]]] = ..., cancelled: _Optional[_Iterable[_Union[LeaseRef, _Mapping]]] = ...) -> None: ...
+    takes_reports: bool
+    answers: _containers.RepeatedCompositeFieldContainer[ReportAnswer]
+    def __init__(self, actions: _Optional[_Iterable[_Union[LeasedAction, _Mapping]]] = ..., lease_seconds: _Optional[float] = ..., waiting: _Optional[_Iterable[_Union[LeaseRef, _Mapping]]] = ..., cancelled: _Optional[_Iterable[_Union[LeaseRef, _Mapping]]] = ..., takes_reports: _Optional[bool] = ..., answers: _Optional[_Iterable[_Union[ReportAnswer, _Mapping]]] = ...) -> None: ...
 
 class PhaseReport(_message.Message):
     __slots__ = ("tenant", "run", "name", "attempt", "phase", "result", "retry_after_seconds")

@@ -9,6 +9,11 @@ another's small one; a tenant that still had work after its chunk goes to
 the back. Each tenant's max_concurrency bounds what is leased. Now and then
 a stream sweeps every tenant, a safety net for a lost wake, never the way
 work is found.
+
+Phase reports come on the stream too (the first response says this server
+takes them), each batch answered on it: the stream's token was checked when
+it opened, so a batch costs a message each way, not a call and a token
+lookup. The Report call stays, for older dispatchers and other clients.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ import contextlib
 import logging
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import grpc
+from google.rpc import code_pb2
 from grpc import aio
 
 from fanout.output import OUTPUT_MAX_BYTES
@@ -31,7 +38,7 @@ from fanout.quota.tokens import Principal, TokenStore
 from fanout.server import event_log, metrics, validation
 from fanout.server.auth import principal
 from fanout.server.histograms import observe_many
-from fanout.server.status import denied, invalid
+from fanout.server.status import denied, invalid, to_rpc_status
 from fanout.server.wakeup import Wakeup
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb
@@ -69,6 +76,7 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
         reader = asyncio.create_task(self._read(request_iterator, who, stream))
         next_sweep = 0.0
         try:
+            yield dpb.LeaseResponse(lease_seconds=self._store.lease_seconds, takes_reports=True)
             while not reader.done():
                 while stream.outbox:
                     yield stream.outbox.popleft()
@@ -99,6 +107,9 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
         finally:
             self._wakeup.unregister(stream)
             reader.cancel()
+            # Batches still being applied stop here: unanswered, they are sent again (reports are idempotent).
+            for task in stream.reports:
+                task.cancel()
 
     async def _lease(self, stream: _Stream, tenant: str) -> tuple[dpb.LeaseResponse | None, bool]:
         """Lease a chunk of `tenant`'s work: its own response, sent as soon as it is leased, and
@@ -129,7 +140,28 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
                 answer = await self._heartbeat(who, msg.heartbeat)
                 if answer.waiting or answer.cancelled:
                     stream.outbox.append(answer)
+            elif kind == "report":
+                # Beside the reading: credit and heartbeats must not wait for a batch's scripts.
+                task = asyncio.create_task(self._answer(who, stream, msg.report))
+                stream.reports.add(task)
+                task.add_done_callback(stream.reports.discard)
             stream.nudge.set()
+
+    async def _answer(self, who: Principal, stream: _Stream, report: dpb.StreamedReport) -> None:
+        """Apply a batch of reports sent on the stream; its answer goes out on the stream."""
+        answer = dpb.ReportAnswer(id=report.id)
+        try:
+            answer.response.CopyFrom(await self._apply(who, report.reports))
+        except Exception as exc:
+            status = to_rpc_status(exc)
+            if status is None:  # a bug: said as a Report call would say it, and logged
+                log.exception("applying %d reports sent on a lease stream failed", len(report.reports))
+                answer.error_code, answer.error_details = grpc.StatusCode.INTERNAL.value[0], "internal error"
+            else:
+                answer.error_code, answer.error_details = status.code, status.message
+                metrics.RPC_ERRORS.labels(code=code_pb2.Code.Name(status.code)).inc()
+        stream.outbox.append(dpb.LeaseResponse(answers=[answer]))
+        stream.nudge.set()
 
     async def _heartbeat(self, who: Principal, heartbeat: dpb.Heartbeat) -> dpb.LeaseResponse:
         by_tenant: dict[str, list[LeaseRef]] = defaultdict(list)
@@ -156,20 +188,22 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
         leased.spec.MergeFromString(action.spec)  # parsed in place: no copy of the spec
 
     async def Report(self, request: dpb.ReportRequest, context: aio.ServicerContext[Any, Any]) -> dpb.ReportResponse:
+        return await self._apply(principal(), request.reports)
+
+    async def _apply(self, who: Principal, reports: Sequence[dpb.PhaseReport]) -> dpb.ReportResponse:
         """Apply each report on its own: one bad report never costs its siblings their results.
 
         A malformed report is refused and named in the answer; an output over
         the tenant's cap fails only its action (OutputTooLarge). Only a report
-        for another tenant than a scoped dispatcher's refuses the whole call.
+        for another tenant than a scoped dispatcher's refuses the whole batch.
         """
-        who = principal()
         by_tenant: dict[str, list[Report]] = defaultdict(list)
         payload_caps: dict[str, int] = {}
         refused: list[dpb.RefusedReport] = []
         refused_reports = 0
         finished: list[int] = []
         printed: dict[str, list[tuple[str, str, int, bytes]]] = defaultdict(list)
-        for i, r in enumerate(request.reports):
+        for i, r in enumerate(reports):
             if i and i % REPORTS_PER_TURN == 0:
                 await asyncio.sleep(0)  # a big call must not hold up every other stream and call
             if who.tenant and r.tenant != who.tenant:
@@ -204,7 +238,7 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
                 "refused %d malformed reports from %s, applied the other %d; first: %s",
                 refused_reports,
                 who.label,
-                len(request.reports) - refused_reports,
+                len(reports) - refused_reports,
                 refused[0].description,
             )
         for tenant, outputs in printed.items():  # before the results: a parent woken by one finds its output
@@ -241,6 +275,7 @@ class _Stream:
         self.wanted: dict[str, None] = {}
         self.sweep_due = True
         self.nudge = asyncio.Event()
+        self.reports: set[asyncio.Task[None]] = set()  # batches sent on the stream, being applied
 
     def wake(self, tenant: str) -> None:
         if not self.scope or tenant == self.scope:
