@@ -94,8 +94,8 @@ async def _run_task(
     controller = Controller(client, run, action, workdir=spec.workdir, token=token, bundle=bundle, attempt=attempt)
     page: report.Report | None = None
     try:
-        if spec.bundle.digest and not active.is_active(spec.bundle):
-            await active.prepare(client, spec.bundle, token)
+        if bundle is not None and bundle.digest and not active.is_active(bundle):
+            await active.prepare(client, bundle, token)
         task = load_task(spec.task_ref)
         args, kwargs = serialization.decode_inputs(spec.inputs, task.types)
         controller.activate()
@@ -118,10 +118,14 @@ async def _run_task(
         )
     finally:
         # What the task wrote since its last flush is kept too, however it ended (but an abort: at once).
-        current = asyncio.current_task()
-        if page is not None and not (current is not None and current.cancelling()):
+        if page is not None and not _cancelling():
             await _keep_report(page)
         await controller.close()
+
+
+def _cancelling() -> bool:
+    current = asyncio.current_task()
+    return current is not None and current.cancelling() > 0
 
 
 def _report_sink(client: AsyncClient, run: str, action: str, token: str | None) -> report.Sink:
