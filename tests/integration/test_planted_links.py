@@ -10,10 +10,14 @@ of the process backend; the secret is a file of this test standing in for the ad
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
+
+import pytest
 
 from fanout.dispatch.backend import Outcome
 from fanout.dispatch.process_backend import ProcessBackend
+from fanout.dispatch.untrusted_files import open_untrusted
 from fanout.dispatch.workdirs import KEPT_LOG_BYTES
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb
@@ -68,3 +72,17 @@ def test_a_result_hard_linked_to_a_secret_is_not_read(tmp_path: Path) -> None:
     assert outcome.result.error.type == "ProcessExited"
     assert b"ADMIN-TOKEN" not in outcome.result.SerializeToString()
     assert secret.read_bytes() == SECRET_RESULT
+
+
+def test_a_file_hard_linked_to_a_secret_is_not_cut_by_an_open_that_truncates(tmp_path: Path) -> None:
+    secret = tmp_path / "admin-token"
+    secret.write_bytes(SECRET_LOG)
+    folder = tmp_path / "action"
+    folder.mkdir()
+    os.link(secret, folder / "output.log")  # what an action can plant in its own folder
+
+    with pytest.raises(OSError, match="not a plain file"):
+        open_untrusted(folder / "output.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+
+    assert secret.read_bytes() == SECRET_LOG
+

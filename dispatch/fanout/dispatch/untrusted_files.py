@@ -21,12 +21,17 @@ _FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK: a planted F
 
 
 def open_untrusted(path: Path, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
-    """A descriptor of the regular file at `path`; OSError if it is a symlink, not regular, or linked elsewhere."""
-    fd = os.open(path, flags | _FLAGS, mode)
+    """A descriptor of the regular file at `path`; OSError if it is a symlink, not regular, or linked elsewhere.
+
+    O_TRUNC cuts the file only once it is known to be a plain file of this folder: opened
+    with it, a hard link to a file elsewhere would be cut before the check could refuse it."""
+    fd = os.open(path, (flags & ~os.O_TRUNC) | _FLAGS, mode)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
             raise OSError(f"{path} is not a plain file of this folder")
+        if flags & os.O_TRUNC and info.st_size:
+            os.ftruncate(fd, 0)
         os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
