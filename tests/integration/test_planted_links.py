@@ -86,3 +86,36 @@ def test_a_file_hard_linked_to_a_secret_is_not_cut_by_an_open_that_truncates(tmp
 
     assert secret.read_bytes() == SECRET_LOG
 
+
+@pytest.mark.parametrize("link", ["ln -sf", "ln -f"])
+def test_links_a_successful_action_planted_do_not_follow_its_folder_into_the_next_action(
+    tmp_path: Path, link: str
+) -> None:
+    secrets = [tmp_path / name for name in ("spec-secret", "log-secret", "result-secret")]
+    for secret in secrets:
+        secret.write_bytes(SECRET_RESULT)
+    plant = "; ".join(f"{link} {s} {n}" for s, n in zip(secrets, ("spec.pb", "output.log", "result.pb"), strict=True))
+    spec = pb.ActionSpec(name="planter", task_name="planter", command=["sh", "-c", f"{plant}; exit 0"])
+    planter = dpb.LeasedAction(tenant="t", run="r", spec=spec, attempt=1, action_token="unused")
+    spec = pb.ActionSpec(name="next", task_name="next", command=["sh", "-c", "echo next"])
+    after = dpb.LeasedAction(tenant="t", run="r", spec=spec, attempt=1, action_token="unused")
+    backend = ProcessBackend(tmp_path / "actions")
+    spare: list[int] = []
+
+    async def main() -> Outcome:
+        try:
+            planted = await backend.run(planter, UNUSED_ENDPOINT, lambda: None)
+            assert planted.phase == pb.SUCCEEDED
+            spare.append(os.stat(tmp_path / "actions" / "t" / "r" / "planter.1").st_ino)
+            await backend.release(planter, planted)  # its folder becomes a spare
+            return await backend.run(after, UNUSED_ENDPOINT, lambda: None)
+        finally:
+            await backend.shutdown()
+
+    assert asyncio.run(main()).phase == pb.SUCCEEDED
+    assert [s.read_bytes() for s in secrets] == [SECRET_RESULT] * 3
+    folder = tmp_path / "actions" / "t" / "r" / "next.1"
+    assert [folder.stat().st_ino] == spare  # the planter's folder, reused
+    assert (folder / "spec.pb").read_bytes() == after.spec.SerializeToString()
+    assert (folder / "output.log").read_text().splitlines()[0] == "next"
+    assert all((folder / name).stat().st_nlink == 1 for name in ("spec.pb", "output.log"))
