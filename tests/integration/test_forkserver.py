@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import json
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -374,3 +377,37 @@ def test_a_wait_given_up_leaves_no_unretrieved_error_when_the_zygote_goes(
     gc.collect()
 
     assert "exception was never retrieved" not in caplog.text
+
+
+WARM_UP_PROBE = textwrap.dedent(
+    """
+    import dis, json, os, sys, threading
+    from fanout import runtime
+    from fanout.dispatch import warm_up
+
+    def state():
+        code = runtime._run_task.__code__
+        plain, adaptive = dis.get_instructions(code), dis.get_instructions(code, adaptive=True)
+        return {
+            "threads": threading.active_count(),
+            "fds": sorted(os.listdir("/proc/self/fd")),
+            "path": list(sys.path),
+            "streams": [id(sys.stdout), id(sys.stderr)],
+            "specialized": sum(a.opname != b.opname for a, b in zip(plain, adaptive)),
+        }
+
+    before = state()
+    warm_up.warm_up()
+    print(json.dumps([before, state()]))
+    """
+)
+
+
+def test_the_zygotes_warm_up_leaves_nothing_a_child_would_inherit_but_warmer_code(tmp_path: Path) -> None:
+    probe = subprocess.run(
+        [sys.executable, "-c", WARM_UP_PROBE], capture_output=True, text=True, check=True, cwd=tmp_path, timeout=60
+    )
+    before, after = json.loads(probe.stdout)
+
+    assert before.pop("specialized") == 0 and after.pop("specialized") > 0  # the runtime's bytecode, specialized
+    assert after == before  # no thread, descriptor, import path or stream of its own

@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
-from fanout.dispatch import become_user, worker
+from fanout.dispatch import become_user, warm_up, worker
 from fanout.dispatch.sandbox import Identity
 from fanout.dispatch.untrusted_files import open_untrusted
 from fanout.dispatch.worker_env import base_env
@@ -355,6 +355,7 @@ def main() -> None:
     os.dup2(devnull, 0)
     os.dup2(2, 1)
     os.close(devnull)
+    warm_up.warm_up()  # before the first fork: see warm_up.py
     _Zygote(requests, replies).serve()
 
 

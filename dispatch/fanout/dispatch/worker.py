@@ -247,7 +247,7 @@ def run_one_shot() -> int:
     line_buffered_output()
     tracing.setup("fanout-worker")
     try:
-        outcome = asyncio.run(_one_shot(action))
+        outcome = asyncio.run(one_shot(action, config.load()))
     finally:
         tracing.flush()  # the process ends right after: nothing buffered may stay behind
     if isinstance(outcome, SystemExit):
@@ -259,8 +259,9 @@ def run_one_shot() -> int:
     return 0
 
 
-async def _one_shot(action: dpb.LeasedAction) -> wpb.WorkerOutcome | SystemExit:
-    client = AsyncClient(config.load(), tokens_per_call=True)
+async def one_shot(action: dpb.LeasedAction, client_config: config.ClientConfig) -> wpb.WorkerOutcome | SystemExit:
+    """Run one action as a one-shot worker does; its outcome, or the SystemExit its task raised."""
+    client = AsyncClient(client_config, tokens_per_call=True)
     loop = asyncio.get_running_loop()
     # Most one-shot actions are over sooner: they pay nothing for the keeper.
     loop.call_later(LOG_CHECK_SECONDS, start_log_keeper)
