@@ -215,10 +215,13 @@ class WorkRoot:
     def _keep_spare(self, folder: Path) -> bool:
         """Move a reported success's folder to the spares, emptied; False if it was left where it is."""
         with self._spare_guard:
-            if self._spare_count >= self.max_spares and not self._evict_spare():
-                return False
+            evicted = self._evict_spare() if self._spare_count >= self.max_spares else None
+            if self._spare_count >= self.max_spares:
+                return False  # all of them are being made ready
             self._spare_count += 1
             spare = self.root / SPARES / str(next(self._spare_names))
+        if evicted is not None:
+            shutil.rmtree(evicted, ignore_errors=True)
         try:
             info = os.lstat(folder)
             try:
@@ -236,15 +239,13 @@ class WorkRoot:
             self._spares.setdefault((info.st_uid, info.st_gid), deque()).append(spare)
         return True
 
-    def _evict_spare(self) -> bool:
-        """Remove the oldest spare of the owner holding most (under the guard); False if there is none."""
+    def _evict_spare(self) -> Path | None:
+        """Take the oldest spare of the owner holding most, for removal (under the guard); None if none waits."""
         owner = max(self._spares, key=lambda o: len(self._spares[o]), default=None)
         if owner is None or not self._spares[owner]:
-            return False
-        oldest = self._spares[owner].popleft()
+            return None
         self._spare_count -= 1
-        shutil.rmtree(oldest, ignore_errors=True)
-        return True
+        return self._spares[owner].popleft()
 
     def _enforce_cap(self) -> None:
         while True:
