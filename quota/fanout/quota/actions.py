@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from fanout.quota import keys, phases
+from fanout.quota import blocking_reads, keys, phases
 from fanout.quota.admission import Admission, Admitter, Batch
 from fanout.quota.errors import NotFound, PermissionDenied, Unavailable
 from fanout.quota.failclosed import fail_closed, raise_if_cancelling
@@ -762,9 +762,10 @@ class ActionStore:
         """
         stream = keys.TenantKeys(tenant).events(run, parent)
         args = [cursor, count, EVENTS_PAGE_BYTES, self.events_maxlen]
-        reply = await self._scripts.events(keys=[stream], args=args)
-        if block_ms > 0 and not reply[0] and await self._redis.xread({stream: cursor}, count=1, block=block_ms):
-            reply = await self._scripts.events(keys=[stream], args=args)
+        # A watch's client may close it at any moment: what runs then must not cost its connection.
+        reply = await blocking_reads.completing(self._scripts.events(keys=[stream], args=args))
+        if block_ms > 0 and not reply[0] and await blocking_reads.xread(self._redis, {stream: cursor}, 1, block_ms):
+            reply = await blocking_reads.completing(self._scripts.events(keys=[stream], args=args))
         if reply[0] == _TRIMMED:
             raise EventsTrimmed(f"events of {run}/{parent} after {cursor} were trimmed")
         out: list[tuple[str, ChildState]] = []
@@ -785,8 +786,8 @@ class ActionStore:
         """
         k = keys.TenantKeys(tenant)
         streams = {k.events(run, parent): (run, parent) for run, parent in cursors}
-        reply = await self._redis.xread(
-            {k.events(run, parent): cursor for (run, parent), cursor in cursors.items()}, count=1, block=block_ms
+        reply = await blocking_reads.xread(
+            self._redis, {k.events(run, parent): cursor for (run, parent), cursor in cursors.items()}, 1, block_ms
         )
         found = reply.items() if isinstance(reply, dict) else reply or []
         return {streams[stream.decode() if isinstance(stream, bytes) else stream] for stream, _ in found}
