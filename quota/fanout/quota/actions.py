@@ -384,8 +384,11 @@ class ActionStore:
         # A tenant keeps its ready mark while it has work waiting (lease.lua counts it), so a
         # freed slot wakes the streams only when something can use it.
         if await self._redis.sismember(keys.READY, tenant):
-            self._wake_here(tenant)
-            await self._redis.publish(keys.WAKE_CHANNEL, self._wake_message(tenant))
+            await self._wake(tenant)
+
+    async def _wake(self, tenant: str) -> None:
+        self._wake_here(tenant)
+        await self._redis.publish(keys.WAKE_CHANNEL, self._wake_message(tenant))
 
     def _wake_message(self, tenant: str) -> str:
         return f"{tenant} {self._origin}"
@@ -414,7 +417,7 @@ class ActionStore:
     async def report(self, tenant: str, reports: Sequence[Report]) -> int:
         """Apply phase reports; returns how many were ignored (stale or duplicate)."""
         k = keys.TenantKeys(tenant)
-        script_keys = [k.slots, k.leased, k.stats, k.delayed, k.closing]
+        script_keys = [k.slots, k.leased, k.stats, k.delayed, k.closing, k.queue, k.runs]
         now = self._clock()
         # Two chunks at a time, each its own short script: one waits in a busy Redis' queue while
         # the other runs, and another tenant's script never waits behind more than two of them.
@@ -428,12 +431,13 @@ class ActionStore:
                 return await self._scripts.report(keys=script_keys, args=args)
 
         replies = await asyncio.gather(*(apply(chunk) for chunk in _report_chunks(reports)))
-        ignored = sum(int(chunk_ignored) for chunk_ignored, _ in replies)
-        closed = [run for _, chunk_closed in replies for run in chunk_closed]
+        ignored = sum(int(chunk_ignored) for chunk_ignored, _, _ in replies)
+        closed = [run for _, chunk_closed, _ in replies for run in chunk_closed]
         if any(r.retry_after for r in reports):
             await self._mark_ready(tenant)  # the retry waits in the delayed set; its slot is free
         elif int(ignored) < len(reports) and any(phases.is_terminal(r.phase) for r in reports):
-            await self._wake_if_ready(tenant)  # a slot was freed: queued work may run now
+            if any(int(waiting) for _, _, waiting in replies):  # report.lua looked: no round trip to ask
+                await self._wake(tenant)  # a slot was freed and queued work may run in it now
         for run in closed:
             await self.close_run(tenant, run.decode(), max_steps=REPORT_CLOSE_STEPS)
         return int(ignored)

@@ -6,11 +6,12 @@
 -- with retries left goes back to the queue after its backoff instead.
 -- A root's terminal report closes its run (lib.lua close_run); the caller
 -- then aborts the run's unfinished actions in bounded steps (close_run.lua).
--- KEYS: 1 slots, 2 leased, 3 stats, 4 delayed, 5 closing
+-- KEYS: 1 slots, 2 leased, 3 stats, 4 delayed, 5 closing, 6 queue, 7 runs
 -- ARGV: 1 tenant prefix, 2 now, 3 events maxlen,
 --       4 "<run> <name> <attempt> <phase> <result bytes> <retry after>" per report, joined by "\n",
 --       5 the reports' results end to end: two arguments per batch, not six per report
--- Returns {reports ignored, runs closed}.
+-- Returns {reports ignored, runs closed, 1 if the tenant has work waiting (queued, staged or delayed) else 0}:
+-- the caller wakes the lease streams for a freed slot only if something waits for it.
 local ctx = {prefix = ARGV[1], slots = KEYS[1], leased = KEYS[2], stats = KEYS[3], closing = KEYS[5],
   now = tonumber(ARGV[2]), maxlen = ARGV[3]}
 local ignored, closed = 0, {}
@@ -47,4 +48,5 @@ for run, name, attempt, phase, size, retry_after in string.gmatch(ARGV[4], '(%S+
   end
 end
 flush(ctx)
-return {ignored, closed}
+local waiting = redis.call('LLEN', KEYS[6]) + redis.call('LLEN', KEYS[7]) + redis.call('ZCARD', KEYS[4])
+return {ignored, closed, waiting > 0 and 1 or 0}
