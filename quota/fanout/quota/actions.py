@@ -398,7 +398,7 @@ class ActionStore:
         """Drop the tenant from the ready set unless it has work waiting.
 
         So a tenant stays marked only while it has work: a slot its actions free then wakes no
-        stream (_wake_if_ready).
+        stream (_wake_if_ready; report.lua looks at the same lengths itself).
         """
         # Admission queues first and marks ready after, so checking the queue
         # after removing the mark cannot lose a wakeup: either we see its
