@@ -31,8 +31,9 @@ actions a second, four new files and four removed ones per action took a
 sixth of the CPU of one-worker-per-action fanouts. So a successful action's
 folder is not removed: it is moved to <root>/.spare/ at once (out of the
 action tree: a crash from then on leaves nothing that looks unreported),
-emptied of all but its spec, log and result files (each cut to nothing, the
-result renamed to the temporary name the runtime writes it under), and the
+emptied of all but its spec, log and result files (the log and result cut
+to nothing, the result renamed to the temporary name the runtime writes it
+under; the spec is checked and written over when the folder is taken), and the
 next action of the same owner (uid and gid) gets it, renamed into place, its
 files written over instead of made anew. Owners never share spares, as
 tenants never share folders. A spare's files are checked like any file the
@@ -311,7 +312,8 @@ def _write_spec(path: Path, data: bytes, owner: Owner | None) -> None:
 
 
 def _empty_spare(spare: Path) -> None:
-    """Leave only the spec, log and result files, cut to nothing, the result under its temporary name."""
+    """Leave only the spec, log and result files, the log and result cut to nothing, the result under
+    its temporary name. The spec is left as it is: the next prepare() checks it and writes over it."""
     keep = {SPEC, LOG, RESULT, RESULT_TMP}
     try:
         entries = list(os.scandir(spare))
@@ -320,6 +322,8 @@ def _empty_spare(spare: Path) -> None:
     for entry in entries:
         if entry.name not in keep:
             _remove(Path(entry.path))
+            continue
+        if entry.name == SPEC:
             continue
         try:
             fd = open_untrusted(Path(entry.path), os.O_WRONLY | os.O_TRUNC)  # a plain file of this folder only
