@@ -22,6 +22,7 @@ from fanout import serialization
 from fanout.client import AsyncClient
 from fanout.config import ClientConfig
 from fanout.controller import Controller
+from fanout.dispatch import reporter as reporter_module
 from fanout.dispatch.reporter import Reporter, ReportStream
 from fanout.runtime import load_task
 from fanout.server import dispatch_service, wakeup
@@ -481,6 +482,83 @@ def test_an_end_reported_while_its_running_report_waits_supersedes_it(
     # The second call carries the two ends alone: their RUNNING reports never left.
     assert sent == [[(first.run, pb.RUNNING)], [(x.run, pb.SUCCEEDED) for x in others]]
     assert [tenant_on_a.client.get_action(x.run, "root").phase for x in others] == [pb.SUCCEEDED] * 2
+
+
+def test_held_running_reports_made_apart_share_one_call(
+    loop_thread: LoopThread,
+    two_planes: tuple[ControlPlane, ControlPlane],
+    tenant_on_a: Tenant,
+    streams: list[LeaseStream],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One-shot actions start one by one: their RUNNING reports, held, go in one call, where
+    reports made as far apart without the hold go one per call."""
+    monkeypatch.setattr(reporter_module, "RUNNING_HOLD_SECONDS", 1.0)  # far longer than the reporting
+    a, _ = two_planes
+    runs = [tenant_on_a.client.create_run(pb.ActionSpec(task_ref="module:x:y")).name for _ in range(6)]
+    stream = open_stream(loop_thread, a, tenant_on_a, capacity=len(runs))
+    streams.append(stream)
+    leased = [stream.next_action(PUSHED_WITHIN) for _ in runs]
+
+    async def report_apart() -> list[int]:
+        counter = CountReports()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{a.port}", interceptors=[counter]) as channel:
+            reporter = Reporter(dispatch_pb2_grpc.DispatchServiceStub(channel), tuple(stream.metadata))
+            reporter.start()
+            try:
+                for action in leased[:3]:  # each answered before the next is made
+                    assert await reporter.report_answered(report_of(tenant_on_a.name, action, pb.RUNNING))
+                for action in leased[3:]:
+                    reporter.report(report_of(tenant_on_a.name, action, pb.RUNNING), hold=True)
+                    await asyncio.sleep(0.01)
+                await reporter.drain()
+                return counter.calls
+            finally:
+                await reporter.stop()
+
+    assert loop_thread.run(report_apart()) == [1, 1, 1, 3]
+    assert {tenant_on_a.client.get_action(run, "root").phase for run in runs} == {pb.RUNNING}
+
+
+def test_an_end_goes_at_once_taking_held_reports_along_and_dropping_its_own(
+    loop_thread: LoopThread,
+    two_planes: tuple[ControlPlane, ControlPlane],
+    tenant_on_a: Tenant,
+    streams: list[LeaseStream],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An end does not wait out the hold: it goes at once with the held RUNNING reports of its
+    tenant, but its own action's RUNNING never leaves (the action went straight to its end)."""
+    monkeypatch.setattr(reporter_module, "RUNNING_HOLD_SECONDS", 600.0)  # the test would time out first
+    a, _ = two_planes
+    runs = [tenant_on_a.client.create_run(pb.ActionSpec(task_ref="module:x:y")).name for _ in range(2)]
+    stream = open_stream(loop_thread, a, tenant_on_a, capacity=len(runs))
+    streams.append(stream)
+    ended, running = [stream.next_action(PUSHED_WITHIN) for _ in runs]
+    sent: list[list[tuple[str, int]]] = []
+
+    class Noted(grpc.aio.UnaryUnaryClientInterceptor):
+        async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+            sent.append([(r.run, r.phase) for r in request.reports])
+            return await continuation(details, request)
+
+    async def scenario() -> bool:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{a.port}", interceptors=[Noted()]) as channel:
+            reporter = Reporter(dispatch_pb2_grpc.DispatchServiceStub(channel), tuple(stream.metadata))
+            reporter.start()
+            try:
+                reporter.report(report_of(tenant_on_a.name, ended, pb.RUNNING), hold=True)
+                reporter.report(report_of(tenant_on_a.name, running, pb.RUNNING), hold=True)
+                await asyncio.sleep(0.05)
+                end = reporter.report_answered(report_of(tenant_on_a.name, ended, pb.SUCCEEDED))
+                return await asyncio.wait_for(end, 10)
+            finally:
+                await reporter.stop()
+
+    assert loop_thread.run(scenario())
+    assert sent == [[(running.run, pb.RUNNING), (ended.run, pb.SUCCEEDED)]]
+    assert tenant_on_a.client.get_action(running.run, "root").phase == pb.RUNNING
+    assert tenant_on_a.client.get_action(ended.run, "root").phase == pb.SUCCEEDED
 
 
 def test_results_bigger_than_a_page_all_reach_a_batched_watch(

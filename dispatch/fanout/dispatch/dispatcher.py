@@ -329,7 +329,8 @@ class Dispatcher:
         """Run an action in the backend (a process or container of its own), or refuse its spec."""
 
         def started() -> None:
-            reporter.report(_report(action, pb.RUNNING))
+            # Held: one-shot actions start one by one, and their RUNNING reports are worth a call together.
+            reporter.report(_report(action, pb.RUNNING), hold=True)
             dispatch_metrics.started(action, backend)
 
         key = _ref(action)
