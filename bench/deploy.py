@@ -10,6 +10,7 @@ admin API with the limits a benchmark asks for.
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +22,10 @@ from bench.procs import clean_env, fanout_cmd, started
 from fanout.client import Client
 from fanout.config import ClientConfig
 from fanout.server.redis_process import RedisProcess
+
+# Redis' INFO persistence flags of work done in a child process of its own.
+BACKGROUND_WORK = ("rdb_bgsave_in_progress", "aof_rewrite_in_progress", "aof_rewrite_scheduled")
+SETTLE_TIMEOUT = 60.0
 
 # The server-wide ceilings, so per-tenant limits (set through the admin API) decide.
 SERVER_LIMITS = {
@@ -47,6 +52,19 @@ class Deployment:
         if limits:
             self.admin.set_limits(name, "benchmark", **limits)
         return ClientConfig(endpoint=self.endpoint, token=self.tokens[name])
+
+    def settle(self, timeout: float = SETTLE_TIMEOUT) -> float:
+        """Wait until Redis has no background save or rewrite going (a fork of it, busy for a second or
+        more after a big run) or `timeout` passed; the seconds waited. A timed run that follows then
+        pays only for the background work it causes itself, not for its predecessor's."""
+        began = time.monotonic()
+        with redis.Redis.from_url(self.redis_url) as r:
+            while time.monotonic() - began < timeout:
+                state = r.info("persistence")
+                if not any(state.get(flag) for flag in BACKGROUND_WORK):
+                    break
+                time.sleep(0.1)
+        return time.monotonic() - began
 
 
 @contextmanager

@@ -4,14 +4,17 @@ How: a deployment of separate processes (bench/deploy.py: Redis, `fanout server`
 `fanout dispatcher` with the process backend). The SDK client is this process.
 A run's root is `fan(n)` of bench/tasks.py, which gathers `noop(i)` for i < n;
 the timer covers `start_run` up to the root's outputs (run creation, the root,
-the n children and their results). Runs, in order, after an untimed warm-up:
+the n children and their results). Each timed run starts once Redis has no
+background save or rewrite left from the run before (Deployment.settle), so
+none pays for its predecessor. Runs, in order, after an untimed warm-up:
 
 - fanouts of SIZES on reusable workers (the `reused` environment, a ReusePolicy),
   10,000 of them REPEATS times (the median is the headline figure): time per action
   for each N, which must not grow with N;
 - CPU seconds per process kind during each 10,000 run, from /proc (bench/procs.py);
   the median run's are printed;
-- a fanout of PER_ACTION on the one-worker-per-action path (no ReusePolicy);
+- fanouts of PER_ACTION on the one-worker-per-action path (no ReusePolicy), REPEATS
+  times (the median is the figure);
 - after the deployment has stopped, the same 10,000 on Ray (bench/ray_peer.py, its
   own process), when Ray is installed (`pip install -e '.[bench]'`).
 
@@ -28,9 +31,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench import tasks
 from bench.deploy import Deployment, deployment
@@ -57,6 +61,7 @@ MIN_RATE_PER_PROCESS = 50.0
 RAY_TIMEOUT = 900.0
 TASK_FILE = Path(tasks.__file__).resolve()
 NOT_REUSABLE = "reusable workers not available: measured one process per action"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,8 @@ class Throughput:
     cpu_s: dict[str, float]  # CPU seconds per process kind during the median headline run
     scaling: list[RunFigure]
     skipped: list[str]
-    per_action: RunFigure
+    per_action: RunFigure  # the median of REPEATS fanouts of PER_ACTION
+    per_action_walls_s: list[float]
     ray: Peer
     ratio_to_ray: float | None
 
@@ -121,16 +127,16 @@ def run() -> Throughput:
                     skipped.append(f"fanout of {n:,}: {NOT_REUSABLE}, it would take minutes")
                     continue
                 if n != HEADLINE:
+                    d.settle()
                     scaling.append(time_run(reused, fan, n))
                     continue
-                tries = [with_cpu(d, reused, fan, n) for _ in range(REPEATS if reusable else 1)]
-                tries.sort(key=lambda t: (bool(t[0].error), t[0].wall_s))  # the median of those that finished
+                tries = [_settled(d, with_cpu, d, reused, fan, n) for _ in range(REPEATS if reusable else 1)]
+                headline = _median(tries, lambda t: t[0])
                 walls = [t[0].wall_s for t in tries]
-                done = [t for t in tries if not t[0].error] or tries
-                headline = done[len(done) // 2]
                 scaling.append(headline[0])
             assert headline is not None
-            per_action_figure = time_run(per_action, fan_per_action, PER_ACTION)
+            per_action_tries = [_settled(d, time_run, per_action, fan_per_action, PER_ACTION) for _ in range(REPEATS)]
+            per_action_figure = _median(per_action_tries, lambda f: f)
     ray = ray_peer(HEADLINE, REPEATS)
     ratio = headline[0].actions_per_s / ray.tasks_per_s if ray.tasks_per_s and not headline[0].error else None
     return Throughput(
@@ -142,9 +148,21 @@ def run() -> Throughput:
         scaling,
         skipped,
         per_action_figure,
+        sorted(f.wall_s for f in per_action_tries),
         ray,
         ratio,
     )
+
+
+def _settled(d: Deployment, measure: Callable[..., T], *args: Any) -> T:
+    d.settle()
+    return measure(*args)
+
+
+def _median(tries: list[T], figure: Callable[[T], RunFigure]) -> T:
+    """The median by wall time of the tries that finished (of all of them if none did)."""
+    done = sorted((t for t in tries if not figure(t).error), key=lambda t: figure(t).wall_s) or tries
+    return done[len(done) // 2]
 
 
 def with_cpu(d: Deployment, client: Client, task: Any, n: int) -> tuple[RunFigure, dict[str, float]]:
@@ -239,7 +257,9 @@ def table(t: Throughput) -> list[tuple[str, str]]:
     outcome = (
         f"failed after {p.wall_s:.1f} s: {p.error}"
         if p.error
-        else f"{p.actions_per_s:,.0f} actions/s  ({p.wall_s:.2f} s; the parent ran in `python {p.runner}`)"
+        else f"{p.actions_per_s:,.0f} actions/s  ({p.wall_s:.2f} s median; tries "
+        + " / ".join(f"{w:.2f}" for w in t.per_action_walls_s)
+        + f" s; the parent ran in `python {p.runner}`)"
     )
     rows.append((f"one worker per action, fanout of {p.actions:,}", outcome))
     total = sum(t.cpu_s.values()) or 1.0
