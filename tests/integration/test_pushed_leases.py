@@ -9,9 +9,10 @@ few seconds was pushed, not found by the sweep.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -147,6 +148,31 @@ def open_stream(loop_thread: LoopThread, plane: ControlPlane, tenant: Tenant, ca
     return LeaseStream(plane, token, capacity)
 
 
+def leased_roots(
+    loop_thread: LoopThread, plane: ControlPlane, tenant: Tenant, streams: list[LeaseStream], count: int
+) -> tuple[LeaseStream, list[dpb.LeasedAction]]:
+    """`count` new runs of `tenant`, their roots leased on a stream of `plane` (closed after the test)."""
+    for _ in range(count):
+        tenant.client.create_run(pb.ActionSpec(task_ref="module:x:y"))
+    stream = open_stream(loop_thread, plane, tenant, capacity=count)
+    streams.append(stream)
+    return stream, [stream.next_action(PUSHED_WITHIN) for _ in range(count)]
+
+
+@contextlib.asynccontextmanager
+async def reporter_on(
+    plane: ControlPlane, metadata: Sequence[tuple[str, str]], *interceptors: grpc.aio.ClientInterceptor
+) -> AsyncIterator[Reporter]:
+    """A started Reporter on a channel of its own to `plane`, sending with `metadata`; stopped after."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{plane.port}", interceptors=interceptors or None) as channel:
+        reporter = Reporter(dispatch_pb2_grpc.DispatchServiceStub(channel), tuple(metadata))
+        reporter.start()
+        try:
+            yield reporter
+        finally:
+            await reporter.stop()
+
+
 def test_an_admission_through_one_server_wakes_a_stream_on_another(
     loop_thread: LoopThread,
     two_planes: tuple[ControlPlane, ControlPlane],
@@ -278,24 +304,16 @@ def test_reports_made_in_one_turn_of_the_loop_share_one_call(
     streams: list[LeaseStream],
 ) -> None:
     a, _ = two_planes
-    runs = [tenant_on_a.client.create_run(pb.ActionSpec(task_ref="module:x:y")).name for _ in range(10)]
-    stream = open_stream(loop_thread, a, tenant_on_a, capacity=len(runs))
-    streams.append(stream)
-    leased = [stream.next_action(PUSHED_WITHIN) for _ in runs]
+    stream, leased = leased_roots(loop_thread, a, tenant_on_a, streams, 10)
 
     async def report_all() -> list[bool]:
         counter = CountReports()
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{a.port}", interceptors=[counter]) as channel:
-            reporter = Reporter(dispatch_pb2_grpc.DispatchServiceStub(channel), tuple(stream.metadata))
-            reporter.start()
-            try:
-                sent = [reporter.report_answered(report_of(tenant_on_a.name, action, pb.RUNNING)) for action in leased]
-                return [*await asyncio.gather(*sent), counter.calls == [len(leased)]]
-            finally:
-                await reporter.stop()
+        async with reporter_on(a, stream.metadata, counter) as reporter:
+            sent = [reporter.report_answered(report_of(tenant_on_a.name, action, pb.RUNNING)) for action in leased]
+            return [*await asyncio.gather(*sent), counter.calls == [len(leased)]]
 
     assert all(loop_thread.run(report_all()))
-    assert {tenant_on_a.client.get_action(run, "root").phase for run in runs} == {pb.RUNNING}
+    assert {tenant_on_a.client.get_action(x.run, "root").phase for x in leased} == {pb.RUNNING}
 
 
 class StallTenant(grpc.aio.UnaryUnaryClientInterceptor):
@@ -321,14 +339,10 @@ def test_a_lone_report_goes_out_in_the_next_turn_of_the_loop(
     """The turn that made it is all its lane waits for: its call starts before whatever that turn
     scheduled after it (on an idle dispatcher, a further turn was a further half millisecond)."""
     a, _ = two_planes
-    tenant_on_a.client.create_run(pb.ActionSpec(task_ref="module:x:y"))
-    stream = open_stream(loop_thread, a, tenant_on_a)
-    streams.append(stream)
-    action = stream.next_action(PUSHED_WITHIN)
+    stream, (action,) = leased_roots(loop_thread, a, tenant_on_a, streams, 1)
 
     async def calls_started_by_the_next_callback() -> list[int]:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{a.port}") as channel:
-            reporter = Reporter(dispatch_pb2_grpc.DispatchServiceStub(channel), tuple(stream.metadata))
+        async with reporter_on(a, stream.metadata) as reporter:
             started: list[int] = []
             send = reporter._send
 
@@ -337,15 +351,11 @@ def test_a_lone_report_goes_out_in_the_next_turn_of_the_loop(
                 return await send(batch)
 
             monkeypatch.setattr(reporter, "_send", noted)
-            reporter.start()
-            try:
-                answered = reporter.report_answered(report_of(tenant_on_a.name, action, pb.RUNNING))
-                seen: list[int] = []
-                asyncio.get_running_loop().call_soon(lambda: seen.append(len(started)))
-                assert await answered
-                return seen
-            finally:
-                await reporter.stop()
+            answered = reporter.report_answered(report_of(tenant_on_a.name, action, pb.RUNNING))
+            seen: list[int] = []
+            asyncio.get_running_loop().call_soon(lambda: seen.append(len(started)))
+            assert await answered
+            return seen
 
     assert loop_thread.run(calls_started_by_the_next_callback()) == [1]
 
@@ -389,31 +399,23 @@ def test_a_batch_whose_stream_ended_unanswered_is_sent_again_by_a_call(
     """A dispatcher's lease stream broke with a batch on it: the batch is sent again, by a Report call
     until the next stream takes reports (reports are idempotent, so sending one twice is safe)."""
     a, _ = two_planes
-    run = tenant_on_a.client.create_run(pb.ActionSpec(task_ref="module:x:y")).name
-    stream = open_stream(loop_thread, a, tenant_on_a)
-    streams.append(stream)
-    action = stream.next_action(PUSHED_WITHIN)
+    stream, (action,) = leased_roots(loop_thread, a, tenant_on_a, streams, 1)
 
     async def report_across_the_break() -> list[int]:
         counter = CountReports()
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{a.port}", interceptors=[counter]) as channel:
-            reporter = Reporter(dispatch_pb2_grpc.DispatchServiceStub(channel), tuple(stream.metadata))
+        async with reporter_on(a, stream.metadata, counter) as reporter:
             lost: list[dpb.LeaseRequest] = []
             broken = ReportStream(lost.append)  # its messages never leave: the stream is breaking
             reporter.use_stream(broken)
-            reporter.start()
-            try:
-                answered = reporter.report_answered(report_of(tenant_on_a.name, action, pb.SUCCEEDED, b"1"))
-                await asyncio.sleep(0.1)
-                reporter.use_stream(None)  # what the dispatcher does when a stream ends, then:
-                broken.close()
-                assert await asyncio.wait_for(answered, PUSHED_WITHIN)
-                return [len(lost), *counter.calls]
-            finally:
-                await reporter.stop()
+            answered = reporter.report_answered(report_of(tenant_on_a.name, action, pb.SUCCEEDED, b"1"))
+            await asyncio.sleep(0.1)
+            reporter.use_stream(None)  # what the dispatcher does when a stream ends, then:
+            broken.close()
+            assert await asyncio.wait_for(answered, PUSHED_WITHIN)
+            return [len(lost), *counter.calls]
 
     assert loop_thread.run(report_across_the_break()) == [1, 1]  # once on the stream, once by a call
-    assert tenant_on_a.client.get_action(run, "root").phase == pb.SUCCEEDED
+    assert tenant_on_a.client.get_action(action.run, "root").phase == pb.SUCCEEDED
 
 
 def test_a_tenants_reports_do_not_wait_behind_another_tenants_call(
@@ -427,18 +429,13 @@ def test_a_tenants_reports_do_not_wait_behind_another_tenants_call(
 
     async def small_goes_first() -> bool:
         stall = StallTenant("large")
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{a.port}", interceptors=[stall]) as channel:
-            reporter = Reporter(dispatch_pb2_grpc.DispatchServiceStub(channel), (("authorization", f"Bearer {token}"),))
-            reporter.start()
-            try:
-                large = reporter.report_answered(running("large"))
-                await asyncio.sleep(0.1)  # its call is out, and held
-                small = await asyncio.wait_for(reporter.report_answered(running("small")), PUSHED_WITHIN)
-                held = not large.done()
-                stall.release.set()
-                return small and held and await large
-            finally:
-                await reporter.stop()
+        async with reporter_on(a, [("authorization", f"Bearer {token}")], stall) as reporter:
+            large = reporter.report_answered(running("large"))
+            await asyncio.sleep(0.1)  # its call is out, and held
+            small = await asyncio.wait_for(reporter.report_answered(running("small")), PUSHED_WITHIN)
+            held = not large.done()
+            stall.release.set()
+            return small and held and await large
 
     assert loop_thread.run(small_goes_first())
 
@@ -452,10 +449,7 @@ def test_an_end_reported_while_its_running_report_waits_supersedes_it(
     """A terminal report made while its action's RUNNING report still waits in the lane replaces it:
     the action moves straight to its end (one event for the parent's watch, not two)."""
     a, _ = two_planes
-    runs = [tenant_on_a.client.create_run(pb.ActionSpec(task_ref="module:x:y")).name for _ in range(3)]
-    stream = open_stream(loop_thread, a, tenant_on_a, capacity=len(runs))
-    streams.append(stream)
-    first, *others = [stream.next_action(PUSHED_WITHIN) for _ in runs]
+    stream, (first, *others) = leased_roots(loop_thread, a, tenant_on_a, streams, 3)
     sent: list[list[tuple[str, int]]] = []
 
     class Held(StallTenant):
@@ -465,18 +459,13 @@ def test_an_end_reported_while_its_running_report_waits_supersedes_it(
 
     async def scenario() -> list[bool]:
         held = Held(tenant_on_a.name)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{a.port}", interceptors=[held]) as channel:
-            reporter = Reporter(dispatch_pb2_grpc.DispatchServiceStub(channel), tuple(stream.metadata))
-            reporter.start()
-            try:
-                outcomes = [reporter.report_answered(report_of(tenant_on_a.name, first, pb.RUNNING))]
-                await asyncio.sleep(0.1)  # its call is out, and held: the lane is busy
-                outcomes += [reporter.report_answered(report_of(tenant_on_a.name, x, pb.RUNNING)) for x in others]
-                outcomes += [reporter.report_answered(report_of(tenant_on_a.name, x, pb.SUCCEEDED)) for x in others]
-                held.release.set()
-                return list(await asyncio.gather(*outcomes))
-            finally:
-                await reporter.stop()
+        async with reporter_on(a, stream.metadata, held) as reporter:
+            outcomes = [reporter.report_answered(report_of(tenant_on_a.name, first, pb.RUNNING))]
+            await asyncio.sleep(0.1)  # its call is out, and held: the lane is busy
+            outcomes += [reporter.report_answered(report_of(tenant_on_a.name, x, pb.RUNNING)) for x in others]
+            outcomes += [reporter.report_answered(report_of(tenant_on_a.name, x, pb.SUCCEEDED)) for x in others]
+            held.release.set()
+            return list(await asyncio.gather(*outcomes))
 
     assert all(loop_thread.run(scenario()))
     # The second call carries the two ends alone: their RUNNING reports never left.
@@ -495,29 +484,21 @@ def test_held_running_reports_made_apart_share_one_call(
     reports made as far apart without the hold go one per call."""
     monkeypatch.setattr(reporter_module, "RUNNING_HOLD_SECONDS", 1.0)  # far longer than the reporting
     a, _ = two_planes
-    runs = [tenant_on_a.client.create_run(pb.ActionSpec(task_ref="module:x:y")).name for _ in range(6)]
-    stream = open_stream(loop_thread, a, tenant_on_a, capacity=len(runs))
-    streams.append(stream)
-    leased = [stream.next_action(PUSHED_WITHIN) for _ in runs]
+    stream, leased = leased_roots(loop_thread, a, tenant_on_a, streams, 6)
 
     async def report_apart() -> list[int]:
         counter = CountReports()
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{a.port}", interceptors=[counter]) as channel:
-            reporter = Reporter(dispatch_pb2_grpc.DispatchServiceStub(channel), tuple(stream.metadata))
-            reporter.start()
-            try:
-                for action in leased[:3]:  # each answered before the next is made
-                    assert await reporter.report_answered(report_of(tenant_on_a.name, action, pb.RUNNING))
-                for action in leased[3:]:
-                    reporter.report(report_of(tenant_on_a.name, action, pb.RUNNING), hold=True)
-                    await asyncio.sleep(0.01)
-                await reporter.drain()
-                return counter.calls
-            finally:
-                await reporter.stop()
+        async with reporter_on(a, stream.metadata, counter) as reporter:
+            for action in leased[:3]:  # each answered before the next is made
+                assert await reporter.report_answered(report_of(tenant_on_a.name, action, pb.RUNNING))
+            for action in leased[3:]:
+                reporter.report(report_of(tenant_on_a.name, action, pb.RUNNING), hold=True)
+                await asyncio.sleep(0.01)
+            await reporter.drain()
+            return counter.calls
 
     assert loop_thread.run(report_apart()) == [1, 1, 1, 3]
-    assert {tenant_on_a.client.get_action(run, "root").phase for run in runs} == {pb.RUNNING}
+    assert {tenant_on_a.client.get_action(x.run, "root").phase for x in leased} == {pb.RUNNING}
 
 
 def test_an_end_goes_at_once_taking_held_reports_along_and_dropping_its_own(
@@ -531,10 +512,7 @@ def test_an_end_goes_at_once_taking_held_reports_along_and_dropping_its_own(
     tenant, but its own action's RUNNING never leaves (the action went straight to its end)."""
     monkeypatch.setattr(reporter_module, "RUNNING_HOLD_SECONDS", 600.0)  # the test would time out first
     a, _ = two_planes
-    runs = [tenant_on_a.client.create_run(pb.ActionSpec(task_ref="module:x:y")).name for _ in range(2)]
-    stream = open_stream(loop_thread, a, tenant_on_a, capacity=len(runs))
-    streams.append(stream)
-    ended, running = [stream.next_action(PUSHED_WITHIN) for _ in runs]
+    stream, (ended, running) = leased_roots(loop_thread, a, tenant_on_a, streams, 2)
     sent: list[list[tuple[str, int]]] = []
 
     class Noted(grpc.aio.UnaryUnaryClientInterceptor):
@@ -543,17 +521,12 @@ def test_an_end_goes_at_once_taking_held_reports_along_and_dropping_its_own(
             return await continuation(details, request)
 
     async def scenario() -> bool:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{a.port}", interceptors=[Noted()]) as channel:
-            reporter = Reporter(dispatch_pb2_grpc.DispatchServiceStub(channel), tuple(stream.metadata))
-            reporter.start()
-            try:
-                reporter.report(report_of(tenant_on_a.name, ended, pb.RUNNING), hold=True)
-                reporter.report(report_of(tenant_on_a.name, running, pb.RUNNING), hold=True)
-                await asyncio.sleep(0.05)
-                end = reporter.report_answered(report_of(tenant_on_a.name, ended, pb.SUCCEEDED))
-                return await asyncio.wait_for(end, 10)
-            finally:
-                await reporter.stop()
+        async with reporter_on(a, stream.metadata, Noted()) as reporter:
+            reporter.report(report_of(tenant_on_a.name, ended, pb.RUNNING), hold=True)
+            reporter.report(report_of(tenant_on_a.name, running, pb.RUNNING), hold=True)
+            await asyncio.sleep(0.05)
+            end = reporter.report_answered(report_of(tenant_on_a.name, ended, pb.SUCCEEDED))
+            return await asyncio.wait_for(end, 10)
 
     assert loop_thread.run(scenario())
     assert sent == [[(running.run, pb.RUNNING), (ended.run, pb.SUCCEEDED)]]
