@@ -175,12 +175,12 @@ class Reporter:
             self._urgent[tenant] = self._urgent.get(tenant, 0) + 1
             if self._wakers and (waker := self._wakers.get(tenant)) is not None:
                 _wake(waker)  # it goes now, and takes the held reports along
-        pending = self._pending.get(report.tenant)
+        pending = self._pending.get(tenant)
         if pending is None:
-            pending = self._pending[report.tenant] = deque()
+            pending = self._pending[tenant] = deque()
         pending.append((report, sent))
         if self._started:
-            self._open_lane(report.tenant)
+            self._open_lane(tenant)
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait until every report was sent (or the timeout passed)."""
