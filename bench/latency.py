@@ -13,10 +13,14 @@ dispatcher sending the action to a worker, the worker saying it runs on past
 its first step, and the RUNNING report. Two cases:
 
 - idle: samples one after another on an otherwise idle system;
-- under a fanout: the same, for a small tenant, while another tenant's fanout of
+- under a fanout: for a small tenant, while another tenant's fanout of
   LARGE_FANOUT no-ops is in flight; that tenant's max_concurrency is half the
-  dispatcher's capacity, so capacity is free for the small one. Only samples
-  taken before the large run finished count.
+  dispatcher's capacity, so capacity is free for the small one. A sample starts
+  every LOADED_INTERVAL, whether the one before has ended or not (each on a thread
+  of its own), so a stall is sampled as often as the rest: one after another, a
+  slow sample would delay the next and the figures would under-count exactly the
+  slow stretches ("coordinated omission"). Only samples started before the large
+  run finished count.
 
     python -m bench.latency     # prints the figures, writes bench/results/latency-<UTC timestamp>.json
 """
@@ -27,6 +31,7 @@ import json
 import statistics
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +47,11 @@ from fanout.v1 import actions_pb2 as pb
 
 CAPACITY = 4_096
 IDLE_SAMPLES = 200
-LOADED_SAMPLES = 200
+LOADED_SAMPLES = 400
+LOADED_INTERVAL = 0.02  # seconds between the starts of two samples under the fanout
+# Threads taking those samples: enough that a start is never late for want of one (64 × 20 ms:
+# every sample of the last 1.28 s would have to be still waiting for its root to run).
+SAMPLERS = 64
 WARMUP = 20  # first runs start the workers of the pool: not what is measured
 LARGE_FANOUT = 100_000
 # The large run counts as in flight once this many of its children are admitted.
@@ -126,17 +135,22 @@ def _under_fanout(
     waiter.start()
     while large.get_run(big.name).action_count < IN_FLIGHT_CHILDREN + 1 and not finished:
         time.sleep(0.01)
-    samples: list[tuple[float, tuple[float, bool]]] = []  # (when taken, sample)
-    while len(samples) < LOADED_SAMPLES and not finished:
-        sample = _sample(small, noop, len(samples))
-        samples.append((time.perf_counter(), sample))
+    started: list[tuple[float, Future[tuple[float, bool]]]] = []  # (when started, its sample)
+    with ThreadPoolExecutor(SAMPLERS, thread_name_prefix="sample") as samplers:
+        due = time.perf_counter()
+        while len(started) < LOADED_SAMPLES and not finished:
+            started.append((time.perf_counter(), samplers.submit(_sample, small, noop, len(started))))
+            due += LOADED_INTERVAL
+            time.sleep(max(0.0, due - time.perf_counter()))
+        samples = [(at, sample.result()) for at, sample in started]
     if not finished:  # enough samples: the fanout is not what is measured, stop it
         large.abort_run(big.name, "latency benchmark done")
     waiter.join(LARGE_TIMEOUT)
     done_at = finished[0] if finished else None
-    in_flight = [sample for taken, sample in samples if done_at is None or taken <= done_at]
+    in_flight = [sample for at, sample in samples if done_at is None or at <= done_at]
     wall = done_at - began if done_at is not None else None
-    note = f"{len(in_flight)} samples while the large fanout was in flight" + (
+    every = f"one started every {LOADED_INTERVAL * 1000:.0f} ms"
+    note = f"{len(in_flight)} samples ({every}) while the large fanout was in flight" + (
         "; it finished before all samples were taken" if len(in_flight) < LOADED_SAMPLES else ""
     )
     return in_flight, wall, note
