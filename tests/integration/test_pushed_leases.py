@@ -323,8 +323,11 @@ class StallTenant(grpc.aio.UnaryUnaryClientInterceptor):
         self.tenant = tenant
         self.release = asyncio.Event()
 
+    def holds(self, report: dpb.PhaseReport) -> bool:
+        return report.tenant == self.tenant
+
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        if isinstance(request, dpb.ReportRequest) and any(r.tenant == self.tenant for r in request.reports):
+        if isinstance(request, dpb.ReportRequest) and any(self.holds(r) for r in request.reports):
             await self.release.wait()
         return await continuation(details, request)
 
@@ -440,19 +443,20 @@ def test_a_tenants_reports_do_not_wait_behind_another_tenants_call(
     assert loop_thread.run(small_goes_first())
 
 
-class StallRun(grpc.aio.UnaryUnaryClientInterceptor):
+class StallRun(StallTenant):
     """Notes the size of every Report call, and holds those that carry a report of one run until released."""
 
     def __init__(self, run: str) -> None:
+        super().__init__("")
         self.run = run
-        self.release = asyncio.Event()
         self.sizes: list[int] = []
+
+    def holds(self, report: dpb.PhaseReport) -> bool:
+        return report.run == self.run
 
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         self.sizes.append(len(request.reports))
-        if any(r.run == self.run for r in request.reports):
-            await self.release.wait()
-        return await continuation(details, request)
+        return await super().intercept_unary_unary(continuation, details, request)
 
 
 def test_a_report_does_not_wait_for_the_answer_to_a_small_call_of_its_tenant(
