@@ -145,7 +145,8 @@ class Reporter:
         self._urgent: dict[str, int] = {}  # by tenant: reports in the lane that may not wait
         self._held_count: dict[str, int] = {}  # by tenant: held RUNNING reports in the lane
         self._hold_until: dict[str, float] = {}  # by tenant: when its oldest held report goes (loop time)
-        self._wakers: dict[str, asyncio.Future[None]] = {}  # lanes waiting out a hold, woken by an urgent report
+        # Lanes waiting out a hold or for an answer, woken by an urgent report.
+        self._wakers: dict[str, asyncio.Future[None]] = {}
 
     def start(self) -> None:
         """Send from now on: what was reported before goes out at once."""
@@ -249,8 +250,8 @@ class Reporter:
         """Send `batch`, begun now: a lone report leaves in this turn of the loop, not in a task's first
         step. The call holds its place among MAX_CALLS_IN_FLIGHT (taken by the lane) until it ends."""
         self._sending[id(batch)] = batch
-        started = self._begin([report for report, _ in batch])
-        calls[call := asyncio.create_task(self._see_through(batch, started))] = len(batch)
+        reports = [report for report, _ in batch]
+        calls[call := asyncio.create_task(self._see_through(batch, reports, self._begin(reports)))] = len(batch)
         # A callback, not a `finally`: it runs even for a call cancelled before its first step.
         call.add_done_callback(functools.partial(self._ended, id(batch)))
 
@@ -258,8 +259,8 @@ class Reporter:
         del self._sending[batch_id]
         self._calls.release()
 
-    async def _see_through(self, batch: list[_Entry], started: _Started) -> None:
-        accepted = await self._send([report for report, _ in batch], started)
+    async def _see_through(self, batch: list[_Entry], reports: list[dpb.PhaseReport], started: _Started) -> None:
+        accepted = await self._send(reports, started)
         for _, sent in batch:
             if sent is not None and not sent.done():
                 sent.set_result(accepted)
