@@ -21,4 +21,10 @@ async def at_most(limit: int, coros: list[Coroutine[Any, Any, T]]) -> list[T]:
         async with room:
             return await coro
 
-    return list(await asyncio.gather(*(one(c) for c in coros)))
+    try:
+        return list(await asyncio.gather(*(one(c) for c in coros)))
+    finally:
+        # Cancelled (a stream whose client went away), the ones still waiting for room never ran: closed,
+        # they are not "never awaited" (a warning at collection). Closing one that ended does nothing.
+        for coro in coros:
+            coro.close()
