@@ -59,6 +59,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any
 
 import grpc
 
@@ -267,28 +268,28 @@ class Reporter:
 
     async def _answer_or_report(self, tenant: str, calls: dict[asyncio.Task[None], int], wake_on_report: bool) -> None:
         """Wait until one of the lane's calls is answered, or (if another may go) a report comes that may not wait."""
-        if not wake_on_report:
+        if wake_on_report:
+            await self._until_urgent(tenant, calls)
+        else:
             await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
-            return
-        waker = self._wakers[tenant] = asyncio.get_running_loop().create_future()
-        try:
-            await asyncio.wait([*calls, waker], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            del self._wakers[tenant]
 
     async def _hold(self, tenant: str) -> None:
         """Wait until the tenant's oldest held report is due, or an urgent report comes."""
-        loop = asyncio.get_running_loop()
-        left = self._hold_until.get(tenant, 0.0) - loop.time()
-        if left <= 0:
-            return
-        waker = self._wakers[tenant] = loop.create_future()
-        timer = loop.call_later(left, _wake, waker)
+        left = self._hold_until.get(tenant, 0.0) - asyncio.get_running_loop().time()
+        if left > 0:
+            await self._until_urgent(tenant, timeout=left)
+
+    async def _until_urgent(
+        self, tenant: str, others: Iterable[asyncio.Future[Any]] = (), timeout: float | None = None
+    ) -> None:
+        """Wait until an urgent report comes to the tenant's lane (_add wakes it), one of `others` ends,
+        or `timeout` passes."""
+        waker = self._wakers[tenant] = asyncio.get_running_loop().create_future()
         try:
-            await waker
+            await asyncio.wait([*others, waker], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            timer.cancel()
             del self._wakers[tenant]
+            waker.cancel()
 
     def _take(self, tenant: str, pending: _Pending) -> list[_Entry]:
         """The next call's reports (at most MAX_REPORTS_PER_CALL and about MAX_BYTES_PER_CALL), without
