@@ -100,6 +100,11 @@ def test_a_worker_holds_no_platform_secret(tenant: Tenant, dispatcher: Dispatche
     assert env["FANOUT_ENDPOINT"]
 
 
+def test_a_reusable_worker_runs_its_actions_on_uvloop(tenant: Tenant, dispatcher: Dispatcher) -> None:
+    # uvloop is a dependency on this platform: a worker on asyncio's own loop is a lost dependency.
+    assert start(tenant, "loop_of_worker").wait(60).outputs().startswith("uvloop")
+
+
 def test_a_reuse_policy_travels_in_the_spec() -> None:
     spec = task("pooled_pid").spec("x", b"")
     assert spec.environment == "pool_env"

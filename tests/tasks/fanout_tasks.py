@@ -230,6 +230,12 @@ async def environment_of_worker() -> dict[str, str]:
 
 
 @pool_env.task
+async def loop_of_worker() -> str:
+    """The module of the event loop this action runs on."""
+    return type(asyncio.get_running_loop()).__module__
+
+
+@pool_env.task
 async def marked_sleep(marker: str, seconds: float) -> int:
     """Sleeps; writes 'cancelled' to `marker` if its asyncio task is cancelled (the worker lives on)."""
     import os

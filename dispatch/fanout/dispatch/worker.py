@@ -58,7 +58,7 @@ from pathlib import Path
 
 from fanout import config, gc_tuning, memory, output, runtime, tracing
 from fanout.client import AsyncClient
-from fanout.dispatch import become_user
+from fanout.dispatch import become_user, event_loop
 from fanout.dispatch.frames import frame, read_frame
 from fanout.hub import Hub
 from fanout.v1 import actions_pb2 as pb
@@ -347,7 +347,7 @@ def main() -> None:
         tracing.setup("fanout-worker")
         gc_tuning.tune_for_throughput()
         try:
-            asyncio.run(_serve_connected_with_threads(sys.argv[2]))
+            event_loop.run(_serve_connected_with_threads(sys.argv[2]))
         finally:
             tracing.flush()
         return
@@ -364,7 +364,7 @@ def main() -> None:
     tracing.setup("fanout-worker")
     gc_tuning.tune_for_throughput()
     try:
-        asyncio.run(_serve_with_threads(requests, replies))
+        event_loop.run(_serve_with_threads(requests, replies))
     finally:
         tracing.flush()
 
