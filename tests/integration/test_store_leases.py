@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from fanout.quota import keys
 from fanout.quota.actions import ActionStore, LeaseRef, Report
 from fanout.quota.limits import Limits, LimitStore
-from fanout.quota.phases import FAILED, QUEUED, RUNNING, SUCCEEDED
+from fanout.quota.phases import FAILED, INITIALIZING, QUEUED, RUNNING, SUCCEEDED
 from fanout.quota.scripts import Scripts
 from fanout.server.redis_process import RedisProcess
 from fanout.v1 import actions_pb2 as pb
@@ -125,6 +125,53 @@ def test_a_lost_attempts_late_report_is_ignored_while_the_action_waits_to_run_ag
         assert (await store.get_run(tenant, "r1")).phase != FAILED
         (again,) = await store.lease(tenant, 10)
         assert again.attempt == lost.attempt + 1
+
+    with_store(own_redis, body)
+
+
+def test_reports_of_one_action_in_one_call_apply_in_order_and_end_it_once(own_redis: RedisProcess) -> None:
+    """A later report in a call sees what an earlier one in the same call did: here, that the action
+    has ended, so a second terminal report is ignored (exactly one terminal phase)."""
+
+    async def body(store: ActionStore, clock: Clock, tenant: str) -> None:
+        await store.create_run(tenant, "r1", "root", b"spec")
+        await store.admit(tenant, "r1", "root", [("c0", b"spec"), ("c1", b"spec")])
+        leased = {a.name: a for a in await store.lease(tenant, 10)}
+        attempt = leased["c0"].attempt
+        reports = [
+            Report("r1", "c0", attempt, RUNNING),
+            Report("r1", "c0", attempt, SUCCEEDED, b"first"),
+            Report("r1", "c0", attempt, FAILED, b"second"),  # the action ended already: ignored
+            Report("r1", "c1", leased["c1"].attempt, SUCCEEDED, b"other"),
+        ]
+        assert await store.report(tenant, reports) == 1
+        assert (await store.get_action(tenant, "r1", "c0"))[2:] == (SUCCEEDED, attempt, b"first")
+        assert (await store.get_action(tenant, "r1", "c1"))[2] == SUCCEEDED
+        page = await store.events(tenant, "r1", "root", "0-0", 0)
+        assert [(c.name, c.phase, c.result) for _, c in page] == [
+            ("c0", RUNNING, b""),
+            ("c0", SUCCEEDED, b"first"),
+            ("c1", SUCCEEDED, b"other"),
+        ]
+        assert await store.running(tenant) == 1  # the root's slot: the children gave theirs back, once each
+
+    with_store(own_redis, body)
+
+
+def test_an_action_queued_twice_is_leased_once_by_one_lease(own_redis: RedisProcess) -> None:
+    """An action found twice in the queue by one lease call is taken once: the second entry sees
+    the first one leased it."""
+
+    async def body(store: ActionStore, clock: Clock, tenant: str) -> None:
+        await store.create_run(tenant, "r1", "root", b"spec")
+        await store.lease(tenant, 10)  # the root
+        await store.admit(tenant, "r1", "root", [("c0", b"spec")])
+        run_queue = keys.TenantKeys(tenant).run_queue("r1")
+        (entry,) = await store._redis.lrange(run_queue, 0, -1)
+        await store._redis.rpush(run_queue, entry)  # the same action, queued again
+        leased = await store.lease(tenant, 10)
+        assert [(a.name, a.attempt) for a in leased] == [("c0", 1)]
+        assert (await store.get_action(tenant, "r1", "c0"))[2:4] == (INITIALIZING, 1)  # leased, its first attempt
 
     with_store(own_redis, body)
 
