@@ -172,6 +172,25 @@ def test_a_batch_over_max_batch_bytes_is_refused_and_writes_nothing(private_tena
     assert private_tenant.client.submit_batch(run.name, run.root, batch[:10]).admitted == 10
 
 
+def test_a_root_over_its_tenants_payload_cap_is_refused_and_creates_nothing(tenant: Tenant) -> None:
+    """CreateRun holds the root's inputs to the tenant's own max_payload_bytes, lower or higher than
+    the server's default, checked by the script that creates the run (no limits read before it)."""
+    tenant.set_limits(max_payload_bytes=1000)
+    with pytest.raises(InvalidRequest, match="action 'root': inputs are 2000 bytes, max_payload_bytes is 1000"):
+        tenant.client.create_run(pb.ActionSpec(task_ref="m:x:y", inputs=b"i" * 2000), run_name="too-big")
+    with pytest.raises(fanout.errors.NotFound):
+        tenant.client.get_run("too-big")
+
+    existing = tenant.client.create_run(pb.ActionSpec(task_ref="m:x:y", inputs=b"i" * 1000), run_name="fits")
+    with pytest.raises(InvalidRequest, match="inputs are 2000 bytes"):  # bad input first, run or no run
+        tenant.client.create_run(pb.ActionSpec(task_ref="m:x:y", inputs=b"i" * 2000), run_name=existing.name)
+
+    default = Settings().limits.max_payload_bytes
+    tenant.set_limits(max_payload_bytes=2 * default)
+    run = tenant.client.create_run(pb.ActionSpec(task_ref="m:x:y", inputs=b"i" * (default + 1)), run_name="raised")
+    assert run.name == "raised"
+
+
 def test_a_refused_batch_names_each_bad_action_and_writes_nothing(tenant: Tenant) -> None:
     tenant.set_limits(max_payload_bytes=1000)
     run = tenant.client.create_run(pb.ActionSpec(task_ref="module:x:y"))

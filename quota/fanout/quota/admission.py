@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from fanout.quota import keys
-from fanout.quota.errors import FailedPrecondition, NotFound, QuotaExceeded, Unavailable
+from fanout.quota.errors import FailedPrecondition, InvalidArgument, NotFound, QuotaExceeded, Unavailable
 from fanout.quota.limits import LimitStore
 from fanout.quota.scripts import Scripts
 
@@ -182,13 +182,23 @@ class Admitter:
         self._mark_ready = mark_ready
 
     async def admit(
-        self, tenant: str, run: str, parent: str, actions: Sequence[tuple[str, bytes]] | Batch, mode: str
+        self,
+        tenant: str,
+        run: str,
+        parent: str,
+        actions: Sequence[tuple[str, bytes]] | Batch,
+        mode: str,
+        inputs_bytes: int | None = None,
     ) -> Admission | None:
-        """mode: create (None when the run exists), submit, or dry (decide, charge nothing)."""
+        """mode: create (None when the run exists), submit, or dry (decide, charge nothing).
+
+        `inputs_bytes`: a create's root inputs size, refused here (InvalidArgument) when over the
+        tenant's max_payload_bytes; None when the caller checked it.
+        """
         batch = actions if isinstance(actions, Batch) else Batch.from_pairs(actions)
         parts = batch.chunks()
         if mode == "create" or len(parts) == 1:
-            admission = await self._admit_at_once(tenant, run, parent, batch.wire, mode)
+            admission = await self._admit_at_once(tenant, run, parent, batch.wire, mode, inputs_bytes)
         else:
             admission = await self._admit_staged(tenant, run, parent, parts, dry=mode == "dry")
         if admission is not None and admission.admitted and mode != "dry":
@@ -210,7 +220,9 @@ class Admitter:
             await self._move(tenant, owner, batch)
         return len(members)
 
-    async def _admit_at_once(self, tenant: str, run: str, parent: str, wire: bytes, mode: str) -> Admission | None:
+    async def _admit_at_once(
+        self, tenant: str, run: str, parent: str, wire: bytes, mode: str, inputs_bytes: int | None
+    ) -> Admission | None:
         k = keys.TenantKeys(tenant)
         d = self._limits.defaults
         check_moving = 1
@@ -239,6 +251,8 @@ class Admitter:
                     mode,
                     check_moving,
                     wire,
+                    "" if inputs_bytes is None else inputs_bytes,
+                    d.max_payload_bytes,
                 ],
             )
             status = reply[0].decode()
@@ -356,6 +370,9 @@ class Admitter:
 
 
 def _refusal(status: str, reply: list[Any], run: str, parent: str) -> Exception:
+    if status == "PAYLOAD":  # the words of the server's own check (validation.spec_violations)
+        name, size, cap = reply[3].decode(), int(reply[1]), int(reply[2])
+        return InvalidArgument(f"action {name[:80]!r}: inputs are {size} bytes, max_payload_bytes is {cap}")
     figures = [int(x) for x in reply[1:4]]
     if status == "FANOUT":
         return QuotaExceeded("max_fanout", *figures)

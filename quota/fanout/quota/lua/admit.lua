@@ -9,7 +9,18 @@
 --       8 1 to answer MOVING while a committed batch of the run is still being moved, else 0,
 --       9 the batch (batch.lua): one argument instead of two per action, and the request's own
 --         bytes, so the server re-serializes nothing
+--       10 the inputs' bytes of the batch's one action, held here to the tenant's max_payload_bytes
+--          (CreateRun's root: the server reads no limits before this call), or '' when the caller
+--          checked them; 11 the default max_payload_bytes
 local run, parent, now, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[7]
+local packed = ARGV[9]
+local all, specs_at = parse_batch(packed)
+
+-- Bad input first: an oversized root is refused even when its run exists already.
+if ARGV[10] ~= '' then
+  local cap = tonumber(redis.call('HGET', KEYS[6], 'max_payload_bytes') or ARGV[11])
+  if tonumber(ARGV[10]) > cap then return {'PAYLOAD', ARGV[10], cap, all[1]} end
+end
 
 if mode == 'create' then
   if redis.call('EXISTS', KEYS[1]) == 1 then return {'EXISTS'} end
@@ -31,9 +42,6 @@ local max_queued = tonumber(redis.call('HGET', KEYS[6], 'max_queued') or ARGV[5]
 local max_bytes = tonumber(redis.call('HGET', KEYS[6], 'max_stored_bytes') or ARGV[6])
 local queued = tonumber(redis.call('HGET', KEYS[7], 'queued') or '0')
 local stored = tonumber(redis.call('HGET', KEYS[7], 'bytes') or '0')
-
-local packed = ARGV[9]
-local all, specs_at = parse_batch(packed)
 
 -- Resubmitted names (and repeats inside the batch) are success, charged once.
 local known = redis.call('HMGET', KEYS[3], unpack(all))
