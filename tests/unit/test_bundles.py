@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fanout import errors
-from fanout.bundles import active, pack, unpack
+from fanout.bundles import active, pack, ship, unpack
 from fanout.dispatch.pools import PoolKey, _fields
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb
@@ -77,6 +77,45 @@ def test_the_bundle_holds_the_source_and_none_of_the_ignored_files(tmp_path: Pat
         "pyproject.toml",
     ]
     assert bundle.files == 5
+
+
+def test_the_walk_keeps_links_inside_the_project_and_leaves_out_links_leading_out(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "proj")
+    outside = tmp_path / "outside"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "secret.txt").write_text("not code")
+    (outside / "deep" / "more.py").write_text("not ours")
+    (root / "alias.py").symlink_to(root / "helpers.py")  # inside: packed as a file of its own
+    (root / "secret.txt").symlink_to(outside / "secret.txt")  # leads out: left out
+    (root / "linked").symlink_to(outside / "deep")  # a linked directory is not walked into
+    (root / "pkg" / "linked_inside").symlink_to(root / "pkg" / "sub")  # nor is one inside
+    (root / "dangling.py").symlink_to(root / "gone.py")  # no file behind it
+    (root / "data.egg-info").mkdir()
+    (root / "data.egg-info" / "PKG-INFO").write_text("x")
+
+    assert [name for name, _ in pack.files_of(root)] == [
+        "alias.py",
+        "helpers.py",
+        "pkg/__init__.py",
+        "pkg/sub/__init__.py",
+        "pkg/sub/tasks.py",
+        "pyproject.toml",
+    ]
+    assert all(path == root / name for name, path in pack.files_of(root))
+
+
+def test_a_project_is_packed_again_only_when_one_of_its_files_changed(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "proj")
+    first = ship.packed(root)
+    assert ship.packed(root) is first  # nothing changed: the bundle packed before
+    (root / "helpers.py").write_text("def f():\n    return 22\n")  # another size
+    changed = ship.packed(root)
+    assert changed.digest != first.digest
+    (root / "pkg" / "new.py").write_text("")
+    added = ship.packed(root)
+    assert added.digest != changed.digest and "pkg/new.py" in names(added)
+    (root / "pkg" / "new.py").unlink()
+    assert ship.packed(root).digest == changed.digest
 
 
 def test_identical_source_gives_the_same_bytes_and_digest_wherever_and_whenever_it_is(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ library are not packed: the worker's image has them.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -70,8 +71,14 @@ def lone_module(root: Path, module_file: str) -> str | None:
 
 
 def _installed(path: Path) -> bool:
-    places = {sysconfig.get_paths()[name] for name in ("stdlib", "platstdlib", "purelib", "platlib")}
-    return any(path.is_relative_to(Path(p).resolve()) for p in places) or "site-packages" in path.parts
+    return any(path.is_relative_to(place) for place in _install_places()) or "site-packages" in path.parts
+
+
+@functools.cache
+def _install_places() -> tuple[Path, ...]:
+    """Where this interpreter's standard library and installed packages live (they do not move)."""
+    names = ("stdlib", "platstdlib", "purelib", "platlib")
+    return tuple({Path(sysconfig.get_paths()[name]).resolve() for name in names})
 
 
 def files_of(root: Path, only: str | None = None) -> list[tuple[str, Path]]:
@@ -79,19 +86,34 @@ def files_of(root: Path, only: str | None = None) -> list[tuple[str, Path]]:
 
     `only`: just that file (see lone_module).
     """
+    return [(name, Path(path)) for name, path in listing(root, only)]
+
+
+def listing(root: Path, only: str | None = None) -> list[tuple[str, str]]:
+    """files_of() with each file's path as a string: every run started walks the whole project
+    (ship.packed), so the walk reads directory entries (os.scandir) and makes no Path per file."""
     if only is not None:
-        return [(only, root / only)]
-    out: list[tuple[str, Path]] = []
-    real_root = root.resolve()
-    for directory, dirs, names in os.walk(root):
-        dirs[:] = [d for d in dirs if d not in IGNORED_DIRS and not d.endswith(IGNORED_SUFFIXES)]
-        for name in names:
-            path = Path(directory, name)
-            if name.endswith(IGNORED_SUFFIXES) or not path.is_file():
+        return [(only, os.path.join(root, only))]
+    out: list[tuple[str, str]] = []
+    real_root = Path(os.path.realpath(root))
+    pending = [(os.fspath(root), "")]
+    while pending:
+        directory, prefix = pending.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:  # unreadable or gone since it was listed: as os.walk, left out
+            continue
+        for entry in entries:
+            name = entry.name
+            if entry.is_dir():  # a link to a directory counts as one, and is not walked into
+                if not entry.is_symlink() and name not in IGNORED_DIRS and not name.endswith(IGNORED_SUFFIXES):
+                    pending.append((entry.path, f"{prefix}{name}/"))
                 continue
-            if path.is_symlink() and not path.resolve().is_relative_to(real_root):
+            if name.endswith(IGNORED_SUFFIXES) or not entry.is_file():
                 continue
-            out.append((path.relative_to(root).as_posix(), path))
+            if entry.is_symlink() and not Path(os.path.realpath(entry.path)).is_relative_to(real_root):
+                continue
+            out.append((prefix + name, entry.path))
     return sorted(out)
 
 

@@ -62,8 +62,7 @@ def ship(client: Client, task: Task[Any, Any]) -> Shipped | None:
 
 def packed(root: Path, only: str | None = None) -> pack.Bundle:
     """The bundle of `root` (or of its file `only`), packed again only if a file changed since the last time."""
-    files = pack.files_of(root, only)
-    fingerprint = tuple((name, _signature(path)) for name, path in files)
+    fingerprint = tuple((name, _signature(path)) for name, path in pack.listing(root, only))
     with _lock:
         hit = _packed.get((root, only))
         if hit is not None and hit[0] == fingerprint:
@@ -86,10 +85,10 @@ def _relative_ref(ref: str, root: Path) -> str:
     return f"file:{path.relative_to(real_root).as_posix()}:{qualname}"
 
 
-def _signature(path: Path) -> tuple[int, int] | None:
+def _signature(path: str) -> tuple[int, int] | None:
     """Size and modification time; None for a file gone since the walk (pack leaves it out too)."""
     try:
-        st = path.stat()
+        st = os.stat(path)
     except FileNotFoundError:
         return None
     return st.st_size, st.st_mtime_ns
