@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,25 @@ def test_a_worker_holds_no_platform_secret(tenant: Tenant, dispatcher: Dispatche
     assert "FANOUT_REDIS_URL" not in env
     assert not [name for name, value in env.items() if dispatcher.config.token in value]
     assert env["FANOUT_ENDPOINT"]
+
+
+def test_new_work_goes_around_a_worker_whose_event_loop_is_held(
+    tenant: Tenant, dispatcher: Dispatcher, loop_thread: LoopThread
+) -> None:
+    holder = start(tenant, "holds_its_workers_loop", 5.0)
+    eventually(lambda: tenant.client.get_action(holder.name, "root").phase == pb.RUNNING, timeout=30)
+    time.sleep(0.5)  # the task holds its worker's loop from just after it said it runs
+    # Sent to the held worker, the only one (replicas=2, concurrency=64: nothing else starts a second);
+    # it has answered all it was sent so far.
+    first = start(tenant, "pid_of_worker")
+    time.sleep(0.2)  # over BUSY_SECONDS without a word from it
+    second = start(tenant, "pid_of_worker")
+
+    pid = second.wait(30).outputs()
+    assert tenant.client.get_action(holder.name, "root").phase == pb.RUNNING  # it ran meanwhile, elsewhere
+    held = holder.wait(30).outputs()
+    assert pid != held
+    assert first.wait(30).outputs() == held  # the first waited for the held worker's turn to end
 
 
 def test_a_reusable_worker_runs_its_actions_on_uvloop(tenant: Tenant, dispatcher: Dispatcher) -> None:

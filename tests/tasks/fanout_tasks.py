@@ -230,6 +230,24 @@ async def environment_of_worker() -> dict[str, str]:
 
 
 @pool_env.task
+async def holds_its_workers_loop(seconds: float) -> int:
+    """Says it runs, then holds its worker's event loop for `seconds` (a long turn, as a big gather's)."""
+    import os
+    import time
+
+    await asyncio.sleep(0)
+    time.sleep(seconds)  # noqa: ASYNC251 -- blocking the loop is the point
+    return os.getpid()
+
+
+@pool_env.task
+async def pid_of_worker() -> int:
+    import os
+
+    return os.getpid()
+
+
+@pool_env.task
 async def loop_of_worker() -> str:
     """The module of the event loop this action runs on."""
     return type(asyncio.get_running_loop()).__module__

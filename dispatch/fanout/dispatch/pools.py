@@ -4,10 +4,13 @@ A pool serves one tenant's environment (with one image, workdir, env and code bu
 it starts workers on demand up to `replicas`, sends each action to the
 least-loaded worker with a free slot (at most `concurrency` per worker),
 queues the rest here, stops a worker idle for `idle_ttl` seconds, and
-starts another in place of one that died. A parent that the control plane
-says waits on its children gives its slot back (it is an idle coroutine in
-the worker), so a nested fanout in one environment cannot fill its own
-pool and deadlock.
+starts another in place of one that died. Demand is also a busy worker: one
+that has not answered the work sent to it for BUSY_SECONDS is in a long turn
+of its event loop (a parent's gather running thousands of first steps, or a
+task that blocks), so new work goes to another worker, started if need be. A
+parent that the control plane says waits on its children gives its slot back
+(it is an idle coroutine in the worker), so a nested fanout in one
+environment cannot fill its own pool and deadlock.
 
 An action counts as started once it is sent to a worker (the admission-to-start
 metric), but RUNNING only once the worker says it still runs after its first
@@ -82,6 +85,11 @@ STOP_TIMEOUT_SECONDS = 10.0
 TIMEOUT_GRACE_SECONDS = 5.0
 # An action sent to a worker that has neither said it runs nor ended within this is RUNNING anyway.
 UNTOLD_RUNNING_SECONDS = 1.0
+# A worker that has answered nothing this long since work was sent to it is busy: its event loop
+# is in one long turn and reads no frames. A parent gathering 10,000 children spends ~0.1 s in
+# one; its worker's new children waited for that turn's end while the pool's other replica,
+# or one started then, would run them at once.
+BUSY_SECONDS = 0.02
 # Outcomes of one worker frame handled per turn of the loop. A frame can hold thousands (all that
 # ended in one turn of the worker), and each wakes its action's task in the next turn: handled all at
 # once, they held a loop turn for tens of ms, and whatever came meanwhile (a small tenant's lease,
@@ -195,6 +203,8 @@ class FramedWorker:
         self._outbox = wpb.ToWorker()
         self._flush_scheduled = False
         self.tells_running = False  # it names its running actions (an older worker does not)
+        # When work went to it that it has not answered since (loop time); None: it answered all.
+        self.unanswered_since: float | None = None
 
     @property
     def pid(self) -> int | None:
@@ -227,10 +237,20 @@ class FramedWorker:
         self._writer = writer
         self._reader = asyncio.create_task(self._read(reader))
 
-    def send(self, job: Job) -> None:
+    def send(self, job: Job, now: float) -> None:
         self.jobs[job.key] = job
         self._outbox.run.append(job.action)
+        if self.unanswered_since is None:
+            self.unanswered_since = now
         self._schedule_flush()
+
+    def busy(self, now: float) -> bool:
+        """Whether work sent to it has waited BUSY_SECONDS for any word from it (see BUSY_SECONDS).
+
+        Never for a worker of an earlier release: it says nothing until an action ends.
+        """
+        unanswered = self.unanswered_since
+        return unanswered is not None and self.tells_running and now - unanswered > BUSY_SECONDS
 
     def cancel(self, key: Key, timed_out: bool) -> None:
         self._outbox.cancel.append(wpb.WorkerCancel(run=key[0], name=key[1], attempt=key[2], timed_out=timed_out))
@@ -258,6 +278,10 @@ class FramedWorker:
         try:
             while True:
                 message = wpb.FromWorker.FromString(await read_frame(stream))
+                was_busy = self.busy(asyncio.get_running_loop().time())
+                self.unanswered_since = None  # its loop came round: it reads what was sent, too
+                if was_busy:
+                    self.pool.answered()
                 finished = message.finished
                 for at in range(0, len(finished), OUTCOMES_PER_TURN):
                     if at:
@@ -427,26 +451,30 @@ class Pool:
                 return
 
     def _pump(self) -> None:
-        """Route queued jobs to the least-loaded workers; start a worker when all are full."""
+        """Route queued jobs to the least-loaded workers that are not busy; start a worker when all
+        are full or busy. Jobs wait here for a worker starting, or for a busy one's next word
+        (answered() pumps again); only a pool that can start no other sends them to a busy one."""
+        now = asyncio.get_running_loop().time()
         while self._queue:
             free = [w for w in self.workers if w.slots_used < self.key.concurrency]
-            if not free:
-                if len(self.workers) + self._starting < self.key.replicas:
-                    self._start_worker()
+            ready = [w for w in free if not w.busy(now)]
+            if not ready and len(self.workers) + self._starting < self.key.replicas:
+                self._start_worker()
+            if not ready and (self._starting or not free):
                 return
-            worker = min(free, key=lambda w: w.slots_used)
+            worker = min(ready or free, key=lambda w: w.slots_used)
             room = self.key.concurrency - worker.slots_used
             for _ in range(min(room, len(self._queue))):
-                self._dispatch(self._queue.popleft(), worker)
+                self._dispatch(self._queue.popleft(), worker, now)
 
-    def _dispatch(self, job: Job, worker: FramedWorker) -> None:
+    def _dispatch(self, job: Job, worker: FramedWorker, now: float) -> None:
         if worker.idle_timer is not None:
             worker.idle_timer.cancel()
             worker.idle_timer = None
         job.worker = worker
         job.holds_slot = True
         worker.slots_used += 1
-        worker.send(job)
+        worker.send(job, now)
         timeout = job.action.spec.timeout_seconds
         if timeout:
             job.timer = asyncio.get_running_loop().call_later(timeout, self._time_out, job)
@@ -456,10 +484,9 @@ class Pool:
         if not worker.tells_running:
             _running(job)  # an older worker: running once sent, as it was
             return
-        loop = asyncio.get_running_loop()
-        job.sent_at = loop.time()
+        job.sent_at = now
         if self._untold_check is None:
-            self._untold_check = loop.call_later(UNTOLD_RUNNING_SECONDS, self._running_untold)
+            self._untold_check = asyncio.get_running_loop().call_later(UNTOLD_RUNNING_SECONDS, self._running_untold)
 
     def _running_untold(self) -> None:
         """Report RUNNING for the actions sent UNTOLD_RUNNING_SECONDS ago that still have not said it."""
@@ -489,6 +516,11 @@ class Pool:
         log.warning("worker %s did not stop %s in time; killing it", job.worker.name, job.key)
         _resolve(job, _timed_out(job.action))
         job.worker.kill()
+
+    def answered(self) -> None:
+        """A worker said something after a silence: jobs kept back from it while it was busy may go."""
+        if self._queue:
+            self._pump()
 
     def finished(self, worker: FramedWorker, outcome: wpb.WorkerOutcome) -> None:
         job = worker.jobs.pop((outcome.run, outcome.name, outcome.attempt), None)
