@@ -1,4 +1,5 @@
-"""An action's lease stays renewed after it ended, until its outcome report is answered.
+"""An action's lease stays renewed after it ended, until its outcome report is answered, and
+while it has not said it runs.
 
 The defect this pins (fixed in 2f31adc): an action left the dispatcher's heartbeat when it ended,
 before its report was answered. Behind a busy server the report could wait longer than a lease
@@ -29,18 +30,21 @@ import redis
 from fanout import channel
 from fanout.config import ClientConfig
 from fanout.dispatch import dispatcher as dispatcher_module
+from fanout.dispatch import pools as pools_module
 from fanout.dispatch.backend import Outcome, StartedCallback
 from fanout.dispatch.dispatcher import Dispatcher
 from fanout.dispatch.process_backend import ProcessBackend
 from fanout.quota import keys
 from fanout.quota.tokens import Principal
+from fanout.runs import start_run
+from fanout.runtime import load_task
 from fanout.server.app import ControlPlane
 from fanout.server.dispatch_service import DispatchService
 from fanout.server.redis_process import RedisProcess
 from fanout.server.settings import Settings
 from fanout.v1 import actions_pb2 as pb
 from fanout.v1 import dispatch_pb2 as dpb
-from tests.conftest import Tenant
+from tests.conftest import TASKS_FILE, Tenant
 from tests.helpers import LoopThread, eventually
 
 LEASE_SECONDS = 2.0
@@ -188,6 +192,50 @@ def test_a_dispatcher_sends_its_reports_on_its_lease_stream(
         eventually(its_end, timeout=15)
         assert pb.RUNNING in seen  # its RUNNING report was applied too, before its end
         assert "/fanout.v1.DispatchService/Report" not in calls.methods, calls.methods
+    finally:
+        loop_thread.loop.call_soon_threadsafe(dispatcher.stop)
+        running.result(30)
+
+
+def test_an_action_that_never_said_it_runs_keeps_its_lease_past_its_first_heartbeat(
+    loop_thread: LoopThread,
+    own_plane: ControlPlane,
+    own_tenant: Tenant,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A heartbeat leaves out the leases taken since the one before whose actions have not said they
+    run (dispatcher.FRESH_SKIP_SHARE); the next heartbeat names them. Here heartbeats go often enough
+    for that (eight per lease period), and a pooled child holds its worker in its first step for
+    several lease periods, so it never says it runs: its lease must be renewed all the same, and it
+    must run once. A first child warms that worker up: a worker's first action awaits its code, and
+    so says it runs. The pool's own RUNNING for an action whose worker says nothing for a while
+    (pools.UNTOLD_RUNNING_SECONDS) is put off past the test: it would name the lease too."""
+    monkeypatch.setattr(dispatcher_module, "HEARTBEAT_SECONDS", LEASE_SECONDS / 8)
+    monkeypatch.setattr(pools_module, "UNTOLD_RUNNING_SECONDS", 10 * HELD_SECONDS)
+    named: list[tuple[str, str]] = []
+    heartbeat = DispatchService._heartbeat
+
+    async def recorded(service: DispatchService, who: Principal, beat: dpb.Heartbeat) -> dpb.LeaseResponse:
+        named.extend((lease.run, lease.name) for lease in beat.leases)
+        return await heartbeat(service, who, beat)
+
+    monkeypatch.setattr(DispatchService, "_heartbeat", recorded)
+    token = loop_thread.run(own_plane.tokens.create("dispatcher"))
+    config = ClientConfig(endpoint=f"127.0.0.1:{own_plane.port}", token=token)
+    dispatcher = Dispatcher(config, ProcessBackend(tmp_path / "actions"), capacity=4)
+    running = asyncio.run_coroutine_threadsafe(dispatcher.run(), loop_thread.loop)
+    try:
+        parent = load_task(f"file:{TASKS_FILE}:blocks_a_warm_workers_first_step")
+        run = start_run(own_tenant.client, parent, HELD_SECONDS)
+        warm_up_pid, blocked_pid = run.wait(HELD_SECONDS + 30).outputs()
+        assert warm_up_pid == blocked_pid  # the blocked child ran on a warm worker
+        actions = own_tenant.client.list_actions(pb.ListActionsRequest(run=run.name)).actions
+        attempts = {a.name: a.attempt for a in actions}
+        # The blocked child's renewals: the warm-up child's lease lasted a moment.
+        renewals = max(named.count((run.name, a.name)) for a in actions if a.name != "root")
+        assert set(attempts.values()) == {1}, f"an action lost its lease: attempts {attempts}, {renewals} renewals"
+        assert renewals >= 8, f"the blocked child was named by {renewals} heartbeats"  # renewed, not lucky
     finally:
         loop_thread.loop.call_soon_threadsafe(dispatcher.stop)
         running.result(30)

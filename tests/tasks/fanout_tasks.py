@@ -229,6 +229,23 @@ async def environment_of_worker() -> dict[str, str]:
     return dict(os.environ)
 
 
+@narrow_env.task
+async def blocks_its_first_step(seconds: float) -> int:
+    """Holds its worker's event loop for `seconds` before its first await: it never says it runs
+    (unless it is its worker's first action, which awaits its code first)."""
+    import os
+    import time
+
+    time.sleep(seconds)  # noqa: ASYNC251 -- blocking the loop is the point
+    return os.getpid()
+
+
+@pool_env.task
+async def blocks_a_warm_workers_first_step(seconds: float) -> list[int]:
+    """A child that warms up narrow_env's one worker, then one that blocks its first step there."""
+    return [await blocks_its_first_step(0.0), await blocks_its_first_step(seconds)]
+
+
 @pool_env.task
 async def holds_its_workers_loop(seconds: float) -> int:
     """Says it runs, then holds its worker's event loop for `seconds` (a long turn, as a big gather's)."""

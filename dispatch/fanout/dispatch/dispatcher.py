@@ -29,7 +29,7 @@ import math
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -52,6 +52,12 @@ log = logging.getLogger(__name__)
 # Heartbeats renew leases and learn which parents wait on children; often
 # enough that a waiting parent frees its capacity within about a second.
 HEARTBEAT_SECONDS = 1.0
+# A heartbeat leaves out the leases taken since the one before whose actions have not said they
+# run, when the heartbeat after it still comes within this share of a lease period: such a lease
+# has most of its period left, and such an action waits on no children yet. In a big fanout that
+# is nearly every lease held (no-ops end in their first step, within a tick of their lease), and
+# renewing them cost the dispatcher, the server and Redis a lease's worth of work each.
+FRESH_SKIP_SHARE = 1 / 3
 # Reconnecting a broken lease stream: the first wait, the longest, and how
 # long a stream must have lasted for its break to start the waits afresh.
 FIRST_RECONNECT_SECONDS = 0.2
@@ -107,6 +113,8 @@ class Dispatcher:
         self.id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self._metadata = (("authorization", f"Bearer {config.token}"),)
         self._running: dict[str, tuple[dpb.LeasedAction, Running]] = {}
+        # Leases taken since the last heartbeat whose actions have not said they run (see FRESH_SKIP_SHARE).
+        self._fresh: set[str] = set()
         # Leased, and waiting for a turn of the loop to start (see starts.py).
         self._starts = Starts(self._start)
         self._reporter: Reporter | None = None
@@ -231,10 +239,19 @@ class Dispatcher:
                 reports.answered(response.answers)
             self._lease_seconds = response.lease_seconds or self._lease_seconds
             self._on_heartbeat_answer(response)
-            self._starts.add(response.actions)
+            self.took(response.actions)
             self._granted -= len(response.actions)
             if self._credit and self._granted < CREDIT_SLACK:
                 self._schedule_credit()  # what was held back is wanted now
+
+    def took(self, actions: Sequence[dpb.LeasedAction]) -> None:
+        """Hold newly leased actions: they start in the next turns of the loop (starts.py)."""
+        self._fresh.update(map(_ref, actions))
+        self._starts.add(actions)
+
+    def said_running(self, action: dpb.LeasedAction) -> None:
+        """Its action runs past its first step: heartbeats name its lease from now on."""
+        self._fresh.discard(_ref(action))
 
     def _start(self, action: dpb.LeasedAction) -> None:
         reporter = self._reporter
@@ -254,6 +271,7 @@ class Dispatcher:
             dispatch_metrics.started(action, backend)
 
         def running() -> None:
+            self.said_running(action)
             reporter.report(_report(action, pb.RUNNING))
 
         def done(outcome: Outcome | WorkerLost) -> None:
@@ -330,6 +348,7 @@ class Dispatcher:
 
         def started() -> None:
             # Held: one-shot actions start one by one, and their RUNNING reports are worth a call together.
+            self.said_running(action)
             reporter.report(_report(action, pb.RUNNING), hold=True)
             dispatch_metrics.started(action, backend)
 
@@ -394,9 +413,12 @@ class Dispatcher:
 
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(min(self._lease_seconds / 3, HEARTBEAT_SECONDS))
-            if self._holds_leases():
-                self._outbox.put_nowait(self._heartbeat_request())
+            await asyncio.sleep(self._heartbeat_seconds())
+            if self._holds_leases() and (request := self._heartbeat_request()).heartbeat.leases:
+                self._outbox.put_nowait(request)
+
+    def _heartbeat_seconds(self) -> float:
+        return min(self._lease_seconds / 3, HEARTBEAT_SECONDS)
 
     def _holds_leases(self) -> bool:
         return bool(self._running or self._starts or next(self._unanswered(), None))
@@ -406,7 +428,13 @@ class Dispatcher:
         return self._reporter.unanswered() if self._reporter is not None else iter(())
 
     def _heartbeat_request(self) -> dpb.LeaseRequest:
-        held = itertools.chain((a for a, _ in self._running.values()), self._starts.held())
+        """The leases to renew now: all held but the fresh ones (see FRESH_SKIP_SHARE), which the next names."""
+        fresh, self._fresh = self._fresh, set()
+        if 2 * self._heartbeat_seconds() > FRESH_SKIP_SHARE * self._lease_seconds:
+            fresh = set()  # a short lease: the next heartbeat would come too late for it
+        running = (a for key, (a, _) in self._running.items() if key not in fresh)
+        starting = (a for a in self._starts.held() if not fresh or _ref(a) not in fresh)
+        held = itertools.chain(running, starting)
         leases = [dpb.LeaseRef(tenant=a.tenant, run=a.run, name=a.spec.name, attempt=a.attempt) for a in held]
         ended = (dpb.LeaseRef(tenant=r.tenant, run=r.run, name=r.name, attempt=r.attempt) for r in self._unanswered())
         leases.extend(ended)
