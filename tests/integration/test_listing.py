@@ -20,7 +20,7 @@ from fanout.quota import keys
 from fanout.quota.actions import ActionStore, LeaseRef, Report
 from fanout.quota.errors import InvalidArgument, NotFound
 from fanout.quota.limits import Limits, LimitStore
-from fanout.quota.listing import SCAN_BUDGET, ActionQuery, Listing, RunQuery, encode_cursor
+from fanout.quota.listing import SCAN_BUDGET, ActionQuery, Listing, RunQuery, RunSummary, encode_cursor
 from fanout.quota.phases import ABORTED, FAILED, QUEUED, RUNNING, SUCCEEDED, TIMED_OUT
 from fanout.quota.scripts import Scripts
 from fanout.server.redis_process import RedisProcess
@@ -61,6 +61,27 @@ def within(own_redis: RedisProcess, body: Callable[[World], Awaitable[None]]) ->
             await client.aclose()
 
     asyncio.run(main())
+
+
+def test_a_new_run_reads_back_as_its_creation_says_it_was_written(own_redis: RedisProcess) -> None:
+    """CreateRun answers with the run as its admission wrote it (RunSummary.created), not read back."""
+    tenant = "created-1"
+
+    async def body(w: World) -> None:
+        created_at = await w.store.create_run(tenant, "r", "root", b"root")
+        assert created_at is not None
+        assert await w.listing.run_summary(tenant, "r") == RunSummary.created("r", "root", created_at)
+        assert await w.store.create_run(tenant, "r", "root", b"root") is None  # it exists
+
+    within(own_redis, body)
+
+
+def test_create_run_answers_what_get_run_reads(own_tenant: Tenant) -> None:
+    """On a control plane no dispatcher leases from: nothing moves the run between the two calls."""
+    spec = pb.ActionSpec(task_ref="module:os:getcwd", command=["true"], max_queued_seconds=60)
+    created = own_tenant.client.create_run(spec)
+    assert created.phase_counts == {"QUEUED": 1}
+    assert created == own_tenant.client.get_run(created.name)
 
 
 def test_phase_counts_follow_every_move_an_action_makes(own_redis: RedisProcess) -> None:

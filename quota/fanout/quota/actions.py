@@ -243,15 +243,15 @@ class ActionStore:
     @fail_closed
     async def create_run(
         self, tenant: str, run: str, root_name: str, root_spec: bytes, inputs_bytes: int | None = None
-    ) -> bool:
-        """Create a run holding its root action. False when the run already exists.
+    ) -> float | None:
+        """Create a run holding its root action: its creation time, or None when the run already exists.
 
         With `inputs_bytes` (the root's inputs size), a root over the tenant's max_payload_bytes is
         refused (InvalidArgument) by the same script, and nothing is written.
         """
-        root = [(root_name, root_spec)]
-        outcome = await self._admitter.admit(tenant, run, "", root, mode="create", inputs_bytes=inputs_bytes)
-        return outcome is not None
+        root, now = [(root_name, root_spec)], self._clock()
+        outcome = await self._admitter.admit(tenant, run, "", root, mode="create", inputs_bytes=inputs_bytes, now=now)
+        return now if outcome is not None else None
 
     @fail_closed
     async def admit(

@@ -189,16 +189,19 @@ class Admitter:
         actions: Sequence[tuple[str, bytes]] | Batch,
         mode: str,
         inputs_bytes: int | None = None,
+        now: float | None = None,
     ) -> Admission | None:
         """mode: create (None when the run exists), submit, or dry (decide, charge nothing).
 
         `inputs_bytes`: a create's root inputs size, refused here (InvalidArgument) when over the
-        tenant's max_payload_bytes; None when the caller checked it.
+        tenant's max_payload_bytes; None when the caller checked it. `now`: the time the admission
+        records (a run's creation time), else the clock's.
         """
         batch = actions if isinstance(actions, Batch) else Batch.from_pairs(actions)
         parts = batch.chunks()
         if mode == "create" or len(parts) == 1:
-            admission = await self._admit_at_once(tenant, run, parent, batch.wire, mode, inputs_bytes)
+            at = self._clock() if now is None else now
+            admission = await self._admit_at_once(tenant, run, parent, batch.wire, mode, inputs_bytes, at)
         else:
             admission = await self._admit_staged(tenant, run, parent, parts, dry=mode == "dry")
         if admission is not None and admission.admitted and mode != "dry":
@@ -221,7 +224,7 @@ class Admitter:
         return len(members)
 
     async def _admit_at_once(
-        self, tenant: str, run: str, parent: str, wire: bytes, mode: str, inputs_bytes: int | None
+        self, tenant: str, run: str, parent: str, wire: bytes, mode: str, inputs_bytes: int | None, now: float
     ) -> Admission | None:
         k = keys.TenantKeys(tenant)
         d = self._limits.defaults
@@ -244,7 +247,7 @@ class Admitter:
                 args=[
                     run,
                     parent,
-                    self._clock(),
+                    now,
                     d.max_fanout,
                     d.max_queued,
                     d.max_stored_bytes,

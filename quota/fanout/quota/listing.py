@@ -38,6 +38,13 @@ class RunSummary:
     # Actions per phase; None for a run created before the counters existed.
     counts: dict[int, int] | None
 
+    @classmethod
+    def created(cls, name: str, root: str, created_at: float) -> RunSummary:
+        """A run as its creation wrote it (admit.lua): its root queued, nothing else yet."""
+        counts = dict.fromkeys(phases.ALL, 0)
+        counts[phases.QUEUED] = 1
+        return cls(name, root, phases.QUEUED, 1, created_at, counts)
+
 
 @dataclass(frozen=True)
 class ActionEntry:

@@ -17,7 +17,7 @@ from fanout.quota.admission import Batch
 from fanout.quota.bundles import BundleStore, term
 from fanout.quota.errors import FailedPrecondition, NotFound, QuotaExceeded
 from fanout.quota.limits import LIMIT_CEILING, Limits, LimitStore
-from fanout.quota.listing import Listing
+from fanout.quota.listing import Listing, RunSummary
 from fanout.quota.reports import ReportStore
 from fanout.quota.tokens import Principal, TokenStore
 from fanout.quota.traces import TraceStore
@@ -103,14 +103,18 @@ class ActionService(actions_pb2_grpc.ActionServiceServicer):
             validation.spec(root, LIMIT_CEILING["max_payload_bytes"])
             inputs_bytes = len(root.inputs)
         spec = root.SerializeToString()
-        created = await self._store.create_run(who.tenant, run, root.name, spec, inputs_bytes)
-        if created and root.max_queued_seconds:
+        created_at = await self._store.create_run(who.tenant, run, root.name, spec, inputs_bytes)
+        if created_at is None:  # it exists: as it is now
+            return pb.CreateRunResponse(run=await self._run(who.tenant, run))
+        if root.max_queued_seconds:
             await self._store.set_queue_limits(who.tenant, run, {root.name: root.max_queued_seconds})
-        if created:
-            event_log.run_created(who.tenant, run, root.name, root.task_name)
-            metrics.ADMISSION_DECISIONS.labels(tenant=metrics.tenant_label(who.tenant), decision="admitted").inc()
-            metrics.ACTIONS_ADMITTED.labels(tenant=metrics.tenant_label(who.tenant)).inc()
-        return pb.CreateRunResponse(run=await self._run(who.tenant, run))
+        event_log.run_created(who.tenant, run, root.name, root.task_name)
+        metrics.ADMISSION_DECISIONS.labels(tenant=metrics.tenant_label(who.tenant), decision="admitted").inc()
+        metrics.ACTIONS_ADMITTED.labels(tenant=metrics.tenant_label(who.tenant)).inc()
+        # As its admission wrote it, not read back: under a big fanout that read was a wait in Redis'
+        # queue and a turn of this loop between the admission and the answer.
+        created = RunSummary.created(run, root.name, created_at)
+        return pb.CreateRunResponse(run=run_views.run_message(created, self._links))
 
     async def SubmitBatch(
         self, request: pb.SubmitBatchRequest, context: aio.ServicerContext[Any, Any]
