@@ -25,6 +25,7 @@ from fanout.config import ClientConfig
 from fanout.controller import Controller
 from fanout.dispatch import reporter as reporter_module
 from fanout.dispatch.reporter import Reporter, ReportStream
+from fanout.quota.actions import ActionStore
 from fanout.runtime import load_task
 from fanout.server import dispatch_service, wakeup
 from fanout.server.app import ControlPlane, create_server
@@ -241,6 +242,38 @@ def test_a_freed_concurrency_slot_wakes_a_waiting_action(
     on_a.report(tenant_on_a.name, held, pb.SUCCEEDED)  # through server A: frees the slot
     action = on_b.next_action(PUSHED_WITHIN)
     assert action.run == second.name
+
+
+def test_a_tenant_woken_while_its_last_drain_is_being_unmarked_is_leased_without_waiting_for_it(
+    loop_thread: LoopThread,
+    two_planes: tuple[ControlPlane, ControlPlane],
+    tenant_on_a: Tenant,
+    streams: list[LeaseStream],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lease that took a tenant's last work unmarks the tenant (ActionStore.mark_idle: round trips
+    that took tens of milliseconds behind a busy Redis) beside the stream. Here the unmarking is held
+    until the test ends: a run created meanwhile must be leased all the same."""
+    a, _ = two_planes
+    unmarking, release = threading.Event(), threading.Event()
+    mark_idle = ActionStore.mark_idle
+
+    async def held(store: ActionStore, tenant: str) -> None:
+        unmarking.set()
+        await asyncio.to_thread(release.wait)
+        await mark_idle(store, tenant)
+
+    monkeypatch.setattr(ActionStore, "mark_idle", held)
+    try:
+        first = tenant_on_a.client.create_run(pb.ActionSpec(task_ref="module:x:y"))
+        stream = open_stream(loop_thread, a, tenant_on_a, capacity=2)
+        streams.append(stream)
+        assert stream.next_action(PUSHED_WITHIN).run == first.name
+        assert unmarking.wait(PUSHED_WITHIN), "the tenant's last work was leased: it is unmarked"
+        second = tenant_on_a.client.create_run(pb.ActionSpec(task_ref="module:x:y"))
+        assert stream.next_action(PUSHED_WITHIN).run == second.name
+    finally:
+        release.set()
 
 
 def test_a_batched_watch_carries_several_updates_and_the_sdk_settles_them_all(
