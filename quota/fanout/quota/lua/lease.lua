@@ -62,8 +62,8 @@ local function run_live(run)
 end
 
 local function take(run, name, admitted)
-  local stkey = prefix .. 'st:' .. run
-  local st = redis.call('HGET', stkey, name)
+  local keys = run_keys(ctx, run)
+  local st = redis.call('HGET', keys.st, name)
   if not st then return end
   local phase, attempt, parent = string.match(st, '^(%d+):(%d+):(.*)$')
   if tonumber(phase) > 2 then return end  -- aborted, finished or leased since it was queued
@@ -73,8 +73,8 @@ local function take(run, name, admitted)
     if parent == '' then live[run] = false end  -- a root's end closes its run
     return
   end
-  attempt = tonumber(attempt) + 1
-  redis.call('HSET', stkey, name, '3:' .. attempt .. ':' .. parent)
+  attempt = num(tonumber(attempt) + 1)
+  redis.call('HSET', keys.st, name, '3:' .. attempt .. ':' .. parent)
   local moved = leased_from[run]
   if not moved then
     moved = {}
@@ -82,7 +82,7 @@ local function take(run, name, admitted)
   end
   moved[phase] = (moved[phase] or 0) + 1
   refs[#refs + 1] = run .. '/' .. name
-  local spec = redis.call('HGET', prefix .. 'spec:' .. run, name) or ''
+  local spec = redis.call('HGET', keys.spec, name) or ''
   heads[#heads + 1] = run .. ' ' .. name .. ' ' .. attempt .. ' ' .. admitted .. ' ' .. #spec .. ' ' .. parent
   specs[#specs + 1] = spec
 end

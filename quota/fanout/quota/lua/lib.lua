@@ -7,6 +7,44 @@ local function parse_state(st)
   return tonumber(phase), tonumber(attempt), parent
 end
 
+-- Lua formats a number with sprintf each time one is concatenated or passed to redis.call, and
+-- every concatenation hashes a new string: per action, in a batch of thousands, that was a good
+-- part of these scripts' time. Phases and attempts take few values in a script: each is formatted
+-- once (num); a run's keys are made once per script (ctx.run_keys), a parent's event key once per run.
+local formatted = {}
+local function num(n)
+  local s = formatted[n]
+  if not s then
+    s = tostring(n)
+    formatted[n] = s
+  end
+  return s
+end
+
+local function run_keys(ctx, run)
+  local cache = ctx.run_keys
+  if not cache then
+    cache = {}
+    ctx.run_keys = cache
+  end
+  local k = cache[run]
+  if not k then
+    local p = ctx.prefix
+    k = {st = p .. 'st:' .. run, res = p .. 'res:' .. run, spec = p .. 'spec:' .. run, events = {}}
+    cache[run] = k
+  end
+  return k
+end
+
+local function events_key(ctx, keys, run, parent)
+  local key = keys.events[parent]
+  if not key then
+    key = ctx.prefix .. 'ev:' .. run .. ':' .. parent
+    keys.events[parent] = key
+  end
+  return key
+end
+
 -- The run meta counts its actions per phase ("p1".."p8"), for ListRuns and the run page. Moves
 -- are tallied per run and written by flush_counts, a command per run and phase, not per action.
 -- A run created before the counters existed has no "p1" and stays uncounted rather than wrong.
@@ -58,8 +96,9 @@ end
 -- run's failure list, so the run page finds it without walking the run.
 -- ctx: {prefix, slots, leased, stats, closing, now, maxlen}
 local function finish(ctx, run, name, attempt, parent, phase, result, from)
-  redis.call('HSET', ctx.prefix .. 'st:' .. run, name, phase .. ':' .. attempt .. ':' .. parent)
-  redis.call('HSET', ctx.prefix .. 'res:' .. run, name, result)
+  local keys, p, a = run_keys(ctx, run), num(phase), num(attempt)
+  redis.call('HSET', keys.st, name, p .. ':' .. a .. ':' .. parent)
+  redis.call('HSET', keys.res, name, result)
   count_move(ctx, run, from, phase)
   if phase == 6 or phase == 8 then redis.call('LPUSH', ctx.prefix .. 'fail:' .. run, name) end
   local t = ctx.tally
@@ -74,8 +113,8 @@ local function finish(ctx, run, name, attempt, parent, phase, result, from)
     t.run_bytes[run] = 0
   end
   t.run_bytes[run] = t.run_bytes[run] + #result
-  redis.call('XADD', ctx.prefix .. 'ev:' .. run .. ':' .. parent, 'MAXLEN', '~', ctx.maxlen, '*',
-    'n', name, 'p', phase, 'a', attempt, 'r', result)
+  redis.call('XADD', events_key(ctx, keys, run, parent), 'MAXLEN', '~', ctx.maxlen, '*',
+    'n', name, 'p', p, 'a', a, 'r', result)
   if parent == '' then close_run(ctx, run, phase) end
 end
 

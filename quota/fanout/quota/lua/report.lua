@@ -17,30 +17,32 @@ local ctx = {prefix = ARGV[1], slots = KEYS[1], leased = KEYS[2], stats = KEYS[3
 local ignored, closed = 0, {}
 local results, at = ARGV[5], 1
 for run, name, attempt, phase, size, retry_after in string.gmatch(ARGV[4], '(%S+) (%S+) (%d+) (%d+) (%d+) ([^\n]+)') do
-  attempt, phase, retry_after = tonumber(attempt), tonumber(phase), tonumber(retry_after) or 0
-  local result = string.sub(results, at, at + tonumber(size) - 1)
-  at = at + tonumber(size)
-  local stkey = ctx.prefix .. 'st:' .. run
-  local st = redis.call('HGET', stkey, name)
+  attempt, phase, size = tonumber(attempt), tonumber(phase), tonumber(size)
+  retry_after = tonumber(retry_after) or 0
+  local result = string.sub(results, at, at + size - 1)
+  at = at + size
+  local keys = run_keys(ctx, run)
+  local st = redis.call('HGET', keys.st, name)
   local cur, att, parent
   if st then cur, att, parent = parse_state(st) end
   if st and cur > 1 and cur < 5 and att == attempt and phase > cur then
-    local evkey = ctx.prefix .. 'ev:' .. run .. ':' .. parent
     if phase >= 5 and retry_after > 0 then
-      local ref = run .. '/' .. name
-      redis.call('HSET', stkey, name, '1:' .. att .. ':' .. parent)
+      local ref, a = run .. '/' .. name, num(att)
+      redis.call('HSET', keys.st, name, '1:' .. a .. ':' .. parent)
       count_move(ctx, run, cur, 1)
       redis.call('SREM', KEYS[1], ref)
       redis.call('ZREM', KEYS[2], ref)
       redis.call('ZADD', KEYS[4], ctx.now + retry_after, ref)
-      redis.call('XADD', evkey, 'MAXLEN', '~', ctx.maxlen, '*', 'n', name, 'p', 1, 'a', att, 'r', result)
+      redis.call('XADD', events_key(ctx, keys, run, parent), 'MAXLEN', '~', ctx.maxlen, '*',
+        'n', name, 'p', '1', 'a', a, 'r', result)
     elseif phase >= 5 then
       finish(ctx, run, name, att, parent, phase, result, cur)
       if parent == '' then closed[#closed + 1] = run end
     else
-      redis.call('HSET', stkey, name, phase .. ':' .. att .. ':' .. parent)
+      local p, a = num(phase), num(att)
+      redis.call('HSET', keys.st, name, p .. ':' .. a .. ':' .. parent)
       count_move(ctx, run, cur, phase)
-      redis.call('XADD', evkey, 'MAXLEN', '~', ctx.maxlen, '*', 'n', name, 'p', phase, 'a', att)
+      redis.call('XADD', events_key(ctx, keys, run, parent), 'MAXLEN', '~', ctx.maxlen, '*', 'n', name, 'p', p, 'a', a)
       if parent == '' then redis.call('HSET', ctx.prefix .. 'run:' .. run, 'phase', phase) end
     end
   else
