@@ -1,9 +1,11 @@
 """The dispatcher loop: lease on a stream, run in a backend, report in batches.
 
 It talks to the control plane over gRPC only. Capacity is how many actions
-it runs at once; every finished action gives one credit back, and so does a
-parent that the server says is waiting on its children (it holds no slot,
-so nested fanouts cannot fill the dispatcher and deadlock). Leases of
+it holds at once; every finished action gives one credit back once the
+control plane answered the report of its end (so leasing cannot outrun a busy
+server's recording of results), and so does a parent that the server says is
+waiting on its children (it holds no slot, so nested fanouts cannot fill the
+dispatcher and deadlock). Leases of
 running actions are renewed by heartbeat; the answer also names actions to
 stop (aborted, or leased again elsewhere). If this process dies, the server
 reclaims its leases and another dispatcher runs the actions again; but the
@@ -40,7 +42,7 @@ from fanout.config import ClientConfig
 from fanout.dispatch import metrics as dispatch_metrics
 from fanout.dispatch.backend import Backend, Outcome, failure
 from fanout.dispatch.pools import Pools, WorkerFactory, WorkerLost, WorkerProcess, reusable
-from fanout.dispatch.reporter import Reporter, ReportStream
+from fanout.dispatch.reporter import Reporter, ReportKey, ReportStream
 from fanout.dispatch.sandbox import Sandbox
 from fanout.dispatch.starts import Starts
 from fanout.v1 import actions_pb2 as pb
@@ -119,6 +121,8 @@ class Dispatcher:
         self._starts = Starts(self._start)
         self._reporter: Reporter | None = None
         self._waiting: set[str] = set()
+        # Ended here, their end reported but not answered yet: each still holds its slot (see _ended).
+        self._owing: set[ReportKey] = set()
         self._images_noted: set[str] = set()
         # Messages for the current lease stream; None ends the stream's request side.
         self._outbox: asyncio.Queue[dpb.LeaseRequest | None] = asyncio.Queue()
@@ -133,7 +137,7 @@ class Dispatcher:
         """Serve until stop(); reconnects with backoff when the stream breaks."""
         channel = async_channel(self.config)
         stub = dispatch_pb2_grpc.DispatchServiceStub(channel)
-        reporter = self._reporter = Reporter(stub, self._metadata)
+        reporter = self._reporter = Reporter(stub, self._metadata, settled=self._settled)
         reporter.start()
         heartbeat = asyncio.create_task(self._heartbeat())
         loop = asyncio.get_running_loop()
@@ -194,7 +198,7 @@ class Dispatcher:
         self._stopping.set()
 
     async def _lease(self, stub: dispatch_pb2_grpc.DispatchServiceStub) -> None:
-        free = self.capacity - (len(self._running) + len(self._starts) - len(self._waiting))
+        free = self.capacity - (len(self._running) + len(self._starts) + len(self._owing) - len(self._waiting))
         self._credit = 0  # counted in `free`: the new stream's hello carries it
         self._granted = max(free, 0)
         # Credit given back on an old stream is lost with it; start each stream afresh.
@@ -275,12 +279,13 @@ class Dispatcher:
             reporter.report(_report(action, pb.RUNNING))
 
         def done(outcome: Outcome | WorkerLost) -> None:
-            self._ended(key)
             if isinstance(outcome, WorkerLost):
                 # No report: the lease lapses and the control plane runs it again.
+                self._ended(key)
                 lost = "%s is lost with its worker (%s); it runs again after its lease"
                 log.warning(lost, key, outcome, extra=_fields(action))
                 return
+            self._ended(key, reported=action)
             dispatch_metrics.finished(outcome, backend, time.monotonic() - launched)
             self._finish(action, outcome, reporter, keeps_work=False)  # a pool keeps nothing once the outcome is here
 
@@ -354,6 +359,7 @@ class Dispatcher:
 
         key = _ref(action)
         backend, launched = dispatch_metrics.backend_name(self.backend, False), time.monotonic()
+        reported: dpb.LeasedAction | None = None
         try:
             try:
                 if refusal := self.sandbox.refusal(action.spec):
@@ -369,16 +375,33 @@ class Dispatcher:
                 outcome = failure("BackendError", f"{type(exc).__name__}: {exc}")
             dispatch_metrics.finished(outcome, backend, time.monotonic() - launched)
             self._finish(action, outcome, reporter)
+            reported = action
         finally:
-            self._ended(key)
+            self._ended(key, reported)
 
-    def _ended(self, key: str) -> None:
-        """An action left this dispatcher (finished, lost or stopped): its capacity comes back."""
+    def _ended(self, key: str, reported: dpb.LeasedAction | None = None) -> None:
+        """An action left this dispatcher: its capacity comes back now if it was lost or stopped, or
+        once the control plane answered the report of its end (`reported`: the action, when one was made).
+
+        Until then its slot stays taken. Freed at the end itself, the slots let this dispatcher lease
+        faster than a busy server applied the reports: in a run of a million actions 20,000 ends went
+        unanswered, each renewed by every heartbeat, which slowed the server further until leases lapsed.
+        """
         self._running.pop(key, None)
         if key in self._waiting:
             self._waiting.discard(key)  # its credit went back when it started waiting
+        elif reported is not None:
+            self._owing.add((reported.tenant, reported.run, reported.spec.name, reported.attempt))
         else:
             self._give_credit()
+
+    def _settled(self, ends: Sequence[dpb.PhaseReport]) -> None:
+        """The control plane answered these reported ends (or refused them for good): their slots come back."""
+        for end in ends:
+            key = (end.tenant, end.run, end.name, end.attempt)
+            if key in self._owing:  # not a recovered end, nor a parent's that gave its slot back when it waited
+                self._owing.discard(key)
+                self._give_credit()
 
     def _finish(
         self, action: dpb.LeasedAction, outcome: Outcome, reporter: Reporter, keeps_work: bool = True

@@ -95,7 +95,7 @@ _LOST = (grpc.StatusCode.UNAVAILABLE, "the lease stream ended before the answer 
 
 _Entry = tuple[dpb.PhaseReport, "asyncio.Future[bool] | None"]
 _Pending = deque[_Entry]
-_Key = tuple[str, str, str, int]  # tenant, run, action, attempt
+ReportKey = tuple[str, str, str, int]  # tenant, run, action, attempt
 # One try at sending a batch, begun: the answer to come on the lease stream, or a Report call.
 _Started = Awaitable["dpb.ReportAnswer | dpb.ReportResponse | None"]
 
@@ -131,18 +131,25 @@ class ReportStream:
 
 
 class Reporter:
-    def __init__(self, stub: dispatch_pb2_grpc.DispatchServiceStub, metadata: tuple[tuple[str, str], ...]) -> None:
+    def __init__(
+        self,
+        stub: dispatch_pb2_grpc.DispatchServiceStub,
+        metadata: tuple[tuple[str, str], ...],
+        settled: Callable[[list[dpb.PhaseReport]], None] | None = None,
+    ) -> None:
         self._stub = stub
         self._metadata = metadata
+        # Told of the terminal reports of each call once it ended (answered, or refused for good).
+        self._settled = settled
         self._stream: ReportStream | None = None  # the lease stream batches go on, when it takes them
         self._pending: dict[str, _Pending] = {}  # by tenant, in the order reported
         self._lanes: dict[str, asyncio.Task[None]] = {}  # the tenants whose reports are being sent
         self._calls = asyncio.Semaphore(MAX_CALLS_IN_FLIGHT)
         self._sending: dict[int, list[_Entry]] = {}  # the batches of the calls in flight, by id
         self._started = False
-        self._unsent_running: set[_Key] = set()  # RUNNING reports still in their lane
-        self._superseded: set[_Key] = set()  # ... of which a terminal report came after
-        self._held: set[_Key] = set()  # ... that were made with `hold`
+        self._unsent_running: set[ReportKey] = set()  # RUNNING reports still in their lane
+        self._superseded: set[ReportKey] = set()  # ... of which a terminal report came after
+        self._held: set[ReportKey] = set()  # ... that were made with `hold`
         self._urgent: dict[str, int] = {}  # by tenant: reports in the lane that may not wait
         self._held_count: dict[str, int] = {}  # by tenant: held RUNNING reports in the lane
         self._hold_until: dict[str, float] = {}  # by tenant: when its oldest held report goes (loop time)
@@ -257,8 +264,10 @@ class Reporter:
         call.add_done_callback(functools.partial(self._ended, id(batch)))
 
     def _ended(self, batch_id: int, _: asyncio.Task[None]) -> None:
-        del self._sending[batch_id]
+        batch = self._sending.pop(batch_id)
         self._calls.release()
+        if self._settled is not None:
+            self._settled([report for report, _ in batch if report.phase != pb.RUNNING])
 
     async def _see_through(self, batch: list[_Entry], reports: list[dpb.PhaseReport], started: _Started) -> None:
         accepted = await self._send(reports, started)
@@ -399,5 +408,5 @@ def _wake(waker: asyncio.Future[None]) -> None:
         waker.set_result(None)
 
 
-def _key(report: dpb.PhaseReport) -> _Key:
+def _key(report: dpb.PhaseReport) -> ReportKey:
     return (report.tenant, report.run, report.name, report.attempt)
