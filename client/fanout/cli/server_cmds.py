@@ -99,7 +99,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--capacity",
         type=int,
         default=DEFAULT_CAPACITY,
-        help=f"actions held at once, running or queued for a worker (default: {DEFAULT_CAPACITY})",
+        help=f"actions held at once: queued for a worker, running, or ended with the report of their end not "
+        f"answered yet (default: {DEFAULT_CAPACITY})",
     )
     disp.add_argument("--work-dir", type=Path, default=Path(".fanout/actions"), help="per-action scratch directories")
     disp.add_argument("--action-endpoint", default="", help="address actions use to reach the control plane")
