@@ -16,9 +16,10 @@ own, with a short lease, and no other dispatcher leases from it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,25 @@ class HoldEnds:
         return await self._apply(service, who, reports)
 
 
+@contextlib.contextmanager
+def dispatching(
+    loop_thread: LoopThread, plane: ControlPlane, backend: ProcessBackend, capacity: int, hold: HoldEnds | None = None
+) -> Iterator[Dispatcher]:
+    """A dispatcher of `plane` on the loop's thread, stopped on exit; the reports `hold` holds are
+    let go first (its stop waits for them)."""
+    token = loop_thread.run(plane.tokens.create("dispatcher"))
+    config = ClientConfig(endpoint=f"127.0.0.1:{plane.port}", token=token)
+    dispatcher = Dispatcher(config, backend, capacity=capacity)
+    running = asyncio.run_coroutine_threadsafe(dispatcher.run(), loop_thread.loop)
+    try:
+        yield dispatcher
+    finally:
+        if hold is not None:
+            loop_thread.loop.call_soon_threadsafe(hold.release.set)
+        loop_thread.loop.call_soon_threadsafe(dispatcher.stop)
+        running.result(30)
+
+
 def held_ends(monkeypatch: pytest.MonkeyPatch) -> HoldEnds:
     """Hold, in this module's server, every batch of reports that carries an action's end."""
     hold = HoldEnds(DispatchService._apply)
@@ -111,11 +131,8 @@ def test_an_ended_actions_lease_is_renewed_while_its_report_waits(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     hold = held_ends(monkeypatch)
-    token = loop_thread.run(own_plane.tokens.create("dispatcher"))
     backend = CountingBackend(tmp_path / "actions")
-    dispatcher = Dispatcher(ClientConfig(endpoint=f"127.0.0.1:{own_plane.port}", token=token), backend, capacity=4)
-    running = asyncio.run_coroutine_threadsafe(dispatcher.run(), loop_thread.loop)
-    try:
+    with dispatching(loop_thread, own_plane, backend, capacity=4, hold=hold):
         run = own_tenant.client.create_run(pb.ActionSpec(task_ref="module:x:y", command=["true"])).name
         assert hold.holding.wait(15), f"the action's end was never reported; reports sent: {hold.reports}"
         ended = time.monotonic()
@@ -148,10 +165,6 @@ def test_an_ended_actions_lease_is_renewed_while_its_report_waits(
         assert backend.ran == [(run, 1)]
         assert {attempt for r, attempt, _ in hold.reports if r == run} == {1}
         assert [phase for r, _, phase in hold.reports if r == run and phase in TERMINAL] == [pb.SUCCEEDED]
-    finally:
-        loop_thread.loop.call_soon_threadsafe(hold.release.set)
-        loop_thread.loop.call_soon_threadsafe(dispatcher.stop)
-        running.result(30)
 
 
 def test_an_ended_actions_slot_comes_back_once_its_report_is_answered(
@@ -166,11 +179,7 @@ def test_an_ended_actions_slot_comes_back_once_its_report_is_answered(
     in a run of a million actions 20,000 ends went unanswered, each renewed by every heartbeat,
     until the server fell so far behind that leases lapsed. Here the capacity is one action."""
     hold = held_ends(monkeypatch)
-    token = loop_thread.run(own_plane.tokens.create("dispatcher"))
-    config = ClientConfig(endpoint=f"127.0.0.1:{own_plane.port}", token=token)
-    dispatcher = Dispatcher(config, ProcessBackend(tmp_path / "actions"), capacity=1)
-    running = asyncio.run_coroutine_threadsafe(dispatcher.run(), loop_thread.loop)
-    try:
+    with dispatching(loop_thread, own_plane, ProcessBackend(tmp_path / "actions"), capacity=1, hold=hold):
         spec = pb.ActionSpec(task_ref="module:x:y", command=["true"])
         first = own_tenant.client.create_run(spec).name
         assert hold.holding.wait(15), f"the action's end was never reported; reports sent: {hold.reports}"
@@ -186,10 +195,6 @@ def test_an_ended_actions_slot_comes_back_once_its_report_is_answered(
             return phases
 
         eventually(both_ended, timeout=15)
-    finally:
-        loop_thread.loop.call_soon_threadsafe(hold.release.set)
-        loop_thread.loop.call_soon_threadsafe(dispatcher.stop)
-        running.result(30)
 
 
 class CountCalls(grpc.aio.UnaryUnaryClientInterceptor):
@@ -219,12 +224,7 @@ def test_a_dispatcher_sends_its_reports_on_its_lease_stream(
         return grpc.aio.insecure_channel(config.endpoint, options=channel._OPTIONS, interceptors=[calls])
 
     monkeypatch.setattr(dispatcher_module, "async_channel", counted_channel)
-    token = loop_thread.run(own_plane.tokens.create("dispatcher"))
-    dispatcher = Dispatcher(
-        ClientConfig(endpoint=f"127.0.0.1:{own_plane.port}", token=token), ProcessBackend(tmp_path / "a"), capacity=4
-    )
-    running = asyncio.run_coroutine_threadsafe(dispatcher.run(), loop_thread.loop)
-    try:
+    with dispatching(loop_thread, own_plane, ProcessBackend(tmp_path / "a"), capacity=4):
         run = own_tenant.client.create_run(pb.ActionSpec(task_ref="module:x:y", command=["sleep", "0.3"])).name
         seen: list[int] = []
 
@@ -236,9 +236,6 @@ def test_a_dispatcher_sends_its_reports_on_its_lease_stream(
         eventually(its_end, timeout=15)
         assert pb.RUNNING in seen  # its RUNNING report was applied too, before its end
         assert "/fanout.v1.DispatchService/Report" not in calls.methods, calls.methods
-    finally:
-        loop_thread.loop.call_soon_threadsafe(dispatcher.stop)
-        running.result(30)
 
 
 def test_an_action_that_never_said_it_runs_keeps_its_lease_past_its_first_heartbeat(
@@ -265,11 +262,7 @@ def test_an_action_that_never_said_it_runs_keeps_its_lease_past_its_first_heartb
         return await heartbeat(service, who, beat)
 
     monkeypatch.setattr(DispatchService, "_heartbeat", recorded)
-    token = loop_thread.run(own_plane.tokens.create("dispatcher"))
-    config = ClientConfig(endpoint=f"127.0.0.1:{own_plane.port}", token=token)
-    dispatcher = Dispatcher(config, ProcessBackend(tmp_path / "actions"), capacity=4)
-    running = asyncio.run_coroutine_threadsafe(dispatcher.run(), loop_thread.loop)
-    try:
+    with dispatching(loop_thread, own_plane, ProcessBackend(tmp_path / "actions"), capacity=4):
         parent = load_task(f"file:{TASKS_FILE}:blocks_a_warm_workers_first_step")
         run = start_run(own_tenant.client, parent, HELD_SECONDS)
         warm_up_pid, blocked_pid = run.wait(HELD_SECONDS + 30).outputs()
@@ -280,6 +273,3 @@ def test_an_action_that_never_said_it_runs_keeps_its_lease_past_its_first_heartb
         renewals = max(named.count((run.name, a.name)) for a in actions if a.name != "root")
         assert set(attempts.values()) == {1}, f"an action lost its lease: attempts {attempts}, {renewals} renewals"
         assert renewals >= 8, f"the blocked child was named by {renewals} heartbeats"  # renewed, not lucky
-    finally:
-        loop_thread.loop.call_soon_threadsafe(dispatcher.stop)
-        running.result(30)
