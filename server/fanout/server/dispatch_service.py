@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import Counter, defaultdict, deque
@@ -63,7 +64,6 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
         self._limits = limits
         self._tokens = tokens
         self._wakeup = wakeup
-        self._idling: set[asyncio.Task[None]] = set()
 
     async def Lease(
         self, request_iterator: AsyncIterator[dpb.LeaseRequest], context: aio.ServicerContext[Any, Any]
@@ -94,7 +94,7 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
                         if response is not None:
                             yield response
                         if drained:  # once the actions went out: they need not wait for it
-                            self._mark_idle(tenant)
+                            _mark_idle(self._store, stream, tenant)
                         continue
                 stream.nudge.clear()
                 if stream.outbox or (stream.credit > 0 and (stream.woken or stream.sweep_due)):
@@ -109,24 +109,9 @@ class DispatchService(dispatch_pb2_grpc.DispatchServiceServicer):
             self._wakeup.unregister(stream)
             reader.cancel()
             # Batches still being applied stop here: unanswered, they are sent again (reports are idempotent).
-            for task in stream.reports:
+            # An unmarking stopped halfway may leave a tenant with work unmarked: the sweeps wake it.
+            for task in (*stream.reports, *stream.idling):
                 task.cancel()
-
-    def _mark_idle(self, tenant: str) -> None:
-        """Unmark a drained tenant (ActionStore.mark_idle) beside the stream, not in it.
-
-        Its round trips took tens of milliseconds behind a busy Redis, and a stream awaiting them
-        leased nothing meanwhile: a small tenant woken then waited for another tenant's unmarking.
-        """
-        task = asyncio.create_task(self._store.mark_idle(tenant))
-        self._idling.add(task)
-        task.add_done_callback(self._idled)
-
-    def _idled(self, task: asyncio.Task[None]) -> None:
-        self._idling.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            # A mark left behind costs a lease that finds nothing; Redis down ends the streams anyway.
-            log.warning("could not mark a drained tenant idle: %s", exc)
 
     async def _lease(self, stream: _Stream, tenant: str) -> tuple[dpb.LeaseResponse | None, bool]:
         """Lease a chunk of `tenant`'s work: its own response, sent as soon as it is leased, and
@@ -293,6 +278,7 @@ class _Stream:
         self.sweep_due = True
         self.nudge = asyncio.Event()
         self.reports: set[asyncio.Task[None]] = set()  # batches sent on the stream, being applied
+        self.idling: set[asyncio.Task[None]] = set()  # drained tenants being unmarked (_mark_idle)
 
     def wake(self, tenant: str) -> None:
         if not self.scope or tenant == self.scope:
@@ -318,6 +304,24 @@ class _Stream:
             del self.wanted[tenant]
             return tenant
         return None
+
+
+def _mark_idle(store: ActionStore, stream: _Stream, tenant: str) -> None:
+    """Unmark a drained tenant (ActionStore.mark_idle) beside the stream, not in it.
+
+    Its round trips took tens of milliseconds behind a busy Redis, and a stream awaiting them
+    leased nothing meanwhile: a small tenant woken then waited for another tenant's unmarking.
+    """
+    task = asyncio.create_task(store.mark_idle(tenant))
+    stream.idling.add(task)
+    task.add_done_callback(functools.partial(_idled, stream))
+
+
+def _idled(stream: _Stream, task: asyncio.Task[None]) -> None:
+    stream.idling.discard(task)
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        # A mark left behind costs a lease that finds nothing; Redis down ends the streams anyway.
+        log.warning("could not mark a drained tenant idle: %s", exc)
 
 
 def _ref_proto(tenant: str, ref: LeaseRef) -> dpb.LeaseRef:
